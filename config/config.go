@@ -1,0 +1,118 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// Defaults for the optional top-level settings.
+const (
+	DefaultConcurrency  = 2
+	DefaultPullTimeout  = 10 * time.Minute
+	DefaultStallTimeout = 2 * time.Minute
+)
+
+// Config is one parsed and validated configuration file.
+type Config struct {
+	// File is the name the configuration was parsed from.
+	File   string
+	Docker Docker
+	// Concurrency bounds how many images are pulled at once.
+	Concurrency int
+	// PullTimeout bounds one pull of one reference.
+	PullTimeout time.Duration
+	// StallTimeout cancels a pull whose progress stream has been silent that
+	// long (a registry that stopped sending a blob without closing).
+	StallTimeout time.Duration
+	Images       []Image
+	Auths        []Auth
+	// Warnings are problems that do not stop the config from being used.
+	Warnings []Problem
+}
+
+// Docker says how to reach the Docker Engine.
+type Docker struct {
+	// Host is a Docker host URL (unix:///var/run/docker.sock, tcp://...).
+	// Empty means DOCKER_HOST, then the platform default.
+	Host string
+}
+
+// Image is one image the node must have.
+type Image struct {
+	// Name is the block's label; it names the entry in logs and summaries.
+	Name string
+	// Expected is the normalised reference a Nomad job's docker task uses.
+	Expected string
+	// Sources are normalised references tried in order when Expected can't
+	// be pulled.
+	Sources []string
+	// Digest, when set, is the content every pull must have.
+	Digest string
+	// Platform is os/arch[/variant], or empty for the daemon's own.
+	Platform string
+	// Pos is where the block starts.
+	Pos Pos
+}
+
+// Auth gives the credentials for one registry host.
+type Auth struct {
+	// Host is the registry host as it appears in references
+	// (ghcr.io, registry.example.com:5000; docker.io for Docker Hub).
+	Host         string
+	Username     string
+	PasswordFile string
+	PasswordEnv  string
+	Pos          Pos
+}
+
+// Password reads the password from its file or environment variable. It is
+// read at each use, so a rotated secret is picked up without a reload.
+func (a Auth) Password() (string, error) {
+	if a.PasswordFile != "" {
+		b, err := os.ReadFile(a.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("reading password_file of auth %q: %w", a.Host, err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	v, ok := os.LookupEnv(a.PasswordEnv)
+	if !ok {
+		return "", fmt.Errorf("reading password_env of auth %q: environment variable %s is not set", a.Host, a.PasswordEnv)
+	}
+	return v, nil
+}
+
+// Pos is a position in a configuration file.
+type Pos struct {
+	File      string
+	Line, Col int
+}
+
+func (p Pos) String() string {
+	if p.Line == 0 {
+		return p.File
+	}
+	return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Col)
+}
+
+// Problem is one error or warning found in a configuration file.
+type Problem struct {
+	Pos Pos
+	Msg string
+}
+
+func (p Problem) String() string { return p.Pos.String() + ": " + p.Msg }
+
+// Errors is every error found in one configuration file. Parse returns it
+// (as an error) so callers can print each problem on a line of its own.
+type Errors []Problem
+
+func (e Errors) Error() string {
+	lines := make([]string, len(e))
+	for i, p := range e {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,490 @@
+package config
+
+import (
+	_ "crypto/sha256" // registers sha256 with go-digest
+
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/distribution/reference"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/opencontainers/go-digest"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+)
+
+var (
+	rootSchema = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{
+			{Name: "concurrency"},
+			{Name: "pull_timeout"},
+			{Name: "stall_timeout"},
+		},
+		Blocks: []hcl.BlockHeaderSchema{
+			{Type: "docker"},
+			{Type: "image", LabelNames: []string{"name"}},
+			{Type: "auth", LabelNames: []string{"host"}},
+		},
+	}
+	dockerSchema = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{{Name: "host"}},
+	}
+	imageSchema = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{
+			{Name: "expected", Required: true},
+			{Name: "sources"},
+			{Name: "digest"},
+			{Name: "platform"},
+		},
+	}
+	authSchema = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{
+			{Name: "username", Required: true},
+			{Name: "password_file"},
+			{Name: "password_env"},
+		},
+	}
+)
+
+// Load reads and parses the configuration file at path.
+func Load(path string) (Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(path, src)
+}
+
+// Parse parses and validates src, naming it filename in every problem. On
+// failure the error is an Errors holding every problem found, in file order.
+// Warnings are returned in Config.Warnings either way.
+func Parse(filename string, src []byte) (Config, error) {
+	p := &parser{file: filename}
+	cfg := p.parse(src)
+	if len(p.errs) > 0 {
+		slices.SortStableFunc(p.errs, comparePos)
+		return Config{File: filename, Warnings: p.warns}, p.errs
+	}
+	cfg.Warnings = p.warns
+	return cfg, nil
+}
+
+func comparePos(a, b Problem) int {
+	if a.Pos.Line != b.Pos.Line {
+		return a.Pos.Line - b.Pos.Line
+	}
+	return a.Pos.Col - b.Pos.Col
+}
+
+type parser struct {
+	file  string
+	errs  Errors
+	warns []Problem
+}
+
+func (p *parser) pos(r hcl.Range) Pos {
+	return Pos{File: p.file, Line: r.Start.Line, Col: r.Start.Column}
+}
+
+func (p *parser) errorf(r hcl.Range, format string, args ...any) {
+	p.errs = append(p.errs, Problem{Pos: p.pos(r), Msg: fmt.Sprintf(format, args...)})
+}
+
+func (p *parser) warnf(r hcl.Range, format string, args ...any) {
+	p.warns = append(p.warns, Problem{Pos: p.pos(r), Msg: fmt.Sprintf(format, args...)})
+}
+
+// diags records HCL's own diagnostics. It reports whether any was an error.
+func (p *parser) diags(ds hcl.Diagnostics) bool {
+	failed := false
+	for _, d := range ds {
+		r := hcl.Range{Filename: p.file, Start: hcl.Pos{Line: 1, Column: 1}}
+		if d.Subject != nil {
+			r = *d.Subject
+		}
+		msg := d.Summary
+		if d.Detail != "" {
+			msg += ": " + d.Detail
+		}
+		if d.Severity == hcl.DiagError {
+			p.errorf(r, "%s", msg)
+			failed = true
+		} else {
+			p.warnf(r, "%s", msg)
+		}
+	}
+	return failed
+}
+
+func (p *parser) parse(src []byte) Config {
+	cfg := Config{
+		File:         p.file,
+		Concurrency:  DefaultConcurrency,
+		PullTimeout:  DefaultPullTimeout,
+		StallTimeout: DefaultStallTimeout,
+	}
+	f, ds := hclsyntax.ParseConfig(src, p.file, hcl.InitialPos)
+	if p.diags(ds) {
+		return cfg
+	}
+	content, ds := f.Body.Content(rootSchema)
+	p.diags(ds)
+
+	if a, ok := content.Attributes["concurrency"]; ok {
+		if n, ok := p.intAttr(a); ok {
+			if n < 1 || n > 64 {
+				p.errorf(a.Expr.Range(), "concurrency must be between 1 and 64, got %d", n)
+			} else {
+				cfg.Concurrency = n
+			}
+		}
+	}
+	if a, ok := content.Attributes["pull_timeout"]; ok {
+		if d, ok := p.durationAttr(a); ok {
+			cfg.PullTimeout = d
+		}
+	}
+	if a, ok := content.Attributes["stall_timeout"]; ok {
+		if d, ok := p.durationAttr(a); ok {
+			cfg.StallTimeout = d
+		}
+	}
+
+	var dockerSeen *hcl.Block
+	names := map[string]hcl.Range{}
+	expected := map[string]hcl.Range{}
+	hosts := map[string]hcl.Range{}
+	for _, b := range content.Blocks {
+		switch b.Type {
+		case "docker":
+			if dockerSeen != nil {
+				p.errorf(b.DefRange, "duplicate docker block; the first is at line %d", dockerSeen.DefRange.Start.Line)
+				continue
+			}
+			dockerSeen = b
+			cfg.Docker = p.docker(b)
+		case "image":
+			name := b.Labels[0]
+			if prev, dup := names[name]; dup {
+				p.errorf(b.LabelRanges[0], "duplicate image %q; the first is at line %d", name, prev.Start.Line)
+				continue
+			}
+			names[name] = b.DefRange
+			img, ok := p.image(b)
+			if !ok {
+				continue
+			}
+			if prev, dup := expected[img.Expected]; dup {
+				p.errorf(b.DefRange, "image %q: expected %q is already listed at line %d", name, img.Expected, prev.Start.Line)
+				continue
+			}
+			expected[img.Expected] = b.DefRange
+			cfg.Images = append(cfg.Images, img)
+		case "auth":
+			a, ok := p.auth(b)
+			if !ok {
+				continue
+			}
+			if prev, dup := hosts[a.Host]; dup {
+				p.errorf(b.LabelRanges[0], "duplicate auth for %q; the first is at line %d", a.Host, prev.Start.Line)
+				continue
+			}
+			hosts[a.Host] = b.DefRange
+			cfg.Auths = append(cfg.Auths, a)
+		}
+	}
+	if len(content.Blocks.OfType("image")) == 0 && len(p.errs) == 0 {
+		p.warns = append(p.warns, Problem{Pos: Pos{File: p.file}, Msg: "no image blocks: there is nothing to prefetch"})
+	}
+	return cfg
+}
+
+func (p *parser) docker(b *hcl.Block) Docker {
+	content, ds := b.Body.Content(dockerSchema)
+	p.diags(ds)
+	var d Docker
+	if a, ok := content.Attributes["host"]; ok {
+		if s, ok := p.stringAttr(a); ok {
+			if err := checkDockerHost(s); err != nil {
+				p.errorf(a.Expr.Range(), "docker host %q: %v", s, err)
+			} else {
+				d.Host = s
+			}
+		}
+	}
+	return d
+}
+
+func checkDockerHost(s string) error {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return errors.New("want a URL such as unix:///var/run/docker.sock or tcp://127.0.0.1:2375")
+	}
+	switch scheme {
+	case "unix", "npipe", "tcp", "http", "https", "ssh":
+	default:
+		return fmt.Errorf("unsupported scheme %q (want unix, tcp, npipe, http, https or ssh)", scheme)
+	}
+	if rest == "" {
+		return errors.New("no address after the scheme")
+	}
+	return nil
+}
+
+func (p *parser) image(b *hcl.Block) (Image, bool) {
+	before := len(p.errs)
+	name := b.Labels[0]
+	img := Image{Name: name, Pos: p.pos(b.DefRange)}
+	if name == "" {
+		p.errorf(b.LabelRanges[0], "image label must not be empty")
+	}
+	content, ds := b.Body.Content(imageSchema)
+	p.diags(ds)
+
+	var expectedDigest string
+	var expectedRange hcl.Range
+	if a, found := content.Attributes["expected"]; found {
+		expectedRange = a.Expr.Range()
+		if s, ok := p.stringAttr(a); ok {
+			ref, err := reference.ParseNormalizedNamed(s)
+			switch {
+			case err != nil:
+				p.errorf(a.Expr.Range(), "image %q: expected %q is not a valid image reference: %v", name, s, err)
+			case isDigested(ref):
+				expectedDigest = ref.(reference.Digested).Digest().String()
+				img.Expected = ref.String()
+			default:
+				ref = reference.TagNameOnly(ref)
+				if ref.(reference.Tagged).Tag() == "latest" {
+					p.warnf(a.Expr.Range(), "image %q: expected %q has no tag or the tag latest: Nomad's docker driver pulls :latest on every start, so prefetching it does not help", name, s)
+				}
+				img.Expected = ref.String()
+			}
+		}
+	}
+
+	if a, found := content.Attributes["digest"]; found {
+		if s, ok := p.stringAttr(a); ok {
+			if d, err := digest.Parse(s); err != nil {
+				p.errorf(a.Expr.Range(), "image %q: digest %q is malformed (want sha256: and 64 hex digits): %v", name, s, err)
+			} else {
+				img.Digest = d.String()
+			}
+		}
+	}
+	if expectedDigest != "" {
+		switch {
+		case img.Digest == "":
+			img.Digest = expectedDigest
+		case img.Digest != expectedDigest:
+			p.errorf(expectedRange, "image %q: expected names digest %s but digest is %s", name, expectedDigest, img.Digest)
+		}
+	}
+
+	if a, found := content.Attributes["sources"]; found {
+		srcs, _ := p.stringListAttr(a)
+		seen := map[string]bool{}
+		for _, s := range srcs {
+			ref, err := reference.ParseNormalizedNamed(s)
+			if err != nil {
+				p.errorf(a.Expr.Range(), "image %q: source %q is not a valid image reference: %v", name, s, err)
+				continue
+			}
+			if isDigested(ref) && img.Digest != "" && ref.(reference.Digested).Digest().String() != img.Digest {
+				p.errorf(a.Expr.Range(), "image %q: source %q names a digest other than digest %s", name, s, img.Digest)
+				continue
+			}
+			if !isDigested(ref) {
+				ref = reference.TagNameOnly(ref)
+			}
+			norm := ref.String()
+			switch {
+			case norm == img.Expected:
+				p.errorf(a.Expr.Range(), "image %q: source %q is the expected reference itself", name, s)
+			case seen[norm]:
+				p.errorf(a.Expr.Range(), "image %q: source %q is listed twice", name, s)
+			default:
+				seen[norm] = true
+				img.Sources = append(img.Sources, norm)
+			}
+		}
+	}
+	if expectedDigest != "" && len(img.Sources) > 0 {
+		p.errorf(expectedRange, "image %q: expected names a digest, and Docker cannot create a digest reference by tagging, so no source can serve it; name the image by tag in the job and pin its content with digest = %q", name, expectedDigest)
+	}
+
+	if a, found := content.Attributes["platform"]; found {
+		if s, ok := p.stringAttr(a); ok {
+			if norm, err := normalizePlatform(s); err != nil {
+				p.errorf(a.Expr.Range(), "image %q: platform %q: %v", name, s, err)
+			} else {
+				img.Platform = norm
+			}
+		}
+	}
+	return img, len(p.errs) == before && img.Expected != ""
+}
+
+func isDigested(ref reference.Named) bool {
+	_, ok := ref.(reference.Digested)
+	return ok
+}
+
+func (p *parser) auth(b *hcl.Block) (Auth, bool) {
+	before := len(p.errs)
+	host := b.Labels[0]
+	a := Auth{Host: host, Pos: p.pos(b.DefRange)}
+	if norm, err := NormalizeHost(host); err != nil {
+		p.errorf(b.LabelRanges[0], "auth %q: %v", host, err)
+	} else {
+		a.Host = norm
+	}
+	content, ds := b.Body.Content(authSchema)
+	p.diags(ds)
+	if attr, found := content.Attributes["username"]; found {
+		a.Username = p.nonEmptyString(attr, "auth "+strconv.Quote(host))
+	}
+	fileAttr, hasFile := content.Attributes["password_file"]
+	envAttr, hasEnv := content.Attributes["password_env"]
+	switch {
+	case hasFile && hasEnv:
+		p.errorf(envAttr.NameRange, "auth %q: set password_file or password_env, not both", host)
+	case !hasFile && !hasEnv:
+		p.errorf(b.DefRange, "auth %q: needs password_file or password_env", host)
+	case hasFile:
+		a.PasswordFile = p.nonEmptyString(fileAttr, "auth "+strconv.Quote(host))
+	case hasEnv:
+		a.PasswordEnv = p.nonEmptyString(envAttr, "auth "+strconv.Quote(host))
+	}
+	return a, len(p.errs) == before
+}
+
+func (p *parser) nonEmptyString(a *hcl.Attribute, owner string) string {
+	s, ok := p.stringAttr(a)
+	if ok && s == "" {
+		p.errorf(a.Expr.Range(), "%s: %s must not be empty", owner, a.Name)
+	}
+	return s
+}
+
+// NormalizeHost returns the registry host as it appears in a normalised
+// reference (docker.io for Docker Hub), or an error if host is not one.
+func NormalizeHost(host string) (string, error) {
+	switch host {
+	case "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com":
+		return "docker.io", nil
+	}
+	if host == "" || strings.ContainsAny(host, "/@ ") {
+		return "", errors.New("want a registry host such as ghcr.io or registry.example.com:5000")
+	}
+	ref, err := reference.ParseNormalizedNamed(host + "/x")
+	if err != nil || reference.Domain(ref) != host {
+		return "", errors.New("want a registry host such as ghcr.io or registry.example.com:5000")
+	}
+	return host, nil
+}
+
+// value evaluates an attribute with no variables or functions available and
+// converts it to want. Problems are recorded; ok is false if there was one.
+func (p *parser) value(a *hcl.Attribute, want cty.Type, what string) (cty.Value, bool) {
+	v, ds := a.Expr.Value(nil)
+	if p.diags(ds) {
+		return cty.NilVal, false
+	}
+	if v.IsNull() {
+		p.errorf(a.Expr.Range(), "%s must not be null", a.Name)
+		return cty.NilVal, false
+	}
+	cv, err := convert.Convert(v, want)
+	if err != nil || !sameKind(v.Type(), want) {
+		p.errorf(a.Expr.Range(), "%s must be %s, got %s", a.Name, what, v.Type().FriendlyName())
+		return cty.NilVal, false
+	}
+	return cv, true
+}
+
+// sameKind refuses HCL's silent conversions between primitive types: in a
+// config, `expected = 1` or `concurrency = "2"` is a mistake, not a request.
+func sameKind(got, want cty.Type) bool {
+	switch {
+	case want.IsPrimitiveType():
+		return got == want
+	case want.IsListType() && (got.IsListType() || got.IsTupleType()):
+		if got.IsListType() {
+			return sameKind(got.ElementType(), want.ElementType())
+		}
+		for _, et := range got.TupleElementTypes() {
+			if !sameKind(et, want.ElementType()) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+func (p *parser) stringAttr(a *hcl.Attribute) (string, bool) {
+	v, ok := p.value(a, cty.String, "a string")
+	if !ok {
+		return "", false
+	}
+	return v.AsString(), true
+}
+
+func (p *parser) stringListAttr(a *hcl.Attribute) ([]string, bool) {
+	v, ok := p.value(a, cty.List(cty.String), "a list of strings")
+	if !ok {
+		return nil, false
+	}
+	var out []string
+	for _, e := range v.AsValueSlice() {
+		if e.IsNull() {
+			p.errorf(a.Expr.Range(), "%s must not contain null", a.Name)
+			return nil, false
+		}
+		out = append(out, e.AsString())
+	}
+	return out, true
+}
+
+func (p *parser) intAttr(a *hcl.Attribute) (int, bool) {
+	v, ok := p.value(a, cty.Number, "a whole number")
+	if !ok {
+		return 0, false
+	}
+	bf := v.AsBigFloat()
+	if !bf.IsInt() {
+		p.errorf(a.Expr.Range(), "%s must be a whole number, got %s", a.Name, bf.Text('g', 10))
+		return 0, false
+	}
+	n, acc := bf.Int64()
+	if acc != big.Exact || n > 1<<31 || n < -(1<<31) {
+		p.errorf(a.Expr.Range(), "%s is out of range", a.Name)
+		return 0, false
+	}
+	return int(n), true
+}
+
+func (p *parser) durationAttr(a *hcl.Attribute) (time.Duration, bool) {
+	s, ok := p.stringAttr(a)
+	if !ok {
+		return 0, false
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		p.errorf(a.Expr.Range(), "%s %q is not a duration (want e.g. \"90s\" or \"10m\")", a.Name, s)
+		return 0, false
+	}
+	if d <= 0 {
+		p.errorf(a.Expr.Range(), "%s must be positive, got %q", a.Name, s)
+		return 0, false
+	}
+	return d, true
+}

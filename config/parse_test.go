@@ -1,0 +1,250 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseValid(t *testing.T) {
+	t.Parallel()
+	src := `
+concurrency   = 3
+pull_timeout  = "5m"
+stall_timeout = "30s"
+docker {
+  host = "unix:///run/docker.sock"
+}
+image "traefik" {
+  expected = "registry.service.consul:5000/traefik:v3.1.2"
+  sources  = ["traefik:v3.1.2", "ghcr.io/acme/traefik:v3.1.2"]
+  digest   = "sha256:4f7e1e1e4b36b7f5f9d5b6f4b0a9c8e4b2a1d0c9f8e7d6c5b4a39281706f5e4d"
+  platform = "linux/aarch64"
+}
+image "registry" {
+  expected = "registry:2.8.3"
+}
+auth "index.docker.io" {
+  username     = "bot"
+  password_env = "HUB_TOKEN"
+}
+auth "ghcr.io" {
+  username      = "bot"
+  password_file = "/secrets/ghcr"
+}
+`
+	got, err := Parse("c.hcl", []byte(src))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	want := Config{
+		File:         "c.hcl",
+		Docker:       Docker{Host: "unix:///run/docker.sock"},
+		Concurrency:  3,
+		PullTimeout:  5 * time.Minute,
+		StallTimeout: 30 * time.Second,
+		Images: []Image{
+			{
+				Name:     "traefik",
+				Expected: "registry.service.consul:5000/traefik:v3.1.2",
+				Sources:  []string{"docker.io/library/traefik:v3.1.2", "ghcr.io/acme/traefik:v3.1.2"},
+				Digest:   "sha256:4f7e1e1e4b36b7f5f9d5b6f4b0a9c8e4b2a1d0c9f8e7d6c5b4a39281706f5e4d",
+				Platform: "linux/arm64",
+				Pos:      Pos{File: "c.hcl", Line: 8, Col: 1},
+			},
+			{
+				Name:     "registry",
+				Expected: "docker.io/library/registry:2.8.3",
+				Pos:      Pos{File: "c.hcl", Line: 14, Col: 1},
+			},
+		},
+		Auths: []Auth{
+			{Host: "docker.io", Username: "bot", PasswordEnv: "HUB_TOKEN", Pos: Pos{File: "c.hcl", Line: 17, Col: 1}},
+			{Host: "ghcr.io", Username: "bot", PasswordFile: "/secrets/ghcr", Pos: Pos{File: "c.hcl", Line: 21, Col: 1}},
+		},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got  %+v\nwant %+v", got, want)
+	}
+}
+
+func TestParseDefaults(t *testing.T) {
+	t.Parallel()
+	got, err := Parse("c.hcl", []byte(`image "a" { expected = "reg:5000/a:1" }`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Concurrency != DefaultConcurrency || got.PullTimeout != DefaultPullTimeout || got.StallTimeout != DefaultStallTimeout || got.Docker.Host != "" {
+		t.Errorf("got %+v, want the defaults", got)
+	}
+	if len(got.Warnings) != 0 {
+		t.Errorf("got warnings %v, want none", got.Warnings)
+	}
+}
+
+func TestParseWarnings(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, src, want string
+	}{
+		{"no tag", `image "a" { expected = "reg:5000/a" }`, `c.hcl:1:24: image "a": expected "reg:5000/a" has no tag or the tag latest`},
+		{"latest", "\nimage \"a\" {\n expected = \"a:latest\"\n}", `c.hcl:3:13: image "a": expected "a:latest" has no tag or the tag latest`},
+		{"no images", `concurrency = 1`, `c.hcl: no image blocks`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := Parse("c.hcl", []byte(tc.src))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if len(cfg.Warnings) != 1 || !strings.HasPrefix(cfg.Warnings[0].String(), tc.want) {
+				t.Errorf("got warnings %v, want one starting %q", cfg.Warnings, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseDigestReference(t *testing.T) {
+	t.Parallel()
+	const d = "sha256:4f7e1e1e4b36b7f5f9d5b6f4b0a9c8e4b2a1d0c9f8e7d6c5b4a39281706f5e4d"
+	cfg, err := Parse("c.hcl", []byte(`image "a" { expected = "reg:5000/a@`+d+`" }`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Images[0]; got.Digest != d || got.Expected != "reg:5000/a@"+d {
+		t.Errorf("got %+v, want the digest taken from expected", got)
+	}
+}
+
+// TestParseErrors is the table of malformed inputs: each names the line and
+// column and says what is wrong.
+func TestParseErrors(t *testing.T) {
+	t.Parallel()
+	const d = "sha256:4f7e1e1e4b36b7f5f9d5b6f4b0a9c8e4b2a1d0c9f8e7d6c5b4a39281706f5e4d"
+	for _, tc := range []struct {
+		name string
+		src  string
+		want []string // each a prefix of one reported problem, in order
+	}{
+		{"syntax", "image \"a\" {\n  expected = \n}", []string{"c.hcl:2:14: Invalid expression"}},
+		{"unclosed block", "image \"a\" {\n expected = \"a:1\"\n", []string{"c.hcl:1:11: Unclosed configuration block"}},
+		{"unknown top-level attribute", "concurency = 2\n", []string{`c.hcl:1:1: Unsupported argument: An argument named "concurency" is not expected here. Did you mean "concurrency"?`}},
+		{"unknown block", "imgae \"a\" {}\n", []string{`c.hcl:1:1: Unsupported block type: Blocks of type "imgae" are not expected here. Did you mean "image"?`}},
+		{"unknown image attribute", "image \"a\" {\n expected = \"a:1\"\n source = [\"b:1\"]\n}", []string{`c.hcl:3:2: Unsupported argument: An argument named "source" is not expected here. Did you mean "sources"?`}},
+		{"missing expected", "image \"a\" {\n sources = [\"b:1\"]\n}", []string{`c.hcl:1:11: Missing required argument: The argument "expected" is required`}},
+		{"missing label", "image {\n expected = \"a:1\"\n}", []string{"c.hcl:1:7: Missing name for image"}},
+		{"duplicate label", "image \"a\" { expected = \"a:1\" }\nimage \"a\" { expected = \"b:1\" }\n", []string{`c.hcl:2:7: duplicate image "a"; the first is at line 1`}},
+		{"duplicate expected", "image \"a\" { expected = \"traefik:v3\" }\nimage \"b\" { expected = \"docker.io/library/traefik:v3\" }\n", []string{`c.hcl:2:1: image "b": expected "docker.io/library/traefik:v3" is already listed at line 1`}},
+		{"uppercase reference", "image \"a\" { expected = \"Traefik:v3\" }", []string{`c.hcl:1:24: image "a": expected "Traefik:v3" is not a valid image reference: invalid reference format: repository name (library/Traefik) must be lowercase`}},
+		{"bad tag", "image \"a\" { expected = \"traefik:v3:1\" }", []string{`c.hcl:1:24: image "a": expected "traefik:v3:1" is not a valid image reference: invalid reference format`}},
+		{"bad source", "image \"a\" {\n expected = \"a:1\"\n sources = [\"b:1\", \"-x\"]\n}", []string{`c.hcl:3:12: image "a": source "-x" is not a valid image reference`}},
+		{"source is expected", "image \"a\" {\n expected = \"a:1\"\n sources = [\"docker.io/library/a:1\"]\n}", []string{`c.hcl:3:12: image "a": source "docker.io/library/a:1" is the expected reference itself`}},
+		{"sources not a list", "image \"a\" {\n expected = \"a:1\"\n sources = {x = 1}\n}", []string{`c.hcl:3:12: sources must be a list of strings, got object`}},
+		{"expected not a string", "image \"a\" { expected = [\"a:1\"] }", []string{`c.hcl:1:24: expected must be a string, got tuple`}},
+		{"number for a string", "image \"a\" { expected = 1 }", []string{`c.hcl:1:24: expected must be a string, got number`}},
+		{"string for a number", "concurrency = \"2\"", []string{`c.hcl:1:15: concurrency must be a whole number, got string`}},
+		{"variable not allowed", "image \"a\" { expected = var.x }", []string{`c.hcl:1:24: Variables not allowed`}},
+		{"malformed digest", "image \"a\" {\n expected = \"a:1\"\n digest = \"sha256:1234\"\n}", []string{`c.hcl:3:11: image "a": digest "sha256:1234" is malformed`}},
+		{"digest algorithm", "image \"a\" {\n expected = \"a:1\"\n digest = \"md5:d41d8cd98f00b204e9800998ecf8427e\"\n}", []string{`c.hcl:3:11: image "a": digest "md5:d41d8cd98f00b204e9800998ecf8427e" is malformed`}},
+		{"digest disagrees with expected", "image \"a\" {\n expected = \"a@" + d + "\"\n digest = \"sha256:" + strings.Repeat("0", 64) + "\"\n}", []string{`c.hcl:2:13: image "a": expected names digest ` + d}},
+		{"digest expected with sources", "image \"a\" {\n expected = \"a@" + d + "\"\n sources = [\"b:1\"]\n}", []string{`c.hcl:2:13: image "a": expected names a digest, and Docker cannot create a digest reference by tagging`}},
+		{"unknown platform os", "image \"a\" {\n expected = \"a:1\"\n platform = \"linus/amd64\"\n}", []string{`c.hcl:3:13: image "a": platform "linus/amd64": unknown operating system "linus"`}},
+		{"unknown platform arch", "image \"a\" {\n expected = \"a:1\"\n platform = \"linux/amd46\"\n}", []string{`c.hcl:3:13: image "a": platform "linux/amd46": unknown architecture "amd46"`}},
+		{"platform without arch", "image \"a\" {\n expected = \"a:1\"\n platform = \"linux\"\n}", []string{`c.hcl:3:13: image "a": platform "linux": want os/arch`}},
+		{"unknown variant", "image \"a\" {\n expected = \"a:1\"\n platform = \"linux/arm/v9\"\n}", []string{`c.hcl:3:13: image "a": platform "linux/arm/v9": unknown variant "v9" for arm`}},
+		{"auth both passwords", "auth \"ghcr.io\" {\n username = \"u\"\n password_file = \"/p\"\n password_env = \"P\"\n}", []string{`c.hcl:4:2: auth "ghcr.io": set password_file or password_env, not both`}},
+		{"auth no password", "auth \"ghcr.io\" {\n username = \"u\"\n}", []string{`c.hcl:1:1: auth "ghcr.io": needs password_file or password_env`}},
+		{"auth no username", "auth \"ghcr.io\" {\n password_env = \"P\"\n}", []string{`c.hcl:1:16: Missing required argument: The argument "username" is required`}},
+		{"auth bad host", "auth \"https://ghcr.io\" {\n username = \"u\"\n password_env = \"P\"\n}", []string{`c.hcl:1:6: auth "https://ghcr.io": want a registry host`}},
+		{"duplicate auth", "auth \"docker.io\" {\n username = \"u\"\n password_env = \"P\"\n}\nauth \"index.docker.io\" {\n username = \"u\"\n password_env = \"P\"\n}", []string{`c.hcl:5:6: duplicate auth for "docker.io"; the first is at line 1`}},
+		{"concurrency zero", "concurrency = 0", []string{`c.hcl:1:15: concurrency must be between 1 and 64, got 0`}},
+		{"concurrency fraction", "concurrency = 1.5", []string{`c.hcl:1:15: concurrency must be a whole number, got 1.5`}},
+		{"bad duration", "pull_timeout = \"10 minutes\"", []string{`c.hcl:1:16: pull_timeout "10 minutes" is not a duration`}},
+		{"negative duration", "stall_timeout = \"-1s\"", []string{`c.hcl:1:17: stall_timeout must be positive, got "-1s"`}},
+		{"docker host scheme", "docker {\n host = \"/var/run/docker.sock\"\n}", []string{`c.hcl:2:9: docker host "/var/run/docker.sock": want a URL`}},
+		{"duplicate docker", "docker {}\ndocker {}", []string{`c.hcl:2:1: duplicate docker block; the first is at line 1`}},
+		{
+			"all problems at once",
+			"concurrency = \"x\"\nimage \"a\" {\n expected = \"A\"\n}\nimage \"b\" {\n expected = \"b:1\"\n platform = \"x\"\n}\nauth \"h\" {\n username = \"u\"\n}\n",
+			[]string{
+				`c.hcl:1:15: concurrency must be a whole number, got string`,
+				`c.hcl:3:13: image "a": expected "A" is not a valid image reference`,
+				`c.hcl:7:13: image "b": platform "x": want os/arch`,
+				`c.hcl:9:1: auth "h": needs password_file or password_env`,
+				`c.hcl:9:6: auth "h": want a registry host`,
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Parse("c.hcl", []byte(tc.src))
+			var errs Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("got error %v, want Errors", err)
+			}
+			if len(errs) != len(tc.want) {
+				t.Fatalf("got %d problems:\n%v\nwant %d", len(errs), err, len(tc.want))
+			}
+			for i, p := range errs {
+				if !strings.HasPrefix(p.String(), tc.want[i]) {
+					t.Errorf("problem %d:\ngot  %s\nwant %s...", i, p, tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.hcl")
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("got %v, want an error naming %s", err, path)
+	}
+	if err := os.WriteFile(path, []byte("image \"a\" {\n expected = 1\n}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	if err == nil || !strings.HasPrefix(err.Error(), path+":2:") {
+		t.Errorf("got %v, want an error at %s:2", err, path)
+	}
+}
+
+func TestExampleConfigParses(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load("../config.hcl.example")
+	if err != nil {
+		t.Fatalf("config.hcl.example: %v", err)
+	}
+	if len(cfg.Images) == 0 || len(cfg.Auths) == 0 {
+		t.Errorf("got %d images and %d auths, want the example to show both", len(cfg.Images), len(cfg.Auths))
+	}
+}
+
+func TestAuthPassword(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pw")
+	if err := os.WriteFile(file, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PREFETCH_TEST_PW", "t0ken")
+	for _, tc := range []struct {
+		a    Auth
+		want string
+		err  string
+	}{
+		{Auth{Host: "h", PasswordFile: file}, "s3cret", ""},
+		{Auth{Host: "h", PasswordEnv: "PREFETCH_TEST_PW"}, "t0ken", ""},
+		{Auth{Host: "h", PasswordFile: filepath.Join(dir, "missing")}, "", `reading password_file of auth "h"`},
+		{Auth{Host: "h", PasswordEnv: "PREFETCH_TEST_UNSET"}, "", "PREFETCH_TEST_UNSET is not set"},
+	} {
+		got, err := tc.a.Password()
+		if got != tc.want || (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%+v: got %q, %v; want %q, %q", tc.a, got, err, tc.want, tc.err)
+		}
+	}
+}
