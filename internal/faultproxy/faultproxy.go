@@ -1,0 +1,214 @@
+// Package faultproxy is a reverse proxy for tests that sits in front of a
+// real registry on 127.0.0.1 and injects the failures a registry shows in
+// production: 500s, 429 with Retry-After, a connection reset in the middle of
+// a blob, a blob body that stops without closing, a blob the registry lost.
+// It also counts the manifest and blob requests that pass, so a test can
+// prove that a converged node fetched no layer.
+package faultproxy
+
+import (
+	"context"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Fault is one kind of failure.
+type Fault int
+
+const (
+	// None passes every request to the registry.
+	None Fault = iota
+	// Manifest500 answers manifest requests with 500 Internal Server Error.
+	Manifest500
+	// Manifest429 answers manifest requests with 429 Too Many Requests and a
+	// Retry-After header of RetryAfter.
+	Manifest429
+	// BlobReset sends half of a blob, then resets the connection.
+	BlobReset
+	// BlobStall sends half of a blob, then stops sending and keeps the
+	// connection open until the client gives up.
+	BlobStall
+	// BlobUnknown answers blob requests with 404 BLOB_UNKNOWN.
+	BlobUnknown
+)
+
+// RetryAfter is the Retry-After value sent with Manifest429, in seconds.
+const RetryAfter = "7"
+
+// Proxy is a fault-injecting reverse proxy.
+type Proxy struct {
+	// Addr is host:port of the proxy, on 127.0.0.1.
+	Addr string
+
+	target *url.URL
+	rp     *httputil.ReverseProxy
+	srv    *http.Server
+	closed chan struct{}
+
+	mu     sync.Mutex
+	fault  Fault
+	times  int // how many more requests the fault applies to; <0: all
+	counts map[string]int
+}
+
+// Start starts a proxy to the registry at target (http://host:port).
+func Start(target string) (*Proxy, error) {
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{
+		Addr:   ln.Addr().String(),
+		target: u,
+		closed: make(chan struct{}),
+		counts: map[string]int{},
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(u)
+			r.Out.Host = r.In.Host
+		},
+		ErrorLog: log.New(io.Discard, "", 0), // cancelled pulls are expected here
+	}
+	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = p.srv.Serve(ln) }()
+	return p, nil
+}
+
+// Close stops the proxy and releases every stalled request.
+func (p *Proxy) Close() {
+	close(p.closed)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = p.srv.Shutdown(ctx)
+}
+
+// Set makes the next times matching requests fail with f; times < 0 means
+// every one until the next Set.
+func (p *Proxy) Set(f Fault, times int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fault, p.times = f, times
+}
+
+// Count returns how many requests of kind ("manifest" or "blob", prefixed
+// by the method: "GET blob", "HEAD manifest") have reached the proxy.
+func (p *Proxy) Count(kind string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.counts[kind]
+}
+
+// ResetCounts sets every count back to zero.
+func (p *Proxy) ResetCounts() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.counts)
+}
+
+func kind(path string) string {
+	switch {
+	case strings.HasPrefix(path, "/v2/") && strings.Contains(path, "/manifests/"):
+		return "manifest"
+	case strings.HasPrefix(path, "/v2/") && strings.Contains(path, "/blobs/") && !strings.Contains(path, "/blobs/uploads"):
+		return "blob"
+	}
+	return "other"
+}
+
+// take returns the fault to apply to a request of kind k, and counts it.
+func (p *Proxy) take(method, k string) Fault {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.counts[method+" "+k]++
+	f := p.fault
+	applies := (k == "manifest" && (f == Manifest500 || f == Manifest429)) ||
+		(k == "blob" && method == http.MethodGet && (f == BlobReset || f == BlobStall || f == BlobUnknown))
+	if !applies || p.times == 0 {
+		return None
+	}
+	if p.times > 0 {
+		p.times--
+	}
+	return f
+}
+
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch p.take(r.Method, kind(r.URL.Path)) {
+	case None:
+		p.rp.ServeHTTP(w, r)
+	case Manifest500:
+		writeError(w, http.StatusInternalServerError, "UNKNOWN", "injected internal server error")
+	case Manifest429:
+		w.Header().Set("Retry-After", RetryAfter)
+		writeError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", "injected: too many requests")
+	case BlobUnknown:
+		writeError(w, http.StatusNotFound, "BLOB_UNKNOWN", "blob unknown to registry")
+	case BlobReset:
+		if p.halfBlob(w, r) {
+			reset(w)
+		}
+	case BlobStall:
+		if p.halfBlob(w, r) {
+			select {
+			case <-r.Context().Done():
+			case <-p.closed:
+			}
+		}
+	}
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, `{"errors":[{"code":"`+code+`","message":"`+msg+`"}]}`)
+}
+
+// halfBlob fetches the blob from the registry and sends its headers and the
+// first half of its body. It reports whether it did.
+func (p *Proxy) halfBlob(w http.ResponseWriter, r *http.Request) bool {
+	out := r.Clone(r.Context())
+	out.RequestURI = ""
+	out.URL.Scheme, out.URL.Host = p.target.Scheme, p.target.Host
+	resp, err := http.DefaultTransport.RoundTrip(out)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return false
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return false
+	}
+	for k, vs := range resp.Header {
+		w.Header()[k] = vs
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(body[:len(body)/2])
+	_ = http.NewResponseController(w).Flush()
+	return true
+}
+
+// reset closes the client connection with a TCP RST.
+func reset(w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	if tcp, ok := conn.(*net.TCPConn); ok {
+		_ = tcp.SetLinger(0)
+	}
+	_ = conn.Close()
+}

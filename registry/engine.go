@@ -1,0 +1,174 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// ErrNotFound is returned by Inspect when the image is not present locally.
+var ErrNotFound = errors.New("image not present locally")
+
+// Image is what prefetch needs to know of a local image.
+type Image struct {
+	ID          string
+	RepoTags    []string
+	RepoDigests []string // repo@sha256:... for each repository it was pulled from
+}
+
+// HasDigest reports whether the image was pulled by, or recorded with, the
+// manifest digest dgst from any repository.
+func (i Image) HasDigest(dgst string) bool {
+	return slices.ContainsFunc(i.RepoDigests, func(rd string) bool {
+		_, d, ok := strings.Cut(rd, "@")
+		return ok && d == dgst
+	})
+}
+
+// Options configures an Engine.
+type Options struct {
+	// Host is a Docker host URL; empty means DOCKER_HOST, then the platform
+	// default. DOCKER_TLS_VERIFY, DOCKER_CERT_PATH and DOCKER_API_VERSION are
+	// honoured as by the docker CLI.
+	Host string
+	// Credentials resolves the credentials sent with each pull; nil pulls
+	// anonymously.
+	Credentials *Credentials
+	// StallTimeout cancels a pull whose progress stream has been silent that
+	// long; zero disables the watchdog.
+	StallTimeout time.Duration
+}
+
+// Engine is the Docker Engine, as prefetch uses it.
+type Engine struct {
+	cli   *client.Client
+	creds *Credentials
+	stall time.Duration
+}
+
+// NewEngine returns an Engine for the daemon at opts.Host. It does not
+// connect: the API version is negotiated on the first call, so an old daemon
+// (Docker 20.10 speaks API 1.41) is talked to in its own version.
+func NewEngine(opts Options) (*Engine, error) {
+	clientOpts := []client.Opt{client.FromEnv}
+	if opts.Host != "" {
+		clientOpts = append(clientOpts, client.WithHost(opts.Host))
+	}
+	cli, err := client.New(clientOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("creating Docker client: %w", err)
+	}
+	return &Engine{cli: cli, creds: opts.Credentials, stall: opts.StallTimeout}, nil
+}
+
+// Close releases the client's idle connections.
+func (e *Engine) Close() error { return e.cli.Close() }
+
+// Ping checks that the daemon answers, and negotiates the API version.
+func (e *Engine) Ping(ctx context.Context) error {
+	if _, err := e.cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		return fmt.Errorf("reaching the Docker daemon at %s: %w", e.cli.DaemonHost(), err)
+	}
+	return nil
+}
+
+// Inspect returns the local image ref names (a tag, a repo@digest or an ID),
+// or an error wrapping ErrNotFound.
+func (e *Engine) Inspect(ctx context.Context, ref string) (Image, error) {
+	res, err := e.cli.ImageInspect(ctx, ref)
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return Image{}, fmt.Errorf("inspecting %s: %w", ref, ErrNotFound)
+		}
+		return Image{}, fmt.Errorf("inspecting %s: %w", ref, err)
+	}
+	return Image{ID: res.ID, RepoTags: res.RepoTags, RepoDigests: res.RepoDigests}, nil
+}
+
+// Tag points target (a repo:tag reference) at the local image source (an ID
+// or a reference).
+func (e *Engine) Tag(ctx context.Context, source, target string) error {
+	if _, err := e.cli.ImageTag(ctx, client.ImageTagOptions{Source: source, Target: target}); err != nil {
+		return fmt.Errorf("tagging %s as %s: %w", shortID(source), target, err)
+	}
+	return nil
+}
+
+// errStalled is the cause a pull is cancelled with by the watchdog.
+type errStalled time.Duration
+
+func (e errStalled) Error() string {
+	return fmt.Sprintf("no progress for %s, pull cancelled", time.Duration(e))
+}
+
+// Pull pulls ref (a tag or a repo@digest reference), for platform
+// (os/arch[/variant]) if it is not empty, with the credentials for ref's
+// registry. It returns only when the daemon's progress stream has ended, and
+// fails if the stream carried an error, even though the daemon answered 200.
+func (e *Engine) Pull(ctx context.Context, ref, platform string) error {
+	auth, err := e.creds.header(ref)
+	if err != nil {
+		return fmt.Errorf("pulling %s: %w", ref, err)
+	}
+	opts := client.ImagePullOptions{RegistryAuth: auth}
+	if platform != "" {
+		p := ocispec.Platform{}
+		parts := strings.SplitN(platform, "/", 3)
+		p.OS, p.Architecture = parts[0], parts[1]
+		if len(parts) == 3 {
+			p.Variant = parts[2]
+		}
+		opts.Platforms = []ocispec.Platform{p}
+	}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	progress := func() {}
+	if e.stall > 0 {
+		watchdog := time.AfterFunc(e.stall, func() { cancel(errStalled(e.stall)) })
+		defer watchdog.Stop()
+		progress = func() { watchdog.Reset(e.stall) }
+	}
+	if err := e.pull(ctx, ref, opts, progress); err != nil {
+		// A cancelled pull reports "context canceled"; say why instead
+		// (the watchdog, or the caller's deadline and its cause).
+		if cause := context.Cause(ctx); cause != nil {
+			err = cause
+		}
+		return fmt.Errorf("pulling %s: %w", ref, err)
+	}
+	return nil
+}
+
+func (e *Engine) pull(ctx context.Context, ref string, opts client.ImagePullOptions, progress func()) error {
+	resp, err := e.cli.ImagePull(ctx, ref, opts)
+	if err != nil {
+		return err
+	}
+	defer resp.Close()
+	for msg, err := range resp.JSONMessages(ctx) {
+		if err != nil {
+			return fmt.Errorf("reading the pull's progress: %w", err)
+		}
+		progress()
+		if msg.Error != nil {
+			return errors.New(msg.Error.Message)
+		}
+	}
+	return ctx.Err()
+}
+
+// shortID abbreviates an image ID for messages; references pass unchanged.
+func shortID(s string) string {
+	if id, ok := strings.CutPrefix(s, "sha256:"); ok && len(id) > 12 {
+		return id[:12]
+	}
+	return s
+}

@@ -1,0 +1,269 @@
+package registry
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	mobyregistry "github.com/moby/moby/api/types/registry"
+	"github.com/nomad-prefetch/nomad-prefetch/config"
+	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
+	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
+)
+
+var bed *testbed.Bed
+
+func TestMain(m *testing.M) { os.Exit(testbed.Run(m, &bed)) }
+
+// setup starts a registry (and a fault proxy in front of it) holding one
+// image, and returns the proxy and the reference through it.
+func setup(t *testing.T, name string) (*faultproxy.Proxy, string, string) {
+	t.Helper()
+	testbed.Need(t, bed)
+	ctx := context.Background()
+	reg, err := bed.StartRegistry(name, testbed.RegistryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Stop)
+	direct := reg.Addr + "/" + name + ":1"
+	dgst, _, err := bed.Seed(ctx, direct, name, 256<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := faultproxy.Start("http://" + reg.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p, p.Addr + "/" + name + ":1", dgst
+}
+
+func newEngine(t *testing.T, creds *Credentials, stall time.Duration) *Engine {
+	t.Helper()
+	e, err := NewEngine(Options{Host: bed.Host, Credentials: creds, StallTimeout: stall})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+func TestPullInspectTag(t *testing.T) {
+	_, ref, dgst := setup(t, "plain")
+	ctx := context.Background()
+	e := newEngine(t, nil, time.Minute)
+	if err := e.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Inspect(ctx, ref); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Inspect before pull: got %v, want ErrNotFound", err)
+	}
+	if err := e.Pull(ctx, ref, "linux/amd64"); err != nil {
+		t.Fatalf("Pull: %v", err)
+	}
+	im, err := e.Inspect(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !im.HasDigest(dgst) {
+		t.Errorf("got RepoDigests %v, want one with %s", im.RepoDigests, dgst)
+	}
+	if im.HasDigest("sha256:" + strings.Repeat("0", 64)) {
+		t.Errorf("HasDigest of another digest: got true")
+	}
+	target := "127.0.0.1:1/retagged/plain:v1"
+	if err := e.Tag(ctx, im.ID, target); err != nil {
+		t.Fatal(err)
+	}
+	tagged, err := e.Inspect(ctx, target)
+	if err != nil || tagged.ID != im.ID {
+		t.Errorf("after Tag: got %v, %v; want image %s", tagged.ID, err, im.ID)
+	}
+	byDigest, err := WithDigest(ref, dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Pull(ctx, byDigest, ""); err != nil {
+		t.Errorf("Pull by digest: %v", err)
+	}
+}
+
+// TestPullInStreamError proves that the daemon answers 200 to a pull that
+// then fails, and that Pull reports it as a failure.
+func TestPullInStreamError(t *testing.T) {
+	p, ref, _ := setup(t, "instream")
+	ctx := context.Background()
+	p.Set(faultproxy.BlobUnknown, -1)
+
+	// The raw API: status 200, then an errorDetail in the stream.
+	sock := strings.TrimPrefix(bed.Host, "unix://")
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	name, tag, _ := strings.Cut(ref[strings.Index(ref, "/")+1:], ":")
+	url := fmt.Sprintf("http://docker/v1.41/images/create?fromImage=%s&tag=%s", p.Addr+"/"+name, tag)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+	req.Header.Set("X-Registry-Auth", base64.URLEncoding.EncodeToString([]byte("{}")))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sawError := false
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var m struct{ ErrorDetail *struct{ Message string } }
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m.ErrorDetail != nil {
+			sawError = true
+		}
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !sawError {
+		t.Fatalf("raw pull: got status %d, errorDetail %v; want 200 with an errorDetail (the premise of this test)", resp.StatusCode, sawError)
+	}
+
+	e := newEngine(t, nil, time.Minute)
+	err = e.Pull(ctx, ref, "")
+	if err == nil || !strings.Contains(err.Error(), "unknown blob") {
+		t.Fatalf("Pull: got %v, want the in-stream error (unknown blob)", err)
+	}
+	if _, err := e.Inspect(ctx, ref); !errors.Is(err, ErrNotFound) {
+		t.Errorf("after a failed pull: got %v, want ErrNotFound", err)
+	}
+}
+
+func TestPullStallWatchdog(t *testing.T) {
+	p, ref, _ := setup(t, "stall")
+	p.Set(faultproxy.BlobStall, -1)
+	e := newEngine(t, nil, 1500*time.Millisecond)
+	err := e.Pull(context.Background(), ref, "")
+	var stalled errStalled
+	if !errors.As(err, &stalled) || !strings.Contains(err.Error(), "no progress for 1.5s") {
+		t.Fatalf("got %v, want the watchdog to cancel the pull", err)
+	}
+}
+
+func TestPullDeadlineCause(t *testing.T) {
+	p, ref, _ := setup(t, "deadline")
+	p.Set(faultproxy.BlobStall, -1)
+	e := newEngine(t, nil, time.Minute)
+	cause := errors.New("pull timed out after 1s")
+	ctx, cancel := context.WithTimeoutCause(context.Background(), time.Second, cause)
+	defer cancel()
+	if err := e.Pull(ctx, ref, ""); !errors.Is(err, cause) {
+		t.Fatalf("got %v, want the deadline's cause", err)
+	}
+}
+
+func TestPullWithCredentials(t *testing.T) {
+	testbed.Need(t, bed)
+	ctx := context.Background()
+	const user, password = "bot", "pa55-w0rd-that-must-not-leak"
+	reg, err := bed.StartRegistry("auth", testbed.RegistryOptions{Users: map[string]string{user: password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Stop)
+	ref := reg.Addr + "/private:1"
+	id, err := bed.Import(ctx, ref, "private", 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bed.Push(ctx, ref, mobyregistry.AuthConfig{Username: user, Password: password, ServerAddress: reg.Addr}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.Remove(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+
+	// Anonymous: refused.
+	dir := t.TempDir()
+	err = newEngine(t, NewCredentials(nil, dir), time.Minute).Pull(ctx, ref, "")
+	if err == nil {
+		t.Fatal("anonymous pull: got success, want unauthorized")
+	}
+
+	// From a Docker config.json auths entry, as `docker login` writes it.
+	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+	cfgJSON := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, reg.Addr, auth)
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfgJSON), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := newEngine(t, NewCredentials(nil, dir), time.Minute).Pull(ctx, ref, ""); err != nil {
+		t.Fatalf("pull with config.json credentials: %v", err)
+	}
+	if strings.Contains(fmt.Sprint(err), password) {
+		t.Errorf("an error carries the password")
+	}
+}
+
+func TestCredentialsOrder(t *testing.T) {
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pwFile, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgJSON := `{"auths":{
+		"a.example":{"auth":"` + base64.StdEncoding.EncodeToString([]byte("ua:from-docker-config")) + `"},
+		"https://index.docker.io/v1/":{"auth":"` + base64.StdEncoding.EncodeToString([]byte("hub:hubpw")) + `"}
+	}}`
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfgJSON), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	creds := NewCredentials([]config.Auth{{Host: "a.example", Username: "cfg", PasswordFile: pwFile}}, dir)
+	for _, tc := range []struct {
+		host, user, pw string
+	}{
+		{"a.example", "cfg", "from-file"}, // the config's auth block wins
+		{"docker.io", "hub", "hubpw"},     // Docker Hub's key in config.json
+		{"b.example", "", ""},             // nothing: anonymous
+	} {
+		got, err := creds.Lookup(tc.host)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.host, err)
+		}
+		if got.Username != tc.user || got.Password != tc.pw {
+			t.Errorf("%s: got %q/%q, want %q/%q", tc.host, got.Username, got.Password, tc.user, tc.pw)
+		}
+	}
+	hdr, err := creds.header("b.example/x:1")
+	if err != nil || hdr != "" {
+		t.Errorf("anonymous header: got %q, %v; want empty", hdr, err)
+	}
+
+	// A broken credential helper is an error that names the host, not a silent
+	// anonymous pull.
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"credHelpers":{"c.example":"prefetch-test-missing"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := creds.Lookup("c.example"); err == nil || !strings.Contains(err.Error(), "c.example") {
+		t.Errorf("missing helper: got %v, want an error naming c.example", err)
+	}
+}
+
+func TestWithDigest(t *testing.T) {
+	const d = "sha256:4f7e1e1e4b36b7f5f9d5b6f4b0a9c8e4b2a1d0c9f8e7d6c5b4a39281706f5e4d"
+	for _, tc := range []struct{ in, want string }{
+		{"reg:5000/a/b:v1", "reg:5000/a/b@" + d},
+		{"traefik:v3", "docker.io/library/traefik@" + d},
+		{"reg:5000/a@" + d, "reg:5000/a@" + d},
+	} {
+		got, err := WithDigest(tc.in, d)
+		if err != nil || got != tc.want {
+			t.Errorf("WithDigest(%q): got %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	if _, err := WithDigest("a:1", "sha256:12"); err == nil {
+		t.Error("WithDigest with a bad digest: got no error")
+	}
+}
