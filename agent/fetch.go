@@ -1,0 +1,198 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nomad-prefetch/nomad-prefetch/config"
+	"github.com/nomad-prefetch/nomad-prefetch/registry"
+)
+
+// Docker is the subset of the Docker Engine the agent uses.
+// *registry.Engine implements it.
+type Docker interface {
+	// Inspect returns the local image ref names, or an error wrapping
+	// registry.ErrNotFound.
+	Inspect(ctx context.Context, ref string) (registry.Image, error)
+	// Pull pulls ref for platform ("" for the daemon's own), failing on
+	// an error inside the progress stream.
+	Pull(ctx context.Context, ref, platform string) error
+	// Tag points target at the local image source (an ID or reference).
+	Tag(ctx context.Context, source, target string) error
+}
+
+var _ Docker = (*registry.Engine)(nil)
+
+// Outcome is what fetching one image came to.
+type Outcome string
+
+const (
+	// UpToDate: expected was already present with the wanted content.
+	UpToDate Outcome = "up to date"
+	// Pulled: expected was pulled and changed.
+	Pulled Outcome = "pulled"
+	// Retagged: a source was pulled and tagged as expected.
+	Retagged Outcome = "retagged"
+	// Stale: nothing could be pulled, but expected is present locally.
+	Stale Outcome = "present, not refreshed"
+	// Failed: the image is not present.
+	Failed Outcome = "failed"
+)
+
+// Result is the outcome for one image.
+type Result struct {
+	Image   config.Image
+	Outcome Outcome
+	// Source is the reference the content came from when a source served it.
+	Source string
+	// ImageID is the local image expected now names, if present.
+	ImageID  string
+	Duration time.Duration
+	// Err says why it failed, or for Stale why it was not refreshed: every
+	// reference tried and what went wrong.
+	Err error
+}
+
+// OK reports whether the image is present for Nomad to use.
+func (r Result) OK() bool { return r.Outcome != Failed }
+
+// Summary is the outcome in words: "retagged from docker.io/library/x:1".
+func (r Result) Summary() string {
+	if r.Source != "" {
+		return fmt.Sprintf("%s from %s", r.Outcome, r.Source)
+	}
+	return string(r.Outcome)
+}
+
+// Fetcher runs the per-image algorithm.
+type Fetcher struct {
+	Docker Docker
+	// PullTimeout bounds each pull of one reference.
+	PullTimeout time.Duration
+	Log         *slog.Logger
+}
+
+// Fetch makes img's expected reference present locally:
+//
+//  1. With a digest, if expected is already tagged locally with content of
+//     that digest, it is done, without touching the network.
+//  2. Pull expected (by repo@digest when a digest is set). Done on success.
+//  3. Else pull each source in order (by repo@digest when a digest is set,
+//     so the registry proves the content) and tag the first that succeeds
+//     as expected.
+//  4. If every pull failed but expected is present (with the wanted digest,
+//     when one is set, which step 1 rules out), it is Stale: usable, not
+//     refreshed.
+//  5. Else it failed; the error lists every reference tried and why.
+func (f *Fetcher) Fetch(ctx context.Context, img config.Image) Result {
+	start := time.Now()
+	res := f.fetch(ctx, img)
+	res.Image = img
+	res.Duration = time.Since(start)
+	return res
+}
+
+func (f *Fetcher) fetch(ctx context.Context, img config.Image) Result {
+	if ctx.Err() != nil {
+		return Result{Outcome: Failed, Err: context.Cause(ctx)}
+	}
+	log := f.Log.With("image", img.Expected)
+	before, err := f.Docker.Inspect(ctx, img.Expected)
+	present := err == nil
+	if err != nil && !errors.Is(err, registry.ErrNotFound) {
+		// The daemon itself failed: no pull would fare better.
+		return Result{Outcome: Failed, Err: err}
+	}
+	if present && img.Digest != "" && before.HasDigest(img.Digest) {
+		return Result{Outcome: UpToDate, ImageID: before.ID}
+	}
+
+	var tried []error
+	ref, err := pinned(img.Expected, img.Digest)
+	if err == nil {
+		err = f.pull(ctx, ref, img.Platform)
+	}
+	if err == nil {
+		id, err := f.settle(ctx, ref, img.Expected)
+		if err == nil {
+			if present && before.ID == id {
+				return Result{Outcome: UpToDate, ImageID: id}
+			}
+			return Result{Outcome: Pulled, ImageID: id}
+		}
+		return Result{Outcome: Failed, Err: err}
+	}
+	tried = append(tried, fmt.Errorf("expected: %w", err))
+	if len(img.Sources) > 0 && ctx.Err() == nil {
+		log.Info("expected reference not available, trying sources", "error", err)
+	}
+
+	for _, src := range img.Sources {
+		if ctx.Err() != nil {
+			break
+		}
+		ref, err := pinned(src, img.Digest)
+		if err == nil {
+			err = f.pull(ctx, ref, img.Platform)
+		}
+		if err != nil {
+			tried = append(tried, fmt.Errorf("source %s: %w", src, err))
+			continue
+		}
+		id, err := f.settle(ctx, ref, img.Expected)
+		if err != nil {
+			return Result{Outcome: Failed, Source: src, Err: err}
+		}
+		if present && before.ID == id {
+			return Result{Outcome: UpToDate, Source: src, ImageID: id}
+		}
+		return Result{Outcome: Retagged, Source: src, ImageID: id}
+	}
+
+	err = errors.Join(tried...)
+	switch {
+	case present && img.Digest == "":
+		return Result{Outcome: Stale, ImageID: before.ID, Err: err}
+	case present:
+		return Result{Outcome: Failed, Err: fmt.Errorf("the local %s is not content %s, and no pull succeeded:\n%w", img.Expected, img.Digest, err)}
+	}
+	return Result{Outcome: Failed, Err: err}
+}
+
+// pull pulls ref within the per-pull timeout, whose expiry is reported as
+// such rather than as "context deadline exceeded".
+func (f *Fetcher) pull(ctx context.Context, ref, platform string) error {
+	if f.PullTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, f.PullTimeout, fmt.Errorf("pull_timeout of %s exceeded", f.PullTimeout))
+		defer cancel()
+	}
+	return f.Docker.Pull(ctx, ref, platform)
+}
+
+// settle makes expected name the image just pulled as ref, and returns its
+// ID. After a plain pull of expected, there is nothing to tag.
+func (f *Fetcher) settle(ctx context.Context, ref, expected string) (string, error) {
+	im, err := f.Docker.Inspect(ctx, ref)
+	if err != nil {
+		return "", err
+	}
+	if ref == expected {
+		return im.ID, nil
+	}
+	if err := f.Docker.Tag(ctx, im.ID, expected); err != nil {
+		return "", err
+	}
+	return im.ID, nil
+}
+
+// pinned returns ref pinned to dgst, or ref itself when dgst is empty.
+func pinned(ref, dgst string) (string, error) {
+	if dgst == "" {
+		return ref, nil
+	}
+	return registry.WithDigest(ref, dgst)
+}
