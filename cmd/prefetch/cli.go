@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+)
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1 // some images could not be had, or a runtime failure
+	exitUsage  = 2 // bad flags or a bad config
+)
+
+// version is stamped at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+const usage = `prefetch keeps the Docker images a Nomad node needs present before Nomad asks
+for them. For each image it pulls the expected reference (exactly what the job
+uses, usually on the in-cluster registry); when that registry can't serve it,
+it pulls a source registry instead and tags the result locally as the expected
+name, so Nomad's docker driver starts the job without pulling.
+
+Usage:
+  prefetch <command> [flags]
+
+Commands:
+  once       pull every image in the config once, print a summary, exit
+  validate   check a config file and print every problem with file:line:col
+  version    print the version
+
+Examples:
+  prefetch validate -config /etc/prefetch/config.hcl
+  prefetch once -config /etc/prefetch/config.hcl
+  prefetch once -config config.hcl -json traefik registry
+
+Run 'prefetch <command> -h' for a command's flags. Exit codes: 0 every image
+present, 1 some image could not be had, 2 usage or config error.
+`
+
+// run is the whole program but for process setup; it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "once":
+		return runOnce(ctx, rest, stdout, stderr)
+	case "validate":
+		return runValidate(rest, stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "prefetch %s\n", version)
+		return exitOK
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "prefetch: unknown command %q\n\n%s", cmd, usage)
+		return exitUsage
+	}
+}
+
+// newFlagSet returns a flag set whose -h prints doc, an example and the
+// flags to stdout.
+func newFlagSet(name, doc string, stdout, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("prefetch "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fs.SetOutput(stdout)
+		fmt.Fprint(stdout, doc, "\nFlags:\n")
+		fs.PrintDefaults()
+		fs.SetOutput(stderr)
+	}
+	return fs
+}
+
+// parseFlags parses args; done is true when the command must return code
+// (after -h, or a bad flag).
+func parseFlags(fs *flag.FlagSet, args []string) (code int, done bool) {
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK, true
+	case err != nil:
+		return exitUsage, true
+	}
+	return exitOK, false
+}
+
+// logFlags are the logging flags every long-running command takes.
+type logFlags struct {
+	format, level string
+}
+
+func (l *logFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&l.format, "log-format", "json", "log format on stderr: json or text")
+	fs.StringVar(&l.level, "log-level", "info", "lowest level logged: debug, info, warn or error")
+}
+
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", l.level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(l.format) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format %q: want json or text", l.format)
+}

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nomad-prefetch/nomad-prefetch/agent"
+	"github.com/nomad-prefetch/nomad-prefetch/config"
+	"github.com/nomad-prefetch/nomad-prefetch/registry"
+)
+
+const onceDoc = `Usage: prefetch once -config FILE [flags] [NAME...]
+
+Pull every image in the config once, as a node being bootstrapped by hand
+needs: for each image, pull the expected reference; if that fails, pull each
+source in turn and tag the first that succeeds as the expected reference. With
+NAMEs, only the image blocks with those labels.
+
+Prints a summary table on stdout (-json: a JSON document) and logs to stderr.
+Exits 0 when every image is present (pulled, up to date, retagged from a
+source, or present but not refreshed), 1 when any image could not be had, 2 on
+a usage or config error.
+
+Example:
+  prefetch once -config /etc/prefetch/config.hcl
+  DOCKER_HOST=unix:///run/docker.sock prefetch once -config config.hcl -json traefik
+`
+
+func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("once", onceDoc, stdout, stderr)
+	cfgPath := fs.String("config", "", "the config file (required)")
+	asJSON := fs.Bool("json", false, "print the summary as JSON")
+	var lf logFlags
+	lf.register(fs)
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "prefetch once: %v\n", err)
+		return exitUsage
+	}
+	if *cfgPath == "" {
+		fmt.Fprintln(stderr, "prefetch once: -config is required (see prefetch once -h)")
+		return exitUsage
+	}
+	cfg, err := config.Load(*cfgPath)
+	for _, w := range cfg.Warnings {
+		log.Warn("config: "+w.Msg, "at", w.Pos.String())
+	}
+	if err != nil {
+		printConfigError(stderr, err)
+		return exitUsage
+	}
+	images, err := selectImages(cfg.Images, fs.Args())
+	if err != nil {
+		fmt.Fprintf(stderr, "prefetch once: %v\n", err)
+		return exitUsage
+	}
+
+	engine, err := registry.NewEngine(registry.Options{
+		Host:         cfg.Docker.Host,
+		Credentials:  registry.NewCredentials(cfg.Auths, os.Getenv("DOCKER_CONFIG")),
+		StallTimeout: cfg.StallTimeout,
+	})
+	if err != nil {
+		log.Error(err.Error())
+		return exitFailed
+	}
+	defer engine.Close()
+	if err := engine.Ping(ctx); err != nil {
+		log.Error(err.Error())
+		return exitFailed
+	}
+
+	f := &agent.Fetcher{Docker: engine, PullTimeout: cfg.PullTimeout, Log: log}
+	results := f.Once(ctx, images, cfg.Concurrency)
+	if *asJSON {
+		err = writeJSON(stdout, results)
+	} else {
+		err = writeTable(stdout, results)
+	}
+	if err != nil {
+		log.Error("writing the summary", "error", err.Error())
+		return exitFailed
+	}
+	if slices.ContainsFunc(results, func(r agent.Result) bool { return !r.OK() }) {
+		return exitFailed
+	}
+	return exitOK
+}
+
+// printConfigError prints each problem of a config error on a line of its own.
+func printConfigError(w io.Writer, err error) {
+	var errs config.Errors
+	if !errors.As(err, &errs) {
+		fmt.Fprintf(w, "prefetch: %v\n", err)
+		return
+	}
+	for _, p := range errs {
+		fmt.Fprintf(w, "%s: error: %s\n", p.Pos, p.Msg)
+	}
+	fmt.Fprintf(w, "prefetch: %d problem(s) in %s\n", len(errs), errs[0].Pos.File)
+}
+
+// selectImages returns the images named, in config order; all of them when
+// names is empty.
+func selectImages(images []config.Image, names []string) ([]config.Image, error) {
+	if len(names) == 0 {
+		return images, nil
+	}
+	var known []string
+	for _, img := range images {
+		known = append(known, img.Name)
+	}
+	for _, n := range names {
+		if !slices.Contains(known, n) {
+			return nil, fmt.Errorf("no image %q in the config (it has: %s)", n, strings.Join(known, ", "))
+		}
+	}
+	return slices.DeleteFunc(slices.Clone(images), func(img config.Image) bool { return !slices.Contains(names, img.Name) }), nil
+}
+
+func writeTable(w io.Writer, results []agent.Result) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "IMAGE\tEXPECTED\tRESULT\tDURATION")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Image.Name, r.Image.Expected, r.Summary(), r.Duration.Round(10*time.Millisecond))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range results {
+		if r.Err == nil {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s: %s:\n", r.Image.Name, r.Outcome)
+		for _, line := range strings.Split(r.Err.Error(), "\n") {
+			fmt.Fprintf(w, "  %s\n", line)
+		}
+	}
+	return nil
+}
+
+// jsonResult is one image in the -json summary.
+type jsonResult struct {
+	Name     string  `json:"name"`
+	Expected string  `json:"expected"`
+	Result   string  `json:"result"`
+	Summary  string  `json:"summary"`
+	Source   string  `json:"source,omitempty"`
+	ImageID  string  `json:"image_id,omitempty"`
+	Seconds  float64 `json:"duration_seconds"`
+	Error    string  `json:"error,omitempty"`
+}
+
+func writeJSON(w io.Writer, results []agent.Result) error {
+	doc := struct {
+		OK     bool         `json:"ok"`
+		Images []jsonResult `json:"images"`
+	}{OK: true, Images: []jsonResult{}}
+	for _, r := range results {
+		jr := jsonResult{
+			Name:     r.Image.Name,
+			Expected: r.Image.Expected,
+			Result:   string(r.Outcome),
+			Summary:  r.Summary(),
+			Source:   r.Source,
+			ImageID:  r.ImageID,
+			Seconds:  r.Duration.Seconds(),
+		}
+		if r.Err != nil {
+			jr.Error = r.Err.Error()
+		}
+		doc.OK = doc.OK && r.OK()
+		doc.Images = append(doc.Images, jr)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(doc)
+}
