@@ -1,0 +1,684 @@
+// Package nomadtest is an in-process Nomad event stream server for tests and
+// benchmarks. It follows Nomad's wire behaviour as described in
+// shared/nomad-event-stream.md (it is written from that description, not
+// from Nomad's code): the inclusive index with its clamping rules, a buffer of
+// the last N indexes that evicts, `{}` first and then on a ticker, topic, key
+// and namespace filtering with their two quirks, both response modes
+// (close-delimited as Nomad ≥ 1.11.2 sends it, chunked with plain-text error
+// tails as Nomad ≤ 1.11.1 does), the 200-then-EOF of a refused subscription,
+// and slow subscribers cut off once their next index has left the buffer.
+//
+// On top of that it injects the faults a client must survive: connections
+// cut between frames, inside a frame or between a frame and its newline,
+// frozen connections (TCP open, nothing written), refused subscriptions and a
+// history reset.
+package nomadtest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Mode is how the response body is framed.
+type Mode int
+
+const (
+	// CloseDelimited is Nomad ≥ 1.11.2: 200 with Connection: close, no
+	// length, no chunking; the status is sent before the ACL check, so every
+	// error is a bare EOF.
+	CloseDelimited Mode = iota
+	// Chunked is Nomad ≤ 1.11.1: chunked encoding, a real 403, and errors
+	// appended to the stream as plain text without a newline.
+	Chunked
+)
+
+func (m Mode) String() string {
+	if m == Chunked {
+		return "chunked"
+	}
+	return "close-delimited"
+}
+
+// Event is one event as Nomad encodes it (field order included).
+type Event struct {
+	Topic      string
+	Type       string
+	Key        string
+	Namespace  string
+	FilterKeys []string
+	Index      uint64
+	Payload    json.RawMessage
+}
+
+// CutWhere says where a connection is cut, relative to a frame.
+type CutWhere int
+
+const (
+	NoCut CutWhere = iota
+	CutBeforeFrame
+	CutMidFrame      // after part of the frame's bytes
+	CutBeforeNewline // after the frame, before its newline
+)
+
+// Cut is a fault decided for one frame write.
+type Cut struct {
+	Where CutWhere
+	// Frac places a CutMidFrame: the fraction of the frame written first.
+	Frac float64
+}
+
+// Options configure a Server. Zero values take Nomad's defaults.
+type Options struct {
+	Mode       Mode
+	BufferSize int           // event_buffer_size: indexes kept (default 100)
+	Heartbeat  time.Duration // `{}` interval (default 30 s)
+	Namespaces []string      // existing namespaces (default ["default"])
+	// Authorize decides whether a token may subscribe; nil allows all.
+	Authorize func(token string) bool
+	// StatusLine replaces "HTTP/1.1 200 OK" (1.11.2 sent "HTTP/0.0 200 OK").
+	StatusLine string
+	// WriteTimeout closes a connection whose write is blocked this long
+	// (default 40 s; negative disables).
+	WriteTimeout time.Duration
+	// SendBuffer sets SO_SNDBUF on connections (0 leaves the kernel's).
+	SendBuffer int
+	// Cut, if set, is asked before each frame written to a connection.
+	Cut func() Cut
+	// CloseWhenDrained closes a subscription once it has sent every buffered
+	// frame (for benchmarks: the body then ends). Not Nomad's behaviour.
+	CloseWhenDrained bool
+}
+
+type storedFrame struct {
+	seq    uint64
+	index  uint64
+	events []Event
+	raw    [][]byte // each event encoded
+	line   []byte   // the whole frame, every event included
+}
+
+// Server is the fake Nomad agent.
+type Server struct {
+	opts Options
+	ln   net.Listener
+	srv  *http.Server
+	URL  string
+
+	mu         sync.Mutex
+	frames     []*storedFrame // ascending index
+	nextSeq    uint64
+	nextIndex  uint64
+	changed    chan struct{} // closed when frames or connections change
+	conns      map[*conn]struct{}
+	failStatus int
+	closed     bool
+	requests   []Request
+	cutoffs    int
+	cuts       int
+	bytes      atomic.Int64
+	wg         sync.WaitGroup // Serve
+	active     sync.WaitGroup // hijacked connections; Add under mu while !closed
+}
+
+// Request records one subscription request.
+type Request struct {
+	Query url.Values
+	Token string
+}
+
+type conn struct {
+	c      net.Conn
+	frozen bool
+	tail   *string // set: end the stream with this text
+	wake   chan struct{}
+}
+
+// New returns a server listening on 127.0.0.1 on a free port. Start serves it.
+func New(opts Options) (*Server, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	return NewWithListener(ln, opts), nil
+}
+
+// NewWithListener returns a server for ln.
+func NewWithListener(ln net.Listener, opts Options) *Server {
+	if opts.BufferSize <= 0 {
+		opts.BufferSize = 100
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = 30 * time.Second
+	}
+	if len(opts.Namespaces) == 0 {
+		opts.Namespaces = []string{"default"}
+	}
+	if opts.StatusLine == "" {
+		opts.StatusLine = "HTTP/1.1 200 OK"
+	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = 40 * time.Second
+	}
+	s := &Server{
+		opts:      opts,
+		ln:        ln,
+		URL:       "http://" + ln.Addr().String(),
+		nextIndex: 1,
+		changed:   make(chan struct{}),
+		conns:     map[*conn]struct{}{},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/event/stream", s.handle)
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return s
+}
+
+// Start serves in the background until Close.
+func (s *Server) Start() {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = s.srv.Serve(s.ln)
+	}()
+}
+
+// Close stops the server and ends every connection.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	for c := range s.conns {
+		c.c.Close()
+	}
+	s.broadcast()
+	s.mu.Unlock()
+	_ = s.srv.Close()
+	s.wg.Wait()
+	s.active.Wait()
+}
+
+// broadcast wakes every subscription; s.mu is held.
+func (s *Server) broadcast() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Publish appends a frame at the next index and returns that index.
+// Events are stamped with it.
+func (s *Server) Publish(events ...Event) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.publishLocked(s.nextIndex, events)
+}
+
+// PublishAt appends a frame at index, which must be above every index
+// published before (raft indexes rise but are not contiguous).
+func (s *Server) PublishAt(index uint64, events ...Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if index < s.nextIndex {
+		panic(fmt.Sprintf("nomadtest: PublishAt(%d) after index %d", index, s.nextIndex-1))
+	}
+	s.publishLocked(index, events)
+}
+
+func (s *Server) publishLocked(index uint64, events []Event) uint64 {
+	f := &storedFrame{seq: s.nextSeq, index: index, events: make([]Event, len(events))}
+	for i, e := range events {
+		e.Index = index
+		f.events[i] = e
+		f.raw = append(f.raw, encode(e))
+	}
+	f.line = frameLine(index, f.raw)
+	s.nextSeq++
+	s.nextIndex = index + 1
+	s.frames = append(s.frames, f)
+	if n := len(s.frames) - s.opts.BufferSize; n > 0 {
+		clear(s.frames[:n])
+		s.frames = s.frames[n:]
+	}
+	s.broadcast()
+	return index
+}
+
+// Encode returns an event's JSON as the server writes it.
+func Encode(e Event) []byte { return encode(e) }
+
+func encode(e Event) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // Nomad does not escape <, >, &
+	if err := enc.Encode(e); err != nil {
+		panic(err)
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}
+
+func frameLine(index uint64, events [][]byte) []byte {
+	b := []byte(`{"Index":` + strconv.FormatUint(index, 10) + `,"Events":[`)
+	for i, e := range events {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e...)
+	}
+	return append(b, "]}"...)
+}
+
+// Reset empties the buffer and restarts the index history at next, as a
+// rebuilt cluster or a restarted server would; open connections are closed.
+func (s *Server) Reset(next uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.frames = nil
+	s.nextIndex = next
+	for c := range s.conns {
+		c.c.Close()
+	}
+	s.broadcast()
+}
+
+// AddNamespace creates a namespace (seen by subscriptions made after it).
+func (s *Server) AddNamespace(ns string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opts.Namespaces = append(s.opts.Namespaces, ns)
+}
+
+// SetFailStatus makes new subscriptions fail with this HTTP status (0: serve).
+func (s *Server) SetFailStatus(status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failStatus = status
+}
+
+// FreezeAll makes every open connection stop writing, keeping TCP open.
+// New connections are served normally.
+func (s *Server) FreezeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.frozen = true
+	}
+	s.broadcast()
+}
+
+// CloseAll ends every open subscription. In chunked mode the stream ends
+// with tail (no newline), as Nomad ≤ 1.11.1 does; close-delimited
+// connections just close.
+func (s *Server) CloseAll(tail string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.tail = &tail
+	}
+	s.broadcast()
+}
+
+// DropAll cuts every open connection at once.
+func (s *Server) DropAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.c.Close()
+	}
+	s.broadcast()
+}
+
+// Requests returns the subscription requests received so far.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.requests)
+}
+
+// Conns is the number of open subscriptions.
+func (s *Server) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// Cutoffs counts subscriptions cut off for falling behind the buffer.
+func (s *Server) Cutoffs() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cutoffs
+}
+
+// Cuts counts connections cut by the Cut option.
+func (s *Server) Cuts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cuts
+}
+
+// BytesWritten counts body bytes written to all connections.
+func (s *Server) BytesWritten() int64 {
+	return s.bytes.Load()
+}
+
+// subscription is a parsed request.
+type subscription struct {
+	topics     map[string][]string
+	namespaces map[string]bool
+}
+
+func parseTopics(vals []string) (map[string][]string, error) {
+	topics := map[string][]string{}
+	if len(vals) == 0 {
+		topics["*"] = []string{"*"}
+		return topics, nil
+	}
+	for _, v := range vals {
+		parts := strings.Split(v, ":")
+		switch len(parts) {
+		case 1:
+			parts = append(parts, "*")
+		case 2:
+		default:
+			return nil, fmt.Errorf("Invalid key value pair for topic: %s", v)
+		}
+		topics[parts[0]] = append(topics[parts[0]], parts[1])
+	}
+	// Quirk: mixing a wildcard key with named keys loses the wildcard.
+	for t, keys := range topics {
+		if len(keys) > 1 && slices.Contains(keys, "*") {
+			topics[t] = slices.DeleteFunc(keys, func(k string) bool { return k == "*" })
+		}
+	}
+	return topics, nil
+}
+
+// filter returns the events of f a subscription receives, each once per
+// subscribed key it matches (Nomad's other quirk).
+func (sub *subscription) filter(f *storedFrame) [][]byte {
+	var out [][]byte
+	for i, e := range f.events {
+		if e.Namespace != "" && !sub.namespaces[e.Namespace] {
+			continue
+		}
+		keys, ok := sub.topics[e.Topic]
+		if !ok {
+			keys = sub.topics["*"]
+		}
+		for _, k := range keys {
+			if k == "*" || k == e.Key || slices.Contains(e.FilterKeys, k) {
+				out = append(out, f.raw[i])
+			}
+		}
+	}
+	return out
+}
+
+func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		http.Error(w, "Invalid method", http.StatusMethodNotAllowed)
+		return
+	}
+	q := r.URL.Query()
+	token := r.Header.Get("X-Nomad-Token")
+	if token == "" {
+		token = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	}
+	s.mu.Lock()
+	s.requests = append(s.requests, Request{Query: q, Token: token})
+	fail := s.failStatus
+	s.mu.Unlock()
+	if fail != 0 {
+		http.Error(w, "No cluster leader", fail)
+		return
+	}
+	var index uint64
+	if v := q.Get("index"); v != "" {
+		var err error
+		if index, err = strconv.ParseUint(v, 10, 64); err != nil {
+			http.Error(w, "Unable to parse index: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+	}
+	topics, err := parseTopics(q["topic"])
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	ns := q.Get("namespace")
+	if ns == "" {
+		ns = "default"
+	}
+	authorized := s.opts.Authorize == nil || s.opts.Authorize(token)
+	if !authorized && s.opts.Mode == Chunked {
+		http.Error(w, "Permission denied", http.StatusForbidden)
+		return
+	}
+
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "no hijacking", http.StatusInternalServerError)
+		return
+	}
+	nc, brw, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer nc.Close()
+	if tc, ok := nc.(*net.TCPConn); ok && s.opts.SendBuffer > 0 {
+		_ = tc.SetWriteBuffer(s.opts.SendBuffer)
+	}
+	c := &conn{c: nc, wake: make(chan struct{}, 1)}
+	hdr := s.opts.StatusLine + "\r\nContent-Type: application/json\r\n"
+	if s.opts.Mode == Chunked {
+		hdr += "Transfer-Encoding: chunked\r\n"
+	} else {
+		hdr += "Connection: close\r\n"
+	}
+	hdr += "Date: " + time.Now().UTC().Format(http.TimeFormat) + "\r\n\r\n"
+	if _, err := brw.WriteString(hdr); err != nil {
+		return
+	}
+	if err := brw.Flush(); err != nil {
+		return
+	}
+	if !authorized {
+		return // close-delimited: the 200 went out before the ACL check
+	}
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	sub := &subscription{topics: topics, namespaces: map[string]bool{}}
+	if ns == "*" {
+		for _, n := range s.opts.Namespaces {
+			sub.namespaces[n] = true
+		}
+	} else {
+		sub.namespaces[ns] = true
+	}
+	next := s.startSeq(index)
+	s.conns[c] = struct{}{}
+	s.active.Add(1)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.active.Done()
+	}()
+	s.stream(c, brw.Writer, sub, next)
+}
+
+// startSeq applies the index rules; s.mu is held.
+func (s *Server) startSeq(index uint64) uint64 {
+	if len(s.frames) == 0 {
+		return s.nextSeq
+	}
+	if index == 0 || index <= s.frames[0].index {
+		return s.frames[0].seq // index 0 replays all; older than the buffer: the oldest
+	}
+	for _, f := range s.frames {
+		if f.index >= index {
+			return f.seq // at index, or the next one above it
+		}
+	}
+	return s.frames[len(s.frames)-1].seq // newer than everything: the newest, below index
+}
+
+// writer frames body bytes for one connection.
+type writer struct {
+	s    *Server
+	c    net.Conn
+	bw   *bufio.Writer
+	mode Mode
+}
+
+func (w *writer) write(b []byte) error {
+	if w.s.opts.WriteTimeout > 0 {
+		_ = w.c.SetWriteDeadline(time.Now().Add(w.s.opts.WriteTimeout))
+	}
+	if w.mode == Chunked {
+		fmt.Fprintf(w.bw, "%x\r\n", len(b))
+		w.bw.Write(b)
+		w.bw.WriteString("\r\n")
+	} else {
+		w.bw.Write(b)
+	}
+	err := w.bw.Flush()
+	if err == nil {
+		w.s.bytes.Add(int64(len(b)))
+	}
+	return err
+}
+
+func (w *writer) end(tail string) {
+	if w.mode != Chunked {
+		return
+	}
+	if tail != "" {
+		_ = w.write([]byte(tail))
+	}
+	w.bw.WriteString("0\r\n\r\n")
+	_ = w.bw.Flush()
+}
+
+var heartbeat = []byte("{}\n")
+
+// stream serves one subscription from sequence number next.
+func (s *Server) stream(c *conn, bw *bufio.Writer, sub *subscription, next uint64) {
+	w := &writer{s: s, c: c.c, bw: bw, mode: s.opts.Mode}
+	if w.write(heartbeat) != nil {
+		return
+	}
+	tick := time.NewTicker(s.opts.Heartbeat)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return
+		}
+		if c.frozen {
+			changed := s.changed
+			s.mu.Unlock()
+			<-changed // until the server closes (the connection is closed then)
+			continue
+		}
+		if c.tail != nil {
+			tail := *c.tail
+			s.mu.Unlock()
+			w.end(tail)
+			return
+		}
+		var f *storedFrame
+		if len(s.frames) > 0 {
+			if next < s.frames[0].seq {
+				s.cutoffs++
+				s.mu.Unlock()
+				w.end("event dropped from buffer")
+				return
+			}
+			if k := next - s.frames[0].seq; k < uint64(len(s.frames)) {
+				f = s.frames[k]
+			}
+		} else if next < s.nextSeq {
+			next = s.nextSeq // the buffer was reset
+		}
+		changed := s.changed
+		drained := f == nil && s.opts.CloseWhenDrained
+		s.mu.Unlock()
+
+		if drained {
+			w.end("")
+			return
+		}
+		if f == nil {
+			select {
+			case <-changed:
+			case <-tick.C:
+				if w.write(heartbeat) != nil {
+					return
+				}
+			}
+			continue
+		}
+		next = f.seq + 1
+		events := sub.filter(f)
+		if len(events) == 0 {
+			continue
+		}
+		line := f.line
+		if len(events) != len(f.raw) {
+			line = frameLine(f.index, events)
+		}
+		if !s.writeFrame(w, line) {
+			return
+		}
+		select {
+		case <-tick.C:
+			if w.write(heartbeat) != nil {
+				return
+			}
+		default:
+		}
+	}
+}
+
+// writeFrame writes a frame and, separately, its newline, applying any cut.
+func (s *Server) writeFrame(w *writer, line []byte) bool {
+	cut := Cut{}
+	if s.opts.Cut != nil {
+		cut = s.opts.Cut()
+	}
+	if cut.Where != NoCut {
+		s.mu.Lock()
+		s.cuts++
+		s.mu.Unlock()
+	}
+	switch cut.Where {
+	case CutBeforeFrame:
+		return false
+	case CutMidFrame:
+		n := int(cut.Frac * float64(len(line)))
+		n = max(1, min(n, len(line)-1))
+		_ = w.write(line[:n])
+		return false
+	}
+	if w.write(line) != nil {
+		return false
+	}
+	if cut.Where == CutBeforeNewline {
+		return false
+	}
+	return w.write([]byte("\n")) == nil
+}

@@ -1,0 +1,552 @@
+package nomad
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Newest, as a start index, asks Nomad for the newest frame it buffers: an
+// index above everything buffered starts there (see nomad-event-stream.md),
+// so a fresh start prints one old frame rather than replaying a hundred.
+// It is MaxInt64 rather than MaxUint64 so that it parses as either.
+const Newest uint64 = math.MaxInt64
+
+// Position is where a Streamer starts.
+type Position struct {
+	Index uint64
+	// Written says Index is the last frame already written (a resume from a
+	// state file). Nomad is asked for it again: when it comes back first it is
+	// dropped, a higher first index is reported as a gap and a lower one as a
+	// rebuilt history. Otherwise the stream simply starts at Index, inclusive.
+	Written bool
+}
+
+// Config tunes a Streamer. Zero values take the defaults.
+type Config struct {
+	Subscription
+
+	// HeartbeatTimeout: a connection that delivers no byte for this long is
+	// dead, whatever TCP says (Nomad sends `{}` every 30 s). 0 disables it.
+	HeartbeatTimeout time.Duration
+	// MaxFrameBytes bounds one line of the stream (default 64 MiB).
+	MaxFrameBytes int
+	// BufferSize is the size of the output buffer (default 64 KiB).
+	BufferSize int
+
+	Backoff        Backoff // default DefaultBackoff
+	RefusedBackoff Backoff // default RefusedBackoff
+	// AlertAfter: an outage is logged again at ERROR each time it has lasted
+	// another AlertAfter (default 6h).
+	AlertAfter time.Duration
+
+	Logger *slog.Logger // default: discard
+	Stats  *Stats       // default: a private one
+
+	// Injectable for tests.
+	Now   func() time.Time
+	Sleep func(ctx context.Context, d time.Duration) error
+	Rand  func() float64
+}
+
+// Streamer copies Nomad's event stream to a writer, one event per line,
+// resuming after every drop without loss or repetition. Its Run method is
+// not safe for concurrent use; Stats may be read at any time.
+type Streamer struct {
+	client *Client
+	cfg    Config
+	log    *slog.Logger
+	stats  *Stats
+	outage outage
+
+	// Owned by Run.
+	parser  frameParser
+	out     *bufio.Writer
+	br      *bufio.Reader
+	long    []byte
+	compact bytes.Buffer
+	last    uint64 // index of the last frame fully written to out
+	known   bool   // last is meaningful
+	topics  map[string]*atomic.Uint64
+	seed    maphash.Seed
+	hashes  map[uint64][]int
+}
+
+// NewStreamer returns a Streamer reading through client.
+func NewStreamer(client *Client, cfg Config) *Streamer {
+	if cfg.MaxFrameBytes <= 0 {
+		cfg.MaxFrameBytes = 64 << 20
+	}
+	if cfg.BufferSize <= 0 {
+		cfg.BufferSize = 64 << 10
+	}
+	if cfg.Backoff == (Backoff{}) {
+		cfg.Backoff = DefaultBackoff
+	}
+	if cfg.RefusedBackoff == (Backoff{}) {
+		cfg.RefusedBackoff = RefusedBackoff
+	}
+	if cfg.AlertAfter <= 0 {
+		cfg.AlertAfter = 6 * time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Stats == nil {
+		cfg.Stats = new(Stats)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Sleep == nil {
+		cfg.Sleep = sleep
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Float64
+	}
+	return &Streamer{
+		client: client,
+		cfg:    cfg,
+		log:    cfg.Logger,
+		stats:  cfg.Stats,
+		outage: outage{log: cfg.Logger, now: cfg.Now, alertAfter: cfg.AlertAfter, stats: cfg.Stats},
+		topics: map[string]*atomic.Uint64{},
+		seed:   maphash.MakeSeed(),
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Stats returns the Streamer's counters.
+func (s *Streamer) Stats() *Stats { return s.stats }
+
+// WriteError is a failure to write events to the output: it ends Run.
+type WriteError struct{ Err error }
+
+func (e *WriteError) Error() string { return "writing events: " + e.Err.Error() }
+func (e *WriteError) Unwrap() error { return e.Err }
+
+// Run streams until ctx is done, then flushes w and returns nil. It returns
+// early only when writing to w fails (a *WriteError).
+func (s *Streamer) Run(ctx context.Context, w io.Writer, start Position) error {
+	s.out = bufio.NewWriterSize(w, s.cfg.BufferSize)
+	s.br = bufio.NewReaderSize(nil, 64<<10)
+	s.last, s.known = start.Index, start.Written
+	if s.known {
+		s.stats.lastIndex.Store(s.last)
+		s.stats.flushedIndex.Store(s.last)
+	}
+	attempt := 0
+	for sessions := 0; ; sessions++ {
+		if sessions > 0 {
+			s.stats.reconnects.Add(1)
+		}
+		index := start.Index
+		if s.known {
+			index = s.last
+		}
+		live, err := s.session(ctx, index)
+		if ferr := s.flush(); ferr != nil {
+			return ferr
+		}
+		var werr *WriteError
+		if errors.As(err, &werr) {
+			return werr
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if live {
+			attempt = 0
+		}
+		attempt++
+		refused := isRefused(err)
+		b := s.cfg.Backoff
+		if refused {
+			b = s.cfg.RefusedBackoff
+			s.stats.refusals.Add(1)
+		}
+		delay := b.Delay(attempt, s.cfg.Rand())
+		s.outage.failed(err, refused, attempt, delay)
+		if s.cfg.Sleep(ctx, delay) != nil {
+			return nil
+		}
+	}
+}
+
+var (
+	errHeartbeat     = errors.New("heartbeat timeout")
+	errFrameTooLarge = errors.New("frame too large")
+)
+
+// RefusedError: Nomad would not serve the subscription. Retrying soon will
+// not help; a longer backoff applies.
+type RefusedError struct{ Reason string }
+
+func (e *RefusedError) Error() string { return e.Reason }
+
+// ClosedError: Nomad ended a live subscription. Text is the plain-text
+// reason older servers (≤ 1.11.1) append to the stream, if any, and Meaning
+// what it means when it is a known one.
+type ClosedError struct{ Text, Meaning string }
+
+func (e *ClosedError) Error() string {
+	switch {
+	case e.Text == "":
+		return "Nomad closed the stream (server shutdown, leadership change, token or ACL change, or this reader fell more than the buffer behind)"
+	case e.Meaning == "":
+		return fmt.Sprintf("Nomad closed the stream: %q", e.Text)
+	}
+	return fmt.Sprintf("Nomad closed the stream: %q: %s", e.Text, e.Meaning)
+}
+
+// legacyTails are the texts older servers end a stream with, and what they mean.
+var legacyTails = []struct {
+	prefix  string
+	meaning string
+	refused bool
+}{
+	{"subscription closed by server", "the server ended the subscription (token or ACL change, leadership change); resubscribing", false},
+	{"ACL token expired", "the token expired; reading it again and resubscribing", true},
+	{"event dropped from buffer", "this reader fell too far behind and Nomad dropped its subscription; resuming, a gap will be reported if events were lost", false},
+	{"Permission denied", "the token may not read the requested topics or namespace", true},
+}
+
+func tailError(text string) error {
+	for _, t := range legacyTails {
+		if strings.HasPrefix(text, t.prefix) {
+			msg := fmt.Sprintf("Nomad closed the stream: %q: %s", text, t.meaning)
+			if t.refused {
+				return &RefusedError{Reason: msg}
+			}
+			return &ClosedError{Text: text, Meaning: t.meaning}
+		}
+	}
+	return &ClosedError{Text: text}
+}
+
+func isRefused(err error) bool {
+	var r *RefusedError
+	if errors.As(err, &r) {
+		return true
+	}
+	var h *HTTPError
+	if errors.As(err, &h) {
+		switch h.Status {
+		case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusMethodNotAllowed:
+			return true
+		}
+	}
+	return false
+}
+
+// netReader is the stream's body as the line reader sees it: before blocking
+// on the network it flushes the output (so events show up as soon as the
+// stream goes idle, and a busy stream costs one write per read), and it arms
+// the heartbeat timer only while waiting for the network, never while the
+// output is blocked.
+type netReader struct {
+	s       *Streamer
+	body    io.Reader
+	timer   *time.Timer
+	timeout time.Duration
+	werr    error
+}
+
+func (r *netReader) Read(p []byte) (int, error) {
+	if err := r.s.flush(); err != nil {
+		r.werr = err
+		return 0, err
+	}
+	if r.timer != nil {
+		r.timer.Reset(r.timeout)
+	}
+	n, err := r.body.Read(p)
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	r.s.stats.bytesRead.Add(uint64(n))
+	return n, err
+}
+
+// session runs one subscription until it ends. live reports whether Nomad
+// accepted it (its first `{}` arrived).
+func (s *Streamer) session(ctx context.Context, index uint64) (live bool, err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer func() {
+		if live {
+			s.stats.live.Store(false)
+			s.stats.downSince.Store(s.cfg.Now().UnixNano())
+		}
+	}()
+	var timer *time.Timer
+	if d := s.cfg.HeartbeatTimeout; d > 0 {
+		timer = time.AfterFunc(d, func() { cancel(errHeartbeat) })
+		defer timer.Stop()
+	}
+	resp, err := s.client.open(ctx, s.cfg.Subscription, index)
+	if timer != nil {
+		timer.Stop()
+	}
+	if err != nil {
+		if context.Cause(ctx) == errHeartbeat {
+			return false, fmt.Errorf("subscribing: no answer within %s", s.cfg.HeartbeatTimeout)
+		}
+		var h *HTTPError
+		if errors.As(err, &h) {
+			return false, err
+		}
+		return false, fmt.Errorf("subscribing: %w", err)
+	}
+	defer resp.Body.Close()
+	s.log.Debug("subscribing", "index", index)
+	nr := &netReader{s: s, body: resp.Body, timer: timer, timeout: s.cfg.HeartbeatTimeout}
+	s.br.Reset(nr)
+	defer s.br.Reset(nil)
+
+	first := true // no frame yet in this session
+	for {
+		line, rerr := s.readLine()
+		if rerr == nil {
+			if err := s.line(line, &live, &first); err != nil {
+				return live, err
+			}
+			continue
+		}
+		if nr.werr != nil {
+			return live, nr.werr
+		}
+		if rerr == errFrameTooLarge {
+			return live, fmt.Errorf("reading the stream: a frame is larger than %d bytes", s.cfg.MaxFrameBytes)
+		}
+		if len(bytes.TrimSpace(line)) > 0 {
+			// A last line without its newline: a whole frame (the server
+			// writes a frame and its newline separately, and the cut fell
+			// between them), a frame cut short, or an older server's error.
+			switch perr := s.parser.parse(line); {
+			case perr == nil:
+				if err := s.line(line, &live, &first); err != nil {
+					return live, err
+				}
+			case perr == errNotJSON:
+				return live, tailError(string(bytes.TrimSpace(line)))
+			default:
+				s.log.Debug("stream cut in the middle of a frame", "bytes", len(line))
+			}
+		}
+		switch {
+		case context.Cause(ctx) == errHeartbeat:
+			return live, fmt.Errorf("no frame and no heartbeat for %s: the connection is dead", s.cfg.HeartbeatTimeout)
+		case ctx.Err() != nil:
+			return live, ctx.Err()
+		case rerr == io.EOF && !live:
+			return live, &RefusedError{Reason: "Nomad closed the stream before its first heartbeat: the subscription was refused " +
+				"(check the token, that its ACL policy may read the requested topics and namespace, and that the event broker is enabled)"}
+		case rerr == io.EOF:
+			return live, &ClosedError{}
+		}
+		return live, fmt.Errorf("reading the stream: %w", rerr)
+	}
+}
+
+// line handles one line of the stream.
+func (s *Streamer) line(line []byte, live, first *bool) error {
+	if len(line) == 0 {
+		return nil
+	}
+	if err := s.parser.parse(line); err != nil {
+		if err == errNotJSON {
+			if t := bytes.TrimSpace(line); len(t) > 0 {
+				return tailError(string(t))
+			}
+			return nil
+		}
+		return fmt.Errorf("reading the stream: invalid frame: %w", err)
+	}
+	if !*live {
+		*live = true
+		s.stats.live.Store(true)
+		s.stats.downSince.Store(0)
+		s.outage.recovered()
+	}
+	if s.parser.heartbeat {
+		s.stats.heartbeats.Add(1)
+		return nil
+	}
+	wasFirst := *first
+	*first = false
+	return s.frame(line, wasFirst)
+}
+
+// frame writes the events of one frame, applying the resume rules.
+func (s *Streamer) frame(line []byte, first bool) error {
+	idx := s.parser.index
+	s.stats.lastFrame.Store(s.cfg.Now().UnixNano())
+	if len(s.parser.events) == 0 {
+		return nil // nothing written: the resume index stays where it is
+	}
+	if s.known {
+		switch {
+		case first && idx == s.last:
+			s.log.Debug("resumed without a gap", "index", idx)
+			return nil
+		case first && idx > s.last:
+			s.stats.gaps.Add(1)
+			s.log.Warn("gap in the event stream: Nomad no longer buffered the last written index, events between the two indexes (exclusive) may be lost",
+				"last_written", s.last, "first_received", idx)
+		case first && idx < s.last:
+			s.stats.resets.Add(1)
+			s.log.Warn("Nomad's event history went backwards (cluster rebuilt or restored from a snapshot?): carrying on from the new history",
+				"last_written", s.last, "first_received", idx)
+		case idx <= s.last:
+			s.log.Warn("frame out of order within a subscription: dropped", "index", idx, "last_written", s.last)
+			return nil
+		}
+	}
+	written := 0
+	for k, ev := range s.parser.events {
+		raw := line[ev.start:ev.end]
+		if s.repeated(line, k) {
+			s.stats.duplicates.Add(1)
+			continue
+		}
+		if !ev.compact {
+			s.compact.Reset()
+			if err := json.Compact(&s.compact, raw); err != nil {
+				return fmt.Errorf("reading the stream: invalid event: %w", err)
+			}
+			raw = s.compact.Bytes()
+		}
+		if err := s.writeLine(raw); err != nil {
+			return err
+		}
+		s.topicCounter(line[ev.topicStart:ev.topicEnd]).Add(1)
+		written++
+	}
+	s.stats.events.Add(uint64(written))
+	s.stats.frames.Add(1)
+	s.last, s.known = idx, true
+	s.stats.lastIndex.Store(idx)
+	return nil
+}
+
+// repeated reports whether event k of the frame repeats an earlier one (Nomad
+// sends an event once per subscribed key it matches).
+func (s *Streamer) repeated(line []byte, k int) bool {
+	evs := s.parser.events
+	raw := line[evs[k].start:evs[k].end]
+	if len(evs) <= 16 {
+		for _, e := range evs[:k] {
+			if bytes.Equal(line[e.start:e.end], raw) {
+				return true
+			}
+		}
+		return false
+	}
+	if k == 0 {
+		clear(s.hashes)
+		if s.hashes == nil {
+			s.hashes = map[uint64][]int{}
+		}
+	}
+	h := maphash.Bytes(s.seed, raw)
+	for _, j := range s.hashes[h] {
+		if bytes.Equal(line[evs[j].start:evs[j].end], raw) {
+			return true
+		}
+	}
+	s.hashes[h] = append(s.hashes[h], k)
+	return false
+}
+
+func (s *Streamer) topicCounter(topic []byte) *atomic.Uint64 {
+	if c, ok := s.topics[string(topic)]; ok {
+		return c
+	}
+	c := s.stats.topicCounter(string(topic))
+	s.topics[string(topic)] = c
+	return c
+}
+
+// writeLine buffers one event line. A line that does not fit in what is left
+// of the buffer flushes it first, so that writes end on line boundaries.
+func (s *Streamer) writeLine(b []byte) error {
+	if len(b)+1 > s.out.Available() && s.out.Buffered() > 0 {
+		if err := s.out.Flush(); err != nil {
+			return &WriteError{err}
+		}
+	}
+	if _, err := s.out.Write(b); err != nil {
+		return &WriteError{err}
+	}
+	if err := s.out.WriteByte('\n'); err != nil {
+		return &WriteError{err}
+	}
+	return nil
+}
+
+// flush writes out the buffered events; every frame up to s.last has then
+// reached the writer.
+func (s *Streamer) flush() error {
+	if s.out.Buffered() > 0 {
+		if err := s.out.Flush(); err != nil {
+			return &WriteError{err}
+		}
+	}
+	if s.known {
+		s.stats.flushedIndex.Store(s.last)
+	}
+	return nil
+}
+
+// readLine returns the next line without its newline. At the end of the
+// stream it returns what is left (a last line without a newline) and the error.
+func (s *Streamer) readLine() ([]byte, error) {
+	line, err := s.br.ReadSlice('\n')
+	if err == nil {
+		return line[:len(line)-1], nil
+	}
+	if err != bufio.ErrBufferFull {
+		return line, err
+	}
+	if cap(s.long) > 1<<20 {
+		s.long = nil // do not keep a past multi-megabyte frame's memory
+	}
+	s.long = append(s.long[:0], line...)
+	for {
+		line, err = s.br.ReadSlice('\n')
+		if len(s.long)+len(line) > s.cfg.MaxFrameBytes {
+			return nil, errFrameTooLarge
+		}
+		s.long = append(s.long, line...)
+		switch err {
+		case nil:
+			return s.long[:len(s.long)-1], nil
+		case bufio.ErrBufferFull:
+		default:
+			return s.long, err
+		}
+	}
+}
