@@ -12,6 +12,12 @@ const (
 	DefaultConcurrency  = 2
 	DefaultPullTimeout  = 10 * time.Minute
 	DefaultStallTimeout = 2 * time.Minute
+
+	// The daemon's schedule (prefetch run).
+	DefaultResyncInterval = 10 * time.Minute
+	DefaultRetryInitial   = 10 * time.Second
+	DefaultRetryMax       = 10 * time.Minute
+	DefaultAlertAfter     = 6 * time.Hour
 )
 
 // Config is one parsed and validated configuration file.
@@ -26,8 +32,19 @@ type Config struct {
 	// StallTimeout cancels a pull whose progress stream has been silent that
 	// long (a registry that stopped sending a blob without closing).
 	StallTimeout time.Duration
-	Images       []Image
-	Auths        []Auth
+	// ResyncInterval is how often the daemon re-checks every image that is
+	// present (with jitter, so a fleet of nodes does not hit the registry
+	// in step).
+	ResyncInterval time.Duration
+	// RetryInitial and RetryMax bound the daemon's per-image backoff: the
+	// first retry after RetryInitial, doubling, capped at RetryMax.
+	RetryInitial time.Duration
+	RetryMax     time.Duration
+	// AlertAfter is how long an image may keep failing before the daemon
+	// logs a reminder at ERROR, and again each time that long has passed.
+	AlertAfter time.Duration
+	Images     []Image
+	Auths      []Auth
 	// Warnings are problems that do not stop the config from being used.
 	Warnings []Problem
 }

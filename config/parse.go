@@ -26,6 +26,10 @@ var (
 			{Name: "concurrency"},
 			{Name: "pull_timeout"},
 			{Name: "stall_timeout"},
+			{Name: "resync_interval"},
+			{Name: "retry_initial"},
+			{Name: "retry_max"},
+			{Name: "alert_after"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{
 			{Type: "docker"},
@@ -129,6 +133,11 @@ func (p *parser) parse(src []byte) Config {
 		Concurrency:  DefaultConcurrency,
 		PullTimeout:  DefaultPullTimeout,
 		StallTimeout: DefaultStallTimeout,
+
+		ResyncInterval: DefaultResyncInterval,
+		RetryInitial:   DefaultRetryInitial,
+		RetryMax:       DefaultRetryMax,
+		AlertAfter:     DefaultAlertAfter,
 	}
 	f, ds := hclsyntax.ParseConfig(src, p.file, hcl.InitialPos)
 	if p.diags(ds) {
@@ -146,15 +155,28 @@ func (p *parser) parse(src []byte) Config {
 			}
 		}
 	}
-	if a, ok := content.Attributes["pull_timeout"]; ok {
-		if d, ok := p.durationAttr(a); ok {
-			cfg.PullTimeout = d
+	for name, dst := range map[string]*time.Duration{
+		"pull_timeout":    &cfg.PullTimeout,
+		"stall_timeout":   &cfg.StallTimeout,
+		"resync_interval": &cfg.ResyncInterval,
+		"retry_initial":   &cfg.RetryInitial,
+		"retry_max":       &cfg.RetryMax,
+		"alert_after":     &cfg.AlertAfter,
+	} {
+		if a, ok := content.Attributes[name]; ok {
+			if d, ok := p.durationAttr(a); ok {
+				*dst = d
+			}
 		}
 	}
-	if a, ok := content.Attributes["stall_timeout"]; ok {
-		if d, ok := p.durationAttr(a); ok {
-			cfg.StallTimeout = d
+	if cfg.RetryMax < cfg.RetryInitial {
+		r := hcl.Range{Filename: p.file, Start: hcl.InitialPos}
+		if a, ok := content.Attributes["retry_max"]; ok {
+			r = a.Expr.Range()
+		} else if a, ok := content.Attributes["retry_initial"]; ok {
+			r = a.Expr.Range()
 		}
+		p.errorf(r, "retry_max (%s) must not be shorter than retry_initial (%s)", cfg.RetryMax, cfg.RetryInitial)
 	}
 
 	var dockerSeen *hcl.Block

@@ -47,6 +47,11 @@ auth "ghcr.io" {
 		Concurrency:  3,
 		PullTimeout:  5 * time.Minute,
 		StallTimeout: 30 * time.Second,
+
+		ResyncInterval: DefaultResyncInterval,
+		RetryInitial:   DefaultRetryInitial,
+		RetryMax:       DefaultRetryMax,
+		AlertAfter:     DefaultAlertAfter,
 		Images: []Image{
 			{
 				Name:     "traefik",
@@ -78,7 +83,8 @@ func TestParseDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Concurrency != DefaultConcurrency || got.PullTimeout != DefaultPullTimeout || got.StallTimeout != DefaultStallTimeout || got.Docker.Host != "" {
+	if got.Concurrency != DefaultConcurrency || got.PullTimeout != DefaultPullTimeout || got.StallTimeout != DefaultStallTimeout || got.Docker.Host != "" ||
+		got.ResyncInterval != DefaultResyncInterval || got.RetryInitial != DefaultRetryInitial || got.RetryMax != DefaultRetryMax || got.AlertAfter != DefaultAlertAfter {
 		t.Errorf("got %+v, want the defaults", got)
 	}
 	if len(got.Warnings) != 0 {
@@ -165,6 +171,8 @@ func TestParseErrors(t *testing.T) {
 		{"concurrency fraction", "concurrency = 1.5", []string{`c.hcl:1:15: concurrency must be a whole number, got 1.5`}},
 		{"bad duration", "pull_timeout = \"10 minutes\"", []string{`c.hcl:1:16: pull_timeout "10 minutes" is not a duration`}},
 		{"negative duration", "stall_timeout = \"-1s\"", []string{`c.hcl:1:17: stall_timeout must be positive, got "-1s"`}},
+		{"retry_max below retry_initial", "retry_initial = \"1m\"\nretry_max = \"30s\"", []string{`c.hcl:2:13: retry_max (30s) must not be shorter than retry_initial (1m0s)`}},
+		{"bad resync_interval", "resync_interval = \"often\"", []string{`c.hcl:1:19: resync_interval "often" is not a duration`}},
 		{"docker host scheme", "docker {\n host = \"/var/run/docker.sock\"\n}", []string{`c.hcl:2:9: docker host "/var/run/docker.sock": want a URL`}},
 		{"duplicate docker", "docker {}\ndocker {}", []string{`c.hcl:2:1: duplicate docker block; the first is at line 1`}},
 		{

@@ -172,3 +172,48 @@ func shortID(s string) string {
 	}
 	return s
 }
+
+// IsDaemonDown reports whether err says the Docker daemon could not be
+// reached at all (as opposed to a daemon that answered with an error).
+func IsDaemonDown(err error) bool {
+	return client.IsErrConnectionFailed(err)
+}
+
+// ImageEvent is one image event from the daemon. Docker 20.10's untag and
+// delete events carry only the image ID, never the tag.
+type ImageEvent struct {
+	Action string // "untag", "delete", ...
+	ID     string // the image ID, sha256:...
+}
+
+// ImageEvents subscribes to the daemon's untag and delete image events. The
+// events channel is closed, and one error sent on errs, when the
+// subscription ends (the daemon went away, or ctx is done).
+func (e *Engine) ImageEvents(ctx context.Context) (<-chan ImageEvent, <-chan error) {
+	res := e.cli.Events(ctx, client.EventsListOptions{
+		Filters: make(client.Filters).Add("type", "image").Add("event", "untag", "delete"),
+	})
+	out := make(chan ImageEvent)
+	errs := make(chan error, 1)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case m := <-res.Messages:
+				select {
+				case out <- ImageEvent{Action: string(m.Action), ID: m.Actor.ID}:
+				case <-ctx.Done():
+					errs <- ctx.Err()
+					return
+				}
+			case err := <-res.Err:
+				if err == nil {
+					err = errors.New("the event stream ended")
+				}
+				errs <- fmt.Errorf("watching Docker image events: %w", err)
+				return
+			}
+		}
+	}()
+	return out, errs
+}
