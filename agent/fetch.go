@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/config"
@@ -25,6 +26,14 @@ type Docker interface {
 }
 
 var _ Docker = (*registry.Engine)(nil)
+
+// Digester looks up the digest a tag points at in its registry, without
+// pulling. *registry.Remote implements it.
+type Digester interface {
+	Digest(ctx context.Context, ref string) (string, error)
+}
+
+var _ Digester = (*registry.Remote)(nil)
 
 // Outcome is what fetching one image came to.
 type Outcome string
@@ -70,9 +79,17 @@ func (r Result) Summary() string {
 // Fetcher runs the per-image algorithm.
 type Fetcher struct {
 	Docker Docker
+	// Remote, when set, is asked for a tag's digest before pulling it while
+	// expected is present: a digest expected already has means there is
+	// nothing to pull, and a 429 means a pull would be refused too.
+	Remote Digester
 	// PullTimeout bounds each pull of one reference.
 	PullTimeout time.Duration
 	Log         *slog.Logger
+	// FallbackLevel is the level of the line saying expected could not be
+	// pulled and the sources are tried (Info; the daemon uses Debug, its
+	// failures being reported with throttling instead).
+	FallbackLevel slog.Level
 }
 
 // Fetch makes img's expected reference present locally:
@@ -110,24 +127,32 @@ func (f *Fetcher) fetch(ctx context.Context, img config.Image) Result {
 		return Result{Outcome: UpToDate, ImageID: before.ID}
 	}
 
+	var have *registry.Image
+	if present {
+		have = &before
+	}
 	var tried []error
 	ref, err := pinned(img.Expected, img.Digest)
+	current := false
 	if err == nil {
-		err = f.pull(ctx, ref, img.Platform)
+		current, err = f.get(ctx, ref, img.Platform, have)
 	}
-	if err == nil {
+	switch {
+	case err == nil && current:
+		return Result{Outcome: UpToDate, ImageID: before.ID}
+	case err == nil:
 		id, err := f.settle(ctx, ref, img.Expected)
-		if err == nil {
-			if present && before.ID == id {
-				return Result{Outcome: UpToDate, ImageID: id}
-			}
-			return Result{Outcome: Pulled, ImageID: id}
+		if err != nil {
+			return Result{Outcome: Failed, Err: err}
 		}
-		return Result{Outcome: Failed, Err: err}
+		if present && before.ID == id {
+			return Result{Outcome: UpToDate, ImageID: id}
+		}
+		return Result{Outcome: Pulled, ImageID: id}
 	}
 	tried = append(tried, fmt.Errorf("expected: %w", err))
 	if len(img.Sources) > 0 && ctx.Err() == nil {
-		log.Info("expected reference not available, trying sources", "error", err)
+		log.Log(ctx, f.FallbackLevel, "expected reference not available, trying sources", "error", err.Error())
 	}
 
 	for _, src := range img.Sources {
@@ -135,12 +160,16 @@ func (f *Fetcher) fetch(ctx context.Context, img config.Image) Result {
 			break
 		}
 		ref, err := pinned(src, img.Digest)
+		current := false
 		if err == nil {
-			err = f.pull(ctx, ref, img.Platform)
+			current, err = f.get(ctx, ref, img.Platform, have)
 		}
 		if err != nil {
 			tried = append(tried, fmt.Errorf("source %s: %w", src, err))
 			continue
+		}
+		if current {
+			return Result{Outcome: UpToDate, Source: src, ImageID: before.ID}
 		}
 		id, err := f.settle(ctx, ref, img.Expected)
 		if err != nil {
@@ -160,6 +189,26 @@ func (f *Fetcher) fetch(ctx context.Context, img config.Image) Result {
 		return Result{Outcome: Failed, Err: fmt.Errorf("the local %s is not content %s, and no pull succeeded:\n%w", img.Expected, img.Digest, err)}
 	}
 	return Result{Outcome: Failed, Err: err}
+}
+
+// get makes ref's content present locally. When the local expected image
+// (have) is known and a Remote is set, the registry is asked for ref's digest
+// first: current is true, and nothing is pulled, when have already has it. A
+// 429 from that lookup is returned as is (a pull would be refused too); any
+// other lookup error falls through to the pull, since the daemon may reach
+// registries the agent can't (insecure-registries, mirrors).
+func (f *Fetcher) get(ctx context.Context, ref, platform string, have *registry.Image) (current bool, err error) {
+	if have != nil && f.Remote != nil && !strings.Contains(ref, "@") {
+		dgst, err := f.Remote.Digest(ctx, ref)
+		var rl *registry.RateLimitedError
+		switch {
+		case errors.As(err, &rl):
+			return false, err
+		case err == nil && have.HasDigest(dgst):
+			return true, nil
+		}
+	}
+	return false, f.pull(ctx, ref, platform)
 }
 
 // pull pulls ref within the per-pull timeout, whose expiry is reported as

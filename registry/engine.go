@@ -186,10 +186,16 @@ type ImageEvent struct {
 	ID     string // the image ID, sha256:...
 }
 
-// ImageEvents subscribes to the daemon's untag and delete image events. The
-// events channel is closed, and one error sent on errs, when the
-// subscription ends (the daemon went away, or ctx is done).
-func (e *Engine) ImageEvents(ctx context.Context) (<-chan ImageEvent, <-chan error) {
+// ImageEvents subscribes to the daemon's untag and delete image events. It
+// returns an error if the subscription can't be made (the daemon is down).
+// Otherwise events carries them until the subscription ends (the daemon went
+// away, or ctx is done): then events is closed and errs says why.
+func (e *Engine) ImageEvents(ctx context.Context) (<-chan ImageEvent, <-chan error, error) {
+	// The client's Events reports a failed request only asynchronously:
+	// ask the daemon first, so a daemon that is down is an error here.
+	if err := e.Ping(ctx); err != nil {
+		return nil, nil, fmt.Errorf("subscribing to Docker image events: %w", err)
+	}
 	res := e.cli.Events(ctx, client.EventsListOptions{
 		Filters: make(client.Filters).Add("type", "image").Add("event", "untag", "delete"),
 	})
@@ -215,5 +221,5 @@ func (e *Engine) ImageEvents(ctx context.Context) (<-chan ImageEvent, <-chan err
 			}
 		}
 	}()
-	return out, errs
+	return out, errs, nil
 }
