@@ -79,9 +79,9 @@ func (r Result) Summary() string {
 // Fetcher runs the per-image algorithm.
 type Fetcher struct {
 	Docker Docker
-	// Remote, when set, is asked for a tag's digest before pulling it while
-	// expected is present: a digest expected already has means there is
-	// nothing to pull, and a 429 means a pull would be refused too.
+	// Remote, when set, is asked for a tag's digest before it is pulled: a
+	// digest the local expected image already has means there is nothing to
+	// pull, and a 429 means a pull would be refused too.
 	Remote Digester
 	// PullTimeout bounds each pull of one reference.
 	PullTimeout time.Duration
@@ -191,20 +191,21 @@ func (f *Fetcher) fetch(ctx context.Context, img config.Image) Result {
 	return Result{Outcome: Failed, Err: err}
 }
 
-// get makes ref's content present locally. When the local expected image
-// (have) is known and a Remote is set, the registry is asked for ref's digest
-// first: current is true, and nothing is pulled, when have already has it. A
-// 429 from that lookup is returned as is (a pull would be refused too); any
-// other lookup error falls through to the pull, since the daemon may reach
-// registries the agent can't (insecure-registries, mirrors).
+// get makes ref's content present locally. With a Remote, the registry is
+// asked for ref's digest first: current is true, and nothing is pulled, when
+// the local expected image (have) already has it; a 429 is returned as is,
+// with its Retry-After (a pull would be refused too, and dockerd's own error
+// would not say how long to wait). Any other lookup error falls through to
+// the pull, since the daemon may reach registries the agent can't
+// (insecure-registries, mirrors, client certificates).
 func (f *Fetcher) get(ctx context.Context, ref, platform string, have *registry.Image) (current bool, err error) {
-	if have != nil && f.Remote != nil && !strings.Contains(ref, "@") {
+	if f.Remote != nil && !strings.Contains(ref, "@") {
 		dgst, err := f.Remote.Digest(ctx, ref)
 		var rl *registry.RateLimitedError
 		switch {
 		case errors.As(err, &rl):
 			return false, err
-		case err == nil && have.HasDigest(dgst):
+		case err == nil && have != nil && have.HasDigest(dgst):
 			return true, nil
 		}
 	}

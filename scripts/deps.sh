@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Installs what the tests and the try-out need from Debian, when missing:
+# Installs what the tests and the try-out need, when missing: from Debian,
 # docker.io (dockerd 20.10, containerd, the docker CLI) and docker-registry
-# (the CNCF distribution registry). Needs root and apt-get; prints what to
-# install otherwise. Go itself (1.26) must already be on PATH.
+# (the CNCF distribution registry), which need root and apt-get; and the real
+# consul-template, with go install into $(go env GOPATH)/bin. Go itself
+# (1.26) must already be on PATH.
 set -euo pipefail
+
+ct_bin="$(go env GOPATH)/bin/consul-template"
+if ! command -v consul-template >/dev/null 2>&1 && [ ! -x "$ct_bin" ]; then
+  echo "deps: installing consul-template v0.42.1 into $ct_bin" >&2
+  GOFLAGS=-buildvcs=false go install github.com/hashicorp/consul-template@v0.42.1
+fi
 
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)

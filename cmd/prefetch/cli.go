@@ -30,17 +30,22 @@ Usage:
   prefetch <command> [flags]
 
 Commands:
+  run        the node agent: keep every image present, watch the config, serve status
   once       pull every image in the config once, print a summary, exit
+  status     print what a running agent is doing
   validate   check a config file and print every problem with file:line:col
   version    print the version
 
 Examples:
   prefetch validate -config /etc/prefetch/config.hcl
   prefetch once -config /etc/prefetch/config.hcl
+  prefetch run -config /local/config.hcl
+  prefetch status
   prefetch once -config config.hcl -json traefik registry
 
-Run 'prefetch <command> -h' for a command's flags. Exit codes: 0 every image
-present, 1 some image could not be had, 2 usage or config error.
+Run 'prefetch <command> -h' for a command's flags. Exit codes: 0 ok (for once
+and status: every image present), 1 some image could not be had or a runtime
+failure, 2 usage or config error (or, for run, another agent holds the lock).
 `
 
 // run is the whole program but for process setup; it returns the exit code.
@@ -50,8 +55,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
+	case "run":
+		return runDaemon(ctx, rest, stdout, stderr)
 	case "once":
 		return runOnce(ctx, rest, stdout, stderr)
+	case "status":
+		return runStatus(ctx, rest, stdout, stderr)
 	case "validate":
 		return runValidate(rest, stdout, stderr)
 	case "version", "-version", "--version":

@@ -66,11 +66,8 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	engine, err := registry.NewEngine(registry.Options{
-		Host:         cfg.Docker.Host,
-		Credentials:  registry.NewCredentials(cfg.Auths, os.Getenv("DOCKER_CONFIG")),
-		StallTimeout: cfg.StallTimeout,
-	})
+	creds := registry.NewCredentials(cfg.Auths, os.Getenv("DOCKER_CONFIG"))
+	engine, err := registry.NewEngine(registry.Options{Host: cfg.Docker.Host, Credentials: creds, StallTimeout: cfg.StallTimeout})
 	if err != nil {
 		log.Error(err.Error())
 		return exitFailed
@@ -81,7 +78,7 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 
-	f := &agent.Fetcher{Docker: engine, PullTimeout: cfg.PullTimeout, Log: log}
+	f := &agent.Fetcher{Docker: engine, Remote: &registry.Remote{Credentials: creds}, PullTimeout: cfg.PullTimeout, Log: log}
 	results := f.Once(ctx, images, cfg.Concurrency)
 	if *asJSON {
 		err = writeJSON(stdout, results)

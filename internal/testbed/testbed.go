@@ -101,14 +101,33 @@ func Start() (*Bed, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Bed{Dir: dir, Host: "unix://" + filepath.Join(dir, "docker.sock"), dockerdErr: make(chan error, 1)}
+	b := &Bed{Dir: dir, Host: "unix://" + filepath.Join(dir, "docker.sock")}
 	if err := os.WriteFile(filepath.Join(dir, "daemon.json"), []byte("{}\n"), 0o644); err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(filepath.Join(dir, "dockerd.log"))
-	if err != nil {
+	if err := b.startDocker(); err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
+	if b.Client, err = client.New(client.WithHost(b.Host)); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if err := b.waitDocker(60 * time.Second); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// startDocker starts dockerd on b.Dir, appending to its log.
+func (b *Bed) startDocker() error {
+	dir := b.Dir
+	logf, err := os.OpenFile(filepath.Join(dir, "dockerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	b.dockerdErr = make(chan error, 1)
 	b.dockerd = exec.Command("dockerd",
 		"--config-file", filepath.Join(dir, "daemon.json"),
 		"-H", b.Host,
@@ -122,21 +141,24 @@ func Start() (*Bed, error) {
 	b.dockerd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	if err := b.dockerd.Start(); err != nil {
 		logf.Close()
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("starting dockerd: %w", err)
+		return fmt.Errorf("starting dockerd: %w", err)
 	}
-	go func() { b.dockerdErr <- b.dockerd.Wait(); logf.Close() }()
+	errc := b.dockerdErr
+	cmd := b.dockerd
+	go func() { errc <- cmd.Wait(); logf.Close() }()
+	return nil
+}
 
-	b.Client, err = client.New(client.WithHost(b.Host))
-	if err != nil {
-		b.Close()
-		return nil, err
+// RestartDocker stops the daemon and starts it again on the same socket and
+// data-root (its images stay), waiting until it answers.
+func (b *Bed) RestartDocker() error {
+	if err := b.StopDocker(); err != nil {
+		return err
 	}
-	if err := b.waitDocker(60 * time.Second); err != nil {
-		b.Close()
-		return nil, err
+	if err := b.startDocker(); err != nil {
+		return err
 	}
-	return b, nil
+	return b.waitDocker(60 * time.Second)
 }
 
 func (b *Bed) waitDocker(limit time.Duration) error {
@@ -210,6 +232,8 @@ type RegistryOptions struct {
 	// Users, when set, turns on htpasswd authentication with these
 	// user → password pairs.
 	Users map[string]string
+	// Addr is the 127.0.0.1:port to listen on; empty picks a free port.
+	Addr string
 }
 
 // StartRegistry starts a registry named name (its storage is Dir/name) on a
@@ -219,9 +243,12 @@ func (b *Bed) StartRegistry(name string, opts RegistryOptions) (*Registry, error
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
+	addr := opts.Addr
+	if addr == "" {
+		var err error
+		if addr, err = freeAddr(); err != nil {
+			return nil, err
+		}
 	}
 	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)
 	if len(opts.Users) > 0 {

@@ -1,0 +1,370 @@
+package main
+
+// End-to-end tests of `prefetch run` against the real test bed: a private
+// dockerd, real registries behind fault proxies, and the real consul-template
+// rendering the watched config (temp file + rename, as in production).
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
+	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
+	"github.com/nomad-prefetch/nomad-prefetch/status"
+)
+
+// agentProc is a `prefetch run` started in-process by startAgent.
+type agentProc struct {
+	addr   string
+	stderr *lockedBuffer
+	stop   context.CancelFunc
+	done   chan int
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func startAgent(t *testing.T, cfgPath, lockPath string, extra ...string) *agentProc {
+	t.Helper()
+	a := &agentProc{addr: testbed.FreeAddr(t), stderr: &lockedBuffer{}, done: make(chan int, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stop = cancel
+	args := append([]string{"run", "-config", cfgPath, "-listen", a.addr, "-lock-file", lockPath, "-log-level", "debug"}, extra...)
+	go func() {
+		var out bytes.Buffer
+		a.done <- run(ctx, args, &out, a.stderr)
+	}()
+	t.Cleanup(func() {
+		a.stop()
+		select {
+		case <-a.done:
+		case <-time.After(30 * time.Second):
+			t.Error("the agent did not stop within 30s of its context being cancelled")
+		}
+		if t.Failed() {
+			t.Logf("agent stderr:\n%s", a.stderr)
+		}
+	})
+	waitFor(t, "the agent to serve /healthz", 20*time.Second, func() bool {
+		code, _ := a.get("/healthz")
+		return code == http.StatusOK
+	})
+	return a
+}
+
+func (a *agentProc) get(path string) (int, string) {
+	resp, err := http.Get("http://" + a.addr + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(resp.Body)
+	return resp.StatusCode, b.String()
+}
+
+func (a *agentProc) status(t *testing.T) status.Snapshot {
+	t.Helper()
+	s, err := status.Fetch(context.Background(), a.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (a *agentProc) image(t *testing.T, name string) (status.Image, bool) {
+	t.Helper()
+	for _, img := range a.status(t).Images {
+		if img.Name == name {
+			return img, true
+		}
+	}
+	return status.Image{}, false
+}
+
+// metric returns the sum of every sample of the metric family name whose
+// labels contain each of labels (`result="failed"`).
+func (a *agentProc) metric(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	code, body := a.get("/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d %s", code, body)
+	}
+	var sum float64
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			ok = ok && strings.Contains(line, l)
+		}
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+// waitFor polls cond every 50 ms until it holds, failing the test after limit.
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func consulTemplate(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("consul-template"); err == nil {
+		return p
+	}
+	out, err := exec.Command("go", "env", "GOPATH").Output()
+	if err == nil {
+		p := filepath.Join(strings.TrimSpace(string(out)), "bin", "consul-template")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("consul-template not found; install it: go install github.com/hashicorp/consul-template@v0.42.1 (scripts/deps.sh does)")
+	}
+	t.Skip("consul-template not found (go install github.com/hashicorp/consul-template@v0.42.1)")
+	return ""
+}
+
+// renderer renders dest with the real consul-template from a template that
+// includes a data file, the way a Nomad template block or a consul-template
+// service keeps the agent's config current.
+type renderer struct {
+	bin, tpl, data, dest string
+}
+
+func newRenderer(t *testing.T, dest string) *renderer {
+	t.Helper()
+	dir := t.TempDir()
+	r := &renderer{bin: consulTemplate(t), tpl: filepath.Join(dir, "config.hcl.tpl"), data: filepath.Join(dir, "kv.hcl"), dest: dest}
+	if err := os.WriteFile(r.tpl, []byte("# rendered by consul-template\n{{ file \""+r.data+"\" }}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *renderer) render(t *testing.T, content string) {
+	t.Helper()
+	if err := os.WriteFile(r.data, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(r.bin, "-once", "-log-level", "warn", "-template", r.tpl+":"+r.dest)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("consul-template: %v\n%s", err, out)
+	}
+}
+
+func imageBlock(name, expected string, sources ...string) string {
+	var q []string
+	for _, s := range sources {
+		q = append(q, strconv.Quote(s))
+	}
+	return fmt.Sprintf("image %q {\n  expected = %q\n  sources  = [%s]\n}\n", name, expected, strings.Join(q, ", "))
+}
+
+func daemonSettings() string {
+	return fmt.Sprintf("docker {\n  host = %q\n}\nretry_initial = \"200ms\"\nretry_max = \"1s\"\nresync_interval = \"1h\"\nstall_timeout = \"5s\"\n", bed.Host)
+}
+
+// startProxied starts a registry behind a fault proxy.
+func startProxied(t *testing.T, name string) (*testbed.Registry, *faultproxy.Proxy) {
+	t.Helper()
+	reg, err := bed.StartRegistry(name, testbed.RegistryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Stop)
+	p, err := faultproxy.Start("http://" + reg.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return reg, p
+}
+
+func seed(t *testing.T, ref, content string) string {
+	t.Helper()
+	_, id, err := bed.Seed(context.Background(), ref, content, 16<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func wantState(t *testing.T, a *agentProc, name, state string) func() bool {
+	return func() bool {
+		img, ok := a.image(t, name)
+		return ok && img.State == state
+	}
+}
+
+// TestRun follows an agent through a day in its life: bootstrap from a
+// source, an image that appears later, config changes rendered by
+// consul-template (a new image, a removed one, a broken file, a fix), Nomad's
+// GC removing an image, a second agent refused, and a clean stop.
+func TestRun(t *testing.T) {
+	testbed.Need(t, bed)
+	cluster, _ := startProxied(t, "run-cluster")
+	upstream, upProxy := startProxied(t, "run-upstream")
+	_ = cluster
+	exp := func(repo string) string { return cluster.Addr + "/" + repo }
+	src := func(repo string) string { return upProxy.Addr + "/" + repo }
+	idA := seed(t, upstream.Addr+"/a:1", "run-a")
+	seed(t, upstream.Addr+"/c:1", "run-c")
+
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.hcl")
+	lockPath := filepath.Join(dir, "prefetch.lock")
+	r := newRenderer(t, cfgPath)
+	base := daemonSettings() + imageBlock("a", exp("a:1"), src("a:1")) + imageBlock("b", exp("b:1"), src("b:1"))
+	r.render(t, base)
+
+	a := startAgent(t, cfgPath, lockPath)
+
+	// a comes from the source; b exists nowhere yet: not ready.
+	waitFor(t, "a present", 30*time.Second, wantState(t, a, "a", status.Present))
+	if img, _ := a.image(t, "a"); img.ImageID != idA || img.Source != src("a:1") {
+		t.Errorf("a: got image %s from %q, want %s from %s", img.ImageID, img.Source, idA, src("a:1"))
+	}
+	waitFor(t, "b failed", 30*time.Second, wantState(t, a, "b", status.Failed))
+	if code, body := a.get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "b "+exp("b:1")) {
+		t.Errorf("/readyz with b missing: got %d %q, want 503 naming b", code, body)
+	}
+	if code, _, _ := runCLI(t, "status", "-addr", a.addr); code != exitFailed {
+		t.Errorf("prefetch status with b missing: got exit %d, want %d", code, exitFailed)
+	}
+
+	// b is published upstream: the retry picks it up, /readyz flips to 200.
+	seed(t, upstream.Addr+"/b:1", "run-b")
+	waitFor(t, "/readyz 200 once b is published", 30*time.Second, func() bool {
+		code, _ := a.get("/readyz")
+		return code == http.StatusOK
+	})
+	code, stdout, _ := runCLI(t, "status", "-addr", a.addr)
+	if code != exitOK || !regexp.MustCompile(`(?m)^a +present +`+regexp.QuoteMeta(exp("a:1"))+` +`+regexp.QuoteMeta(src("a:1"))).MatchString(stdout) {
+		t.Errorf("prefetch status: exit %d\n%s", code, stdout)
+	}
+
+	// consul-template renders a config naming a new image: pulled, no restart.
+	r.render(t, base+imageBlock("c", exp("c:1"), src("c:1")))
+	waitFor(t, "c present", 30*time.Second, wantState(t, a, "c", status.Present))
+
+	// ...and one without it: c is no longer tried.
+	r.render(t, base)
+	waitFor(t, "c gone from the status", 30*time.Second, func() bool { _, ok := a.image(t, "c"); return !ok })
+
+	// A broken render: the error names file:line, the last good set stays.
+	failedBefore := a.metric(t, "prefetch_config_reloads_total", `result="failed"`)
+	r.render(t, base+"image \"d\" {\n  expected = \n}\n")
+	waitFor(t, "the broken config reported", 30*time.Second, func() bool { return a.status(t).ConfigError != "" })
+	s := a.status(t)
+	if !strings.Contains(s.ConfigError, cfgPath+":") || len(s.Images) != 2 {
+		t.Errorf("broken config: got error %q and %d images, want file:line and the last good 2", s.ConfigError, len(s.Images))
+	}
+	if code, _ := a.get("/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz with a broken config on disk: got %d, want 200 (the last good config is served)", code)
+	}
+	if got := a.metric(t, "prefetch_config_reloads_total", `result="failed"`); got != failedBefore+1 {
+		t.Errorf("failed reloads: got %v, want %v", got, failedBefore+1)
+	}
+	if !strings.Contains(a.stderr.String(), `"msg":"config not loaded; keeping the last good config"`) {
+		t.Errorf("stderr lacks the config error")
+	}
+
+	// A fixed render converges.
+	r.render(t, base+imageBlock("c", exp("c:1"), src("c:1")))
+	waitFor(t, "c present after the fix", 30*time.Second, wantState(t, a, "c", status.Present))
+	if s := a.status(t); s.ConfigError != "" {
+		t.Errorf("after the fix: config error %q, want none", s.ConfigError)
+	}
+
+	// Nomad's image GC removes a by ID, taking our tag: back through the event
+	// subscription (resync is an hour away).
+	removals := a.metric(t, "prefetch_docker_image_removals_total")
+	if err := bed.Remove(context.Background(), exp("a:1"), src("a:1")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a restored after docker rmi", 30*time.Second, func() bool {
+		im, err := bed.Client.ImageInspect(context.Background(), exp("a:1"))
+		return err == nil && im.ID == idA
+	})
+	if got := a.metric(t, "prefetch_docker_image_removals_total"); got <= removals {
+		t.Errorf("removals metric: got %v, want more than %v", got, removals)
+	}
+
+	// The metrics, as documented.
+	for _, name := range []string{
+		`prefetch_images{state="present"} 3`,
+		`prefetch_pulls_total{from="source",result="retagged"}`,
+		`prefetch_pull_duration_seconds_bucket{result="retagged"`,
+		`prefetch_config_reloads_total{result="ok"}`,
+		`prefetch_config_last_success_timestamp_seconds `,
+		`prefetch_docker_image_removals_total `,
+	} {
+		if _, body := a.get("/metrics"); !strings.Contains(body, name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+
+	// A second agent on the node is refused, naming the holder.
+	code, _, stderr := runCLI(t, "run", "-config", cfgPath, "-lock-file", lockPath, "-listen", "")
+	if code != exitUsage || !strings.Contains(stderr, fmt.Sprintf("(PID %d) holds the lock %s", os.Getpid(), lockPath)) {
+		t.Errorf("second agent: got exit %d, stderr %q; want %d naming PID %d", code, stderr, exitUsage, os.Getpid())
+	}
+
+	// SIGTERM (the context): a clean stop, exit 0.
+	a.stop()
+	select {
+	case code := <-a.done:
+		a.done <- code
+		if code != exitOK {
+			t.Errorf("stopped agent: exit %d, want 0", code)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the agent did not stop")
+	}
+}
