@@ -361,26 +361,56 @@ func TestMissing(t *testing.T) {
 	}
 }
 
-// TestDirectoryRemoved: once the directory is gone nothing more can be seen,
-// so the loop says so rather than watching nothing.
-func TestDirectoryRemoved(t *testing.T) {
+// TestDirectoryGone: once the directory is removed or renamed nothing more
+// can be seen, so the loop says so rather than watching nothing.
+func TestDirectoryGone(t *testing.T) {
 	t.Parallel()
-	dir := filepath.Join(t.TempDir(), "local")
-	path := filepath.Join(dir, "config.hcl")
-	run(t, func() error { return os.Mkdir(dir, 0o755) })
-	write(t, path, "a = 1\n")
-	w, err := newWatcher(path)
+	tests := []struct {
+		name string
+		act  func(dir string) error
+	}{
+		{"removed", os.RemoveAll},
+		{"renamed", func(dir string) error { return os.Rename(dir, dir+".old") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := filepath.Join(t.TempDir(), "local")
+			path := filepath.Join(dir, "config.hcl")
+			run(t, func() error { return os.Mkdir(dir, 0o755) })
+			write(t, path, "a = 1\n")
+			w, err := newWatcher(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.close()
+			run(t, func() error { return tt.act(dir) })
+			ctx, cancel := context.WithTimeout(t.Context(), callWait)
+			defer cancel()
+			err = w.run(ctx, fast, func(error) {})
+			if !errors.Is(err, errDirectoryGone) || !strings.Contains(err.Error(), strconv.Quote(dir)) {
+				t.Errorf("got %v, want %v naming %q", err, errDirectoryGone, dir)
+			}
+		})
+	}
+}
+
+// TestRelativePath: a path relative to the working directory works too.
+func TestRelativePath(t *testing.T) {
+	t.Parallel()
+	wd, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.close()
-	run(t, func() error { return os.RemoveAll(dir) })
-	ctx, cancel := context.WithTimeout(t.Context(), callWait)
-	defer cancel()
-	err = w.run(ctx, fast, func(error) {})
-	if !errors.Is(err, errDirectoryGone) || !strings.Contains(err.Error(), strconv.Quote(dir)) {
-		t.Errorf("got %v, want %v naming %q", err, errDirectoryGone, dir)
+	abs := filepath.Join(t.TempDir(), "config.hcl")
+	path, err := filepath.Rel(wd, abs)
+	if err != nil {
+		t.Fatal(err)
 	}
+	write(t, abs, "a = 1\n")
+	c := watching(t, path, fast)
+	render(t, abs, "a = 2\n")
+	c.one(t)
 }
 
 // TestOverflow: when the kernel's event queue overflows, events were lost,
