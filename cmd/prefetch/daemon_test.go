@@ -368,3 +368,214 @@ func TestRun(t *testing.T) {
 		t.Fatal("the agent did not stop")
 	}
 }
+
+// reloads returns the total config reloads the agent has counted.
+func (a *agentProc) reloads(t *testing.T) float64 {
+	return a.metric(t, "prefetch_config_reloads_total")
+}
+
+// TestRunReloadsOncePerBurst: each way a file gets replaced is one reload,
+// and so is a burst of 50 renders within a second.
+func TestRunReloadsOncePerBurst(t *testing.T) {
+	testbed.Need(t, bed)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.hcl")
+	n := 0
+	content := func() []byte {
+		n++
+		return []byte(daemonSettings() + fmt.Sprintf("# render %d\n", n))
+	}
+	if err := os.WriteFile(cfgPath, content(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, cfgPath, filepath.Join(dir, "lock"))
+	// atomicWrite writes as consul-template does: a temp file, then rename.
+	atomicWrite := func(data []byte) {
+		tmp, err := os.CreateTemp(dir, ".config.hcl.*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmp.Write(data)
+		tmp.Chmod(0o644)
+		tmp.Close()
+		if err := os.Rename(tmp.Name(), cfgPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newRenderer(t, cfgPath)
+	for _, tc := range []struct {
+		name   string
+		change func()
+	}{
+		{"consul-template render", func() { r.render(t, string(content())) }},
+		{"write in place", func() {
+			f, err := os.OpenFile(cfgPath, os.O_WRONLY|os.O_TRUNC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Write(content())
+			f.Close()
+		}},
+		{"delete then create", func() {
+			os.Remove(cfgPath)
+			time.Sleep(20 * time.Millisecond)
+			os.WriteFile(cfgPath, content(), 0o644)
+		}},
+		{"burst of 50 renders in a second", func() {
+			for range 50 {
+				atomicWrite(content())
+				time.Sleep(20 * time.Millisecond)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := a.reloads(t)
+			tc.change()
+			waitFor(t, "a reload", 10*time.Second, func() bool { return a.reloads(t) > before })
+			time.Sleep(time.Second) // longer than the watcher's quiet window: a second reload would show
+			if got := a.reloads(t); got != before+1 {
+				t.Errorf("got %v reloads, want exactly 1", got-before)
+			}
+			if s := a.status(t); s.ConfigError != "" {
+				t.Errorf("config error %q, want none", s.ConfigError)
+			}
+		})
+	}
+
+	// The file removed: a warning, the last good config kept; back: reloaded.
+	before := a.metric(t, "prefetch_config_reloads_total", `result="failed"`)
+	os.Remove(cfgPath)
+	waitFor(t, "the missing file reported", 10*time.Second, func() bool {
+		return strings.Contains(a.status(t).ConfigError, "missing; keeping the last good config")
+	})
+	if got := a.metric(t, "prefetch_config_reloads_total", `result="failed"`); got != before+1 {
+		t.Errorf("failed reloads: got %v, want %v", got, before+1)
+	}
+	atomicWrite(content())
+	waitFor(t, "recovery once the file is back", 10*time.Second, func() bool { return a.status(t).ConfigError == "" })
+}
+
+func TestRunConfigMissingAtStart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nope.hcl")
+	code, _, stderr := runCLI(t, "run", "-config", path, "-listen", "", "-lock-file", filepath.Join(t.TempDir(), "lock"))
+	if code != exitUsage || !strings.Contains(stderr, "reading config: open "+path) {
+		t.Errorf("got exit %d, stderr %q; want %d naming the file", code, stderr, exitUsage)
+	}
+}
+
+// TestRunRetries: a registry that is down and then comes up converges within
+// one backoff step; a 429's Retry-After delays the next attempt at least that
+// long.
+func TestRunRetries(t *testing.T) {
+	testbed.Need(t, bed)
+	down := testbed.FreeAddr(t)
+	_, limited := startProxied(t, "run-limited")
+	limited.Set(faultproxy.Manifest429, -1)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.hcl")
+	cfg := daemonSettings() + imageBlock("late", down+"/late:1") + imageBlock("limited", limited.Addr+"/limited:1")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, cfgPath, filepath.Join(dir, "lock"))
+
+	waitFor(t, "limited failed", 20*time.Second, wantState(t, a, "limited", status.Failed))
+	img, _ := a.image(t, "limited")
+	if img.NextRetry == nil || img.FailingSince == nil {
+		t.Fatalf("limited: got %+v, want a next retry", img)
+	}
+	// The first failure's wait is next_retry - failing_since: retry_initial is
+	// 200ms, the registry asked for faultproxy.RetryAfter seconds.
+	if wait := img.NextRetry.Sub(*img.FailingSince); wait < 7*time.Second {
+		t.Errorf("after a 429 with Retry-After: 7, the next attempt is %s later, want at least 7s", wait)
+	}
+	if !strings.Contains(img.LastError, "retry after 7s") {
+		t.Errorf("last error %q, want it to say retry after 7s", img.LastError)
+	}
+
+	waitFor(t, "late failed, twice", 20*time.Second, func() bool {
+		img, _ := a.image(t, "late")
+		return img.State == status.Failed && img.Attempts >= 2
+	})
+	reg, err := bed.StartRegistry("run-late", testbed.RegistryOptions{Addr: down})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Stop)
+	seed(t, down+"/late:1", "run-late")
+	// The backoff is capped at retry_max (1s): converged within one step,
+	// give or take the pull.
+	waitFor(t, "late present once its registry is up", 10*time.Second, wantState(t, a, "late", status.Present))
+}
+
+// TestRunStopsMidPull: SIGTERM while a pull hangs on a stalled blob stops the
+// agent promptly and cleanly.
+func TestRunStopsMidPull(t *testing.T) {
+	testbed.Need(t, bed)
+	reg, p := startProxied(t, "run-stall")
+	seed(t, reg.Addr+"/stall:1", "run-stall")
+	p.Set(faultproxy.BlobStall, -1)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.hcl")
+	cfg := strings.Replace(daemonSettings(), `stall_timeout = "5s"`, `stall_timeout = "10m"`, 1) + imageBlock("stall", p.Addr+"/stall:1")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, cfgPath, filepath.Join(dir, "lock"))
+	waitFor(t, "the pull to be stuck on the blob", 20*time.Second, func() bool {
+		img, _ := a.image(t, "stall")
+		return img.State == status.Pulling && p.Count("GET blob") > 0
+	})
+	a.stop()
+	select {
+	case code := <-a.done:
+		a.done <- code
+		if code != exitOK {
+			t.Errorf("exit %d, want 0", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not stop within 20s of SIGTERM with a pull in flight")
+	}
+}
+
+// TestRunSurvivesDockerRestart must stay the last test of the package: it
+// restarts the shared dockerd.
+func TestRunSurvivesDockerRestart(t *testing.T) {
+	testbed.Need(t, bed)
+	reg, p := startProxied(t, "run-restart")
+	idA := seed(t, reg.Addr+"/ra:1", "run-ra")
+	seed(t, reg.Addr+"/rb:1", "run-rb")
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.hcl")
+	base := daemonSettings() + imageBlock("ra", p.Addr+"/ra:1")
+	if err := os.WriteFile(cfgPath, []byte(base), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, cfgPath, filepath.Join(dir, "lock"), "-log-level", "debug")
+	waitFor(t, "ra present", 20*time.Second, wantState(t, a, "ra", status.Present))
+
+	if err := bed.StopDocker(); err != nil {
+		t.Fatal(err)
+	}
+	// While dockerd is down, the config gains an image: it fails, quietly.
+	if err := os.WriteFile(cfgPath, []byte(base+imageBlock("rb", p.Addr+"/rb:1")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "rb failing while dockerd is down", 20*time.Second, wantState(t, a, "rb", status.Failed))
+	if err := bed.RestartDocker(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "rb present after dockerd is back", 30*time.Second, wantState(t, a, "rb", status.Present))
+	if n := strings.Count(a.stderr.String(), `"msg":"the Docker daemon is unreachable; retrying with backoff"`); n != 1 {
+		t.Errorf("the outage was logged %d times at ERROR, want once", n)
+	}
+
+	// The event subscription came back too: a removal is restored at once.
+	if err := bed.Remove(context.Background(), p.Addr+"/ra:1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "ra restored after docker rmi", 30*time.Second, func() bool {
+		im, err := bed.Client.ImageInspect(context.Background(), p.Addr+"/ra:1")
+		return err == nil && im.ID == idA
+	})
+}
