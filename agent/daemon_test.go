@@ -1,0 +1,194 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nomad-prefetch/nomad-prefetch/config"
+	"github.com/nomad-prefetch/nomad-prefetch/registry"
+	"github.com/nomad-prefetch/nomad-prefetch/status"
+)
+
+// hangingDocker is a fakeDocker whose pulls of the refs in hang block until
+// their context ends, and that serves image events from a channel.
+type hangingDocker struct {
+	*fakeDocker
+	hang      map[string]bool
+	mu        sync.Mutex
+	started   map[string]int
+	cancelled map[string]int
+	events    chan registry.ImageEvent
+}
+
+func newHangingDocker(remote map[string]registry.Image, hang ...string) *hangingDocker {
+	h := &hangingDocker{
+		fakeDocker: &fakeDocker{local: map[string]registry.Image{}, remote: remote},
+		hang:       map[string]bool{}, started: map[string]int{}, cancelled: map[string]int{},
+		events: make(chan registry.ImageEvent),
+	}
+	for _, r := range hang {
+		h.hang[r] = true
+	}
+	return h
+}
+
+func (h *hangingDocker) Pull(ctx context.Context, ref, platform string) error {
+	h.mu.Lock()
+	h.started[ref]++
+	h.mu.Unlock()
+	if h.hang[ref] {
+		<-ctx.Done()
+		h.mu.Lock()
+		h.cancelled[ref]++
+		h.mu.Unlock()
+		return ctx.Err()
+	}
+	return h.fakeDocker.Pull(ctx, ref, platform)
+}
+
+func (h *hangingDocker) count(m map[string]int, ref string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return m[ref]
+}
+
+func (h *hangingDocker) ImageEvents(ctx context.Context) (<-chan registry.ImageEvent, <-chan error, error) {
+	out := make(chan registry.ImageEvent)
+	errs := make(chan error, 1)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case ev := <-h.events:
+				out <- ev
+			case <-ctx.Done():
+				errs <- ctx.Err()
+				return
+			}
+		}
+	}()
+	return out, errs, nil
+}
+
+// daemonUnderTest runs a Daemon over h with the config in a file, and
+// returns a function that rewrites the file and signals the change.
+func daemonUnderTest(t *testing.T, h *hangingDocker, src string) (*Daemon, func(string)) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.hcl")
+	write := func(s string) {
+		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(src)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{Docker: h, Events: h, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	d.Metrics = status.NewMetrics(d.Snapshot)
+	ctx, cancel := context.WithCancel(context.Background())
+	changed := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx, path, cfg, changed, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+	})
+	return d, func(s string) { write(s); changed <- struct{}{} }
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 400; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func imageState(d *Daemon, name string) (status.Image, bool) {
+	for _, img := range d.Snapshot().Images {
+		if img.Name == name {
+			return img, true
+		}
+	}
+	return status.Image{}, false
+}
+
+const daemonBase = "retry_initial = \"1h\"\nretry_max = \"1h\"\nresync_interval = \"1h\"\n"
+
+func TestDaemonRemovedWhileInFlight(t *testing.T) {
+	t.Parallel()
+	img := registry.Image{ID: "sha256:k"}
+	h := newHangingDocker(map[string]registry.Image{"reg:5000/keep:1": img}, "reg:5000/hang:1")
+	d, rewrite := daemonUnderTest(t, h, daemonBase+`
+image "keep" { expected = "reg:5000/keep:1" }
+image "hang" { expected = "reg:5000/hang:1" }
+`)
+	eventually(t, "the hanging pull to start", func() bool { return h.count(h.started, "reg:5000/hang:1") == 1 })
+	eventually(t, "keep present", func() bool { s, _ := imageState(d, "keep"); return s.State == status.Present })
+	if s, _ := imageState(d, "hang"); s.State != status.Pulling {
+		t.Errorf("hang: got state %q, want pulling", s.State)
+	}
+
+	rewrite(daemonBase + `image "keep" { expected = "reg:5000/keep:1" }` + "\n")
+	eventually(t, "the pull of the removed image cancelled", func() bool { return h.count(h.cancelled, "reg:5000/hang:1") == 1 })
+	eventually(t, "hang gone from the status", func() bool { _, ok := imageState(d, "hang"); return !ok })
+	if n := h.count(h.started, "reg:5000/hang:1"); n != 1 {
+		t.Errorf("the removed image was pulled %d times, want once", n)
+	}
+}
+
+func TestDaemonChangedEntryStartsOver(t *testing.T) {
+	t.Parallel()
+	img := registry.Image{ID: "sha256:s"}
+	h := newHangingDocker(map[string]registry.Image{"reg:5000/src:1": img})
+	d, rewrite := daemonUnderTest(t, h, daemonBase+`image "app" { expected = "reg:5000/app:1" }`+"\n")
+	eventually(t, "app failed", func() bool { s, _ := imageState(d, "app"); return s.State == status.Failed })
+	s, _ := imageState(d, "app")
+	if s.Attempts != 1 || s.NextRetry == nil || time.Until(*s.NextRetry) < 30*time.Minute {
+		t.Fatalf("app: got %+v, want one attempt and a retry about an hour away", s)
+	}
+	// A source added: no waiting for the hour-long backoff.
+	rewrite(daemonBase + `image "app" {
+  expected = "reg:5000/app:1"
+  sources  = ["reg:5000/src:1"]
+}
+`)
+	eventually(t, "app present from the new source", func() bool { s, _ := imageState(d, "app"); return s.State == status.Present })
+	if s, _ := imageState(d, "app"); s.Source != "reg:5000/src:1" || s.Attempts != 0 {
+		t.Errorf("app: got %+v, want present from r/src:1 with no failed attempts", s)
+	}
+}
+
+func TestDaemonImageEvent(t *testing.T) {
+	t.Parallel()
+	img := registry.Image{ID: "sha256:e"}
+	h := newHangingDocker(map[string]registry.Image{"reg:5000/e:1": img, "reg:5000/other:1": {ID: "sha256:o"}})
+	d, _ := daemonUnderTest(t, h, daemonBase+"image \"e\" { expected = \"reg:5000/e:1\" }\nimage \"other\" { expected = \"reg:5000/other:1\" }\n")
+	eventually(t, "e present", func() bool { s, _ := imageState(d, "e"); return s.State == status.Present })
+	eventually(t, "other present", func() bool { s, _ := imageState(d, "other"); return s.State == status.Present })
+
+	h.fakeDocker.mu.Lock()
+	delete(h.fakeDocker.local, "reg:5000/e:1") // what Nomad's GC does, by ID
+	h.fakeDocker.mu.Unlock()
+	h.events <- registry.ImageEvent{Action: "delete", ID: "sha256:e"}
+	eventually(t, "e pulled again", func() bool { return h.count(h.started, "reg:5000/e:1") == 2 })
+	eventually(t, "e present again", func() bool { s, _ := imageState(d, "e"); return s.State == status.Present })
+	if n := h.count(h.started, "reg:5000/other:1"); n != 1 {
+		t.Errorf("an unrelated image was pulled %d times, want once", n)
+	}
+}
