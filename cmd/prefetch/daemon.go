@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
-	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"github.com/nomad-prefetch/nomad-prefetch/lockfile"
 	"github.com/nomad-prefetch/nomad-prefetch/registry"
 	"github.com/nomad-prefetch/nomad-prefetch/status"
@@ -69,13 +68,12 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "prefetch run: %v\n", err)
 		return exitUsage
 	}
-	if *cfgPath == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "prefetch run: want -config FILE and no other arguments (see prefetch run -h)")
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "prefetch run: unexpected arguments %q (see prefetch run -h)\n", fs.Args())
 		return exitUsage
 	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		printConfigError(stderr, err)
+	cfg, ok := loadConfig("run", *cfgPath, stderr)
+	if !ok {
 		return exitUsage
 	}
 

@@ -78,6 +78,20 @@ func startAgent(t *testing.T, cfgPath, lockPath string, extra ...string) *agentP
 	return a
 }
 
+// waitStopped stops the agent (as SIGTERM would) and returns its exit code.
+func (a *agentProc) waitStopped(t *testing.T, limit time.Duration) int {
+	t.Helper()
+	a.stop()
+	select {
+	case code := <-a.done:
+		a.done <- code // for the cleanup
+		return code
+	case <-time.After(limit):
+		t.Fatalf("the agent did not stop within %s of SIGTERM", limit)
+		return -1
+	}
+}
+
 func (a *agentProc) get(path string) (int, string) {
 	resp, err := http.Get("http://" + a.addr + path)
 	if err != nil {
@@ -357,15 +371,8 @@ func TestRun(t *testing.T) {
 	}
 
 	// SIGTERM (the context): a clean stop, exit 0.
-	a.stop()
-	select {
-	case code := <-a.done:
-		a.done <- code
-		if code != exitOK {
-			t.Errorf("stopped agent: exit %d, want 0", code)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the agent did not stop")
+	if code := a.waitStopped(t, 30*time.Second); code != exitOK {
+		t.Errorf("stopped agent: exit %d, want 0", code)
 	}
 }
 
@@ -526,15 +533,8 @@ func TestRunStopsMidPull(t *testing.T) {
 		img, _ := a.image(t, "stall")
 		return img.State == status.Pulling && p.Count("GET blob") > 0
 	})
-	a.stop()
-	select {
-	case code := <-a.done:
-		a.done <- code
-		if code != exitOK {
-			t.Errorf("exit %d, want 0", code)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the agent did not stop within 20s of SIGTERM with a pull in flight")
+	if code := a.waitStopped(t, 20*time.Second); code != exitOK {
+		t.Errorf("stopped mid-pull: exit %d, want 0", code)
 	}
 }
 

@@ -48,17 +48,12 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "prefetch once: %v\n", err)
 		return exitUsage
 	}
-	if *cfgPath == "" {
-		fmt.Fprintln(stderr, "prefetch once: -config is required (see prefetch once -h)")
+	cfg, ok := loadConfig("once", *cfgPath, stderr)
+	if !ok {
 		return exitUsage
 	}
-	cfg, err := config.Load(*cfgPath)
 	for _, w := range cfg.Warnings {
 		log.Warn("config: "+w.Msg, "at", w.Pos.String())
-	}
-	if err != nil {
-		printConfigError(stderr, err)
-		return exitUsage
 	}
 	images, err := selectImages(cfg.Images, fs.Args())
 	if err != nil {
@@ -93,6 +88,22 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// loadConfig loads the -config file of command cmd. When the file can't be
+// used it prints why (every problem with file:line:col) and ok is false: a
+// usage error. Warnings are the caller's to report.
+func loadConfig(cmd, path string, stderr io.Writer) (cfg config.Config, ok bool) {
+	if path == "" {
+		fmt.Fprintf(stderr, "prefetch %s: -config is required (see prefetch %s -h)\n", cmd, cmd)
+		return cfg, false
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		printConfigError(stderr, err)
+		return cfg, false
+	}
+	return cfg, true
 }
 
 // printConfigError prints each problem of a config error on a line of its own.
