@@ -2,7 +2,8 @@
 # The try-out: builds prefetch, starts a private dockerd and a local "upstream"
 # registry on 127.0.0.1, and bootstraps a node with `prefetch once` while the
 # in-cluster registry is not up yet; then brings that registry up and runs
-# again. Everything it starts lives in one temp directory and is stopped and
+# again; then runs the `prefetch run` agent, removes an image under it the way
+# Nomad's image GC does, and watches it come back. Everything it starts lives in one temp directory and is stopped and
 # removed on exit; no system dockerd, socket or registry is touched.
 #
 # Needs root (dockerd does), Go 1.26, and the Debian packages docker.io and
@@ -11,6 +12,7 @@
 # Environment:
 #   PREFETCH_TRY_UPSTREAM  the upstream registry's address (127.0.0.1:15000)
 #   PREFETCH_TRY_CLUSTER   the in-cluster registry's address (127.0.0.1:15001)
+#   PREFETCH_TRY_LISTEN    the agent's status address (127.0.0.1:19105)
 #   PREFETCH_TRY_KEEP=1    leave the directory (logs, config) behind
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -120,6 +122,25 @@ step "the in-cluster registry comes up, with a newer traefik under the same tag"
 start_registry cluster "$CLUSTER"
 push_demo "$CLUSTER/demo/traefik:v3.1.2" "traefik v3.1.2, rebuilt in the cluster"
 "$PREFETCH" once -config "$DIR/config.hcl" -log-format text
+
+step "prefetch run: the node agent keeps them present"
+LISTEN=${PREFETCH_TRY_LISTEN:-127.0.0.1:19105}
+"$PREFETCH" run -config "$DIR/config.hcl" -listen "$LISTEN" -lock-file "$DIR/prefetch.lock" \
+  -log-format text >"$DIR/agent.log" 2>&1 &
+agent=$!
+pids+=("$agent")
+for _ in $(seq 1 150); do "$PREFETCH" status -addr "$LISTEN" >/dev/null 2>&1 && break; sleep 0.2; done
+"$PREFETCH" status -addr "$LISTEN"
+
+step "Nomad's image GC removes traefik (docker rmi): the agent restores it from the event"
+docker rmi -f "$CLUSTER/demo/traefik:v3.1.2" >/dev/null
+for _ in $(seq 1 150); do docker image inspect "$CLUSTER/demo/traefik:v3.1.2" >/dev/null 2>&1 && break; sleep 0.2; done
+docker images --format '{{.Repository}}:{{.Tag}}  {{.ID}}' | grep "$CLUSTER" | sort
+grep -E 'removed an expected image|image ready' "$DIR/agent.log" | tail -3
+
+step "stopping the agent (SIGTERM)"
+kill -TERM "$agent"
+wait "$agent" && echo "prefetch run exited 0"
 
 step "done: try your own config with"
 echo "  DOCKER_HOST=unix:///var/run/docker.sock $PREFETCH once -config /path/to/config.hcl"
