@@ -283,9 +283,14 @@ func (l *loop) startDue(ctx context.Context, now time.Time) {
 	}
 }
 
-// nextDue returns how long until the earliest idle entry is due.
+// nextDue returns how long until the earliest idle entry is due. With every
+// fetch slot busy, entries already due wait for a fetch to finish (which
+// wakes the loop), not for a timer that would fire at once and spin.
 func (l *loop) nextDue(now time.Time) time.Duration {
 	wait := time.Hour
+	if l.running >= l.cfg.Concurrency {
+		return wait
+	}
 	for _, e := range l.entries {
 		if e.cancel == nil {
 			wait = min(wait, max(e.due.Sub(now), 0))

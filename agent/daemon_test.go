@@ -192,3 +192,28 @@ func TestDaemonImageEvent(t *testing.T) {
 		t.Errorf("an unrelated image was pulled %d times, want once", n)
 	}
 }
+
+// TestDaemonQueueDoesNotSpin: with more images due than fetch slots, the loop
+// waits for a slot instead of spinning on a timer that is always due.
+func TestDaemonQueueDoesNotSpin(t *testing.T) {
+	t.Parallel()
+	h := newHangingDocker(nil, "reg:5000/a:1", "reg:5000/b:1", "reg:5000/c:1")
+	d, _ := daemonUnderTest(t, h, daemonBase+"concurrency = 1\nimage \"a\" { expected = \"reg:5000/a:1\" }\nimage \"b\" { expected = \"reg:5000/b:1\" }\nimage \"c\" { expected = \"reg:5000/c:1\" }\n")
+	eventually(t, "a's pull to hang", func() bool { return h.count(h.started, "reg:5000/a:1") == 1 })
+	// Each pass of the loop publishes a snapshot: count passes over a while.
+	first := d.snap.Load()
+	passes := 0
+	for i := 0; i < 20; i++ {
+		time.Sleep(10 * time.Millisecond)
+		if p := d.snap.Load(); p != first {
+			passes++
+			first = p
+		}
+	}
+	if passes > 2 {
+		t.Errorf("the loop made %d passes in 200ms with nothing to do, want it to wait", passes)
+	}
+	if n := h.count(h.started, "reg:5000/b:1"); n != 0 {
+		t.Errorf("b started with the only slot busy (%d)", n)
+	}
+}
