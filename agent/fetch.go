@@ -191,25 +191,35 @@ func (f *Fetcher) fetch(ctx context.Context, img config.Image) Result {
 	return Result{Outcome: Failed, Err: err}
 }
 
-// get makes ref's content present locally. With a Remote, the registry is
-// asked for ref's digest first: current is true, and nothing is pulled, when
-// the local expected image (have) already has it; a 429 is returned as is,
-// with its Retry-After (a pull would be refused too, and dockerd's own error
-// would not say how long to wait). Any other lookup error falls through to
-// the pull, since the daemon may reach registries the agent can't
-// (insecure-registries, mirrors, client certificates).
+// get makes ref's content present locally. While expected is present
+// (have) and a Remote is set, the registry is asked for ref's digest first:
+// current is true, and nothing is pulled, when have already has it; a 429 is
+// returned as is, with its Retry-After (a pull would be refused too). Any
+// other lookup error falls through to the pull, since the daemon may reach
+// registries the agent can't (insecure-registries, mirrors, client
+// certificates). With nothing local there is nothing to compare, so the pull
+// goes first, and the registry is asked only when the pull was refused with
+// a 429, to learn the Retry-After that dockerd's error leaves out.
 func (f *Fetcher) get(ctx context.Context, ref, platform string, have *registry.Image) (current bool, err error) {
-	if f.Remote != nil && !strings.Contains(ref, "@") {
+	pinned := strings.Contains(ref, "@")
+	if f.Remote != nil && have != nil && !pinned {
 		dgst, err := f.Remote.Digest(ctx, ref)
 		var rl *registry.RateLimitedError
 		switch {
 		case errors.As(err, &rl):
 			return false, err
-		case err == nil && have != nil && have.HasDigest(dgst):
+		case err == nil && have.HasDigest(dgst):
 			return true, nil
 		}
 	}
-	return false, f.pull(ctx, ref, platform)
+	err = f.pull(ctx, ref, platform)
+	if err != nil && f.Remote != nil && !pinned && strings.Contains(err.Error(), "toomanyrequests") {
+		var rl *registry.RateLimitedError
+		if _, herr := f.Remote.Digest(ctx, ref); errors.As(herr, &rl) {
+			return false, errors.Join(err, rl)
+		}
+	}
+	return false, err
 }
 
 // pull pulls ref within the per-pull timeout, whose expiry is reported as

@@ -267,3 +267,72 @@ func TestWithDigest(t *testing.T) {
 		t.Error("WithDigest with a bad digest: got no error")
 	}
 }
+
+func TestRemoteDigest(t *testing.T) {
+	testbed.Need(t, bed)
+	ctx := context.Background()
+	reg, err := bed.StartRegistry("remote", testbed.RegistryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Stop)
+	p, err := faultproxy.Start("http://" + reg.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	digests := map[string]string{}
+	for _, repo := range []string{"r1", "r2", "r3"} {
+		d, _, err := bed.Seed(ctx, reg.Addr+"/"+repo+":1", "remote-"+repo, 1024)
+		if err != nil {
+			t.Fatal(err)
+		}
+		digests[repo] = d
+	}
+
+	r := &Remote{Credentials: NewCredentials(nil, t.TempDir())}
+	for range 2 {
+		for repo, want := range digests {
+			got, err := r.Digest(ctx, p.Addr+"/"+repo+":1")
+			if err != nil || got != want {
+				t.Errorf("%s: got %q, %v; want %s", repo, got, err, want)
+			}
+		}
+	}
+	// One /v2/ ping for the registry, then one HEAD per lookup.
+	if pings, heads := p.Count("GET other"), p.Count("HEAD manifest"); pings != 1 || heads != 6 {
+		t.Errorf("got %d pings and %d HEADs for 6 lookups, want 1 and 6", pings, heads)
+	}
+
+	if _, err := r.Digest(ctx, p.Addr+"/r1:nope"); !errors.Is(err, ErrRemoteNotFound) {
+		t.Errorf("unknown tag: got %v, want ErrRemoteNotFound", err)
+	}
+	p.Set(faultproxy.Manifest429, -1)
+	_, err = r.Digest(ctx, p.Addr+"/r1:1")
+	var rl *RateLimitedError
+	if !errors.As(err, &rl) || rl.RetryAfter != 7*time.Second {
+		t.Errorf("429: got %v, want a RateLimitedError with Retry-After 7s", err)
+	}
+	if _, err := r.Digest(ctx, testbed.FreeAddr(t)+"/x:1"); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("registry down: got %v, want connection refused", err)
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		v    string
+		want time.Duration
+	}{
+		{"", 0},
+		{"7", 7 * time.Second},
+		{"-1", 0},
+		{"soon", 0},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
+		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
+	} {
+		if got := parseRetryAfter(tc.v, now); got != tc.want {
+			t.Errorf("parseRetryAfter(%q): got %s, want %s", tc.v, got, tc.want)
+		}
+	}
+}

@@ -2,17 +2,22 @@ package registry
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/moby/moby/api/types/registry"
 )
 
 // RateLimitedError is a registry's 429 Too Many Requests, with the wait it
@@ -44,10 +49,27 @@ var ErrRemoteNotFound = errors.New("manifest unknown to the registry")
 // HTTP, as dockerd does by default; every other host over HTTPS. A registry
 // that can't be asked (it needs a client certificate, it's in the daemon's
 // insecure-registries, ...) just makes the agent pull as before.
+//
+// The authenticated transport of a registry (its /v2/ ping, its bearer
+// token) is kept and reused, so a resync of many images costs one HEAD per
+// image, not a ping and a token exchange too. It is made anew when the
+// credentials change, and after maxReposPerTransport repositories, since a
+// bearer transport adds each new repository's scope to every later token
+// request.
 type Remote struct {
 	Credentials *Credentials
 	// Transport is the base HTTP transport; nil means remote.DefaultTransport.
 	Transport http.RoundTripper
+
+	mu    sync.Mutex
+	cache map[string]*authedTransport // by host and credentials
+}
+
+const maxReposPerTransport = 32
+
+type authedTransport struct {
+	rt    http.RoundTripper
+	repos map[string]bool
 }
 
 // Digest returns the manifest digest ref (a tag reference) names in its
@@ -57,59 +79,92 @@ func (r *Remote) Digest(ctx context.Context, ref string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("looking up %s: %w", ref, err)
 	}
-	host := nref.Context().RegistryStr()
+	var retryAfter atomic.Int64
+	ctx = context.WithValue(ctx, retryAfterKey{}, &retryAfter)
+	rt, err := r.transport(ctx, nref.Context())
+	if err == nil {
+		var desc *v1.Descriptor
+		desc, err = remote.Head(nref, remote.WithContext(ctx), remote.WithTransport(rt))
+		if err == nil {
+			return desc.Digest.String(), nil
+		}
+	}
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		switch terr.StatusCode {
+		case http.StatusTooManyRequests:
+			return "", &RateLimitedError{Ref: ref, RetryAfter: time.Duration(retryAfter.Load())}
+		case http.StatusNotFound:
+			return "", fmt.Errorf("looking up %s: %w", ref, ErrRemoteNotFound)
+		}
+	}
+	return "", fmt.Errorf("looking up %s: %w", ref, err)
+}
+
+// transport returns the authenticated transport for repo's registry, made
+// (with a /v2/ ping) only when there is none to reuse.
+func (r *Remote) transport(ctx context.Context, repo name.Repository) (http.RoundTripper, error) {
+	host := repo.RegistryStr()
 	if host == name.DefaultRegistry {
 		host = "docker.io"
 	}
 	var auth authn.Authenticator = authn.Anonymous
+	key := host
 	if r.Credentials != nil {
 		ac, err := r.Credentials.Lookup(host)
 		if err != nil {
-			return "", fmt.Errorf("looking up %s: %w", ref, err)
+			return nil, err
 		}
-		auth = authn.FromConfig(authn.AuthConfig{
-			Username: ac.Username, Password: ac.Password, Auth: ac.Auth,
-			IdentityToken: ac.IdentityToken, RegistryToken: ac.RegistryToken,
-		})
+		if ac != (registry.AuthConfig{}) {
+			auth = authn.FromConfig(authn.AuthConfig{
+				Username: ac.Username, Password: ac.Password, Auth: ac.Auth,
+				IdentityToken: ac.IdentityToken, RegistryToken: ac.RegistryToken,
+			})
+			sum := sha256.Sum256([]byte(ac.Username + "\x00" + ac.Password + "\x00" + ac.Auth + "\x00" + ac.IdentityToken + "\x00" + ac.RegistryToken))
+			key += "\x00" + hex.EncodeToString(sum[:])
+		}
 	}
+	r.mu.Lock()
+	if c, ok := r.cache[key]; ok && (c.repos[repo.RepositoryStr()] || len(c.repos) < maxReposPerTransport) {
+		c.repos[repo.RepositoryStr()] = true
+		r.mu.Unlock()
+		return c.rt, nil
+	}
+	r.mu.Unlock()
+
 	base := r.Transport
 	if base == nil {
 		base = remote.DefaultTransport
 	}
-	rt := &retryAfterTransport{base: base}
-	desc, err := remote.Head(nref,
-		remote.WithContext(ctx),
-		remote.WithAuth(auth),
-		remote.WithTransport(rt),
-		remote.WithRetryBackoff(remote.Backoff{Steps: 1}), // the agent retries, with its own backoff
-		remote.WithUserAgent("nomad-prefetch"),
-	)
+	inner := transport.NewUserAgent(&retryAfterTransport{base: base}, "nomad-prefetch")
+	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, inner, []string{repo.Scope(transport.PullScope)})
 	if err != nil {
-		var terr *transport.Error
-		if errors.As(err, &terr) {
-			switch terr.StatusCode {
-			case http.StatusTooManyRequests:
-				return "", &RateLimitedError{Ref: ref, RetryAfter: time.Duration(rt.retryAfter.Load())}
-			case http.StatusNotFound:
-				return "", fmt.Errorf("looking up %s: %w", ref, ErrRemoteNotFound)
-			}
-		}
-		return "", fmt.Errorf("looking up %s: %w", ref, err)
+		return nil, err
 	}
-	return desc.Digest.String(), nil
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cache == nil {
+		r.cache = map[string]*authedTransport{}
+	}
+	r.cache[key] = &authedTransport{rt: rt, repos: map[string]bool{repo.RepositoryStr(): true}}
+	return rt, nil
 }
 
-// retryAfterTransport remembers the Retry-After of a 429, which
-// go-containerregistry's error does not carry.
+type retryAfterKey struct{}
+
+// retryAfterTransport records a 429's Retry-After in the request context's
+// holder (go-containerregistry's error does not carry it). No retries happen
+// here: the agent retries, with its own backoff.
 type retryAfterTransport struct {
-	base       http.RoundTripper
-	retryAfter atomic.Int64 // nanoseconds
+	base http.RoundTripper
 }
 
 func (t *retryAfterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
 	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
-		t.retryAfter.Store(int64(parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())))
+		if holder, ok := req.Context().Value(retryAfterKey{}).(*atomic.Int64); ok {
+			holder.Store(int64(parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())))
+		}
 	}
 	return resp, err
 }

@@ -96,6 +96,11 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	defer engine.Close()
 
+	// Negotiate the API version once, before the loop's first calls race to
+	// do it each; a daemon that is down is no reason to stop, though.
+	if err := engine.Ping(ctx); err != nil {
+		log.Warn("the Docker daemon does not answer yet; retrying in the loop", "error", err.Error())
+	}
 	d := &agent.Daemon{Docker: engine, Events: engine, Remote: &registry.Remote{Credentials: creds}, Log: log}
 	d.Metrics = status.NewMetrics(d.Snapshot)
 
