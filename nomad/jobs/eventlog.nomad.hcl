@@ -1,0 +1,128 @@
+# eventlog: Nomad's event stream to stdout, one JSON object per line, for a
+# log shipper reading the task's stdout (nomad alloc logs, or the shipper's
+# Nomad integration). One instance; its position in the stream survives a
+# restart on the same node in a state file on sticky ephemeral disk.
+#
+#   nomad acl policy apply -namespace default -job eventlog eventlog eventlog-policy.hcl
+#   nomad job run -var image=ghcr.io/acme/nomad-prefetch:v0.1.0 eventlog.nomad.hcl
+#
+# It talks to Nomad through the task API socket with its workload identity,
+# so it needs no address and no token of its own (Nomad 1.5 or later).
+
+variable "image" {
+  type        = string
+  description = "The nomad-prefetch image (it holds both prefetch and eventlog)."
+}
+
+variable "datacenters" {
+  type    = list(string)
+  default = ["*"]
+}
+
+variable "node_pool" {
+  type    = string
+  default = "default"
+}
+
+variable "namespace" {
+  type        = string
+  default     = "*"
+  description = "The namespace to follow; * is every namespace."
+}
+
+variable "topics" {
+  type        = list(string)
+  default     = []
+  description = "Topic[:Key] filters, e.g. [\"Job\", \"Allocation\"]; empty is eventlog's default list. Keep eventlog-policy.hcl in step."
+}
+
+variable "service_provider" {
+  type    = string
+  default = "nomad"
+}
+
+job "eventlog" {
+  type        = "service"
+  datacenters = var.datacenters
+  node_pool   = var.node_pool
+
+  group "eventlog" {
+    count = 1
+
+    # alloc/data survives a replacement on the same node (and is migrated
+    # when the replacement lands elsewhere), so the state file lets a new
+    # allocation resume where the old one stopped.
+    ephemeral_disk {
+      size    = 300
+      sticky  = true
+      migrate = true
+    }
+
+    restart {
+      attempts = 5
+      interval = "10m"
+      delay    = "15s"
+      mode     = "delay"
+    }
+
+    network {
+      port "http" {}
+    }
+
+    service {
+      name     = "eventlog"
+      provider = var.service_provider
+      port     = "http"
+
+      # 503 when Nomad refuses the subscription or has been unreachable for
+      # long: worth an alert, not a restart (a restart fixes neither).
+      check {
+        name     = "alive"
+        type     = "http"
+        path     = "/healthz"
+        interval = "30s"
+        timeout  = "5s"
+      }
+    }
+
+    task "eventlog" {
+      driver = "docker"
+      # SIGTERM flushes stdout and saves the state file.
+      kill_timeout = "30s"
+
+      # The workload identity, as a file that eventlog reads again before
+      # every connection (Nomad rewrites it when it rotates).
+      identity {
+        file = true
+      }
+
+      config {
+        image        = var.image
+        command      = "eventlog"
+        network_mode = "host"
+        args = concat([
+          "-state-file", "${NOMAD_ALLOC_DIR}/data/eventlog.state",
+          "-token-file", "${NOMAD_SECRETS_DIR}/nomad_token",
+          "-namespace", var.namespace,
+          "-listen", "${NOMAD_ADDR_http}",
+        ], flatten([for t in var.topics : ["-topic", t]]))
+      }
+
+      env {
+        NOMAD_ADDR = "unix://${NOMAD_SECRETS_DIR}/api.sock"
+      }
+
+      # stdout is the product: keep enough of it for the shipper to catch up
+      # after an outage of its own.
+      logs {
+        max_files     = 10
+        max_file_size = 20
+      }
+
+      resources {
+        cpu    = 100
+        memory = 64
+      }
+    }
+  }
+}

@@ -1,0 +1,453 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+	"github.com/zclconf/go-cty/cty/function"
+	"github.com/zclconf/go-cty/cty/function/stdlib"
+	"github.com/zclconf/go-cty/cty/gocty"
+)
+
+// A job file is read as Nomad's HCL2 jobspec reads it: variable blocks
+// give var.*, with defaults overridden by -var values; file() reads
+// relative to the working directory (here, this directory, where the docs
+// say to run nomad job run); references Nomad interpolates at run time
+// (${NOMAD_ADDR_http}, ${meta.x}, ${attr.x}, ${node.x}) are kept as
+// written. Nothing here runs Nomad itself: its own validation (nomad job
+// validate) is not available where these tests run.
+type jobFile struct {
+	t    *testing.T
+	name string
+	body *hclsyntax.Body
+	vars map[string]cty.Value
+}
+
+// readJob parses name and sets its variables from their defaults and from
+// set, which must name declared variables; a variable without a default
+// must be set.
+func readJob(t *testing.T, name string, set map[string]cty.Value) *jobFile {
+	t.Helper()
+	src, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, ds := hclsyntax.ParseConfig(src, name, hcl.InitialPos)
+	if ds.HasErrors() {
+		t.Fatalf("%s: %v", name, ds)
+	}
+	j := &jobFile{t: t, name: name, body: f.Body.(*hclsyntax.Body), vars: map[string]cty.Value{}}
+	for _, b := range j.body.Blocks {
+		if b.Type != "variable" {
+			continue
+		}
+		if a, ok := b.Body.Attributes["default"]; ok {
+			j.vars[b.Labels[0]] = j.eval(a.Expr)
+		}
+	}
+	for k, v := range set {
+		if !slices.ContainsFunc(j.body.Blocks, func(b *hclsyntax.Block) bool { return b.Type == "variable" && b.Labels[0] == k }) {
+			t.Fatalf("%s declares no variable %q", name, k)
+		}
+		j.vars[k] = v
+	}
+	for _, b := range j.body.Blocks {
+		if b.Type == "variable" && j.vars[b.Labels[0]] == cty.NilVal {
+			t.Fatalf("%s: variable %q has no default and was not set", name, b.Labels[0])
+		}
+	}
+	return j
+}
+
+// eval evaluates expr as Nomad's jobspec parser would when the job is
+// submitted.
+func (j *jobFile) eval(expr hclsyntax.Expression) cty.Value {
+	j.t.Helper()
+	ctx := &hcl.EvalContext{
+		Variables: map[string]cty.Value{"var": cty.ObjectVal(j.vars)},
+		Functions: map[string]function.Function{
+			"concat":   stdlib.ConcatFunc,
+			"contains": stdlib.ContainsFunc,
+			"flatten":  stdlib.FlattenFunc,
+			"file":     fileFunc,
+		},
+	}
+	// Runtime references stay as written, for the client to interpolate.
+	for _, tr := range expr.Variables() {
+		root := tr.RootName()
+		if root == "var" {
+			continue
+		}
+		ctx.Variables[root] = runtimeRef(ctx.Variables[root], root, tr[1:])
+	}
+	v, ds := expr.Value(ctx)
+	if ds.HasErrors() {
+		j.t.Fatalf("%s: %v", j.name, ds)
+	}
+	return v
+}
+
+// runtimeRef extends obj (the value so far for root) so that root.a.b
+// evaluates to the string "${root.a.b}".
+func runtimeRef(obj cty.Value, path string, rest hcl.Traversal) cty.Value {
+	if len(rest) == 0 {
+		return cty.StringVal("${" + path + "}")
+	}
+	attr, ok := rest[0].(hcl.TraverseAttr)
+	if !ok {
+		return cty.StringVal("${" + path + "}")
+	}
+	m := map[string]cty.Value{}
+	if obj != cty.NilVal && obj.Type().IsObjectType() {
+		m = obj.AsValueMap()
+	}
+	m[attr.Name] = runtimeRef(m[attr.Name], path+"."+attr.Name, rest[1:])
+	return cty.ObjectVal(m)
+}
+
+var fileFunc = function.New(&function.Spec{
+	Params: []function.Parameter{{Name: "path", Type: cty.String}},
+	Type:   function.StaticReturnType(cty.String),
+	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+		data, err := os.ReadFile(args[0].AsString())
+		return cty.StringVal(string(data)), err
+	},
+})
+
+// block returns the only block of type typ (with labels, if given) in body.
+func (j *jobFile) block(body *hclsyntax.Body, typ string, labels ...string) *hclsyntax.Body {
+	j.t.Helper()
+	var found []*hclsyntax.Block
+	for _, b := range body.Blocks {
+		if b.Type == typ && (labels == nil || slices.Equal(b.Labels, labels)) {
+			found = append(found, b)
+		}
+	}
+	if len(found) != 1 {
+		j.t.Fatalf("%s: want one %s %q block, found %d", j.name, typ, labels, len(found))
+	}
+	return found[0].Body
+}
+
+// blocks returns every block of type typ in body.
+func blocks(body *hclsyntax.Body, typ string) []*hclsyntax.Body {
+	var out []*hclsyntax.Body
+	for _, b := range body.Blocks {
+		if b.Type == typ {
+			out = append(out, b.Body)
+		}
+	}
+	return out
+}
+
+// value evaluates body's attribute name into a Go value of type T.
+func value[T any](j *jobFile, body *hclsyntax.Body, name string) T {
+	j.t.Helper()
+	var out T
+	a, ok := body.Attributes[name]
+	if !ok {
+		j.t.Fatalf("%s: no %s at line %d", j.name, name, body.SrcRange.Start.Line)
+	}
+	ty, err := gocty.ImpliedType(out)
+	if err != nil {
+		j.t.Fatal(err)
+	}
+	v, err := convert.Convert(j.eval(a.Expr), ty) // a tuple is a list here
+	if err != nil {
+		j.t.Fatalf("%s: %s: %v", j.name, name, err)
+	}
+	if err := gocty.FromCtyValue(v, &out); err != nil {
+		j.t.Fatalf("%s: %s: %v", j.name, name, err)
+	}
+	return out
+}
+
+// has reports whether body sets attribute name.
+func has(body *hclsyntax.Body, name string) bool {
+	_, ok := body.Attributes[name]
+	return ok
+}
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// flags returns the flags the real binary's help lists for args (e.g.
+// "prefetch", "run"), built once from this module.
+func flags(t *testing.T, args ...string) map[string]bool {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "jobs-bin")
+		if buildErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", binDir+"/", "../../cmd/prefetch", "../../cmd/eventlog")
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			buildErr = &buildError{err, out.String()}
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("building the binaries: %v", buildErr)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, args[0]), append(args[1:], "-h")...)
+	out, _ := cmd.CombinedOutput() // -h may exit non-zero; the text is what counts
+	found := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^\s+-([a-z][a-z-]*)\b`).FindAllSubmatch(out, -1) {
+		found["-"+string(m[1])] = true
+	}
+	if len(found) == 0 {
+		t.Fatalf("%s -h listed no flags:\n%s", strings.Join(args, " "), out)
+	}
+	return found
+}
+
+type buildError struct {
+	err error
+	out string
+}
+
+func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// argFlags checks that every -flag in args is one the binary has, and
+// returns each flag's value (the next argument).
+func argFlags(t *testing.T, where string, args []string, known map[string]bool) map[string]string {
+	t.Helper()
+	vals := map[string]string{}
+	for i, a := range args {
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		name, val, hasVal := strings.Cut(a, "=")
+		if !known[name] {
+			t.Errorf("%s passes %s, which the binary does not have (it has %v)", where, name, slices.Sorted(maps.Keys(known)))
+		}
+		if !hasVal && i+1 < len(args) {
+			val = args[i+1]
+		}
+		vals[name] = val
+	}
+	return vals
+}
+
+func TestPrefetchJob(t *testing.T) {
+	t.Parallel()
+	for _, source := range []string{"consul", "nomad"} {
+		t.Run(source, func(t *testing.T) {
+			j := readJob(t, "prefetch.nomad.hcl", map[string]cty.Value{
+				"image":         cty.StringVal("registry.example:5000/nomad-prefetch:v1"),
+				"config_source": cty.StringVal(source),
+			})
+			job := j.block(j.body, "job", "prefetch")
+			if got := value[string](j, job, "type"); got != "system" {
+				t.Errorf("type = %q, want system (one agent on every node)", got)
+			}
+			if got := value[string](j, job, "node_pool"); got != "all" {
+				t.Errorf("node_pool defaults to %q, want all", got)
+			}
+			group := j.block(job, "group", "prefetch")
+			task := j.block(group, "task", "prefetch")
+			if got := value[string](j, task, "driver"); got != "docker" {
+				t.Errorf("driver = %q, want docker", got)
+			}
+			cfg := j.block(task, "config")
+			if got := value[string](j, cfg, "image"); got != "registry.example:5000/nomad-prefetch:v1" {
+				t.Errorf("image = %q, want var.image", got)
+			}
+			if got := value[string](j, cfg, "command"); got != "prefetch" {
+				t.Errorf("command = %q, want prefetch (the image has no entrypoint)", got)
+			}
+			args := value[[]string](j, cfg, "args")
+			if len(args) == 0 || args[0] != "run" {
+				t.Fatalf("args = %q, want prefetch run", args)
+			}
+			vals := argFlags(t, "prefetch run", args[1:], flags(t, "prefetch", "run"))
+
+			// The socket, the lock's directory and the socket's group.
+			volumes := value[[]string](j, cfg, "volumes")
+			if !slices.Contains(volumes, "/var/run/docker.sock:/var/run/docker.sock") {
+				t.Errorf("volumes = %q, want the Docker socket mounted at /var/run/docker.sock", volumes)
+			}
+			lockDir := filepath.Dir(vals["-lock-file"])
+			if !slices.ContainsFunc(volumes, func(v string) bool { return strings.HasSuffix(v, ":"+lockDir) }) {
+				t.Errorf("-lock-file %q is not on a host path (volumes %q): two allocations on a node would not share it", vals["-lock-file"], volumes)
+			}
+			if got := value[[]string](j, cfg, "group_add"); !slices.Equal(got, []string{"${meta.docker_gid}"}) {
+				t.Errorf("group_add = %q, want the node's meta.docker_gid", got)
+			}
+
+			// The config: rendered where -config reads it, never restarting.
+			tmpl := j.block(task, "template")
+			dest := value[string](j, tmpl, "destination")
+			if dest != "local/config.hcl" || vals["-config"] != "/"+dest {
+				t.Errorf("template destination %q, -config %q; want local/config.hcl, read as /local/config.hcl", dest, vals["-config"])
+			}
+			if got := value[string](j, tmpl, "change_mode"); got != "noop" {
+				t.Errorf("change_mode = %q, want noop: the agent watches the file itself", got)
+			}
+			ctmpl, err := os.ReadFile("prefetch.ctmpl")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if value[string](j, tmpl, "data") != string(ctmpl) {
+				t.Errorf("the template's data is not prefetch.ctmpl")
+			}
+			// Every variable the template reads is set by the job.
+			envBody := j.block(task, "env")
+			for _, m := range regexp.MustCompile(`env "([A-Z_]+)"`).FindAllStringSubmatch(string(ctmpl), -1) {
+				if !has(envBody, m[1]) {
+					t.Errorf("the template reads %s, which the job's env does not set", m[1])
+				}
+			}
+			if got := value[string](j, envBody, "PREFETCH_CONFIG_SOURCE"); got != source {
+				t.Errorf("PREFETCH_CONFIG_SOURCE = %q, want %q", got, source)
+			}
+
+			// Status on the port the service checks.
+			if got := vals["-listen"]; got != "${NOMAD_ADDR_http}" {
+				t.Errorf("-listen %q, want ${NOMAD_ADDR_http}", got)
+			}
+			j.block(j.block(group, "network"), "port", "http")
+			svc := j.block(group, "service")
+			if got := value[string](j, svc, "port"); got != "http" {
+				t.Errorf("service port = %q, want http", got)
+			}
+			var paths []string
+			for _, c := range blocks(svc, "check") {
+				paths = append(paths, value[string](j, c, "path"))
+			}
+			if !slices.Contains(paths, "/readyz") {
+				t.Errorf("the service checks %q, want /readyz among them", paths)
+			}
+		})
+	}
+
+	t.Run("config_source validation", func(t *testing.T) {
+		j := readJob(t, "prefetch.nomad.hcl", map[string]cty.Value{"image": cty.StringVal("x:1")})
+		cond := j.block(j.block(j.body, "variable", "config_source"), "validation").Attributes["condition"].Expr
+		for _, tc := range []struct {
+			source string
+			ok     bool
+		}{{"consul", true}, {"nomad", true}, {"vault", false}} {
+			j.vars["config_source"] = cty.StringVal(tc.source)
+			if got := j.eval(cond).True(); got != tc.ok {
+				t.Errorf("config_source %q accepted: %v, want %v", tc.source, got, tc.ok)
+			}
+		}
+	})
+}
+
+func TestEventlogJob(t *testing.T) {
+	t.Parallel()
+	j := readJob(t, "eventlog.nomad.hcl", map[string]cty.Value{
+		"image":  cty.StringVal("registry.example:5000/nomad-prefetch:v1"),
+		"topics": cty.ListVal([]cty.Value{cty.StringVal("Job"), cty.StringVal("Allocation:*")}),
+	})
+	job := j.block(j.body, "job", "eventlog")
+	if got := value[string](j, job, "type"); got != "service" {
+		t.Errorf("type = %q, want service", got)
+	}
+	group := j.block(job, "group", "eventlog")
+	if got := value[int](j, group, "count"); got != 1 {
+		t.Errorf("count = %d, want 1: two would write every event twice", got)
+	}
+	j.block(group, "restart")
+	disk := j.block(group, "ephemeral_disk")
+	if !value[bool](j, disk, "sticky") {
+		t.Errorf("ephemeral_disk is not sticky: a restart would not find the state file")
+	}
+	task := j.block(group, "task", "eventlog")
+	if got := value[string](j, task, "driver"); got != "docker" {
+		t.Errorf("driver = %q, want docker", got)
+	}
+	// Nomad refuses a job whose logs may outgrow its ephemeral disk.
+	logs := j.block(task, "logs")
+	if l, d := value[int](j, logs, "max_files")*value[int](j, logs, "max_file_size"), value[int](j, disk, "size"); l >= d {
+		t.Errorf("logs may take %d MB of a %d MB ephemeral disk", l, d)
+	}
+	cfg := j.block(task, "config")
+	if got := value[string](j, cfg, "command"); got != "eventlog" {
+		t.Errorf("command = %q, want eventlog", got)
+	}
+	args := value[[]string](j, cfg, "args")
+	vals := argFlags(t, "eventlog", args, flags(t, "eventlog"))
+	if got := vals["-state-file"]; !strings.HasPrefix(got, "${NOMAD_ALLOC_DIR}/data/") {
+		t.Errorf("-state-file %q, want it in ${NOMAD_ALLOC_DIR}/data/, on the sticky disk", got)
+	}
+	if got := strings.Join(args, " "); !strings.Contains(got, "-topic Job -topic Allocation:*") {
+		t.Errorf("args %q do not pass var.topics as -topic flags", got)
+	}
+
+	// The token: the workload identity, where eventlog reads it.
+	id := j.block(task, "identity")
+	fileToken := has(id, "file") && value[bool](j, id, "file")
+	envToken := has(id, "env") && value[bool](j, id, "env")
+	switch {
+	case fileToken && vals["-token-file"] != "${NOMAD_SECRETS_DIR}/nomad_token":
+		t.Errorf("identity is a file, but -token-file is %q", vals["-token-file"])
+	case !fileToken && !envToken:
+		t.Errorf("the workload identity is given to the task neither as a file nor in NOMAD_TOKEN")
+	}
+	if got := value[string](j, j.block(task, "env"), "NOMAD_ADDR"); got != "unix://${NOMAD_SECRETS_DIR}/api.sock" {
+		t.Errorf("NOMAD_ADDR = %q, want the task API socket", got)
+	}
+
+	// Health on the port the service checks.
+	if got := vals["-listen"]; got != "${NOMAD_ADDR_http}" {
+		t.Errorf("-listen %q, want ${NOMAD_ADDR_http}", got)
+	}
+	svc := j.block(group, "service")
+	if got := value[string](j, j.block(svc, "check"), "path"); got != "/healthz" {
+		t.Errorf("the service checks %q, want /healthz", got)
+	}
+
+	t.Run("default topics", func(t *testing.T) {
+		j := readJob(t, "eventlog.nomad.hcl", map[string]cty.Value{"image": cty.StringVal("x:1")})
+		args := value[[]string](j, j.block(j.block(j.block(j.block(j.body, "job", "eventlog"), "group", "eventlog"), "task", "eventlog"), "config"), "args")
+		if slices.Contains(args, "-topic") {
+			t.Errorf("with no topics set, args %q still pass -topic", args)
+		}
+	})
+}
+
+func TestEventlogPolicy(t *testing.T) {
+	t.Parallel()
+	j := readJob(t, "eventlog-policy.hcl", nil)
+	if got := value[string](j, j.block(j.body, "namespace", "*"), "policy"); got != "read" {
+		t.Errorf(`namespace "*" policy = %q, want read`, got)
+	}
+	for _, typ := range []string{"node", "plugin"} {
+		if got := value[string](j, j.block(j.body, typ), "policy"); got != "read" {
+			t.Errorf("%s policy = %q, want read", typ, got)
+		}
+	}
+}

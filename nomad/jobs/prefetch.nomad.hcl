@@ -1,0 +1,194 @@
+# prefetch: the node agent, on every node of a node pool. It keeps the images
+# the cluster's own registry path needs (the registry, its proxy, its storage,
+# Nomad's pause image) present on each node, pulling them from a source and
+# tagging them as the job expects when the in-cluster registry can't serve
+# them. See docs/bootstrap.md.
+#
+#   cd nomad/jobs
+#   nomad job run -var image=ghcr.io/acme/nomad-prefetch:v0.1.0 prefetch.nomad.hcl
+#   nomad job run -var image=... -var config_source=nomad prefetch.nomad.hcl   # no Consul
+#
+# (file() reads the template relative to the working directory; from
+# elsewhere, pass -var template_file=path/to/prefetch.ctmpl.)
+#
+# What each node needs:
+#   - the docker driver allowed to bind host paths:
+#       plugin "docker" { config { volumes { enabled = true } } }
+#   - the Docker socket's group ID, in the client's meta (or -var docker_gid):
+#       client { meta { docker_gid = "999" } }   # stat -c %g /var/run/docker.sock
+#   - the prefetch image itself present or pullable without the in-cluster
+#     registry: list it in the config too, with an upstream source.
+
+variable "image" {
+  type        = string
+  description = "The prefetch image. Keep it pullable without the in-cluster registry (an upstream registry), or list it in its own config with a source."
+}
+
+variable "datacenters" {
+  type    = list(string)
+  default = ["*"]
+}
+
+variable "node_pool" {
+  type        = string
+  default     = "all"
+  description = "The node pool to run on: \"all\" is every node."
+}
+
+variable "config_source" {
+  type        = string
+  default     = "consul"
+  description = "Where the image list comes from: \"consul\" (KV under kv_prefix) or \"nomad\" (the variable at var_path)."
+
+  validation {
+    condition     = contains(["consul", "nomad"], var.config_source)
+    error_message = "The config_source must be \"consul\" or \"nomad\"."
+  }
+}
+
+variable "kv_prefix" {
+  type        = string
+  default     = "prefetch/images"
+  description = "consul: the KV prefix holding one key per image."
+}
+
+variable "var_path" {
+  type        = string
+  default     = "nomad/jobs/prefetch"
+  description = "nomad: the Nomad variable holding one item per image. Under nomad/jobs/prefetch the job reads it without an ACL policy."
+}
+
+variable "template_file" {
+  type        = string
+  default     = "prefetch.ctmpl"
+  description = "The consul-template template, read when the job is submitted (relative to the working directory)."
+}
+
+variable "docker_socket" {
+  type    = string
+  default = "/var/run/docker.sock"
+}
+
+variable "docker_gid" {
+  type        = string
+  default     = "$${meta.docker_gid}"
+  description = "The Docker socket's group ID, added to the task's non-root user. The default is each node's client meta docker_gid, so nodes may differ."
+}
+
+variable "lock_dir" {
+  type        = string
+  default     = "/run/lock"
+  description = "A host directory the image's user (65532) may create files in, holding the lock that keeps one agent per node. Debian's and Ubuntu's /run/lock is (mode 1777); elsewhere make one: install -d -o 65532 -g 65532 /run/prefetch."
+}
+
+variable "service_provider" {
+  type        = string
+  default     = "nomad"
+  description = "Where the /readyz and /healthz checks are registered: \"nomad\" (no Consul needed) or \"consul\"."
+}
+
+job "prefetch" {
+  type        = "system"
+  datacenters = var.datacenters
+  node_pool   = var.node_pool
+  # Before anything that needs the images it keeps.
+  priority = 90
+
+  update {
+    max_parallel     = 1
+    min_healthy_time = "10s"
+    # A node still pulling is not an unhealthy agent: /readyz is for
+    # operators and deploy gates, not for this deployment.
+    health_check = "task_states"
+  }
+
+  group "prefetch" {
+    network {
+      port "http" {}
+    }
+
+    restart {
+      # Two allocations on one node (during an update) share the lock: the
+      # newer one exits 2 until the older one has stopped.
+      attempts = 10
+      interval = "10m"
+      delay    = "15s"
+      mode     = "delay"
+    }
+
+    service {
+      name     = "prefetch"
+      provider = var.service_provider
+      port     = "http"
+
+      check {
+        name     = "ready"
+        type     = "http"
+        path     = "/readyz"
+        interval = "30s"
+        timeout  = "5s"
+      }
+
+      check {
+        name     = "alive"
+        type     = "http"
+        path     = "/healthz"
+        interval = "30s"
+        timeout  = "5s"
+
+        check_restart {
+          limit = 3
+          grace = "1m"
+        }
+      }
+    }
+
+    task "prefetch" {
+      driver = "docker"
+      # SIGTERM cancels pulls in flight and releases the lock.
+      kill_timeout = "30s"
+
+      config {
+        image   = var.image
+        command = "prefetch"
+        # Host networking: no dependency on Nomad's pause image (bridge mode
+        # needs it, and it is one of the images this job provides), and the
+        # status endpoint on the node's address.
+        network_mode = "host"
+        args = [
+          "run",
+          "-config", "/local/config.hcl",
+          "-listen", "${NOMAD_ADDR_http}",
+          "-lock-file", "/run/prefetch-lock/prefetch.lock",
+        ]
+        # The image's user is 65532; the socket's group lets it talk to Docker.
+        group_add = [var.docker_gid]
+        volumes = [
+          "${var.docker_socket}:/var/run/docker.sock",
+          # A host directory, so every allocation on a node takes the same lock:
+          # one agent per node.
+          "${var.lock_dir}:/run/prefetch-lock",
+        ]
+      }
+
+      env {
+        PREFETCH_CONFIG_SOURCE = var.config_source
+        PREFETCH_KV_PREFIX     = var.kv_prefix
+        PREFETCH_VAR_PATH      = var.var_path
+      }
+
+      template {
+        data        = file(var.template_file)
+        destination = "local/config.hcl"
+        # The agent watches the file and reloads by itself; a restart would
+        # cancel its pulls.
+        change_mode = "noop"
+      }
+
+      resources {
+        cpu    = 100
+        memory = 128
+      }
+    }
+  }
+}
