@@ -13,5 +13,7 @@
 // the settings the programs depend on are checked against the programs'
 // real flags, and the template is rendered by the real consul-template
 // against small in-process fakes of Consul's KV and Nomad's variables
-// endpoints, then loaded with prefetch's own config loader.
+// endpoints, then loaded with prefetch's own config loader. The systemd
+// units in ../../systemd, the other way to run the same programs with the
+// same template, are checked here too.
 package jobs
