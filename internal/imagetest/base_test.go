@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -174,11 +175,33 @@ func importBase(ctx context.Context, t *testing.T, ref string, env goEnv) {
 }
 
 // moduleProxy serves the host's module cache, which is laid out as a
-// GOPROXY, on 127.0.0.1 and returns the GOPROXY list for the build: that
-// server first, then the host's own.
-func moduleProxy(t *testing.T, env goEnv) string {
+// GOPROXY, on 127.0.0.1 and returns the GOPROXY list for the build (that
+// server first, then the host's own) and a report of what it served.
+func moduleProxy(t *testing.T, env goEnv) (goproxy string, served func() string) {
 	t.Helper()
-	srv := httptest.NewServer(http.FileServer(http.Dir(filepath.Join(env.GOMODCACHE, "cache", "download"))))
+	var hits, misses atomic.Int64
+	files := http.FileServer(http.Dir(filepath.Join(env.GOMODCACHE, "cache", "download")))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		files.ServeHTTP(rec, r)
+		if rec.status == http.StatusOK {
+			hits.Add(1)
+		} else {
+			misses.Add(1)
+		}
+	}))
 	t.Cleanup(srv.Close)
-	return fmt.Sprintf("%s,%s", srv.URL, env.GOPROXY)
+	return fmt.Sprintf("%s,%s", srv.URL, env.GOPROXY), func() string {
+		return fmt.Sprintf("%d module files from the host's cache, %d left to %s", hits.Load(), misses.Load(), env.GOPROXY)
+	}
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
 }

@@ -81,16 +81,18 @@ func TestImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	goproxy, served := moduleProxy(t, env)
 	start = time.Now()
 	out, errOut, err := d.run(ctx, 15*time.Minute, "build", "--network", "host",
 		"--build-arg", "GO_IMAGE="+baseRef,
 		"--build-arg", "VERSION="+version,
-		"--build-arg", "GOPROXY="+moduleProxy(t, env),
+		"--build-arg", "GOPROXY="+goproxy,
 		"-t", imageRef, root)
 	if err != nil {
 		t.Fatalf("docker build: %v\n%s\n%s", err, tail(out, 6000), errOut)
 	}
-	t.Logf("base imported in %s, image built in %s", imported.Round(time.Millisecond), time.Since(start).Round(time.Second))
+	t.Logf("base imported in %s, image built in %s; go mod download got %s",
+		imported.Round(time.Millisecond), time.Since(start).Round(time.Second), served())
 
 	t.Run("config", func(t *testing.T) {
 		img, err := bed.Client.ImageInspect(ctx, imageRef)

@@ -1,8 +1,8 @@
 package jobs
 
 import (
-	"bytes"
 	"context"
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -182,33 +181,35 @@ func has(body *hclsyntax.Body, name string) bool {
 	return ok
 }
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
+// binDir holds prefetch and eventlog, built from this module by TestMain.
+var binDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "jobs-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "../../cmd/prefetch", "../../cmd/eventlog").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building the binaries whose flags the job files use: %v\n%s", err, out)
+		return 1
+	}
+	binDir = dir
+	return m.Run()
+}
 
 // flags returns the flags the real binary's help lists for args (e.g.
-// "prefetch", "run"), built once from this module.
+// "prefetch", "run").
 func flags(t *testing.T, args ...string) map[string]bool {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "jobs-bin")
-		if buildErr != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", binDir+"/", "../../cmd/prefetch", "../../cmd/eventlog")
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			buildErr = &buildError{err, out.String()}
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building the binaries: %v", buildErr)
-	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, args[0]), append(args[1:], "-h")...)
@@ -221,21 +222,6 @@ func flags(t *testing.T, args ...string) map[string]bool {
 		t.Fatalf("%s -h listed no flags:\n%s", strings.Join(args, " "), out)
 	}
 	return found
-}
-
-type buildError struct {
-	err error
-	out string
-}
-
-func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
 }
 
 // argFlags checks that every -flag in args is one the binary has, and
