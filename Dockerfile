@@ -35,7 +35,7 @@ FROM scratch
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 # root, nobody and nonroot (65532), so that user lookups (the home directory
 # holding .docker/config.json) work.
-COPY internal/imagetest/rootfs/etc/passwd internal/imagetest/rootfs/etc/group /etc/
+COPY build/rootfs/etc/passwd build/rootfs/etc/group /etc/
 COPY --from=build /out/prefetch /out/eventlog /usr/local/bin/
 ENV PATH=/usr/local/bin
 # prefetch talks to the Docker socket: run it with the socket's group

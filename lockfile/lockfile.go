@@ -40,9 +40,16 @@ func Acquire(path string) (*Lock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("creating the lock file's directory: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
 	if err != nil {
 		return nil, fmt.Errorf("opening the lock file: %w", err)
+	}
+	// Readable and writable by all, whatever the umask: the agent may run as
+	// a systemd unit's user on one boot and as a Nomad task's user the next,
+	// and each must be able to open the other's lock file to contend for it
+	// (it lives in /run/lock, which is sticky). Only the owner can chmod.
+	if fi, err := f.Stat(); err == nil && fi.Mode().Perm() != 0o666 {
+		_ = f.Chmod(0o666)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		defer f.Close()

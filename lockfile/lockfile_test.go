@@ -20,6 +20,9 @@ func TestAcquire(t *testing.T) {
 	if got := string(data); got != strconv.Itoa(os.Getpid())+"\n" {
 		t.Errorf("lock file holds %q, want our PID", got)
 	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o666 {
+		t.Errorf("lock file mode: got %v, %v; want 0666 so another user's agent can contend for it", fi.Mode(), err)
+	}
 
 	// flock locks belong to open file descriptions: a second open in this
 	// process conflicts just as another process would.

@@ -3,12 +3,12 @@ package watch
 import (
 	"bytes"
 	"context"
-	"go/build"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
 )
 
 // These tests render with the real consul-template, as Nomad's template block
@@ -16,32 +16,9 @@ import (
 // consul-template writes a temporary file next to the target and renames it
 // over, exactly as in production.
 
-const installConsulTemplate = "GOBIN=$HOME/go/bin go install github.com/hashicorp/consul-template@v0.42.1"
-
-// consulTemplate finds the consul-template binary in PATH, then in
-// $(go env GOPATH)/bin. Without it the test is skipped, or fails under CI.
-func consulTemplate(t *testing.T) string {
-	t.Helper()
-	if bin, err := exec.LookPath("consul-template"); err == nil {
-		return bin
-	}
-	gopath := build.Default.GOPATH
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		gopath = strings.TrimSpace(string(out))
-	}
-	for _, p := range filepath.SplitList(gopath) {
-		bin := filepath.Join(p, "bin", "consul-template")
-		if fi, err := os.Stat(bin); err == nil && !fi.IsDir() {
-			return bin
-		}
-	}
-	msg := "consul-template not found in PATH or $(go env GOPATH)/bin; install it with: " + installConsulTemplate
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
+// consulTemplate is the real consul-template binary (see
+// testbed.ConsulTemplate).
+func consulTemplate(t *testing.T) string { return testbed.ConsulTemplate(t) }
 
 // consulTemplateRun runs consul-template -once in dir and fails the test if it
 // fails.

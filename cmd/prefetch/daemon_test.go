@@ -165,24 +165,9 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 	}
 }
 
-func consulTemplate(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("consul-template"); err == nil {
-		return p
-	}
-	out, err := exec.Command("go", "env", "GOPATH").Output()
-	if err == nil {
-		p := filepath.Join(strings.TrimSpace(string(out)), "bin", "consul-template")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("consul-template not found; install it: go install github.com/hashicorp/consul-template@v0.42.1 (scripts/deps.sh does)")
-	}
-	t.Skip("consul-template not found (go install github.com/hashicorp/consul-template@v0.42.1)")
-	return ""
-}
+// consulTemplate is the real consul-template binary (see
+// testbed.ConsulTemplate).
+func consulTemplate(t *testing.T) string { return testbed.ConsulTemplate(t) }
 
 // renderer renders dest with the real consul-template from a template that
 // includes a data file, the way a Nomad template block or a consul-template

@@ -17,6 +17,6 @@
 // networking) and falls back to the host's own GOPROXY; go.sum verifies
 // every module either way.
 //
-// rootfs/etc holds the image's /etc/passwd and /etc/group (root, nobody and
+// build/rootfs/etc holds the image's /etc/passwd and /etc/group (root, nobody and
 // nonroot 65532): the build stage has no shell to write them with.
 package imagetest

@@ -18,18 +18,7 @@ import (
 
 var bed *testbed.Bed
 
-func TestMain(m *testing.M) {
-	code := testbed.Run(m, &bed)
-	if bed != nil {
-		// dockerd bind-mounts the host's network namespace at
-		// exec-root/netns/default for the first --network host container
-		// and leaves it mounted when it stops, so Close could not remove
-		// the directory.
-		_ = syscall.Unmount(filepath.Join(bed.Dir, "exec", "netns", "default"), syscall.MNT_DETACH)
-		_ = os.RemoveAll(bed.Dir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testbed.Run(m, &bed)) }
 
 const (
 	baseRef  = "local-go:1.26"

@@ -216,7 +216,28 @@ func (b *Bed) Close() error {
 		b.Client.Close()
 	}
 	_ = b.StopDocker()
+	// dockerd bind-mounts the host's network namespace under its exec-root
+	// for a --network host container and leaves it mounted when it stops.
+	unmountUnder(b.Dir)
 	return os.RemoveAll(b.Dir)
+}
+
+// unmountUnder detaches every mount below dir, deepest first.
+func unmountUnder(dir string) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(data), "\n") {
+		// Field 5 is the mount point (with spaces escaped as \040).
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			points = append(points, f[4])
+		}
+	}
+	for i := len(points) - 1; i >= 0; i-- {
+		_ = syscall.Unmount(points[i], syscall.MNT_DETACH)
+	}
 }
 
 // Registry is a running docker-registry on 127.0.0.1.

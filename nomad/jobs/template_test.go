@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"go/build"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,36 +14,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
+
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/nomad-prefetch/nomad-prefetch/config"
 )
 
-// consulTemplate finds the real consul-template in PATH, then in
-// $(go env GOPATH)/bin. Without it the test is skipped, or fails under
-// CI=true.
-func consulTemplate(t *testing.T) string {
-	t.Helper()
-	if bin, err := exec.LookPath("consul-template"); err == nil {
-		return bin
-	}
-	gopath := build.Default.GOPATH
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		gopath = strings.TrimSpace(string(out))
-	}
-	for _, p := range filepath.SplitList(gopath) {
-		bin := filepath.Join(p, "bin", "consul-template")
-		if fi, err := os.Stat(bin); err == nil && !fi.IsDir() {
-			return bin
-		}
-	}
-	msg := "consul-template not found in PATH or $(go env GOPATH)/bin; scripts/deps.sh installs it"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
+// consulTemplate is the real consul-template binary (see
+// testbed.ConsulTemplate).
+func consulTemplate(t *testing.T) string { return testbed.ConsulTemplate(t) }
 
 // render runs consul-template -once on prefetch.ctmpl with env and the
 // extra flags and returns what it wrote.
