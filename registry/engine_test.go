@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -334,5 +335,24 @@ func TestParseRetryAfter(t *testing.T) {
 		if got := parseRetryAfter(tc.v, now); got != tc.want {
 			t.Errorf("parseRetryAfter(%q): got %s, want %s", tc.v, got, tc.want)
 		}
+	}
+}
+
+// TestRemoteConcurrentLookups: lookups racing for one registry share one
+// /v2/ ping.
+func TestRemoteConcurrentLookups(t *testing.T) {
+	p, ref, want := setup(t, "concurrent")
+	r := &Remote{Credentials: NewCredentials(nil, t.TempDir())}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if got, err := r.Digest(context.Background(), ref); err != nil || got != want {
+				t.Errorf("got %q, %v; want %s", got, err, want)
+			}
+		})
+	}
+	wg.Wait()
+	if pings := p.Count("GET other"); pings != 1 {
+		t.Errorf("8 concurrent lookups sent %d pings, want 1", pings)
 	}
 }

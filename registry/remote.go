@@ -53,9 +53,7 @@ var ErrRemoteNotFound = errors.New("manifest unknown to the registry")
 // The authenticated transport of a registry (its /v2/ ping, its bearer
 // token) is kept and reused, so a resync of many images costs one HEAD per
 // image, not a ping and a token exchange too. It is made anew when the
-// credentials change, and after maxReposPerTransport repositories, since a
-// bearer transport adds each new repository's scope to every later token
-// request.
+// credentials change, and after maxReposPerTransport repositories.
 type Remote struct {
 	Credentials *Credentials
 	// Transport is the base HTTP transport; nil means remote.DefaultTransport.
@@ -65,9 +63,16 @@ type Remote struct {
 	cache map[string]*authedTransport // by host and credentials
 }
 
-const maxReposPerTransport = 32
+// maxReposPerTransport bounds how many repositories share one transport: a
+// bearer transport asks its token server for every scope it has seen, one
+// query parameter each, and token URLs must stay a sane length.
+const maxReposPerTransport = 100
 
+// authedTransport is one registry's authenticated transport. Its mutex is
+// held while the transport is made, so lookups racing for the same registry
+// wait for one ping instead of each sending their own.
 type authedTransport struct {
+	mu    sync.Mutex
 	rt    http.RoundTripper
 	repos map[string]bool
 }
@@ -125,13 +130,23 @@ func (r *Remote) transport(ctx context.Context, repo name.Repository) (http.Roun
 		}
 	}
 	r.mu.Lock()
-	if c, ok := r.cache[key]; ok && (c.repos[repo.RepositoryStr()] || len(c.repos) < maxReposPerTransport) {
-		c.repos[repo.RepositoryStr()] = true
-		r.mu.Unlock()
-		return c.rt, nil
+	if r.cache == nil {
+		r.cache = map[string]*authedTransport{}
+	}
+	c := r.cache[key]
+	if c == nil {
+		c = &authedTransport{}
+		r.cache[key] = c
 	}
 	r.mu.Unlock()
 
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	name := repo.RepositoryStr()
+	if c.rt != nil && (c.repos[name] || len(c.repos) < maxReposPerTransport) {
+		c.repos[name] = true
+		return c.rt, nil
+	}
 	base := r.Transport
 	if base == nil {
 		base = remote.DefaultTransport
@@ -141,12 +156,7 @@ func (r *Remote) transport(ctx context.Context, repo name.Repository) (http.Roun
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cache == nil {
-		r.cache = map[string]*authedTransport{}
-	}
-	r.cache[key] = &authedTransport{rt: rt, repos: map[string]bool{repo.RepositoryStr(): true}}
+	c.rt, c.repos = rt, map[string]bool{name: true}
 	return rt, nil
 }
 
