@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/client"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
 	"github.com/nomad-prefetch/nomad-prefetch/status"
@@ -563,4 +564,40 @@ func TestRunSurvivesDockerRestart(t *testing.T) {
 		im, err := bed.Client.ImageInspect(context.Background(), p.Addr+"/ra:1")
 		return err == nil && im.ID == idA
 	})
+}
+
+// TestRunStartsWithDockerDown must come after every other test that needs
+// dockerd running: an agent started while the daemon is down stays up, says
+// so once, and converges when the daemon comes.
+func TestRunStartsWithDockerDown(t *testing.T) {
+	testbed.Need(t, bed)
+	reg, p := startProxied(t, "run-nodocker")
+	seed(t, reg.Addr+"/nd:1", "run-nd")
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.hcl")
+	if err := os.WriteFile(cfgPath, []byte(daemonSettings()+imageBlock("nd", p.Addr+"/nd:1")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.StopDocker(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := bed.Client.Ping(context.Background(), client.PingOptions{}); err != nil {
+			if err := bed.RestartDocker(); err != nil {
+				t.Errorf("restarting dockerd: %v", err)
+			}
+		}
+	})
+	a := startAgent(t, cfgPath, filepath.Join(dir, "lock"))
+	waitFor(t, "nd failing with dockerd down", 20*time.Second, wantState(t, a, "nd", status.Failed))
+	if code, _ := a.get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz with dockerd down: got %d, want 200 (the agent is alive)", code)
+	}
+	if err := bed.RestartDocker(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "nd present once dockerd is up", 30*time.Second, wantState(t, a, "nd", status.Present))
+	if n := strings.Count(a.stderr.String(), `"msg":"the Docker daemon is unreachable; retrying with backoff"`); n != 1 {
+		t.Errorf("the outage was logged %d times at ERROR, want once", n)
+	}
 }
