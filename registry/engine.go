@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -51,6 +54,9 @@ type Engine struct {
 	cli   *client.Client
 	creds *Credentials
 	stall time.Duration
+
+	insecureMu sync.Mutex
+	insecure   func(host string) bool // read from the daemon on first use
 }
 
 // NewEngine returns an Engine for the daemon at opts.Host. It does not
@@ -222,4 +228,58 @@ func (e *Engine) ImageEvents(ctx context.Context) (<-chan ImageEvent, <-chan err
 		}
 	}()
 	return out, errs, nil
+}
+
+// InsecureRegistries returns what the daemon's configuration says of a
+// registry host: true when it is among the daemon's insecure registries (by
+// name, or by an IP address within one of its insecure CIDRs, which include
+// 127.0.0.0/8), where the daemon speaks plain HTTP. Remote uses it to ask
+// such a registry over HTTP too, as dockerd would.
+func (e *Engine) InsecureRegistries(ctx context.Context) (func(host string) bool, error) {
+	info, err := e.cli.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("reading the Docker daemon's registry configuration: %w", err)
+	}
+	rc := info.Info.RegistryConfig
+	if rc == nil {
+		return func(string) bool { return false }, nil
+	}
+	return func(host string) bool {
+		if idx, ok := rc.IndexConfigs[host]; ok && idx != nil {
+			return !idx.Secure
+		}
+		hostname := host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			hostname = h
+		}
+		ip, err := netip.ParseAddr(hostname)
+		if err != nil {
+			return false
+		}
+		for _, cidr := range rc.InsecureRegistryCIDRs {
+			if cidr.Contains(ip.Unmap()) {
+				return true
+			}
+		}
+		return false
+	}, nil
+}
+
+// Insecure reports whether the daemon lists host as an insecure registry
+// (see InsecureRegistries). The daemon's configuration is read on first use,
+// and again at each use until that succeeds; a daemon that can't be asked
+// lists nothing.
+func (e *Engine) Insecure(host string) bool {
+	e.insecureMu.Lock()
+	defer e.insecureMu.Unlock()
+	if e.insecure == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		f, err := e.InsecureRegistries(ctx)
+		if err != nil {
+			return false
+		}
+		e.insecure = f
+	}
+	return e.insecure(host)
 }

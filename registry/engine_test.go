@@ -356,3 +356,42 @@ func TestRemoteConcurrentLookups(t *testing.T) {
 		t.Errorf("8 concurrent lookups sent %d pings, want 1", pings)
 	}
 }
+
+func TestInsecureRegistries(t *testing.T) {
+	testbed.Need(t, bed)
+	e := newEngine(t, nil, time.Minute)
+	// The test bed's dockerd runs with no daemon.json settings: its only
+	// insecure registries are the default CIDR, 127.0.0.0/8.
+	for host, want := range map[string]bool{
+		"127.0.0.1:5000":        true,
+		"127.1.2.3":             true,
+		"docker.io":             false,
+		"registry.example:5000": false,
+		"10.0.0.1:5000":         false,
+	} {
+		if got := e.Insecure(host); got != want {
+			t.Errorf("Insecure(%q): got %v, want %v", host, got, want)
+		}
+	}
+}
+
+// TestRemoteInsecureByName: a registry the daemon lists as insecure by name
+// is asked over plain HTTP, as dockerd would; without that knowledge the
+// agent tries HTTPS, fails, and (in the Fetcher) falls back to a pull.
+func TestRemoteInsecureByName(t *testing.T) {
+	_, ref, want := setup(t, "insecure")
+	addr := ref[:strings.Index(ref, "/")]
+	const host = "registry.test:5000"
+	named := host + ref[strings.Index(ref, "/"):]
+	dial := &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, addr) // registry.test is this registry
+	}}
+	r := &Remote{Credentials: NewCredentials(nil, t.TempDir()), Transport: dial, Insecure: func(h string) bool { return h == host }}
+	if got, err := r.Digest(context.Background(), named); err != nil || got != want {
+		t.Errorf("insecure by name: got %q, %v; want %s", got, err, want)
+	}
+	r = &Remote{Credentials: NewCredentials(nil, t.TempDir()), Transport: dial}
+	if _, err := r.Digest(context.Background(), named); err == nil {
+		t.Error("not known as insecure: got a digest over HTTPS from a plain-HTTP registry")
+	}
+}

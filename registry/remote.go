@@ -45,10 +45,11 @@ var ErrRemoteNotFound = errors.New("manifest unknown to the registry")
 // converged node cost no pull (Docker Hub does not count HEADs against its
 // pull rate limit, while a pull's manifest GET is counted).
 //
-// Registries on loopback and private addresses are spoken to over plain
-// HTTP, as dockerd does by default; every other host over HTTPS. A registry
-// that can't be asked (it needs a client certificate, it's in the daemon's
-// insecure-registries, ...) just makes the agent pull as before.
+// Registries on loopback and private addresses, and those the daemon lists
+// as insecure (Insecure), are spoken to over plain HTTP, as dockerd does;
+// every other host over HTTPS. A registry that can't be asked (it needs a
+// client certificate, it is insecure because of a self-signed certificate
+// rather than plain HTTP, ...) just makes the agent pull as before.
 //
 // The authenticated transport of a registry (its /v2/ ping, its bearer
 // token) is kept and reused, so a resync of many images costs one HEAD per
@@ -58,6 +59,9 @@ type Remote struct {
 	Credentials *Credentials
 	// Transport is the base HTTP transport; nil means remote.DefaultTransport.
 	Transport http.RoundTripper
+	// Insecure, when set, says which registry hosts the daemon speaks plain
+	// HTTP to (Engine.InsecureRegistries): they are asked over HTTP too.
+	Insecure func(host string) bool
 
 	mu    sync.Mutex
 	cache map[string]*authedTransport // by host and credentials
@@ -81,6 +85,9 @@ type authedTransport struct {
 // registry. A 429 is a *RateLimitedError; a 404 wraps ErrRemoteNotFound.
 func (r *Remote) Digest(ctx context.Context, ref string) (string, error) {
 	nref, err := name.ParseReference(ref)
+	if err == nil && r.Insecure != nil && r.Insecure(nref.Context().RegistryStr()) {
+		nref, err = name.ParseReference(ref, name.Insecure)
+	}
 	if err != nil {
 		return "", fmt.Errorf("looking up %s: %w", ref, err)
 	}

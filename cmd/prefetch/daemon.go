@@ -101,7 +101,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := engine.Ping(ctx); err != nil {
 		log.Warn("the Docker daemon does not answer yet; retrying in the loop", "error", err.Error())
 	}
-	d := &agent.Daemon{Docker: engine, Events: engine, Remote: &registry.Remote{Credentials: creds}, Log: log}
+	d := &agent.Daemon{Docker: engine, Events: engine, Remote: &registry.Remote{Credentials: creds, Insecure: engine.Insecure}, Log: log}
 	d.Metrics = status.NewMetrics(d.Snapshot)
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -73,7 +73,7 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 
-	f := &agent.Fetcher{Docker: engine, Remote: &registry.Remote{Credentials: creds}, PullTimeout: cfg.PullTimeout, Log: log}
+	f := &agent.Fetcher{Docker: engine, Remote: &registry.Remote{Credentials: creds, Insecure: engine.Insecure}, PullTimeout: cfg.PullTimeout, Log: log}
 	results := f.Once(ctx, images, cfg.Concurrency)
 	if *asJSON {
 		err = writeJSON(stdout, results)
