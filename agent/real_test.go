@@ -4,12 +4,10 @@ package agent
 // instances on 127.0.0.1, with fault-injecting proxies in front of them.
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,17 +29,7 @@ type proxied struct {
 
 func startRegistry(t *testing.T, name string) proxied {
 	t.Helper()
-	testbed.Need(t, bed)
-	reg, err := bed.StartRegistry(name, testbed.RegistryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(reg.Stop)
-	p, err := faultproxy.Start("http://" + reg.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
+	reg, p := bed.ProxiedRegistry(t, name)
 	return proxied{Proxy: p, direct: reg.Addr}
 }
 
@@ -58,32 +46,14 @@ func (r proxied) seed(t *testing.T, repoTag, seed string) (string, string) {
 
 func (r proxied) ref(repoTag string) string { return r.Addr + "/" + repoTag }
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func realFetcher(t *testing.T, stall time.Duration) (*Fetcher, *syncBuffer) {
+func realFetcher(t *testing.T, stall time.Duration) (*Fetcher, *testbed.Buffer) {
 	t.Helper()
 	e, err := registry.NewEngine(registry.Options{Host: bed.Host, StallTimeout: stall})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
-	logs := &syncBuffer{}
+	logs := &testbed.Buffer{}
 	return &Fetcher{Docker: e, PullTimeout: time.Minute, Log: slog.New(slog.NewJSONHandler(logs, nil))}, logs
 }
 

@@ -30,23 +30,11 @@ func TestMain(m *testing.M) { os.Exit(testbed.Run(m, &bed)) }
 // image, and returns the proxy and the reference through it.
 func setup(t *testing.T, name string) (*faultproxy.Proxy, string, string) {
 	t.Helper()
-	testbed.Need(t, bed)
-	ctx := context.Background()
-	reg, err := bed.StartRegistry(name, testbed.RegistryOptions{})
+	reg, p := bed.ProxiedRegistry(t, name)
+	dgst, _, err := bed.Seed(context.Background(), reg.Addr+"/"+name+":1", name, 256<<10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(reg.Stop)
-	direct := reg.Addr + "/" + name + ":1"
-	dgst, _, err := bed.Seed(ctx, direct, name, 256<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := faultproxy.Start("http://" + reg.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
 	return p, p.Addr + "/" + name + ":1", dgst
 }
 
@@ -272,16 +260,7 @@ func TestWithDigest(t *testing.T) {
 func TestRemoteDigest(t *testing.T) {
 	testbed.Need(t, bed)
 	ctx := context.Background()
-	reg, err := bed.StartRegistry("remote", testbed.RegistryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(reg.Stop)
-	p, err := faultproxy.Start("http://" + reg.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
+	reg, p := bed.ProxiedRegistry(t, "remote")
 	digests := map[string]string{}
 	for _, repo := range []string{"r1", "r2", "r3"} {
 		d, _, err := bed.Seed(ctx, reg.Addr+"/"+repo+":1", "remote-"+repo, 1024)
@@ -309,7 +288,7 @@ func TestRemoteDigest(t *testing.T) {
 		t.Errorf("unknown tag: got %v, want ErrRemoteNotFound", err)
 	}
 	p.Set(faultproxy.Manifest429, -1)
-	_, err = r.Digest(ctx, p.Addr+"/r1:1")
+	_, err := r.Digest(ctx, p.Addr+"/r1:1")
 	var rl *RateLimitedError
 	if !errors.As(err, &rl) || rl.RetryAfter != 7*time.Second {
 		t.Errorf("429: got %v, want a RateLimitedError with Retry-After 7s", err)

@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/moby/moby/api/types/registry"
-	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
 )
 
@@ -105,16 +104,7 @@ func TestOnceDockerUnreachable(t *testing.T) {
 func TestOnce(t *testing.T) {
 	testbed.Need(t, bed)
 	ctx := context.Background()
-	upstream, err := bed.StartRegistry("cli-upstream", testbed.RegistryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(upstream.Stop)
-	proxy, err := faultproxy.Start("http://" + upstream.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
+	upstream, proxy := startProxied(t, "cli-upstream")
 	if _, _, err := bed.Seed(ctx, upstream.Addr+"/traefik:v3.1.2", "cli-traefik", 64<<10); err != nil {
 		t.Fatal(err)
 	}

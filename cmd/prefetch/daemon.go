@@ -14,7 +14,6 @@ import (
 
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
 	"github.com/nomad-prefetch/nomad-prefetch/lockfile"
-	"github.com/nomad-prefetch/nomad-prefetch/registry"
 	"github.com/nomad-prefetch/nomad-prefetch/status"
 	"github.com/nomad-prefetch/nomad-prefetch/watch"
 )
@@ -88,8 +87,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	defer lock.Release()
 
-	creds := registry.NewCredentials(cfg.Auths, os.Getenv("DOCKER_CONFIG"))
-	engine, err := registry.NewEngine(registry.Options{Host: cfg.Docker.Host, Credentials: creds, StallTimeout: cfg.StallTimeout})
+	engine, remote, err := newDocker(cfg)
 	if err != nil {
 		log.Error(err.Error())
 		return exitFailed
@@ -101,7 +99,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := engine.Ping(ctx); err != nil {
 		log.Warn("the Docker daemon does not answer yet; retrying in the loop", "error", err.Error())
 	}
-	d := &agent.Daemon{Docker: engine, Events: engine, Remote: &registry.Remote{Credentials: creds, Insecure: engine.Insecure}, Log: log}
+	d := &agent.Daemon{Docker: engine, Events: engine, Remote: remote, Log: log}
 	d.Metrics = status.NewMetrics(d.Snapshot)
 
 	ctx, cancel := context.WithCancel(ctx)

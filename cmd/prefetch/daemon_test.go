@@ -16,7 +16,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,31 +28,14 @@ import (
 // agentProc is a `prefetch run` started in-process by startAgent.
 type agentProc struct {
 	addr   string
-	stderr *lockedBuffer
+	stderr *testbed.Buffer
 	stop   context.CancelFunc
 	done   chan int
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func startAgent(t *testing.T, cfgPath, lockPath string, extra ...string) *agentProc {
 	t.Helper()
-	a := &agentProc{addr: testbed.FreeAddr(t), stderr: &lockedBuffer{}, done: make(chan int, 1)}
+	a := &agentProc{addr: testbed.FreeAddr(t), stderr: &testbed.Buffer{}, done: make(chan int, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stop = cancel
 	args := append([]string{"run", "-config", cfgPath, "-listen", a.addr, "-lock-file", lockPath, "-log-level", "debug"}, extra...)
@@ -213,17 +195,7 @@ func daemonSettings() string {
 // startProxied starts a registry behind a fault proxy.
 func startProxied(t *testing.T, name string) (*testbed.Registry, *faultproxy.Proxy) {
 	t.Helper()
-	reg, err := bed.StartRegistry(name, testbed.RegistryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(reg.Stop)
-	p, err := faultproxy.Start("http://" + reg.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	return reg, p
+	return bed.ProxiedRegistry(t, name)
 }
 
 func seed(t *testing.T, ref, content string) string {

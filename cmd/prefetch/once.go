@@ -61,8 +61,7 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	creds := registry.NewCredentials(cfg.Auths, os.Getenv("DOCKER_CONFIG"))
-	engine, err := registry.NewEngine(registry.Options{Host: cfg.Docker.Host, Credentials: creds, StallTimeout: cfg.StallTimeout})
+	engine, remote, err := newDocker(cfg)
 	if err != nil {
 		log.Error(err.Error())
 		return exitFailed
@@ -73,7 +72,7 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 
-	f := &agent.Fetcher{Docker: engine, Remote: &registry.Remote{Credentials: creds, Insecure: engine.Insecure}, PullTimeout: cfg.PullTimeout, Log: log}
+	f := &agent.Fetcher{Docker: engine, Remote: remote, PullTimeout: cfg.PullTimeout, Log: log}
 	results := f.Once(ctx, images, cfg.Concurrency)
 	if *asJSON {
 		err = writeJSON(stdout, results)
@@ -88,6 +87,18 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// newDocker returns the Docker Engine and the registry client cfg names,
+// both resolving credentials from cfg's auth blocks, then DOCKER_CONFIG or
+// ~/.docker/config.json.
+func newDocker(cfg config.Config) (*registry.Engine, *registry.Remote, error) {
+	creds := registry.NewCredentials(cfg.Auths, os.Getenv("DOCKER_CONFIG"))
+	engine, err := registry.NewEngine(registry.Options{Host: cfg.Docker.Host, Credentials: creds, StallTimeout: cfg.StallTimeout})
+	if err != nil {
+		return nil, nil, err
+	}
+	return engine, &registry.Remote{Credentials: creds, Insecure: engine.Insecure}, nil
 }
 
 // loadConfig loads the -config file of command cmd. When the file can't be
