@@ -84,7 +84,7 @@ func Fetch(ctx context.Context, addr string) (Snapshot, error) {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("asking the agent: %w", err)
+		return Snapshot{}, fmt.Errorf("asking the agent (is prefetch run listening there? see its -listen): %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
