@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -320,6 +321,16 @@ func TestRun(t *testing.T) {
 		if _, body := a.get("/metrics"); !strings.Contains(body, name) {
 			t.Errorf("/metrics lacks %s", name)
 		}
+	}
+
+	// SIGHUP: the config is reloaded and every image checked now.
+	reloads := a.reloads(t)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a reload after SIGHUP", 10*time.Second, func() bool { return a.reloads(t) > reloads })
+	if !strings.Contains(a.stderr.String(), `"msg":"SIGHUP: reloading the config and checking every image"`) {
+		t.Error("stderr lacks the SIGHUP line")
 	}
 
 	// A second agent on the node is refused, naming the holder.
