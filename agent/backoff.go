@@ -8,18 +8,6 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/registry"
 )
 
-// backoff returns how long to wait before retry number attempt (1 for the
-// first retry): initial, doubling, capped at max, less up to 20% of jitter
-// (j in [0, 1)) so that nodes failing together do not retry together.
-func backoff(attempt int, initial, max time.Duration, j float64) time.Duration {
-	d := initial
-	for i := 1; i < attempt && d < max; i++ {
-		d *= 2
-	}
-	d = min(d, max)
-	return d - time.Duration(float64(d)*0.2*j)
-}
-
 // retryAfter returns the longest wait a registry asked for in err (a 429's
 // Retry-After), or zero.
 func retryAfter(err error) time.Duration {

@@ -10,34 +10,6 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/registry"
 )
 
-func TestBackoff(t *testing.T) {
-	t.Parallel()
-	const initial, max = 10 * time.Second, 10 * time.Minute
-	for _, tc := range []struct {
-		attempt int
-		j       float64
-		want    time.Duration
-	}{
-		{1, 0, 10 * time.Second},
-		{2, 0, 20 * time.Second},
-		{3, 0, 40 * time.Second},
-		{6, 0, 320 * time.Second},
-		{7, 0, 10 * time.Minute}, // 640 s, capped
-		{50, 0, 10 * time.Minute},
-		{1, 0.5, 9 * time.Second}, // 10% jitter off
-		{7, 0.999999, 8*time.Minute + time.Duration(float64(2*time.Minute)*0.000001)},
-	} {
-		if got := backoff(tc.attempt, initial, max, tc.j); got != tc.want {
-			t.Errorf("backoff(%d, j=%v): got %s, want %s", tc.attempt, tc.j, got, tc.want)
-		}
-	}
-	for attempt := 1; attempt < 40; attempt++ {
-		if got := backoff(attempt, initial, max, 0.3); got <= 0 || got > max {
-			t.Errorf("backoff(%d): got %s, want within (0, %s]", attempt, got, max)
-		}
-	}
-}
-
 func TestRetryAfter(t *testing.T) {
 	t.Parallel()
 	rl := func(d time.Duration) error { return &registry.RateLimitedError{Ref: "r", RetryAfter: d} }

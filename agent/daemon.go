@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nomad-prefetch/nomad-prefetch/backoff"
+
 	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"github.com/nomad-prefetch/nomad-prefetch/registry"
 	"github.com/nomad-prefetch/nomad-prefetch/status"
@@ -325,7 +327,7 @@ func (l *loop) finish(res fetchDone, now time.Time) {
 		if r.Outcome == Stale {
 			e.state, e.imageID = status.Present, r.ImageID
 		}
-		delay := backoff(e.fails.attempts+1, l.cfg.RetryInitial, l.cfg.RetryMax, rand.Float64())
+		delay := backoff.Policy{Min: l.cfg.RetryInitial, Max: l.cfg.RetryMax, Jitter: 0.2}.Delay(e.fails.attempts+1, rand.Float64())
 		delay = max(delay, retryAfter(r.Err))
 		e.due, e.retrying = now.Add(delay), true
 		level, why := e.fails.failed(now, e.lastErr, l.cfg.AlertAfter)
@@ -469,7 +471,7 @@ func (d *Daemon) watchEvents(ctx context.Context, removed chan<- string, back ch
 			d.Log.Debug("Docker image events still unavailable", "error", err.Error(), "attempts", failures)
 		}
 		select {
-		case <-time.After(backoff(failures, first, 30*time.Second, rand.Float64())):
+		case <-time.After(backoff.Policy{Min: first, Max: 30 * time.Second, Jitter: 0.2}.Delay(failures, rand.Float64())):
 		case <-ctx.Done():
 			return
 		}

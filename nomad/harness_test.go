@@ -143,14 +143,7 @@ next:
 }
 
 func startServer(t *testing.T, opts nomadtest.Options) *nomadtest.Server {
-	t.Helper()
-	s, err := nomadtest.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	t.Cleanup(s.Close)
-	return s
+	return nomadtest.StartT(t, opts)
 }
 
 // run is a Streamer running against a test server.

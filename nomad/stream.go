@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/nomad-prefetch/nomad-prefetch/backoff"
 )
 
 // Newest, as a start index, asks Nomad for the newest frame it buffers: an
@@ -46,8 +48,8 @@ type Config struct {
 	// BufferSize is the size of the output buffer (default 64 KiB).
 	BufferSize int
 
-	Backoff        Backoff // default DefaultBackoff
-	RefusedBackoff Backoff // default RefusedBackoff
+	Backoff        backoff.Policy // default DefaultBackoff
+	RefusedBackoff backoff.Policy // default RefusedBackoff
 	// AlertAfter: an outage is logged again at ERROR each time it has lasted
 	// another AlertAfter (default 6h).
 	AlertAfter time.Duration
@@ -92,10 +94,10 @@ func NewStreamer(client *Client, cfg Config) *Streamer {
 	if cfg.BufferSize <= 0 {
 		cfg.BufferSize = 64 << 10
 	}
-	if cfg.Backoff == (Backoff{}) {
+	if cfg.Backoff == (backoff.Policy{}) {
 		cfg.Backoff = DefaultBackoff
 	}
-	if cfg.RefusedBackoff == (Backoff{}) {
+	if cfg.RefusedBackoff == (backoff.Policy{}) {
 		cfg.RefusedBackoff = RefusedBackoff
 	}
 	if cfg.AlertAfter <= 0 {

@@ -82,14 +82,7 @@ func (s *syncBuffer) waitLines(t *testing.T, n int) []string {
 }
 
 func startServer(t *testing.T, opts nomadtest.Options) *nomadtest.Server {
-	t.Helper()
-	s, err := nomadtest.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	t.Cleanup(s.Close)
-	return s
+	return nomadtest.StartT(t, opts)
 }
 
 // running is run() in a goroutine.
