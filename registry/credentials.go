@@ -2,6 +2,7 @@ package registry
 
 import (
 	"fmt"
+	"sync"
 
 	cliconfig "github.com/docker/cli/cli/config"
 	"github.com/moby/moby/api/pkg/authconfig"
@@ -17,6 +18,7 @@ import (
 //
 // Nothing here logs, and errors never carry a secret.
 type Credentials struct {
+	mu    sync.RWMutex
 	auths map[string]config.Auth
 	// dockerConfigDir is the directory holding config.json; empty means
 	// DOCKER_CONFIG, then ~/.docker.
@@ -26,17 +28,30 @@ type Credentials struct {
 // NewCredentials returns a resolver over the config's auth blocks and the
 // Docker config in dockerConfigDir (empty: DOCKER_CONFIG, then ~/.docker).
 func NewCredentials(auths []config.Auth, dockerConfigDir string) *Credentials {
-	c := &Credentials{auths: make(map[string]config.Auth, len(auths)), dockerConfigDir: dockerConfigDir}
-	for _, a := range auths {
-		c.auths[a.Host] = a
-	}
+	c := &Credentials{dockerConfigDir: dockerConfigDir}
+	c.SetAuths(auths)
 	return c
+}
+
+// SetAuths replaces the config's auth blocks, as a reloaded config does:
+// lookups from then on use the new ones.
+func (c *Credentials) SetAuths(auths []config.Auth) {
+	m := make(map[string]config.Auth, len(auths))
+	for _, a := range auths {
+		m[a.Host] = a
+	}
+	c.mu.Lock()
+	c.auths = m
+	c.mu.Unlock()
 }
 
 // Lookup returns the credentials for host; the zero AuthConfig when there are
 // none (an anonymous pull).
 func (c *Credentials) Lookup(host string) (registry.AuthConfig, error) {
-	if a, ok := c.auths[host]; ok {
+	c.mu.RLock()
+	a, ok := c.auths[host]
+	c.mu.RUnlock()
+	if ok {
 		pw, err := a.Password()
 		if err != nil {
 			return registry.AuthConfig{}, err

@@ -44,19 +44,59 @@ type Options struct {
 	// Credentials resolves the credentials sent with each pull; nil pulls
 	// anonymously.
 	Credentials *Credentials
-	// StallTimeout cancels a pull whose progress stream has been silent that
-	// long; zero disables the watchdog.
+	// CallTimeout bounds every Engine call but a pull's stream (ping,
+	// inspect, tag, info, the start of the event subscription): a daemon
+	// that accepts the connection and never answers fails the call with a
+	// *DaemonTimeoutError instead of blocking its caller. Zero means
+	// DefaultCallTimeout.
+	CallTimeout time.Duration
+}
+
+// DefaultCallTimeout is Options.CallTimeout's default: far longer than any
+// healthy daemon takes to inspect or tag an image, short enough that an
+// operator waiting on `prefetch once` is told.
+const DefaultCallTimeout = 30 * time.Second
+
+// PullOptions configures one pull.
+type PullOptions struct {
+	// Platform is os/arch[/variant]; empty pulls the daemon's own.
+	Platform string
+	// StallTimeout cancels the pull when its progress stream has been
+	// silent that long (a registry that accepts and never answers, a blob
+	// that stops mid-way); zero disables the watchdog.
 	StallTimeout time.Duration
 }
 
 // Engine is the Docker Engine, as prefetch uses it.
 type Engine struct {
-	cli   *client.Client
-	creds *Credentials
-	stall time.Duration
+	cli     *client.Client
+	creds   *Credentials
+	timeout time.Duration
 
 	insecureMu sync.Mutex
 	insecure   func(host string) bool // read from the daemon on first use
+}
+
+// DaemonTimeoutError says the Docker daemon accepted a call and did not
+// answer it within the call timeout: a hung daemon, not a stopped one.
+type DaemonTimeoutError struct {
+	Host  string // the daemon's address
+	Op    string // what was asked: "a ping", "an image inspect", ...
+	After time.Duration
+}
+
+func (e *DaemonTimeoutError) Error() string {
+	return fmt.Sprintf("the Docker daemon at %s did not answer %s within %s", e.Host, e.Op, e.After)
+}
+
+// StalledError is why the watchdog cancelled a pull: its progress stream
+// was silent for After.
+type StalledError struct {
+	After time.Duration
+}
+
+func (e *StalledError) Error() string {
+	return fmt.Sprintf("no progress for %s (stall_timeout), pull cancelled", e.After)
 }
 
 // NewEngine returns an Engine for the daemon at opts.Host. It does not
@@ -71,7 +111,27 @@ func NewEngine(opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating Docker client: %w", err)
 	}
-	return &Engine{cli: cli, creds: opts.Credentials, stall: opts.StallTimeout}, nil
+	timeout := opts.CallTimeout
+	if timeout <= 0 {
+		timeout = DefaultCallTimeout
+	}
+	return &Engine{cli: cli, creds: opts.Credentials, timeout: timeout}, nil
+}
+
+// Host is the daemon's address, as the client dials it.
+func (e *Engine) Host() string { return e.cli.DaemonHost() }
+
+// call runs f with the call timeout. When that timeout, and not ctx, ended
+// the call, the error is a *DaemonTimeoutError naming op.
+func (e *Engine) call(ctx context.Context, op string, f func(context.Context) error) error {
+	timedOut := &DaemonTimeoutError{Host: e.cli.DaemonHost(), Op: op, After: e.timeout}
+	cctx, cancel := context.WithTimeoutCause(ctx, e.timeout, timedOut)
+	defer cancel()
+	err := f(cctx)
+	if err != nil && ctx.Err() == nil && context.Cause(cctx) == timedOut {
+		return timedOut
+	}
+	return err
 }
 
 // Close releases the client's idle connections.
@@ -79,7 +139,15 @@ func (e *Engine) Close() error { return e.cli.Close() }
 
 // Ping checks that the daemon answers, and negotiates the API version.
 func (e *Engine) Ping(ctx context.Context) error {
-	if _, err := e.cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+	err := e.call(ctx, "a ping", func(ctx context.Context) error {
+		_, err := e.cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
+		return err
+	})
+	var timedOut *DaemonTimeoutError
+	switch {
+	case errors.As(err, &timedOut):
+		return err // it names the daemon already
+	case err != nil:
 		return fmt.Errorf("reaching the Docker daemon at %s: %w", e.cli.DaemonHost(), err)
 	}
 	return nil
@@ -88,7 +156,11 @@ func (e *Engine) Ping(ctx context.Context) error {
 // Inspect returns the local image ref names (a tag, a repo@digest or an ID),
 // or an error wrapping ErrNotFound.
 func (e *Engine) Inspect(ctx context.Context, ref string) (Image, error) {
-	res, err := e.cli.ImageInspect(ctx, ref)
+	var res client.ImageInspectResult
+	err := e.call(ctx, "an image inspect", func(ctx context.Context) (err error) {
+		res, err = e.cli.ImageInspect(ctx, ref)
+		return err
+	})
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
 			return Image{}, fmt.Errorf("inspecting %s: %w", ref, ErrNotFound)
@@ -101,48 +173,50 @@ func (e *Engine) Inspect(ctx context.Context, ref string) (Image, error) {
 // Tag points target (a repo:tag reference) at the local image source (an ID
 // or a reference).
 func (e *Engine) Tag(ctx context.Context, source, target string) error {
-	if _, err := e.cli.ImageTag(ctx, client.ImageTagOptions{Source: source, Target: target}); err != nil {
+	err := e.call(ctx, "an image tag", func(ctx context.Context) error {
+		_, err := e.cli.ImageTag(ctx, client.ImageTagOptions{Source: source, Target: target})
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("tagging %s as %s: %w", shortID(source), target, err)
 	}
 	return nil
 }
 
-// errStalled is the cause a pull is cancelled with by the watchdog.
-type errStalled time.Duration
-
-func (e errStalled) Error() string {
-	return fmt.Sprintf("no progress for %s, pull cancelled", time.Duration(e))
-}
-
-// Pull pulls ref (a tag or a repo@digest reference), for platform
-// (os/arch[/variant]) if it is not empty, with the credentials for ref's
-// registry. It returns only when the daemon's progress stream has ended, and
-// fails if the stream carried an error, even though the daemon answered 200.
-func (e *Engine) Pull(ctx context.Context, ref, platform string) error {
+// Pull pulls ref (a tag or a repo@digest reference), for opts.Platform if it
+// is not empty, with the credentials for ref's registry. It returns only when
+// the daemon's progress stream has ended, and fails if the stream carried an
+// error, even though the daemon answered 200. Its only bounds are ctx and the
+// stall watchdog (opts.StallTimeout), which also covers a daemon or registry
+// that never starts the stream: a *StalledError.
+func (e *Engine) Pull(ctx context.Context, ref string, opts PullOptions) error {
 	auth, err := e.creds.header(ref)
 	if err != nil {
 		return fmt.Errorf("pulling %s: %w", ref, err)
 	}
-	opts := client.ImagePullOptions{RegistryAuth: auth}
-	if platform != "" {
+	pullOpts := client.ImagePullOptions{RegistryAuth: auth}
+	if opts.Platform != "" {
 		p := ocispec.Platform{}
-		parts := strings.SplitN(platform, "/", 3)
+		parts := strings.SplitN(opts.Platform, "/", 3)
+		if len(parts) < 2 {
+			return fmt.Errorf("pulling %s: platform %q is not os/arch[/variant]", ref, opts.Platform)
+		}
 		p.OS, p.Architecture = parts[0], parts[1]
 		if len(parts) == 3 {
 			p.Variant = parts[2]
 		}
-		opts.Platforms = []ocispec.Platform{p}
+		pullOpts.Platforms = []ocispec.Platform{p}
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	progress := func() {}
-	if e.stall > 0 {
-		watchdog := time.AfterFunc(e.stall, func() { cancel(errStalled(e.stall)) })
+	if stall := opts.StallTimeout; stall > 0 {
+		watchdog := time.AfterFunc(stall, func() { cancel(&StalledError{After: stall}) })
 		defer watchdog.Stop()
-		progress = func() { watchdog.Reset(e.stall) }
+		progress = func() { watchdog.Reset(stall) }
 	}
-	if err := e.pull(ctx, ref, opts, progress); err != nil {
+	if err := e.pull(ctx, ref, pullOpts, progress); err != nil {
 		// A cancelled pull reports "context canceled"; say why instead
 		// (the watchdog, or the caller's deadline and its cause).
 		if cause := context.Cause(ctx); cause != nil {
@@ -180,16 +254,23 @@ func shortID(s string) string {
 }
 
 // IsDaemonDown reports whether err says the Docker daemon could not be
-// reached at all (as opposed to a daemon that answered with an error).
+// reached (nothing listens, the socket is gone) or did not answer a call in
+// time, as opposed to a daemon that answered with an error.
 func IsDaemonDown(err error) bool {
-	return client.IsErrConnectionFailed(err)
+	var timedOut *DaemonTimeoutError
+	return client.IsErrConnectionFailed(err) || errors.As(err, &timedOut)
 }
 
-// ImageEvent is one image event from the daemon. Docker 20.10's untag and
-// delete events carry only the image ID, never the tag.
+// ImageEvent is one image event from the daemon. On the classic image
+// store (Docker 20.10 and later) untag and delete events carry only the
+// image ID, never the tag; on the containerd image store (the default since
+// Docker 29) an untag names the reference removed.
 type ImageEvent struct {
 	Action string // "untag", "delete", ...
 	ID     string // the image ID, sha256:...
+	// Name is the reference the event is about, when the daemon says (the
+	// containerd store's untag); on the classic store it is the image ID.
+	Name string
 }
 
 // ImageEvents subscribes to the daemon's untag and delete image events. It
@@ -213,7 +294,7 @@ func (e *Engine) ImageEvents(ctx context.Context) (<-chan ImageEvent, <-chan err
 			select {
 			case m := <-res.Messages:
 				select {
-				case out <- ImageEvent{Action: string(m.Action), ID: m.Actor.ID}:
+				case out <- ImageEvent{Action: string(m.Action), ID: m.Actor.ID, Name: m.Actor.Attributes["name"]}:
 				case <-ctx.Done():
 					errs <- ctx.Err()
 					return
@@ -236,7 +317,11 @@ func (e *Engine) ImageEvents(ctx context.Context) (<-chan ImageEvent, <-chan err
 // 127.0.0.0/8), where the daemon speaks plain HTTP. Remote uses it to ask
 // such a registry over HTTP too, as dockerd would.
 func (e *Engine) InsecureRegistries(ctx context.Context) (func(host string) bool, error) {
-	info, err := e.cli.Info(ctx, client.InfoOptions{})
+	var info client.SystemInfoResult
+	err := e.call(ctx, "an info request", func(ctx context.Context) (err error) {
+		info, err = e.cli.Info(ctx, client.InfoOptions{})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("reading the Docker daemon's registry configuration: %w", err)
 	}

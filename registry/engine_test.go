@@ -38,9 +38,9 @@ func setup(t *testing.T, name string) (*faultproxy.Proxy, string, string) {
 	return p, p.Addr + "/" + name + ":1", dgst
 }
 
-func newEngine(t *testing.T, creds *Credentials, stall time.Duration) *Engine {
+func newEngine(t *testing.T, creds *Credentials) *Engine {
 	t.Helper()
-	e, err := NewEngine(Options{Host: bed.Host, Credentials: creds, StallTimeout: stall})
+	e, err := NewEngine(Options{Host: bed.Host, Credentials: creds})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,14 +51,14 @@ func newEngine(t *testing.T, creds *Credentials, stall time.Duration) *Engine {
 func TestPullInspectTag(t *testing.T) {
 	_, ref, dgst := setup(t, "plain")
 	ctx := context.Background()
-	e := newEngine(t, nil, time.Minute)
+	e := newEngine(t, nil)
 	if err := e.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.Inspect(ctx, ref); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Inspect before pull: got %v, want ErrNotFound", err)
 	}
-	if err := e.Pull(ctx, ref, "linux/amd64"); err != nil {
+	if err := e.Pull(ctx, ref, PullOptions{Platform: "linux/amd64", StallTimeout: time.Minute}); err != nil {
 		t.Fatalf("Pull: %v", err)
 	}
 	im, err := e.Inspect(ctx, ref)
@@ -83,7 +83,7 @@ func TestPullInspectTag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Pull(ctx, byDigest, ""); err != nil {
+	if err := e.Pull(ctx, byDigest, PullOptions{StallTimeout: time.Minute}); err != nil {
 		t.Errorf("Pull by digest: %v", err)
 	}
 }
@@ -121,8 +121,8 @@ func TestPullInStreamError(t *testing.T) {
 		t.Fatalf("raw pull: got status %d, errorDetail %v; want 200 with an errorDetail (the premise of this test)", resp.StatusCode, sawError)
 	}
 
-	e := newEngine(t, nil, time.Minute)
-	err = e.Pull(ctx, ref, "")
+	e := newEngine(t, nil)
+	err = e.Pull(ctx, ref, PullOptions{StallTimeout: time.Minute})
 	if err == nil || !strings.Contains(err.Error(), "unknown blob") {
 		t.Fatalf("Pull: got %v, want the in-stream error (unknown blob)", err)
 	}
@@ -134,9 +134,9 @@ func TestPullInStreamError(t *testing.T) {
 func TestPullStallWatchdog(t *testing.T) {
 	p, ref, _ := setup(t, "stall")
 	p.Set(faultproxy.BlobStall, -1)
-	e := newEngine(t, nil, 1500*time.Millisecond)
-	err := e.Pull(context.Background(), ref, "")
-	var stalled errStalled
+	e := newEngine(t, nil)
+	err := e.Pull(context.Background(), ref, PullOptions{StallTimeout: 1500 * time.Millisecond})
+	var stalled *StalledError
 	if !errors.As(err, &stalled) || !strings.Contains(err.Error(), "no progress for 1.5s") {
 		t.Fatalf("got %v, want the watchdog to cancel the pull", err)
 	}
@@ -145,11 +145,11 @@ func TestPullStallWatchdog(t *testing.T) {
 func TestPullDeadlineCause(t *testing.T) {
 	p, ref, _ := setup(t, "deadline")
 	p.Set(faultproxy.BlobStall, -1)
-	e := newEngine(t, nil, time.Minute)
+	e := newEngine(t, nil)
 	cause := errors.New("pull timed out after 1s")
 	ctx, cancel := context.WithTimeoutCause(context.Background(), time.Second, cause)
 	defer cancel()
-	if err := e.Pull(ctx, ref, ""); !errors.Is(err, cause) {
+	if err := e.Pull(ctx, ref, PullOptions{StallTimeout: time.Minute}); !errors.Is(err, cause) {
 		t.Fatalf("got %v, want the deadline's cause", err)
 	}
 }
@@ -177,7 +177,7 @@ func TestPullWithCredentials(t *testing.T) {
 
 	// Anonymous: refused.
 	dir := t.TempDir()
-	err = newEngine(t, NewCredentials(nil, dir), time.Minute).Pull(ctx, ref, "")
+	err = newEngine(t, NewCredentials(nil, dir)).Pull(ctx, ref, PullOptions{StallTimeout: time.Minute})
 	if err == nil {
 		t.Fatal("anonymous pull: got success, want unauthorized")
 	}
@@ -188,7 +188,7 @@ func TestPullWithCredentials(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfgJSON), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := newEngine(t, NewCredentials(nil, dir), time.Minute).Pull(ctx, ref, ""); err != nil {
+	if err := newEngine(t, NewCredentials(nil, dir)).Pull(ctx, ref, PullOptions{StallTimeout: time.Minute}); err != nil {
 		t.Fatalf("pull with config.json credentials: %v", err)
 	}
 	if strings.Contains(fmt.Sprint(err), password) {
@@ -338,7 +338,7 @@ func TestRemoteConcurrentLookups(t *testing.T) {
 
 func TestInsecureRegistries(t *testing.T) {
 	testbed.Need(t, bed)
-	e := newEngine(t, nil, time.Minute)
+	e := newEngine(t, nil)
 	// The test bed's dockerd runs with no daemon.json settings: its only
 	// insecure registries are the default CIDR, 127.0.0.0/8.
 	for host, want := range map[string]bool{

@@ -54,7 +54,12 @@ var ErrRemoteNotFound = errors.New("manifest unknown to the registry")
 // The authenticated transport of a registry (its /v2/ ping, its bearer
 // token) is kept and reused, so a resync of many images costs one HEAD per
 // image, not a ping and a token exchange too. It is made anew when the
-// credentials change, and after maxReposPerTransport repositories.
+// credentials change, and after maxReposPerTransport repositories; one
+// unused for transportIdle is dropped.
+//
+// Remote sets no deadline of its own: the caller's context bounds the whole
+// lookup (ping, token and HEAD), and a lookup waiting for another one to
+// finish a registry's ping gives up with its own context too.
 type Remote struct {
 	Credentials *Credentials
 	// Transport is the base HTTP transport; nil means remote.DefaultTransport.
@@ -72,13 +77,19 @@ type Remote struct {
 // query parameter each, and token URLs must stay a sane length.
 const maxReposPerTransport = 100
 
-// authedTransport is one registry's authenticated transport. Its mutex is
-// held while the transport is made, so lookups racing for the same registry
-// wait for one ping instead of each sending their own.
+// transportIdle is how long an unused transport is kept: credentials that
+// rotate make a new cache key each time, and the old ones must not pile up.
+const transportIdle = time.Hour
+
+// authedTransport is one registry's authenticated transport. Its lock (a
+// channel, so that waiting for it honours a context) is held while the
+// transport is made, so lookups racing for the same registry wait for one
+// ping instead of each sending their own.
 type authedTransport struct {
-	mu    sync.Mutex
-	rt    http.RoundTripper
-	repos map[string]bool
+	lock     chan struct{}
+	rt       http.RoundTripper
+	repos    map[string]bool
+	lastUsed time.Time // guarded by Remote.mu
 }
 
 // Digest returns the manifest digest ref (a tag reference) names in its
@@ -136,19 +147,30 @@ func (r *Remote) transport(ctx context.Context, repo name.Repository) (http.Roun
 			key += "\x00" + hex.EncodeToString(sum[:])
 		}
 	}
+	now := time.Now()
 	r.mu.Lock()
 	if r.cache == nil {
 		r.cache = map[string]*authedTransport{}
 	}
+	for k, old := range r.cache {
+		if now.Sub(old.lastUsed) > transportIdle {
+			delete(r.cache, k)
+		}
+	}
 	c := r.cache[key]
 	if c == nil {
-		c = &authedTransport{}
+		c = &authedTransport{lock: make(chan struct{}, 1)}
 		r.cache[key] = c
 	}
+	c.lastUsed = now
 	r.mu.Unlock()
 
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	select {
+	case c.lock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for another lookup's connection to %s: %w", host, context.Cause(ctx))
+	}
+	defer func() { <-c.lock }()
 	name := repo.RepositoryStr()
 	if c.rt != nil && (c.repos[name] || len(c.repos) < maxReposPerTransport) {
 		c.repos[name] = true

@@ -37,6 +37,11 @@ const (
 	BlobStall
 	// BlobUnknown answers blob requests with 404 BLOB_UNKNOWN.
 	BlobUnknown
+	// Hang accepts every request (the /v2/ ping, token, manifest and blob
+	// alike) and never answers it, holding it until the client gives up:
+	// a registry whose storage backend hangs. Set None to heal it; requests
+	// already held stay held, as on a real server.
+	Hang
 )
 
 // RetryAfter is the Retry-After value sent with Manifest429, in seconds.
@@ -133,7 +138,8 @@ func (p *Proxy) take(method, k string) Fault {
 	defer p.mu.Unlock()
 	p.counts[method+" "+k]++
 	f := p.fault
-	applies := (k == "manifest" && (f == Manifest500 || f == Manifest429)) ||
+	applies := f == Hang ||
+		(k == "manifest" && (f == Manifest500 || f == Manifest429)) ||
 		(k == "blob" && method == http.MethodGet && (f == BlobReset || f == BlobStall || f == BlobUnknown))
 	if !applies || p.times == 0 {
 		return None
@@ -158,6 +164,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case BlobReset:
 		if p.halfBlob(w, r) {
 			reset(w)
+		}
+	case Hang:
+		select {
+		case <-r.Context().Done():
+		case <-p.closed:
 		}
 	case BlobStall:
 		if p.halfBlob(w, r) {
