@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,13 +23,22 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/status"
 )
 
-// ImageEventer streams the daemon's image removals. *registry.Engine
-// implements it.
+// ImageEventer streams the daemon's image removals, and answers a ping.
+// *registry.Engine implements it.
 type ImageEventer interface {
 	ImageEvents(ctx context.Context) (<-chan registry.ImageEvent, <-chan error, error)
+	Ping(ctx context.Context) error
 }
 
 var _ ImageEventer = (*registry.Engine)(nil)
+
+// AuthSetter takes the config's auth blocks each time a config is put in
+// force. *registry.Credentials implements it.
+type AuthSetter interface {
+	SetAuths([]config.Auth)
+}
+
+var _ AuthSetter = (*registry.Credentials)(nil)
 
 // Daemon keeps every image of the current config present: `prefetch run`.
 //
@@ -37,26 +48,34 @@ var _ ImageEventer = (*registry.Engine)(nil)
 // resync comes due (resync_interval plus up to 10% jitter), when Docker
 // reports its image untagged or deleted (Nomad's image GC), and every image
 // on SIGHUP or when the Docker daemon comes back. Fetches run on their own
-// goroutines, at most concurrency at once, and report back to the loop.
+// goroutines, at most concurrency at once, and report back to the loop; the
+// loop itself never waits on Docker or a registry.
 type Daemon struct {
 	Docker  Docker
 	Events  ImageEventer
-	Remote  Digester // optional
+	Remote  Digester   // optional
+	Auths   AuthSetter // optional: given the auth blocks of each config put in force
 	Metrics *status.Metrics
 	Log     *slog.Logger
 	// EventRetry is the first wait before resubscribing to Docker's events
 	// after the stream broke (doubling, capped at 30 s); default 1 s.
 	EventRetry time.Duration
+	// HealthInterval is how often the daemon is pinged while the event
+	// subscription is up, so that a daemon that hangs with the stream open
+	// is noticed; default 30 s.
+	HealthInterval time.Duration
 
-	snap atomic.Pointer[status.Snapshot]
-	ping chan chan struct{}
-	once sync.Once
+	snap   atomic.Pointer[status.Snapshot]
+	ping   chan chan struct{}
+	once   sync.Once
+	shared *shared
 }
 
 func (d *Daemon) init() {
 	d.once.Do(func() {
 		d.ping = make(chan chan struct{})
 		d.snap.Store(&status.Snapshot{})
+		d.shared = newShared()
 	})
 }
 
@@ -97,9 +116,19 @@ type entry struct {
 	retrying bool      // due is a retry after a failure
 	lastOK   time.Time
 	cancel   context.CancelFunc // set while a fetch is in flight
-	gen      uint64             // bumped when the entry changes, to drop stale results
+	gen      uint64             // set anew when the entry changes, to drop stale results
 	fails    failureLog
+
+	// Docker removals (Nomad's image GC): checking is set while an inspect
+	// finds out whether a removal event took expected; recheck when another
+	// event came while that or a fetch was in flight; removed from the
+	// moment expected is known gone until it is back (a restore).
+	checking bool
+	recheck  bool
+	removed  bool
 }
+
+func (e *entry) busy() bool { return e.cancel != nil || e.checking }
 
 type fetchDone struct {
 	key    string
@@ -107,8 +136,25 @@ type fetchDone struct {
 	result Result
 }
 
+// checkDone is what an inspect after a removal event found.
+type checkDone struct {
+	key string
+	gen uint64
+	im  registry.Image
+	err error
+}
+
+// dockerEvent is what the event watcher tells the loop about the daemon.
+type dockerEvent struct {
+	err error // set: the daemon is unreachable
+	// resubscribed: the subscription was made again after it broke, and
+	// what happened meanwhile is unknown. Neither: the daemon answered.
+	resubscribed bool
+}
+
 type loop struct {
 	d       *Daemon
+	ctx     context.Context
 	path    string
 	cfg     config.Config
 	src     []byte // the config file's content, to tell a real change
@@ -118,30 +164,36 @@ type loop struct {
 	order   []string // expected references in config order
 	running int
 	done    chan fetchDone
+	checked chan checkDone
+	stopped chan struct{}
 	wg      sync.WaitGroup
 	gen     uint64
 
-	dockerDown bool
+	dockerErr   string // why the Docker daemon is unreachable; "" when it answers
+	dockerSince time.Time
 }
 
-// Run reconciles until ctx is done, starting from cfg (loaded from path by
-// the caller, which reports a bad config at start as a usage error).
+// Run reconciles until ctx is done, starting from cfg, parsed by the caller
+// from src, the content of path: whatever changes path after src was read is
+// a change, so the caller must start watching path before reading it.
 // Each receive on changed reloads the file; each on hup reloads it and checks
 // every image now. A config that fails to load is logged once, with every
 // problem's file:line:col, and the last good one stays in force. Run returns
 // nil after cancelling the fetches in flight and waiting for them.
-func (d *Daemon) Run(ctx context.Context, path string, cfg config.Config, changed, hup <-chan struct{}) error {
+func (d *Daemon) Run(ctx context.Context, path string, src []byte, cfg config.Config, changed, hup <-chan struct{}) error {
 	d.init()
-	src, _ := os.ReadFile(path)
-	l := &loop{d: d, path: path, src: src, entries: map[string]*entry{}, done: make(chan fetchDone)}
+	l := &loop{
+		d: d, ctx: ctx, path: path, src: src, entries: map[string]*entry{},
+		done: make(chan fetchDone), checked: make(chan checkDone), stopped: make(chan struct{}),
+	}
 	l.apply(cfg, time.Now())
 	d.Metrics.Reloaded("ok", l.loaded)
 
-	removed := make(chan string)
-	back := make(chan struct{}, 1)
+	events := make(chan registry.ImageEvent)
+	docker := make(chan dockerEvent)
 	evCtx, stopEvents := context.WithCancel(ctx)
 	var evWG sync.WaitGroup
-	evWG.Go(func() { d.watchEvents(evCtx, removed, back) })
+	evWG.Go(func() { d.watchEvents(evCtx, events, docker) })
 	defer func() {
 		stopEvents()
 		evWG.Wait()
@@ -160,15 +212,24 @@ func (d *Daemon) Run(ctx context.Context, path string, cfg config.Config, change
 			return nil
 		case res := <-l.done:
 			l.finish(res, time.Now())
+		case c := <-l.checked:
+			l.finishCheck(c, time.Now())
 		case <-changed:
 			l.reload(false)
 		case <-hup:
 			d.Log.Info("SIGHUP: reloading the config and checking every image")
 			l.reload(true)
-		case id := <-removed:
-			l.imageRemoved(id)
-		case <-back:
-			l.dockerBack()
+		case ev := <-events:
+			l.imageEvent(ev)
+		case ev := <-docker:
+			switch {
+			case ev.err != nil:
+				l.dockerDown(ev.err, time.Now())
+			case ev.resubscribed:
+				l.dockerBack()
+			default:
+				l.dockerUp(time.Now())
+			}
 		case reply := <-d.ping:
 			close(reply)
 		case <-timer.C:
@@ -181,6 +242,9 @@ func (d *Daemon) Run(ctx context.Context, path string, cfg config.Config, change
 // ones start over.
 func (l *loop) apply(cfg config.Config, now time.Time) (added, changed, removed int) {
 	l.cfg, l.loaded, l.cfgErr = cfg, now, ""
+	if l.d.Auths != nil {
+		l.d.Auths.SetAuths(cfg.Auths)
+	}
 	for _, w := range cfg.Warnings {
 		l.d.Log.Warn("config: "+w.Msg, "at", w.Pos.String())
 	}
@@ -192,7 +256,8 @@ func (l *loop) apply(cfg config.Config, now time.Time) (added, changed, removed 
 		e, ok := l.entries[img.Expected]
 		switch {
 		case !ok:
-			l.entries[img.Expected] = &entry{img: img, state: status.Wanted}
+			l.gen++
+			l.entries[img.Expected] = &entry{img: img, state: status.Wanted, gen: l.gen}
 			added++
 		case !sameImage(e.img, img):
 			if e.cancel != nil {
@@ -261,41 +326,82 @@ func (l *loop) reload(all bool) {
 	}
 }
 
-// startDue starts fetches for entries that are due, in config order, while
-// fewer than concurrency run.
+// startDue starts fetches for entries that are due, the longest due first
+// (an image Docker just removed is due at the zero time), while fewer than
+// concurrency run. While images of more than one registry are waiting, no
+// registry may hold every slot: one that hangs then delays only its own
+// images, never the others'.
 func (l *loop) startDue(ctx context.Context, now time.Time) {
+	if l.running >= l.cfg.Concurrency {
+		return
+	}
+	var due []*entry
+	inFlight := map[string]int{}
 	for _, key := range l.order {
+		e := l.entries[key]
+		switch {
+		case e.cancel != nil:
+			inFlight[hostOf(e.img.Expected)]++
+		case !e.due.After(now):
+			due = append(due, e)
+		}
+	}
+	slices.SortStableFunc(due, func(a, b *entry) int { return a.due.Compare(b.due) })
+	waiting := map[string]int{}
+	for _, e := range due {
+		waiting[hostOf(e.img.Expected)]++
+	}
+	perHost := max(l.cfg.Concurrency-1, 1)
+	for _, e := range due {
 		if l.running >= l.cfg.Concurrency {
 			return
 		}
-		e := l.entries[key]
-		if e.cancel != nil || e.due.After(now) {
+		host := hostOf(e.img.Expected)
+		if inFlight[host] >= perHost && len(waiting) > 1 {
 			continue
 		}
-		fctx, cancel := context.WithCancel(ctx)
-		e.cancel = cancel
-		e.state = status.Pulling
-		l.running++
-		f := &Fetcher{Docker: l.d.Docker, Remote: l.d.Remote, PullTimeout: l.cfg.PullTimeout, Log: l.d.Log, FallbackLevel: slog.LevelDebug}
-		img, gen := e.img, e.gen
-		l.wg.Go(func() {
-			defer cancel()
-			l.done <- fetchDone{key: key, gen: gen, result: f.Fetch(fctx, img)}
-		})
+		if waiting[host]--; waiting[host] == 0 {
+			delete(waiting, host)
+		}
+		inFlight[host]++
+		l.start(ctx, e)
 	}
 }
 
-// nextDue returns how long until the earliest idle entry is due. With every
-// fetch slot busy, entries already due wait for a fetch to finish (which
+// hostOf is the registry host of a normalised reference, for grouping.
+func hostOf(ref string) string {
+	host, err := registry.Host(ref)
+	if err != nil {
+		return ref
+	}
+	return host
+}
+
+func (l *loop) start(ctx context.Context, e *entry) {
+	fctx, cancel := context.WithCancel(ctx)
+	e.cancel = cancel
+	e.state = status.Pulling
+	l.running++
+	f := &Fetcher{
+		Docker: l.d.Docker, Remote: l.d.Remote,
+		PullTimeout: l.cfg.PullTimeout, StallTimeout: l.cfg.StallTimeout,
+		Log: l.d.Log, FallbackLevel: slog.LevelDebug, sh: l.d.shared,
+	}
+	key, img, gen := e.img.Expected, e.img, e.gen
+	l.wg.Go(func() {
+		defer cancel()
+		l.done <- fetchDone{key: key, gen: gen, result: f.Fetch(fctx, img)}
+	})
+}
+
+// nextDue returns how long until the earliest idle entry is due later than
+// now. Entries already due and not started wait for a fetch to finish (which
 // wakes the loop), not for a timer that would fire at once and spin.
 func (l *loop) nextDue(now time.Time) time.Duration {
 	wait := time.Hour
-	if l.running >= l.cfg.Concurrency {
-		return wait
-	}
 	for _, e := range l.entries {
-		if e.cancel == nil {
-			wait = min(wait, max(e.due.Sub(now), 0))
+		if e.cancel == nil && e.due.After(now) {
+			wait = min(wait, e.due.Sub(now))
 		}
 	}
 	return wait
@@ -309,6 +415,14 @@ func (l *loop) finish(res fetchDone, now time.Time) {
 	}
 	e.cancel = nil
 	r := res.result
+	log := l.d.Log.With("image", e.img.Expected, "name", e.img.Name)
+	if e.recheck {
+		// Docker removed an image while this fetch ran: what it found may
+		// be gone already. Start over, with nothing counted or logged.
+		e.recheck, e.state, e.due = false, status.Wanted, time.Time{}
+		log.Debug("a Docker removal came during the fetch; checking again", "result", string(r.Outcome))
+		return
+	}
 	from := "none"
 	if r.OK() {
 		from = "expected"
@@ -318,7 +432,6 @@ func (l *loop) finish(res fetchDone, now time.Time) {
 	}
 	l.d.Metrics.Fetched(string(r.Outcome), from, r.Duration)
 	e.result = r.Outcome
-	log := l.d.Log.With("image", e.img.Expected, "name", e.img.Name)
 
 	if r.Outcome == Failed || r.Outcome == Stale {
 		e.lastErr = r.Err.Error()
@@ -334,10 +447,7 @@ func (l *loop) finish(res fetchDone, now time.Time) {
 		if registry.IsDaemonDown(r.Err) {
 			// One line for the whole outage, not one per image.
 			level = slog.LevelDebug
-			if !l.dockerDown {
-				l.dockerDown = true
-				l.d.Log.Error("the Docker daemon is unreachable; retrying with backoff", "error", e.lastErr)
-			}
+			l.dockerDown(r.Err, now)
 		}
 		if r.Outcome == Stale && level == slog.LevelError {
 			level = slog.LevelWarn
@@ -346,15 +456,16 @@ func (l *loop) finish(res fetchDone, now time.Time) {
 		if r.Outcome == Stale {
 			msg = "image present but not refreshed"
 		}
-		log.Log(context.Background(), level, msg, "why_logged", why, "attempts", e.fails.attempts,
-			"failing_for", now.Sub(e.fails.since).Round(time.Second).String(), "next_retry_in", delay.Round(time.Millisecond).String(), "error", e.lastErr)
+		attrs := []any{"why_logged", why, "attempts", e.fails.attempts,
+			"failing_for", now.Sub(e.fails.since).Round(time.Second).String(), "next_retry_in", delay.Round(time.Millisecond).String()}
+		if e.removed {
+			attrs = append(attrs, "removed_by_docker", true)
+		}
+		log.Log(context.Background(), level, msg, append(attrs, "error", e.lastErr)...)
 		return
 	}
 
-	if l.dockerDown {
-		l.dockerDown = false
-		l.d.Log.Info("the Docker daemon is reachable again")
-	}
+	l.dockerUp(now)
 	e.state, e.imageID, e.source, e.lastErr, e.lastOK = status.Present, r.ImageID, r.Source, "", now
 	e.due = now.Add(l.cfg.ResyncInterval + time.Duration(rand.Float64()*0.1*float64(l.cfg.ResyncInterval)))
 	e.retrying = false
@@ -362,31 +473,134 @@ func (l *loop) finish(res fetchDone, now time.Time) {
 	if r.Source != "" {
 		attrs = append(attrs, "source", r.Source)
 	}
-	if attempts, downtime, ok := e.fails.recovered(now); ok {
-		log.Info("image recovered", append(attrs, "failed_attempts", attempts, "downtime", downtime.Round(time.Second).String())...)
-		return
+	attempts, downtime, recovered := e.fails.recovered(now)
+	if recovered {
+		attrs = append(attrs, "failed_attempts", attempts, "downtime", downtime.Round(time.Second).String())
 	}
-	level := slog.LevelInfo
-	if r.Outcome == UpToDate {
-		level = slog.LevelDebug // a resync that changed nothing
+	switch {
+	case e.removed:
+		e.removed = false
+		log.Info("image restored after Docker removed it", attrs...)
+	case recovered:
+		log.Info("image recovered", attrs...)
+	case r.Outcome == UpToDate:
+		log.Debug("image ready", attrs...) // a resync that changed nothing
+	default:
+		log.Info("image ready", attrs...)
 	}
-	log.Log(context.Background(), level, "image ready", attrs...)
 }
 
-// imageRemoved makes every entry whose image has that ID due now.
-func (l *loop) imageRemoved(id string) {
-	for _, e := range l.entries {
-		if e.imageID == id && e.cancel == nil {
-			l.d.Log.Info("Docker removed an expected image; restoring it", "image", e.img.Expected, "image_id", id)
-			l.d.Metrics.ImageRemoved()
-			e.due, e.retrying = time.Time{}, false
+// imageEvent handles a Docker untag or delete: every entry whose image has
+// that ID, or whose expected reference the event names, is checked (an
+// inspect, outside any fetch slot), unless a fetch or check is in flight,
+// which then runs again when it ends.
+func (l *loop) imageEvent(ev registry.ImageEvent) {
+	for _, key := range l.order {
+		e := l.entries[key]
+		named := ev.Name == e.img.Expected
+		if !named && (ev.ID == "" || ev.ID != e.imageID) {
+			continue
+		}
+		l.d.Log.Debug("Docker event about an image the node keeps", "image", e.img.Expected, "action", ev.Action, "image_id", ev.ID)
+		switch {
+		case e.busy():
+			e.recheck = true
+		case named:
+			l.gone(e)
+		default:
+			l.check(e)
 		}
 	}
 }
 
-// dockerBack makes every entry due now: the daemon restarted or came back,
-// and images may have gone with it.
+// check inspects e's expected reference and reports to the loop.
+func (l *loop) check(e *entry) {
+	e.checking = true
+	key, gen := e.img.Expected, e.gen
+	l.wg.Go(func() {
+		im, err := l.d.Docker.Inspect(l.ctx, key)
+		select {
+		case l.checked <- checkDone{key: key, gen: gen, im: im, err: err}:
+		case <-l.stopped:
+		}
+	})
+}
+
+func (l *loop) finishCheck(c checkDone, now time.Time) {
+	e, ok := l.entries[c.key]
+	if !ok || e.gen != c.gen {
+		return
+	}
+	e.checking = false
+	switch {
+	case errors.Is(c.err, registry.ErrNotFound):
+		l.gone(e)
+	case c.err != nil:
+		if registry.IsDaemonDown(c.err) {
+			l.dockerDown(c.err, now)
+		}
+		if e.cancel == nil {
+			e.due = time.Time{} // let a fetch find out
+		}
+	case c.im.ID != e.imageID:
+		// expected names other content now: check it in full.
+		e.imageID = c.im.ID
+		if e.cancel == nil {
+			e.due = time.Time{}
+		}
+	}
+	if e.recheck && e.cancel == nil {
+		e.recheck = false
+		l.check(e)
+	}
+}
+
+// gone records that expected is no longer on the node: readiness says so at
+// once, and the restore is due now.
+func (l *loop) gone(e *entry) {
+	if !e.removed {
+		e.removed = true
+		l.d.Metrics.ImageRemoved()
+		l.d.Log.Debug("Docker removed an image the node keeps; restoring it", "image", e.img.Expected, "image_id", e.imageID)
+	}
+	e.imageID = ""
+	if e.cancel == nil { // else the fetch in flight is the restore
+		e.state, e.due, e.retrying = status.Wanted, time.Time{}, false
+	}
+}
+
+// dockerDown records that the Docker daemon can't be reached: logged once
+// per outage, and readiness fails until it is back.
+func (l *loop) dockerDown(err error, now time.Time) {
+	if l.dockerErr == "" {
+		l.dockerSince = now
+		l.d.Log.Error("the Docker daemon is unreachable; retrying with backoff", "error", err.Error())
+		l.d.Metrics.DockerUp(false)
+	}
+	l.dockerErr = err.Error()
+}
+
+// dockerUp records that the Docker daemon answered. After an outage, every
+// failing image is retried now rather than at the end of its backoff.
+func (l *loop) dockerUp(now time.Time) {
+	l.d.Metrics.DockerUp(true)
+	if l.dockerErr == "" {
+		return
+	}
+	l.d.Log.Info("the Docker daemon is reachable again", "down_for", now.Sub(l.dockerSince).Round(time.Second).String())
+	l.dockerErr = ""
+	for _, e := range l.entries {
+		if e.retrying && e.cancel == nil {
+			e.due = time.Time{}
+		}
+	}
+}
+
+// dockerBack makes every entry due now: the event subscription was made
+// again after it broke, and whatever happened meanwhile (a daemon restart,
+// an image GC) is unknown.
 func (l *loop) dockerBack() {
+	l.dockerUp(time.Now())
 	for _, e := range l.entries {
 		if e.cancel == nil {
 			e.due = time.Time{}
@@ -395,6 +609,7 @@ func (l *loop) dockerBack() {
 }
 
 func (l *loop) shutdown() {
+	close(l.stopped)
 	for _, e := range l.entries {
 		if e.cancel != nil {
 			e.cancel()
@@ -408,7 +623,11 @@ func (l *loop) shutdown() {
 }
 
 func (l *loop) publish() {
-	s := status.Snapshot{Config: l.path, ConfigLoaded: l.loaded, ConfigError: l.cfgErr, Images: make([]status.Image, 0, len(l.order))}
+	s := status.Snapshot{Config: l.path, ConfigLoaded: l.loaded, ConfigError: l.cfgErr, DockerError: l.dockerErr, Images: make([]status.Image, 0, len(l.order))}
+	if l.dockerErr != "" {
+		t := l.dockerSince
+		s.DockerDownSince = &t
+	}
 	for _, key := range l.order {
 		e := l.entries[key]
 		img := status.Image{
@@ -432,48 +651,91 @@ func (l *loop) publish() {
 	l.d.snap.Store(&s)
 }
 
-// watchEvents follows Docker's image events, sending the ID of each removed
-// image on removed, and resubscribing with backoff while the daemon is away;
-// back gets a signal each time a lost subscription is made again, since
-// whatever happened meanwhile (a daemon restart, an image GC) is unknown.
-func (d *Daemon) watchEvents(ctx context.Context, removed chan<- string, back chan<- struct{}) {
-	first := d.EventRetry
-	if first <= 0 {
-		first = time.Second
+// watchEvents follows Docker's image events, sending each untag and delete
+// on events. While subscribed it pings the daemon every HealthInterval. When
+// the subscription breaks or a ping fails it resubscribes at once; if that
+// fails too, docker gets the error (the daemon is unreachable) and it keeps
+// resubscribing with backoff. Each time a lost subscription is made again,
+// docker gets a nil: whatever happened meanwhile (a daemon restart, an image
+// GC) is unknown, so every image is checked.
+func (d *Daemon) watchEvents(ctx context.Context, events chan<- registry.ImageEvent, docker chan<- dockerEvent) {
+	first := cmp.Or(d.EventRetry, time.Second)
+	interval := cmp.Or(d.HealthInterval, 30*time.Second)
+	tell := func(ev dockerEvent) {
+		select {
+		case docker <- ev:
+		case <-ctx.Done():
+		}
 	}
 	failures := 0
+	subscribedOnce, down := false, false
 	for ctx.Err() == nil {
-		events, errs, err := d.Events.ImageEvents(ctx)
-		if err == nil {
-			if failures > 0 {
+		err := d.follow(ctx, interval, events, func(resubscribed bool) {
+			if resubscribed && failures > 0 {
 				d.Log.Info("Docker image events restored; checking every image")
-				select {
-				case back <- struct{}{}:
-				default:
-				}
+				down = false
 			}
+			tell(dockerEvent{resubscribed: resubscribed && failures > 0})
 			failures = 0
-			for ev := range events {
-				select {
-				case removed <- ev.ID:
-				case <-ctx.Done():
-				}
-			}
-			err = <-errs
-		}
+			subscribedOnce = true
+		})
 		if ctx.Err() != nil {
 			return
 		}
 		failures++
-		if failures == 1 {
+		if failures == 1 && subscribedOnce {
 			d.Log.Warn("Docker image events lost; resubscribing", "error", err.Error())
-		} else {
-			d.Log.Debug("Docker image events still unavailable", "error", err.Error(), "attempts", failures)
+			continue // at once: a stream that merely broke comes back
 		}
+		if !down {
+			down = true
+			tell(dockerEvent{err: err})
+		}
+		d.Log.Debug("Docker image events still unavailable", "error", err.Error(), "attempts", failures)
 		select {
-		case <-time.After(backoff.Policy{Min: first, Max: 30 * time.Second, Jitter: 0.2}.Delay(failures, rand.Float64())):
+		case <-time.After(backoff.Policy{Min: first, Max: 30 * time.Second, Jitter: 0.2}.Delay(failures-1, rand.Float64())):
 		case <-ctx.Done():
 			return
+		}
+	}
+}
+
+// follow subscribes to image events and forwards them until the stream
+// breaks or a health ping fails. It calls answered(true) once the
+// subscription is made and answered(false) after each health ping the
+// daemon answers, and returns why it stopped.
+func (d *Daemon) follow(ctx context.Context, interval time.Duration, events chan<- registry.ImageEvent, answered func(subscribed bool)) error {
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	evs, errs, err := d.Events.ImageEvents(sctx)
+	if err != nil {
+		return err
+	}
+	answered(true)
+	health := time.NewTicker(interval)
+	defer health.Stop()
+	for {
+		select {
+		case ev, ok := <-evs:
+			if !ok {
+				err := <-errs
+				if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil {
+					err = cause
+				}
+				return err
+			}
+			select {
+			case events <- ev:
+			case <-ctx.Done():
+			}
+		case <-health.C:
+			if err := d.Events.Ping(sctx); err != nil {
+				if ctx.Err() == nil {
+					cancel(err) // ends the stream; its error is this one
+				}
+			} else {
+				answered(false)
+			}
 		}
 	}
 }

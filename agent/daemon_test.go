@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -16,40 +17,101 @@ import (
 )
 
 // hangingDocker is a fakeDocker whose pulls of the refs in hang block until
-// their context ends, and that serves image events from a channel.
+// their context ends (or, once release(ref) is called, until then), and that
+// serves image events from a channel; while down is set, subscribing fails
+// as with a daemon that is gone, and breakEvents ends the current stream.
 type hangingDocker struct {
 	*fakeDocker
 	hang      map[string]bool
 	mu        sync.Mutex
 	started   map[string]int
 	cancelled map[string]int
+	inFlight  map[string]int
+	maxFlight map[string]int
+	gates     map[string]chan struct{} // closed by release
+	slow      map[string]bool          // a cancelled pull returns only once released
 	events    chan registry.ImageEvent
+	down      bool
+	broken    chan struct{}
+}
+
+var errDaemonGone = errors.New("Cannot connect to the Docker daemon at unix:///fake.sock. Is the docker daemon running?")
+
+func (h *hangingDocker) setHang(ref string, on bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.hang[ref] = on
+	if on {
+		h.gates[ref] = make(chan struct{})
+	}
+}
+
+// release lets the hanging pulls of ref return (as failed, if their
+// context ended, else as their fakeDocker pull does).
+func (h *hangingDocker) release(ref string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.hang[ref] = false
+	if g, ok := h.gates[ref]; ok {
+		close(g)
+		delete(h.gates, ref)
+	}
+}
+
+func (h *hangingDocker) setDown(down bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.down = down
+}
+
+func (h *hangingDocker) breakEvents() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.broken != nil {
+		close(h.broken)
+		h.broken = nil
+	}
 }
 
 func newHangingDocker(remote map[string]registry.Image, hang ...string) *hangingDocker {
 	h := &hangingDocker{
 		fakeDocker: &fakeDocker{local: map[string]registry.Image{}, remote: remote},
 		hang:       map[string]bool{}, started: map[string]int{}, cancelled: map[string]int{},
+		inFlight: map[string]int{}, maxFlight: map[string]int{}, gates: map[string]chan struct{}{}, slow: map[string]bool{},
 		events: make(chan registry.ImageEvent),
 	}
 	for _, r := range hang {
-		h.hang[r] = true
+		h.setHang(r, true)
 	}
 	return h
 }
 
-func (h *hangingDocker) Pull(ctx context.Context, ref, platform string) error {
+func (h *hangingDocker) Pull(ctx context.Context, ref string, opts registry.PullOptions) error {
 	h.mu.Lock()
 	h.started[ref]++
+	h.inFlight[ref]++
+	h.maxFlight[ref] = max(h.maxFlight[ref], h.inFlight[ref])
+	hang, gate, slow := h.hang[ref], h.gates[ref], h.slow[ref]
 	h.mu.Unlock()
-	if h.hang[ref] {
-		<-ctx.Done()
+	defer func() {
 		h.mu.Lock()
-		h.cancelled[ref]++
+		h.inFlight[ref]--
 		h.mu.Unlock()
-		return ctx.Err()
+	}()
+	if hang {
+		select {
+		case <-ctx.Done():
+			h.mu.Lock()
+			h.cancelled[ref]++
+			h.mu.Unlock()
+			if slow {
+				<-gate
+			}
+			return ctx.Err()
+		case <-gate:
+		}
 	}
-	return h.fakeDocker.Pull(ctx, ref, platform)
+	return h.fakeDocker.Pull(ctx, ref, opts)
 }
 
 func (h *hangingDocker) count(m map[string]int, ref string) int {
@@ -58,7 +120,23 @@ func (h *hangingDocker) count(m map[string]int, ref string) int {
 	return m[ref]
 }
 
+func (h *hangingDocker) Ping(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.down {
+		return errDaemonGone
+	}
+	return nil
+}
+
 func (h *hangingDocker) ImageEvents(ctx context.Context) (<-chan registry.ImageEvent, <-chan error, error) {
+	if err := h.Ping(ctx); err != nil {
+		return nil, nil, err
+	}
+	h.mu.Lock()
+	broken := make(chan struct{})
+	h.broken = broken
+	h.mu.Unlock()
 	out := make(chan registry.ImageEvent)
 	errs := make(chan error, 1)
 	go func() {
@@ -67,6 +145,9 @@ func (h *hangingDocker) ImageEvents(ctx context.Context) (<-chan registry.ImageE
 			select {
 			case ev := <-h.events:
 				out <- ev
+			case <-broken:
+				errs <- errors.New("unexpected EOF")
+				return
 			case <-ctx.Done():
 				errs <- ctx.Err()
 				return
@@ -79,6 +160,13 @@ func (h *hangingDocker) ImageEvents(ctx context.Context) (<-chan registry.ImageE
 // daemonUnderTest runs a Daemon over h with the config in a file, and
 // returns a function that rewrites the file and signals the change.
 func daemonUnderTest(t *testing.T, h *hangingDocker, src string) (*Daemon, func(string)) {
+	t.Helper()
+	return daemonWith(t, h, src, nil)
+}
+
+// daemonWith is daemonUnderTest with a chance to set the Daemon's fields
+// before it runs.
+func daemonWith(t *testing.T, h *hangingDocker, src string, setup func(*Daemon)) (*Daemon, func(string)) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.hcl")
 	write := func(s string) {
@@ -93,10 +181,13 @@ func daemonUnderTest(t *testing.T, h *hangingDocker, src string) (*Daemon, func(
 	}
 	d := &Daemon{Docker: h, Events: h, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	d.Metrics = status.NewMetrics(d.Snapshot)
+	if setup != nil {
+		setup(d)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	changed := make(chan struct{}, 1)
 	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx, path, cfg, changed, nil) }()
+	go func() { done <- d.Run(ctx, path, []byte(src), cfg, changed, nil) }()
 	t.Cleanup(func() {
 		cancel()
 		select {

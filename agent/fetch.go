@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/config"
@@ -18,9 +19,10 @@ type Docker interface {
 	// Inspect returns the local image ref names, or an error wrapping
 	// registry.ErrNotFound.
 	Inspect(ctx context.Context, ref string) (registry.Image, error)
-	// Pull pulls ref for platform ("" for the daemon's own), failing on
-	// an error inside the progress stream.
-	Pull(ctx context.Context, ref, platform string) error
+	// Pull pulls ref, failing on an error inside the progress stream, and
+	// with a *registry.StalledError when the stream stays silent for
+	// opts.StallTimeout.
+	Pull(ctx context.Context, ref string, opts registry.PullOptions) error
 	// Tag points target at the local image source (an ID or reference).
 	Tag(ctx context.Context, source, target string) error
 }
@@ -76,7 +78,8 @@ func (r Result) Summary() string {
 	return string(r.Outcome)
 }
 
-// Fetcher runs the per-image algorithm.
+// Fetcher runs the per-image algorithm. Its fetches may run concurrently;
+// they share what they learn of registries that stop answering.
 type Fetcher struct {
 	Docker Docker
 	// Remote, when set, is asked for a tag's digest before it is pulled: a
@@ -85,11 +88,31 @@ type Fetcher struct {
 	Remote Digester
 	// PullTimeout bounds each pull of one reference.
 	PullTimeout time.Duration
-	Log         *slog.Logger
+	// StallTimeout cancels a pull whose progress has been silent that long;
+	// a registry lookup gets at most the shorter of it and maxLookup.
+	StallTimeout time.Duration
+	Log          *slog.Logger
 	// FallbackLevel is the level of the line saying expected could not be
 	// pulled and the sources are tried (Info; the daemon uses Debug, its
 	// failures being reported with throttling instead).
 	FallbackLevel slog.Level
+
+	shareOnce sync.Once
+	sh        *shared // set by the daemon, else made on first use
+}
+
+// maxLookup bounds one registry lookup (its /v2/ ping, token and manifest
+// HEAD together): a registry that takes longer to answer a HEAD is not
+// answering.
+const maxLookup = 30 * time.Second
+
+func (f *Fetcher) state() *shared {
+	f.shareOnce.Do(func() {
+		if f.sh == nil {
+			f.sh = newShared()
+		}
+	})
+	return f.sh
 }
 
 // Fetch makes img's expected reference present locally:
@@ -132,23 +155,17 @@ func (f *Fetcher) fetch(ctx context.Context, img config.Image) Result {
 		have = &before
 	}
 	var tried []error
-	ref, err := pinned(img.Expected, img.Digest)
-	current := false
-	if err == nil {
-		current, err = f.get(ctx, ref, img.Platform, have)
-	}
+	current, id, err := f.getAndSettle(ctx, img, img.Expected, have)
 	switch {
 	case err == nil && current:
 		return Result{Outcome: UpToDate, ImageID: before.ID}
 	case err == nil:
-		id, err := f.settle(ctx, ref, img.Expected)
-		if err != nil {
-			return Result{Outcome: Failed, Err: err}
-		}
 		if present && before.ID == id {
 			return Result{Outcome: UpToDate, ImageID: id}
 		}
 		return Result{Outcome: Pulled, ImageID: id}
+	case isSettle(err):
+		return Result{Outcome: Failed, Err: err}
 	}
 	tried = append(tried, fmt.Errorf("expected: %w", err))
 	if len(img.Sources) > 0 && ctx.Err() == nil {
@@ -159,10 +176,9 @@ func (f *Fetcher) fetch(ctx context.Context, img config.Image) Result {
 		if ctx.Err() != nil {
 			break
 		}
-		ref, err := pinned(src, img.Digest)
-		current := false
-		if err == nil {
-			current, err = f.get(ctx, ref, img.Platform, have)
+		current, id, err := f.getAndSettle(ctx, img, src, have)
+		if isSettle(err) {
+			return Result{Outcome: Failed, Source: src, Err: err}
 		}
 		if err != nil {
 			tried = append(tried, fmt.Errorf("source %s: %w", src, err))
@@ -170,10 +186,6 @@ func (f *Fetcher) fetch(ctx context.Context, img config.Image) Result {
 		}
 		if current {
 			return Result{Outcome: UpToDate, Source: src, ImageID: before.ID}
-		}
-		id, err := f.settle(ctx, ref, img.Expected)
-		if err != nil {
-			return Result{Outcome: Failed, Source: src, Err: err}
 		}
 		if present && before.ID == id {
 			return Result{Outcome: UpToDate, Source: src, ImageID: id}
@@ -191,6 +203,59 @@ func (f *Fetcher) fetch(ctx context.Context, img config.Image) Result {
 	return Result{Outcome: Failed, Err: err}
 }
 
+// settleError is a failure after a pull succeeded (inspecting or tagging
+// what it brought): the daemon's, not the reference's, so no other source is
+// tried.
+type settleError struct{ err error }
+
+func (e *settleError) Error() string { return e.err.Error() }
+func (e *settleError) Unwrap() error { return e.err }
+
+func isSettle(err error) bool {
+	var se *settleError
+	return errors.As(err, &se)
+}
+
+// getAndSettle makes from (expected, or a source) present locally, pinned to
+// img's digest when it has one, and makes expected name it. current is true
+// when nothing had to be pulled because have already holds from's content.
+// Fetches of the same reference take turns, so that a pull and the inspect
+// of what it brought never interleave with another pull of that tag.
+func (f *Fetcher) getAndSettle(ctx context.Context, img config.Image, from string, have *registry.Image) (current bool, id string, err error) {
+	ref, err := pinned(from, img.Digest)
+	if err != nil {
+		return false, "", err
+	}
+	unlock, err := f.state().refs.lock(ctx, ref)
+	if err != nil {
+		return false, "", err
+	}
+	defer unlock()
+	current, err = f.get(ctx, ref, img.Platform, have)
+	if err != nil {
+		if img.Digest != "" && isManifestUnknown(err) {
+			repo, _, _ := strings.Cut(ref, "@")
+			err = fmt.Errorf("no manifest with digest %s exists in %s (is the digest right, and was it pushed there?): %w", img.Digest, repo, err)
+		}
+		return false, "", err
+	}
+	if current {
+		return true, "", nil
+	}
+	id, err = f.settle(ctx, ref, img.Expected)
+	if err != nil {
+		return false, "", &settleError{err}
+	}
+	return false, id, nil
+}
+
+// isManifestUnknown reports whether a pull failed because the registry has
+// no such manifest (dockerd: "manifest for X not found: manifest unknown").
+func isManifestUnknown(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "manifest unknown") || strings.Contains(msg, "not found")
+}
+
 // get makes ref's content present locally. While expected is present
 // (have) and a Remote is set, the registry is asked for ref's digest first:
 // current is true, and nothing is pulled, when have already has it; a 429 is
@@ -201,9 +266,13 @@ func (f *Fetcher) fetch(ctx context.Context, img config.Image) Result {
 // goes first, and the registry is asked only when the pull was refused with
 // a 429, to learn the Retry-After that dockerd's error leaves out.
 func (f *Fetcher) get(ctx context.Context, ref, platform string, have *registry.Image) (current bool, err error) {
+	host, err := registry.Host(ref)
+	if err != nil {
+		return false, err
+	}
 	pinned := strings.Contains(ref, "@")
 	if f.Remote != nil && have != nil && !pinned {
-		dgst, err := f.Remote.Digest(ctx, ref)
+		dgst, err := f.lookup(ctx, host, ref)
 		var rl *registry.RateLimitedError
 		switch {
 		case errors.As(err, &rl):
@@ -212,25 +281,86 @@ func (f *Fetcher) get(ctx context.Context, ref, platform string, have *registry.
 			return true, nil
 		}
 	}
-	err = f.pull(ctx, ref, platform)
+	err = f.pull(ctx, host, ref, platform)
 	if err != nil && f.Remote != nil && !pinned && strings.Contains(err.Error(), "toomanyrequests") {
 		var rl *registry.RateLimitedError
-		if _, herr := f.Remote.Digest(ctx, ref); errors.As(herr, &rl) {
+		if _, herr := f.lookup(ctx, host, ref); errors.As(herr, &rl) {
 			return false, errors.Join(err, rl)
 		}
 	}
 	return false, err
 }
 
+// lookup asks host's registry for ref's digest within the lookup deadline.
+// A registry that did not answer in time is not asked again (its lookups
+// fail at once) until a probe finds it answering.
+func (f *Fetcher) lookup(ctx context.Context, host, ref string) (string, error) {
+	u := f.state().lookups
+	probe, err := u.admit(host, time.Now())
+	if err != nil {
+		return "", err
+	}
+	limit := maxLookup
+	if f.StallTimeout > 0 {
+		limit = min(limit, f.StallTimeout)
+	}
+	slow := fmt.Errorf("no answer to a manifest lookup within %s", limit)
+	lctx, cancel := context.WithTimeoutCause(ctx, limit, slow)
+	defer cancel()
+	dgst, err := f.Remote.Digest(lctx, ref)
+	o := answered
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		o = unknown
+	case context.Cause(lctx) == slow:
+		o = timedOut
+	}
+	if uerr := u.done(host, probe, o, slow.Error(), time.Now()); uerr != nil {
+		return "", uerr
+	}
+	return dgst, err
+}
+
 // pull pulls ref within the per-pull timeout, whose expiry is reported as
-// such rather than as "context deadline exceeded".
-func (f *Fetcher) pull(ctx context.Context, ref, platform string) error {
+// such rather than as "context deadline exceeded". A pull whose registry
+// made no progress for the stall timeout marks that registry as not
+// answering: pulls from it fail at once, with the same error, until a probe
+// finds it answering again.
+func (f *Fetcher) pull(ctx context.Context, host, ref, platform string) error {
+	u := f.state().pulls
+	probe, err := u.admit(host, time.Now())
+	if err != nil {
+		return err
+	}
+	pctx := ctx
 	if f.PullTimeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, f.PullTimeout, fmt.Errorf("pull_timeout of %s exceeded", f.PullTimeout))
+		pctx, cancel = context.WithTimeoutCause(ctx, f.PullTimeout, fmt.Errorf("pull_timeout of %s exceeded", f.PullTimeout))
 		defer cancel()
 	}
-	return f.Docker.Pull(ctx, ref, platform)
+	err = f.Docker.Pull(pctx, ref, registry.PullOptions{Platform: platform, StallTimeout: f.StallTimeout})
+	var stalled *registry.StalledError
+	o, why := answered, ""
+	switch {
+	case err == nil:
+	case errors.As(err, &stalled):
+		o, why = timedOut, fmt.Sprintf("a pull made no progress for %s", stalled.After)
+	case ctx.Err() != nil, registry.IsDaemonDown(err):
+		o = unknown // cancelled, or the daemon's fault, not the registry's
+	}
+	if uerr := u.done(host, probe, o, why, time.Now()); uerr != nil {
+		return uerr
+	}
+	return err
+}
+
+// pinned returns ref pinned to dgst, or ref itself when dgst is empty.
+func pinned(ref, dgst string) (string, error) {
+	if dgst == "" {
+		return ref, nil
+	}
+	return registry.WithDigest(ref, dgst)
 }
 
 // settle makes expected name the image just pulled as ref, and returns its
@@ -247,12 +377,4 @@ func (f *Fetcher) settle(ctx context.Context, ref, expected string) (string, err
 		return "", err
 	}
 	return im.ID, nil
-}
-
-// pinned returns ref pinned to dgst, or ref itself when dgst is empty.
-func pinned(ref, dgst string) (string, error) {
-	if dgst == "" {
-		return ref, nil
-	}
-	return registry.WithDigest(ref, dgst)
 }

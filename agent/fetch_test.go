@@ -42,10 +42,10 @@ func (d *fakeDocker) Inspect(_ context.Context, ref string) (registry.Image, err
 	return im, nil
 }
 
-func (d *fakeDocker) Pull(_ context.Context, ref, platform string) error {
+func (d *fakeDocker) Pull(_ context.Context, ref string, opts registry.PullOptions) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.calls = append(d.calls, "pull "+ref+" "+platform)
+	d.calls = append(d.calls, "pull "+ref+" "+opts.Platform)
 	if err, ok := d.failing[ref]; ok {
 		return err
 	}

@@ -48,13 +48,13 @@ func (r proxied) ref(repoTag string) string { return r.Addr + "/" + repoTag }
 
 func realFetcher(t *testing.T, stall time.Duration) (*Fetcher, *testbed.Buffer) {
 	t.Helper()
-	e, err := registry.NewEngine(registry.Options{Host: bed.Host, StallTimeout: stall})
+	e, err := registry.NewEngine(registry.Options{Host: bed.Host})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
 	logs := &testbed.Buffer{}
-	return &Fetcher{Docker: e, PullTimeout: time.Minute, Log: slog.New(slog.NewJSONHandler(logs, nil))}, logs
+	return &Fetcher{Docker: e, PullTimeout: time.Minute, StallTimeout: stall, Log: slog.New(slog.NewJSONHandler(logs, nil))}, logs
 }
 
 func localID(t *testing.T, ref string) string {
@@ -174,6 +174,13 @@ func TestRealDigest(t *testing.T) {
 	res := f.Fetch(context.Background(), config.Image{Expected: expected, Sources: []string{evil.ref("app:1")}, Digest: dgst})
 	if res.Outcome != Failed {
 		t.Fatalf("a source with other content: got %q, want failed", res.Outcome)
+	}
+	// Neither registry has a manifest with that digest: say so, not only
+	// the registry's "manifest unknown".
+	for _, repo := range []string{cluster.ref("app"), evil.ref("app")} {
+		if want := "no manifest with digest " + dgst + " exists in " + repo; !strings.Contains(res.Err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, res.Err)
+		}
 	}
 	if got := localID(t, expected); got != "" {
 		t.Fatalf("other content was tagged as expected (%s)", got)

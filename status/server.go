@@ -20,6 +20,7 @@ type Metrics struct {
 	reloads      *prometheus.CounterVec
 	lastConfig   prometheus.Gauge
 	imageEvents  prometheus.Counter
+	dockerUp     prometheus.Gauge
 }
 
 // NewMetrics registers the metrics on a registry of their own, with the Go
@@ -47,11 +48,15 @@ func NewMetrics(snapshot func() Snapshot) *Metrics {
 		}),
 		imageEvents: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "prefetch_docker_image_removals_total",
-			Help: "Docker untag/delete events that removed an expected image.",
+			Help: "Expected images Docker removed (Nomad's image GC, a docker rmi), each restored since or being restored.",
+		}),
+		dockerUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "prefetch_docker_up",
+			Help: "1 while the Docker daemon answers, 0 from a failed call or a lost event subscription until it answers again (and before it first answered).",
 		}),
 	}
 	states := prometheus.NewDesc("prefetch_images", "Images in the config by state (wanted, pulling, present, failed).", []string{"state"}, nil)
-	reg.MustRegister(m.pulls, m.pullDuration, m.reloads, m.lastConfig, m.imageEvents,
+	reg.MustRegister(m.pulls, m.pullDuration, m.reloads, m.lastConfig, m.imageEvents, m.dockerUp,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
 		collectorFunc{desc: states, collect: func(ch chan<- prometheus.Metric) {
 			counts := map[string]int{Wanted: 0, Pulling: 0, Present: 0, Failed: 0}
@@ -80,8 +85,17 @@ func (m *Metrics) Reloaded(result string, at time.Time) {
 	}
 }
 
-// ImageRemoved records a Docker event that removed an expected image.
+// ImageRemoved records that Docker removed an expected image.
 func (m *Metrics) ImageRemoved() { m.imageEvents.Inc() }
+
+// DockerUp records whether the Docker daemon answers.
+func (m *Metrics) DockerUp(up bool) {
+	if up {
+		m.dockerUp.Set(1)
+	} else {
+		m.dockerUp.Set(0)
+	}
+}
 
 type collectorFunc struct {
 	desc    *prometheus.Desc
@@ -108,15 +122,16 @@ func Handler(snapshot func() Snapshot, alive func() bool, m *Metrics) http.Handl
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		missing := snapshot().Missing()
-		if len(missing) == 0 {
-			fmt.Fprintln(w, "ready: every image is present")
+		s := snapshot()
+		ok, why := s.Ready()
+		if ok {
+			fmt.Fprintln(w, "ready: "+why)
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "not ready: %d image(s) missing\n", len(missing))
-		for _, img := range missing {
+		fmt.Fprintf(w, "not ready: %s\n", why)
+		for _, img := range s.Missing() {
 			fmt.Fprintf(w, "%s %s %s\n", img.Name, img.Expected, img.State)
 		}
 	})

@@ -54,8 +54,30 @@ type Snapshot struct {
 	ConfigLoaded time.Time `json:"config_loaded"`
 	// ConfigError is why the file on disk is not the config in use, if it
 	// is not.
-	ConfigError string  `json:"config_error,omitempty"`
-	Images      []Image `json:"images"`
+	ConfigError string `json:"config_error,omitempty"`
+	// DockerError is why the Docker daemon is unreachable, since
+	// DockerDownSince; empty while it answers. What the images' states say
+	// is then what was last known.
+	DockerError     string     `json:"docker_error,omitempty"`
+	DockerDownSince *time.Time `json:"docker_down_since,omitempty"`
+	Images          []Image    `json:"images"`
+}
+
+// Ready reports whether Nomad could start every image's job on this node
+// now: the Docker daemon answers and every image is present. When not, why
+// says so in a line.
+func (s Snapshot) Ready() (ok bool, why string) {
+	if s.DockerError != "" {
+		since := ""
+		if s.DockerDownSince != nil {
+			since = " since " + s.DockerDownSince.UTC().Format(time.RFC3339)
+		}
+		return false, fmt.Sprintf("Docker unreachable%s: %s", since, s.DockerError)
+	}
+	if missing := s.Missing(); len(missing) > 0 {
+		return false, fmt.Sprintf("%d image(s) missing", len(missing))
+	}
+	return true, "every image is present"
 }
 
 // Missing returns the images that are not present locally: the ones a Nomad
@@ -104,6 +126,10 @@ func WriteTable(w io.Writer, s Snapshot, now time.Time) error {
 	if s.ConfigError != "" {
 		fmt.Fprintf(w, "the file on disk is not in use:\n  %s\n", strings.ReplaceAll(s.ConfigError, "\n", "\n  "))
 	}
+	if s.DockerError != "" {
+		_, why := s.Ready()
+		fmt.Fprintf(w, "NOT READY: %s\n(the states below are the last known)\n", why)
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "IMAGE\tSTATE\tEXPECTED\tFROM\tIMAGE ID\tATTEMPTS\tNEXT RETRY")
@@ -117,7 +143,8 @@ func WriteTable(w io.Writer, s Snapshot, now time.Time) error {
 		}
 		id := "-"
 		if img.ImageID != "" {
-			id = strings.TrimPrefix(img.ImageID, "sha256:")[:12]
+			id = strings.TrimPrefix(img.ImageID, "sha256:")
+			id = id[:min(len(id), 12)]
 		}
 		next := "-"
 		if img.NextRetry != nil {

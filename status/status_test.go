@@ -126,3 +126,23 @@ minio: expected: refused
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 }
+
+// An image ID shorter than the 12 characters the table shows is shown whole,
+// and a snapshot with Docker unreachable says so first.
+func TestWriteTableShortIDAndDocker(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	since := now.Add(-time.Minute)
+	s := Snapshot{Config: "c.hcl", ConfigLoaded: now, DockerError: "the Docker daemon at unix:///x.sock did not answer a ping within 30s", DockerDownSince: &since,
+		Images: []Image{{Name: "a", Expected: "r/a:1", State: Present, ImageID: "sha256:abc"}}}
+	var b bytes.Buffer
+	if err := WriteTable(&b, s, now); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "NOT READY: Docker unreachable since") || !strings.Contains(b.String(), "  abc  ") {
+		t.Errorf("got:\n%s", b.String())
+	}
+	if ok, why := s.Ready(); ok || !strings.Contains(why, "did not answer a ping") {
+		t.Errorf("Ready: got %v %q", ok, why)
+	}
+}
