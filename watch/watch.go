@@ -34,12 +34,11 @@ import (
 // watched at start (it is missing, or path is a directory), and later if the
 // directory itself is removed or renamed, since nothing can be seen after that.
 func File(ctx context.Context, path string, d Debounce, changed func(err error)) error {
-	w, err := newWatcher(path)
+	w, err := Start(path)
 	if err != nil {
 		return err
 	}
-	defer w.close()
-	return w.run(ctx, d, changed)
+	return w.Run(ctx, d, changed)
 }
 
 // watcher is one watched directory and the name being matched in it.
@@ -139,3 +138,30 @@ func (w *watcher) resolve() string {
 	}
 	return target
 }
+
+// Watcher is a watch started by Start and run by Run: the split lets a
+// caller start watching a file before it first reads it, so that a change
+// landing between the read and the watch is never missed.
+type Watcher struct {
+	w *watcher
+}
+
+// Start starts watching the file at path (see File): every change made
+// after Start returns is reported by Run.
+func Start(path string) (*Watcher, error) {
+	w, err := newWatcher(path)
+	if err != nil {
+		return nil, err
+	}
+	return &Watcher{w: w}, nil
+}
+
+// Run reports changes as File does, until ctx is done, and stops the watch
+// when it returns.
+func (w *Watcher) Run(ctx context.Context, d Debounce, changed func(err error)) error {
+	defer w.w.close()
+	return w.w.run(ctx, d, changed)
+}
+
+// Close stops a watch that will not be Run.
+func (w *Watcher) Close() error { return w.w.close() }

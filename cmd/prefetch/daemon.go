@@ -33,6 +33,11 @@ one reload), each image on its resync interval, a failed image on its backoff
 schedule, and an image at once when Docker untags or deletes it (Nomad's image
 GC). SIGHUP reloads the config and checks every image now.
 
+Every registry and Docker call has a deadline (registry lookups 30s or
+stall_timeout, Docker calls 30s, pulls stall_timeout of silence and
+pull_timeout in all); a registry that stops answering is skipped, for the
+next source, until a probe finds it back, and never holds every fetch slot.
+
 A config that fails to load is logged with every problem's file:line:col and
 the agent keeps serving the last good one; fixing the file recovers it. The
 file missing at start is an error (exit 2); missing later, a warning.
@@ -41,7 +46,8 @@ Only one agent runs per node: a second one exits 2 naming the holder's PID.
 
 Endpoints on -listen:
   /healthz    200 while the agent's loop answers
-  /readyz     200 when every image is present, else 503 listing the missing
+  /readyz     200 when Docker answers and every image is present, else 503
+              saying why (Docker unreachable since ..., images missing)
   /metrics    Prometheus metrics
   /v1/status  per-image state as JSON (what 'prefetch status' prints)
 
@@ -71,13 +77,31 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "prefetch run: unexpected arguments %q (see prefetch run -h)\n", fs.Args())
 		return exitUsage
 	}
-	cfg, ok := loadConfig("run", *cfgPath, stderr)
+	if *cfgPath == "" {
+		fmt.Fprintln(stderr, "prefetch run: -config is required (see prefetch run -h)")
+		return exitUsage
+	}
+	// A log shipper that dies closes stderr under the agent: its writes
+	// then fail with EPIPE instead of killing the process with SIGPIPE, and
+	// the agent keeps the node's images present without its logs.
+	signal.Ignore(syscall.SIGPIPE)
+
+	// Watch before the first read: a render landing between the two is then
+	// a change the loop sees, not one lost.
+	watcher, err := watch.Start(*cfgPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "prefetch run: %v\n", err)
+		return exitUsage
+	}
+	src, cfg, ok := readConfig("run", *cfgPath, stderr)
 	if !ok {
+		watcher.Close()
 		return exitUsage
 	}
 
 	lock, err := lockfile.Acquire(*lockPath)
 	if err != nil {
+		watcher.Close()
 		fmt.Fprintf(stderr, "prefetch run: %v\n", err)
 		var held *lockfile.HeldError
 		if errors.As(err, &held) {
@@ -87,19 +111,17 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	defer lock.Release()
 
-	engine, remote, err := newDocker(cfg)
+	engine, remote, creds, err := newDocker(cfg)
 	if err != nil {
+		watcher.Close()
 		log.Error(err.Error())
 		return exitFailed
 	}
 	defer engine.Close()
 
-	// Negotiate the API version once, before the loop's first calls race to
-	// do it each; a daemon that is down is no reason to stop, though.
-	if err := engine.Ping(ctx); err != nil {
-		log.Warn("the Docker daemon does not answer yet; retrying in the loop", "error", err.Error())
-	}
-	d := &agent.Daemon{Docker: engine, Events: engine, Remote: remote, Log: log}
+	// Nothing here waits for dockerd: the status endpoints are served
+	// whatever it does, and the loop finds out (with deadlines) and says so.
+	d := &agent.Daemon{Docker: engine, Events: engine, Remote: remote, Auths: creds, Log: log}
 	d.Metrics = status.NewMetrics(d.Snapshot)
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -108,6 +130,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if *listen != "" {
 		ln, err := net.Listen("tcp", *listen)
 		if err != nil {
+			watcher.Close()
 			log.Error("listening for the status endpoints", "listen", *listen, "error", err.Error())
 			return exitFailed
 		}
@@ -126,7 +149,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	changed := make(chan struct{}, 1)
 	watchErr := make(chan error, 1)
 	go func() {
-		watchErr <- watch.File(ctx, *cfgPath, watch.Debounce{}, func(err error) {
+		watchErr <- watcher.Run(ctx, watch.Debounce{}, func(err error) {
 			if err != nil {
 				log.Warn("watching the config: events may have been lost; reloading", "error", err.Error())
 			}
@@ -154,9 +177,9 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 	}()
 
-	log.Info("prefetch run started", "version", version, "config", *cfgPath, "images", len(cfg.Images), "lock", *lockPath)
+	log.Info("prefetch run started", "version", version, "config", *cfgPath, "images", len(cfg.Images), "lock", *lockPath, "docker", engine.Host())
 	runErr := make(chan error, 1)
-	go func() { runErr <- d.Run(ctx, *cfgPath, cfg, changed, hup) }()
+	go func() { runErr <- d.Run(ctx, *cfgPath, src, cfg, changed, hup) }()
 
 	code := exitOK
 	select {

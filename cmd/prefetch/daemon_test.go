@@ -526,6 +526,15 @@ func TestRunSurvivesDockerRestart(t *testing.T) {
 	if err := bed.StopDocker(); err != nil {
 		t.Fatal(err)
 	}
+	// The outage shows at once (the event subscription is lost), not at
+	// the next resync an hour away.
+	waitFor(t, "/readyz to say Docker is unreachable", 10*time.Second, func() bool {
+		code, body := a.get("/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "not ready: Docker unreachable since")
+	})
+	if code, stdout, _ := runCLI(t, "status", "-addr", a.addr); code != exitFailed || !strings.Contains(stdout, "NOT READY: Docker unreachable") {
+		t.Errorf("prefetch status with dockerd down: exit %d\n%s", code, stdout)
+	}
 	// While dockerd is down, the config gains an image: it fails, quietly.
 	if err := os.WriteFile(cfgPath, []byte(base+imageBlock("rb", p.Addr+"/rb:1")), 0o644); err != nil {
 		t.Fatal(err)

@@ -61,7 +61,7 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	engine, remote, err := newDocker(cfg)
+	engine, remote, _, err := newDocker(cfg)
 	if err != nil {
 		log.Error(err.Error())
 		return exitFailed
@@ -72,7 +72,7 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 
-	f := &agent.Fetcher{Docker: engine, Remote: remote, PullTimeout: cfg.PullTimeout, Log: log}
+	f := &agent.Fetcher{Docker: engine, Remote: remote, PullTimeout: cfg.PullTimeout, StallTimeout: cfg.StallTimeout, Log: log}
 	results := f.Once(ctx, images, cfg.Concurrency)
 	if *asJSON {
 		err = writeJSON(stdout, results)
@@ -89,16 +89,40 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// dockerCallTimeout bounds every Docker Engine call but a pull's stream; a
+// variable so that tests of a hung daemon need not wait the default.
+var dockerCallTimeout = registry.DefaultCallTimeout
+
 // newDocker returns the Docker Engine and the registry client cfg names,
-// both resolving credentials from cfg's auth blocks, then DOCKER_CONFIG or
-// ~/.docker/config.json.
-func newDocker(cfg config.Config) (*registry.Engine, *registry.Remote, error) {
+// both resolving credentials with creds: cfg's auth blocks (replaced on a
+// reload with creds.SetAuths), then DOCKER_CONFIG or ~/.docker/config.json.
+func newDocker(cfg config.Config) (*registry.Engine, *registry.Remote, *registry.Credentials, error) {
 	creds := registry.NewCredentials(cfg.Auths, os.Getenv("DOCKER_CONFIG"))
-	engine, err := registry.NewEngine(registry.Options{Host: cfg.Docker.Host, Credentials: creds, StallTimeout: cfg.StallTimeout})
+	engine, err := registry.NewEngine(registry.Options{Host: cfg.Docker.Host, Credentials: creds, CallTimeout: dockerCallTimeout})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return engine, &registry.Remote{Credentials: creds, Insecure: engine.Insecure}, nil
+	return engine, &registry.Remote{Credentials: creds, Insecure: engine.Insecure}, creds, nil
+}
+
+// readConfig is loadConfig that also returns the file's content, which
+// `run` hands to its loop so that a later change is told from this one.
+func readConfig(cmd, path string, stderr io.Writer) (src []byte, cfg config.Config, ok bool) {
+	if path == "" {
+		fmt.Fprintf(stderr, "prefetch %s: -config is required (see prefetch %s -h)\n", cmd, cmd)
+		return nil, cfg, false
+	}
+	src, err := os.ReadFile(path)
+	if err == nil {
+		cfg, err = config.Parse(path, src)
+	} else {
+		err = fmt.Errorf("reading config: %w", err)
+	}
+	if err != nil {
+		printConfigError(stderr, err)
+		return nil, cfg, false
+	}
+	return src, cfg, true
 }
 
 // loadConfig loads the -config file of command cmd. When the file can't be

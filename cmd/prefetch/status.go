@@ -15,8 +15,8 @@ const statusDoc = `Usage: prefetch status [-addr HOST:PORT] [-json]
 Ask a running 'prefetch run' agent what it is doing and print it: per image,
 its state (wanted, pulling, present, failed), where the present content came
 from, its image ID, failed attempts and the next retry, then each image's last
-error. Exits 0 when every image is present, 1 when some are missing or the
-agent can't be reached.
+error. Exits 0 when every image is present, 1 when some are missing, the
+agent's Docker daemon is unreachable, or the agent can't be reached.
 
 Example:
   prefetch status
@@ -52,7 +52,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "prefetch status: %v\n", err)
 		return exitFailed
 	}
-	if len(s.Missing()) > 0 {
+	if ok, _ := s.Ready(); !ok {
 		return exitFailed
 	}
 	return exitOK
