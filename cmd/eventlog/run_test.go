@@ -258,12 +258,10 @@ func TestHealth(t *testing.T) {
 	}
 }
 
-// child starts the test binary as eventlog.
+// child starts the eventlog binary.
 func child(t *testing.T, stdout io.Writer, args ...string) *exec.Cmd {
 	t.Helper()
-	a, _ := json.Marshal(args)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "EVENTLOG_TEST_ARGS="+string(a))
+	cmd := exec.Command(eventlogBinary(t), args...)
 	cmd.Stdout = stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
