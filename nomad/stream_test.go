@@ -404,6 +404,9 @@ func TestRequestParameters(t *testing.T) {
 	if reqs[0].Token != "s3cret" {
 		t.Errorf("got token %q, want s3cret", reqs[0].Token)
 	}
+	if reqs[0].BasicAuth != "u:p" {
+		t.Errorf("got basic auth %q, want u:p", reqs[0].BasicAuth)
+	}
 }
 
 // A server that indents its JSON (none does today) still gets compact lines.

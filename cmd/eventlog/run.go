@@ -273,7 +273,7 @@ func stream(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) 
 		})
 	}
 
-	log.Info("eventlog starting", "version", version, "address", cfg.Address, "topics", o.topics,
+	log.Info("eventlog starting", "version", version, "address", client.Address(), "topics", o.topics,
 		"namespace", o.namespace, "index", indexFlag{&start.Index}.String(), "resume", start.Written)
 
 	sv := &saver{path: o.stateFile, saved: start.Index, stats: stats}

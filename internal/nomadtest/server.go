@@ -135,6 +135,9 @@ type Server struct {
 type Request struct {
 	Query url.Values
 	Token string
+	// BasicAuth is "user:password" when the request carried HTTP basic
+	// authentication (NOMAD_HTTP_AUTH, or credentials in NOMAD_ADDR).
+	BasicAuth string
 }
 
 type conn struct {
@@ -432,7 +435,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		token = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	}
 	s.mu.Lock()
-	s.requests = append(s.requests, Request{Query: q, Token: token})
+	req := Request{Query: q, Token: token}
+	if user, pass, ok := r.BasicAuth(); ok {
+		req.BasicAuth = user + ":" + pass
+	}
+	s.requests = append(s.requests, req)
 	fail := s.failStatus
 	s.mu.Unlock()
 	if fail != 0 {
