@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/internal/nomadtest"
 )
@@ -124,5 +129,130 @@ func TestPasswordNeverPrinted(t *testing.T) {
 		if r.BasicAuth != "user:"+password {
 			t.Errorf("got basic auth %q, want the credentials of NOMAD_ADDR", r.BasicAuth)
 		}
+	}
+}
+
+// errorLines returns the ERROR lines of JSON logs.
+func errorLines(logs string) []string {
+	var out []string
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, `"level":"ERROR"`) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// A closed stdout (the log shipper died, `eventlog | head`) is not a
+// SIGPIPE death: one ERROR line, the state file saved with the last frame
+// fully written, exit 1. With stderr closed as well, the same without the
+// line.
+func TestClosedStdout(t *testing.T) {
+	t.Parallel()
+	for _, stderrClosed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stderr closed %v", stderrClosed), func(t *testing.T) {
+			t.Parallel()
+			srv := startServer(t, nomadtest.Options{})
+			for i := range 5 {
+				srv.Publish(event(i))
+			}
+			state := filepath.Join(t.TempDir(), "state")
+			cmd := exec.Command(eventlogBinary(t), "-address", srv.URL, "-state-file", state, "-state-interval", "1h", "-index", "0", "-topic", "Job")
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd.Stdout = pw
+			stderr := newSyncBuffer()
+			cmd.Stderr = stderr
+			if stderrClosed {
+				er, ew, err := os.Pipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				er.Close()
+				cmd.Stderr = ew
+				defer ew.Close()
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			pw.Close()
+			br := bufio.NewReader(pr)
+			for range 5 { // every line written: the state must say 5
+				if _, err := br.ReadString('\n'); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pr.Close()
+			srv.Publish(event(5)) // its write fails
+			done := make(chan struct{})
+			go func() {
+				cmd.Wait()
+				close(done)
+			}()
+			select {
+			case <-done:
+			case <-time.After(hang):
+				cmd.Process.Kill()
+				<-done
+				t.Fatal("eventlog did not stop after stdout was closed")
+			}
+			if code := cmd.ProcessState.ExitCode(); code != exitFailure {
+				t.Errorf("got %v, want exit code 1", cmd.ProcessState)
+			}
+			if idx, ok, err := readState(state); idx != 5 || !ok || err != nil {
+				t.Errorf("state: got %d %v %v, want 5, the last frame fully written", idx, ok, err)
+			}
+			errs := errorLines(stderr.String())
+			switch {
+			case stderrClosed && stderr.String() != "":
+				t.Errorf("got stderr %q with stderr closed", stderr)
+			case !stderrClosed && (len(errs) != 1 || !strings.Contains(errs[0], "stdout was closed")):
+				t.Errorf("got ERROR lines %q, want one saying stdout was closed; stderr:\n%s", errs, stderr)
+			}
+		})
+	}
+}
+
+// A closed stderr does not stop the stream.
+func TestClosedStderr(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, nomadtest.Options{})
+	srv.Publish(event(0))
+	state := filepath.Join(t.TempDir(), "state")
+	cmd := exec.Command(eventlogBinary(t), "-address", srv.URL, "-state-file", state, "-index", "0", "-topic", "Job", "-log-level", "debug")
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	er, ew, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	er.Close()
+	cmd.Stdout, cmd.Stderr = pw, ew
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	ew.Close()
+	br := bufio.NewReader(pr)
+	for i := range 3 {
+		if i > 0 {
+			srv.Publish(event(i)) // logs at DEBUG, written to the closed stderr
+		}
+		if _, err := br.ReadString('\n'); err != nil {
+			t.Fatalf("line %d: %v (%v)", i+1, err, cmd.Wait())
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("after SIGTERM: got %v, want exit 0", err)
+	}
+	if idx, _, err := readState(state); idx != 3 || err != nil {
+		t.Errorf("state: got %d (%v), want 3", idx, err)
 	}
 }

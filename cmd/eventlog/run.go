@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
@@ -207,37 +208,44 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		h = slog.NewTextHandler(stderr, hopts)
 	}
 	log := slog.New(h)
-	if err := stream(ctx, o, stdout, log); err != nil {
-		log.Error("eventlog stopped", "error", err.Error())
+	stats, err := stream(ctx, o, stdout, log)
+	var attrs []any
+	if stats != nil {
+		attrs = append(attrs, "index", stats.FlushedIndex())
+	}
+	if err != nil {
+		log.Error("eventlog stopped", append(attrs, "error", err.Error())...)
 		return err
 	}
+	log.Info("eventlog stopped", attrs...)
 	return nil
 }
 
-// stream wires the Streamer, the state file and the health endpoint.
-func stream(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) error {
+// stream wires the Streamer, the state file and the health endpoint. Its
+// stats are nil when it failed before streaming.
+func stream(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) (*nomad.Stats, error) {
 	cfg := api.DefaultConfig()
 	if o.address != "" {
 		cfg.Address = o.address
 	}
 	client, err := nomad.NewClient(cfg, nomad.TokenFromEnvOrFile(o.tokenFile))
 	if err != nil {
-		return &usageError{err}
+		return nil, &usageError{err}
 	}
 	start := nomad.Position{Index: o.index}
 	if o.stateFile != "" {
 		idx, ok, err := readState(o.stateFile)
 		if err != nil {
-			return &usageError{err}
+			return nil, &usageError{err}
 		}
 		if ok {
 			start = nomad.Position{Index: idx, Written: true}
 			// Rewriting it proves now, not after the first events, that it can be written.
 			if err := writeState(o.stateFile, idx); err != nil {
-				return err
+				return nil, err
 			}
 		} else if err := checkWritable(o.stateFile); err != nil {
-			return err
+			return nil, err
 		}
 	}
 
@@ -258,7 +266,7 @@ func stream(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) 
 	if o.listen != "" {
 		ln, err := net.Listen("tcp", o.listen)
 		if err != nil {
-			return fmt.Errorf("listening for health and metrics: %w", err)
+			return nil, fmt.Errorf("listening for health and metrics: %w", err)
 		}
 		srv := &http.Server{Handler: handler(stats, time.Now, nomad.DefaultBackoff.Max), ReadHeaderTimeout: 10 * time.Second}
 		log.Info("serving /healthz and /metrics", "address", ln.Addr().String())
@@ -300,20 +308,21 @@ func stream(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) 
 		})
 	}
 	err = st.Run(ctx, stdout, start)
+	if errors.Is(err, syscall.EPIPE) {
+		err = fmt.Errorf("stdout was closed (whatever reads eventlog's output exited or closed it): %w", err)
+	}
 	cancel()
 	wg.Wait()
 	if o.stateFile != "" {
 		if saveErr != nil {
-			return saveErr
+			return stats, saveErr
 		}
+		// What was flushed to stdout before a failure is saved too.
 		if serr := sv.save(); serr != nil && err == nil {
 			err = serr
 		}
 	}
-	if err == nil {
-		log.Info("eventlog stopped", "index", stats.FlushedIndex())
-	}
-	return err
+	return stats, err
 }
 
 // saver writes the flushed index to the state file when it changed.
