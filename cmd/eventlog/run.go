@@ -64,7 +64,9 @@ Index, Payload), for a log shipper tailing stdout. Its own logs go to stderr.
 It reconnects after any drop or stall, resuming from the last index it wrote
 so that nothing is lost and nothing repeated; when Nomad no longer holds that
 index (it keeps only the last ~100) the gap is logged and counted. With
--state-file a restart resumes the same way.
+-state-file a restart resumes the same way. A frame longer than
+-max-frame-bytes is skipped: logged at ERROR with its index and size,
+counted, and the stream goes on after it.
 
 Nomad client settings come from the standard environment: NOMAD_ADDR (also
 unix://path), NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
@@ -72,7 +74,8 @@ NOMAD_SKIP_VERIFY, NOMAD_TLS_SERVER_NAME, NOMAD_REGION, NOMAD_NAMESPACE.
 
 Usage:
   eventlog [-topic Topic[:Key]]... [-namespace NS] [-index N] [-state-file FILE]
-           [-heartbeat-timeout 60s] [-log-level info] [-log-format json|text]
+           [-heartbeat-timeout 60s] [-max-frame-bytes 67108864] [-listen ADDR]
+           [-log-level info] [-log-format json|text]
 
 Example:
   NOMAD_ADDR=https://nomad.service.consul:4646 NOMAD_TOKEN=... \
@@ -96,6 +99,7 @@ type options struct {
 	stateInterval    time.Duration
 	heartbeatTimeout time.Duration
 	alertAfter       time.Duration
+	maxFrameBytes    int
 	listen           string
 	address          string
 	tokenFile        string
@@ -144,6 +148,13 @@ func (f topicsFlag) Set(s string) error {
 	return nil
 }
 
+// The bounds of -max-frame-bytes: a frame of one small event is a few hundred
+// bytes; above 1 GiB the limit no longer protects anything.
+const (
+	minFrameBytes = 1 << 10
+	maxFrameBytes = 1 << 30
+)
+
 func parseFlags(args []string, stdout io.Writer) (options, error) {
 	o := options{index: nomad.Newest}
 	fs := flag.NewFlagSet("eventlog", flag.ContinueOnError)
@@ -159,6 +170,7 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	fs.DurationVar(&o.stateInterval, "state-interval", time.Second, "write the state file at most this often (and at shutdown)")
 	fs.DurationVar(&o.heartbeatTimeout, "heartbeat-timeout", 60*time.Second, "reconnect when nothing, not even a heartbeat, arrives for this long (Nomad sends one every 30s); 0 disables")
 	fs.DurationVar(&o.alertAfter, "alert-after", 6*time.Hour, "log an ongoing outage again at ERROR each time it lasts this much longer")
+	fs.IntVar(&o.maxFrameBytes, "max-frame-bytes", 64<<20, "the longest frame kept, in `bytes` (1024 to 1073741824): a longer one is read through, dropped, logged at ERROR and counted, and the stream goes on after it; bounds the memory one frame takes")
 	fs.StringVar(&o.listen, "listen", "", "serve /healthz and /metrics on this `address` (off by default)")
 	fs.StringVar(&o.address, "address", "", "Nomad address, overriding NOMAD_ADDR")
 	fs.StringVar(&o.tokenFile, "token-file", "", "read the token from `FILE` before every connection (e.g. a workload identity's secrets/nomad_token) instead of NOMAD_TOKEN")
@@ -187,6 +199,9 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	}
 	if o.heartbeatTimeout < 0 || o.stateInterval < 0 || o.alertAfter <= 0 {
 		return o, usagef("-heartbeat-timeout and -state-interval must not be negative, -alert-after must be positive")
+	}
+	if o.maxFrameBytes < minFrameBytes || o.maxFrameBytes > maxFrameBytes {
+		return o, usagef("-max-frame-bytes: want %d to %d, got %d", minFrameBytes, maxFrameBytes, o.maxFrameBytes)
 	}
 	if len(o.topics) == 0 {
 		o.topics = defaultTopics
@@ -253,6 +268,7 @@ func stream(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) 
 	st := nomad.NewStreamer(client, nomad.Config{
 		Subscription:     nomad.Subscription{Topics: o.topics, Namespace: o.namespace},
 		HeartbeatTimeout: o.heartbeatTimeout,
+		MaxFrameBytes:    o.maxFrameBytes,
 		AlertAfter:       o.alertAfter,
 		Logger:           log,
 		Stats:            stats,

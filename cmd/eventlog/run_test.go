@@ -42,6 +42,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"-nope"}, exitUsage, "", "flag provided but not defined: -nope"},
 		{[]string{"extra"}, exitUsage, "", `unexpected argument "extra"`},
 		{[]string{"-address", "ftp://x"}, exitUsage, "", "scheme must be http, https or unix"},
+		{[]string{"-max-frame-bytes", "1000"}, exitUsage, "", "-max-frame-bytes: want 1024 to 1073741824, got 1000"},
+		{[]string{"-h"}, exitOK, "-max-frame-bytes bytes", ""},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -235,6 +237,53 @@ func TestHealthAndMetrics(t *testing.T) {
 		}
 	}
 	r.stop(t)
+}
+
+// A frame over -max-frame-bytes: skipped, one ERROR line with its index
+// and size, counted in the metrics; the events after it are written.
+func TestOversizeFrameSkipped(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, nomadtest.Options{})
+	big := event(2)
+	big.Payload = json.RawMessage(`{"Blob":"` + strings.Repeat("x", 8<<10) + `"}`)
+	want := []string{expected(srv.Publish(event(1)), event(1))}
+	srv.Publish(big)
+	want = append(want, expected(srv.Publish(event(3)), event(3)))
+	size := len(`{"Index":2,"Events":[]}`) + len(expected(2, big))
+	r := startRun(t, "-address", srv.URL, "-index", "0", "-topic", "Job", "-max-frame-bytes", "4096", "-listen", "127.0.0.1:0")
+	r.stdout.waitLines(t, len(want))
+	logs := r.stderr.waitFor(t, "the skip", func(s string) bool { return strings.Contains(s, "frame skipped") })
+	m := regexp.MustCompile(`"address":"(127\.0\.0\.1:\d+)"`).FindStringSubmatch(logs)
+	if m == nil {
+		t.Fatalf("no listen address in %s", logs)
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err := r.stop(t); err != nil {
+		t.Fatalf("run: got %v, want nil", err)
+	}
+	if got := r.stdout.String(); got != strings.Join(want, "\n")+"\n" {
+		t.Errorf("stdout:\n got %.300s\nwant %.300s", got, strings.Join(want, "\n"))
+	}
+	var skips []string
+	for _, l := range strings.Split(r.stderr.String(), "\n") {
+		if strings.Contains(l, "frame skipped") {
+			skips = append(skips, l)
+		}
+	}
+	wantAttrs := fmt.Sprintf(`"last_written":1,"skipped_index":2,"bytes":%d,"max_frame_bytes":4096`, size)
+	if len(skips) != 1 || !strings.Contains(skips[0], `"level":"ERROR"`) || !strings.Contains(skips[0], wantAttrs) {
+		t.Errorf("got skip lines %q, want one ERROR line with %s", skips, wantAttrs)
+	}
+	for _, w := range []string{"eventlog_frames_skipped_total 1", "eventlog_reconnects_total 0", "eventlog_frames_written_total 2"} {
+		if !strings.Contains(string(metrics), w) {
+			t.Errorf("metrics: no %q", w)
+		}
+	}
 }
 
 func TestHealth(t *testing.T) {
