@@ -165,9 +165,9 @@ func TestHistoryResetReported(t *testing.T) {
 	want = append(want, expect(3, last)...) // Nomad starts at its newest frame
 	srv.SetFailStatus(0)
 	e := smallEvent("Job", "after", 0)
-	got := out.wait(t, len(want))
+	out.wait(t, len(want))
 	want = append(want, expect(srv.Publish(e), e)...)
-	got = out.wait(t, len(want))
+	got := out.wait(t, len(want))
 	r.logs.wait(t, "WARN Nomad's event history went backwards", "last_written=10", "first_received=3")
 	r.stop(t)
 	diffLines(t, got, want)

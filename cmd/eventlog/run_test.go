@@ -127,12 +127,12 @@ func TestStdoutHoldsOnlyEvents(t *testing.T) {
 		want = append(want, expected(srv.Publish(e, event(i)), e), expected(uint64(i+1), event(i)))
 	}
 	r := startRun(t, "-address", srv.URL, "-index", "0", "-log-level", "debug", "-log-format", "text")
-	got := r.stdout.waitLines(t, len(want))
+	r.stdout.waitLines(t, len(want))
 	r.stderr.waitFor(t, "debug logs", func(s string) bool { return strings.Contains(s, "level=DEBUG") })
 	if err := r.stop(t); err != nil {
 		t.Fatalf("run: got %v, want nil", err)
 	}
-	got = strings.Split(strings.TrimSuffix(r.stdout.String(), "\n"), "\n")
+	got := strings.Split(strings.TrimSuffix(r.stdout.String(), "\n"), "\n")
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("stdout:\n got %.500s\nwant %.500s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
