@@ -80,7 +80,10 @@ type Streamer struct {
 	parser  frameParser
 	out     *bufio.Writer
 	br      *bufio.Reader
-	long    []byte
+	long    []byte   // a line longer than the read buffer, whole
+	pieces  [][]byte // such a line while it is read
+	cur     int      // the piece being filled
+	held    int      // the capacity of the pieces
 	compact bytes.Buffer
 	last    uint64 // index of the last frame fully written to out
 	known   bool   // last is meaningful
@@ -591,7 +594,12 @@ func (s *Streamer) flush() error {
 // stream it returns what is left (a last line without a newline) and the
 // error. A line longer than MaxFrameBytes is not kept: it is read to its end
 // and dropped, and readLine returns a *frameTooLarge saying what is known of
-// it. No more than MaxFrameBytes is ever held for one line.
+// it.
+//
+// A line longer than the read buffer is kept in pieces while it is read
+// (pieces are never copied to grow, and add up to MaxFrameBytes at most), and
+// copied into one buffer of its exact size once its newline has come: a
+// frame over the limit costs at most the limit, one within it twice its size.
 func (s *Streamer) readLine() ([]byte, error) {
 	limit := s.cfg.MaxFrameBytes
 	if cap(s.long) > 1<<20 {
@@ -608,42 +616,73 @@ func (s *Streamer) readLine() ([]byte, error) {
 		}
 		return content, err
 	}
-	s.long = s.long[:0]
+	for i := range s.pieces {
+		s.pieces[i] = s.pieces[i][:0]
+	}
+	s.cur = 0
+	n := 0 // bytes kept
 	for {
 		content := line
 		if err == nil {
 			content = line[:len(line)-1]
 		}
-		if len(s.long)+len(content) > limit {
-			prefix := s.long
-			if len(prefix) == 0 {
-				prefix = line
+		if n+len(content) > limit {
+			prefix := line
+			if n > 0 {
+				prefix = s.pieces[0]
 			}
-			return nil, s.discard(prefix, len(s.long)+len(line), err)
+			return nil, s.discard(prefix, n+len(line), err)
 		}
-		s.grow(len(content))
-		s.long = append(s.long, content...)
+		s.keep(content)
+		n += len(content)
 		switch err {
 		case nil:
-			return s.long, nil
+			return s.join(n), nil
 		case bufio.ErrBufferFull:
 		default:
-			return s.long, err
+			return s.join(n), err
 		}
 		line, err = s.br.ReadSlice('\n')
 	}
 }
 
-// grow makes room for n more bytes in s.long, doubling its capacity but
-// never beyond MaxFrameBytes.
-func (s *Streamer) grow(n int) {
-	need := len(s.long) + n
-	if need <= cap(s.long) {
-		return
+// keep copies b to the pieces, adding a piece when they are full: twice the
+// last one, but never more than what is left of MaxFrameBytes.
+func (s *Streamer) keep(b []byte) {
+	for len(b) > 0 {
+		if s.cur == len(s.pieces) {
+			c := 64 << 10
+			if s.cur > 0 {
+				c = 2 * cap(s.pieces[s.cur-1])
+			}
+			c = min(c, s.cfg.MaxFrameBytes-s.held) // > 0: held is what is kept, less than the line
+			s.pieces = append(s.pieces, make([]byte, 0, c))
+			s.held += c
+		}
+		p := s.pieces[s.cur]
+		k := min(len(b), cap(p)-len(p))
+		s.pieces[s.cur] = append(p, b[:k]...)
+		b = b[k:]
+		if len(s.pieces[s.cur]) == cap(p) {
+			s.cur++
+		}
 	}
-	b := make([]byte, len(s.long), min(max(2*cap(s.long), need), s.cfg.MaxFrameBytes))
-	copy(b, s.long)
-	s.long = b
+}
+
+// join returns the n bytes kept in the pieces as one line. Pieces of up to
+// 1 MiB in all are kept for the next long line; more are let go.
+func (s *Streamer) join(n int) []byte {
+	if cap(s.long) < n {
+		s.long = make([]byte, 0, n)
+	}
+	s.long = s.long[:0]
+	for _, p := range s.pieces {
+		s.long = append(s.long, p...)
+	}
+	if s.held > 1<<20 {
+		s.pieces, s.held = nil, 0
+	}
+	return s.long
 }
 
 // discard reads the rest of an oversize line and drops it. prefix is its
@@ -652,7 +691,7 @@ func (s *Streamer) grow(n int) {
 func (s *Streamer) discard(prefix []byte, read int, err error) *frameTooLarge {
 	big := &frameTooLarge{read: read}
 	big.index, big.indexOK = leadingIndex(prefix)
-	s.long = nil // its memory can go now
+	s.pieces, s.held = nil, 0 // their memory can go now
 	for err == bufio.ErrBufferFull {
 		var line []byte
 		line, err = s.br.ReadSlice('\n')
