@@ -21,7 +21,7 @@ import (
 )
 
 // Newest, as a start index, asks Nomad for the newest frame it buffers: an
-// index above everything buffered starts there (see nomad-event-stream.md),
+// index above everything buffered starts there (docs/eventlog.md),
 // so a fresh start prints one old frame rather than replaying a hundred.
 // It is MaxInt64 rather than MaxUint64 so that it parses as either.
 const Newest uint64 = math.MaxInt64

@@ -1,9 +1,9 @@
 // Package nomadtest is an in-process Nomad event stream server for tests and
-// benchmarks. It follows Nomad's wire behaviour as described in
-// shared/nomad-event-stream.md (it is written from that description, not
-// from Nomad's code): the inclusive index with its clamping rules, a buffer of
-// the last N indexes that evicts, `{}` first and then on a ticker, topic, key
-// and namespace filtering with their two quirks, both response modes
+// benchmarks. It follows Nomad's wire behaviour as docs/eventlog.md
+// describes it (it is written from that description, not from Nomad's
+// code): the inclusive index with its clamping rules, a buffer of the last
+// N indexes that evicts, `{}` first and then on a ticker, topic, key and
+// namespace filtering with their two quirks, both response modes
 // (close-delimited as Nomad ≥ 1.11.2 sends it, chunked with plain-text error
 // tails as Nomad ≤ 1.11.1 does), the 200-then-EOF of a refused subscription,
 // and slow subscribers cut off once their next index has left the buffer.
