@@ -22,6 +22,7 @@ import (
 // connection, so a rotated workload identity token is picked up.
 type Client struct {
 	http    *http.Client
+	addr    string  // the address as given, its password redacted
 	base    url.URL // scheme and host; a unix socket is reached as http://127.0.0.1
 	region  string
 	auth    *api.HttpBasicAuth
@@ -41,9 +42,15 @@ func NewClient(cfg *api.Config, token func() (string, error)) (*Client, error) {
 	}
 	u, err := url.Parse(addr)
 	if err != nil {
-		return nil, fmt.Errorf("parsing Nomad address %q: %w", addr, err)
+		// url.Parse's error quotes the whole address, password included:
+		// keep only its reason.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return nil, fmt.Errorf("parsing Nomad address (NOMAD_ADDR or -address): %w", err)
 	}
-	c := &Client{region: cfg.Region, auth: cfg.HttpAuth, headers: cfg.Headers, token: token}
+	c := &Client{addr: u.Redacted(), region: cfg.Region, auth: cfg.HttpAuth, headers: cfg.Headers, token: token}
 	if c.token == nil {
 		secret := cfg.SecretID
 		c.token = func() (string, error) { return secret, nil }
@@ -69,7 +76,7 @@ func NewClient(cfg *api.Config, token func() (string, error)) (*Client, error) {
 		c.base = url.URL{Scheme: u.Scheme, Host: u.Host, Path: strings.TrimSuffix(u.Path, "/")}
 		dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	default:
-		return nil, fmt.Errorf("parsing Nomad address %q: scheme must be http, https or unix", addr)
+		return nil, fmt.Errorf("parsing Nomad address %q: scheme must be http, https or unix", c.addr)
 	}
 
 	if cfg.HttpClient != nil {
@@ -93,6 +100,10 @@ func NewClient(cfg *api.Config, token func() (string, error)) (*Client, error) {
 	}
 	return c, nil
 }
+
+// Address is the Nomad address with its password, if any, redacted: the
+// form to log.
+func (c *Client) Address() string { return c.addr }
 
 // TokenFromEnvOrFile returns a token source for NewClient: the file's
 // content when file is set (Nomad rewrites secrets/nomad_token when a
@@ -165,9 +176,11 @@ func (c *Client) open(ctx context.Context, sub Subscription, index uint64) (*htt
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		// The request URL holds nothing the caller does not know (and no
+		// credentials: base has no user info, they go in a header).
 		var uerr *url.Error
 		if errors.As(err, &uerr) {
-			err = uerr.Err // the URL holds nothing the caller does not know
+			err = uerr.Err
 		}
 		return nil, err
 	}

@@ -18,6 +18,7 @@ type Stats struct {
 	refusals   atomic.Uint64
 	gaps       atomic.Uint64
 	resets     atomic.Uint64
+	skipped    atomic.Uint64
 	bytesRead  atomic.Uint64
 
 	lastIndex    atomic.Uint64 // last frame written to the buffer
@@ -35,6 +36,7 @@ type Stats struct {
 type StatsSnapshot struct {
 	Frames, Events, Heartbeats, Duplicates uint64
 	Reconnects, Refusals, Gaps, Resets     uint64
+	Skipped                                uint64 // frames over MaxFrameBytes
 	BytesRead                              uint64
 	LastIndex, FlushedIndex                uint64
 	LastFrame                              time.Time // zero before the first frame
@@ -54,6 +56,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		Refusals:     s.refusals.Load(),
 		Gaps:         s.gaps.Load(),
 		Resets:       s.resets.Load(),
+		Skipped:      s.skipped.Load(),
 		BytesRead:    s.bytesRead.Load(),
 		LastIndex:    s.lastIndex.Load(),
 		FlushedIndex: s.flushedIndex.Load(),

@@ -21,7 +21,7 @@ import (
 )
 
 // Newest, as a start index, asks Nomad for the newest frame it buffers: an
-// index above everything buffered starts there (see nomad-event-stream.md),
+// index above everything buffered starts there (docs/eventlog.md),
 // so a fresh start prints one old frame rather than replaying a hundred.
 // It is MaxInt64 rather than MaxUint64 so that it parses as either.
 const Newest uint64 = math.MaxInt64
@@ -43,7 +43,10 @@ type Config struct {
 	// HeartbeatTimeout: a connection that delivers no byte for this long is
 	// dead, whatever TCP says (Nomad sends `{}` every 30 s). 0 disables it.
 	HeartbeatTimeout time.Duration
-	// MaxFrameBytes bounds one line of the stream (default 64 MiB).
+	// MaxFrameBytes bounds one line of the stream (default 64 MiB), and so
+	// the memory one frame may take. A longer frame is skipped: read to its
+	// end without being kept, logged at ERROR, counted in Stats, and the
+	// stream goes on after its index.
 	MaxFrameBytes int
 	// BufferSize is the size of the output buffer (default 64 KiB).
 	BufferSize int
@@ -77,7 +80,10 @@ type Streamer struct {
 	parser  frameParser
 	out     *bufio.Writer
 	br      *bufio.Reader
-	long    []byte
+	long    []byte   // a line longer than the read buffer, whole
+	pieces  [][]byte // such a line while it is read
+	cur     int      // the piece being filled
+	held    int      // the capacity of the pieces
 	compact bytes.Buffer
 	last    uint64 // index of the last frame fully written to out
 	known   bool   // last is meaningful
@@ -197,10 +203,20 @@ func (s *Streamer) Run(ctx context.Context, w io.Writer, start Position) error {
 	}
 }
 
-var (
-	errHeartbeat     = errors.New("heartbeat timeout")
-	errFrameTooLarge = errors.New("frame too large")
-)
+var errHeartbeat = errors.New("heartbeat timeout")
+
+// frameTooLarge is a line longer than MaxFrameBytes, read to its end (or to
+// the end of the stream) without being kept.
+type frameTooLarge struct {
+	index   uint64 // read from the frame's first bytes
+	indexOK bool
+	read    int   // bytes read, the newline included when it came
+	err     error // what ended the stream before the newline; nil when it came
+}
+
+func (e *frameTooLarge) Error() string {
+	return fmt.Sprintf("reading the stream: a frame is larger than the limit (%d bytes read)", e.read)
+}
 
 // RefusedError: Nomad would not serve the subscription. Retrying soon will
 // not help; a longer backoff applies.
@@ -331,6 +347,14 @@ func (s *Streamer) session(ctx context.Context, index uint64) (live bool, err er
 	first := true // no frame yet in this session
 	for {
 		line, rerr := s.readLine()
+		var big *frameTooLarge
+		if errors.As(rerr, &big) {
+			s.skip(big, &first)
+			if big.err == nil {
+				continue
+			}
+			line, rerr = nil, big.err
+		}
 		if rerr == nil {
 			if err := s.line(line, &live, &first); err != nil {
 				return live, err
@@ -339,9 +363,6 @@ func (s *Streamer) session(ctx context.Context, index uint64) (live bool, err er
 		}
 		if nr.werr != nil {
 			return live, nr.werr
-		}
-		if rerr == errFrameTooLarge {
-			return live, fmt.Errorf("reading the stream: a frame is larger than %d bytes", s.cfg.MaxFrameBytes)
 		}
 		if len(bytes.TrimSpace(line)) > 0 {
 			// A last line without its newline: a whole frame (the server
@@ -402,6 +423,67 @@ func (s *Streamer) line(line []byte, live, first *bool) error {
 	return s.frame(line, wasFirst)
 }
 
+// admit applies the resume rules to the frame at idx, reporting a gap or a
+// history reset, and says whether the frame is new: the frame a resume asked
+// for again is not, nor is one out of order.
+func (s *Streamer) admit(idx uint64, first bool) bool {
+	if !s.known {
+		return true
+	}
+	switch {
+	case first && idx == s.last:
+		s.log.Debug("resumed without a gap", "index", idx)
+		return false
+	case first && idx > s.last:
+		s.stats.gaps.Add(1)
+		s.log.Warn("gap in the event stream: Nomad no longer buffered the last written index, events between the two indexes (exclusive) may be lost",
+			"last_written", s.last, "first_received", idx)
+	case first && idx < s.last:
+		s.stats.resets.Add(1)
+		s.log.Warn("Nomad's event history went backwards (cluster rebuilt or restored from a snapshot?): carrying on from the new history",
+			"last_written", s.last, "first_received", idx)
+	case idx <= s.last:
+		s.log.Warn("frame out of order within a subscription: dropped", "index", idx, "last_written", s.last)
+		return false
+	}
+	return true
+}
+
+// skip reports a frame over MaxFrameBytes and moves the resume index past
+// it, so that a resume does not read it again: Nomad sends it first, as the
+// frame at the resume index, and admit drops it.
+func (s *Streamer) skip(big *frameTooLarge, first *bool) {
+	s.stats.lastFrame.Store(s.cfg.Now().UnixNano())
+	wasFirst := *first
+	*first = false
+	attrs := []any{"last_written", s.last}
+	if !s.known {
+		attrs = attrs[:0]
+	}
+	if big.indexOK {
+		if !s.admit(big.index, wasFirst) {
+			return
+		}
+		attrs = append(attrs, "skipped_index", big.index)
+	}
+	if big.err == nil {
+		attrs = append(attrs, "bytes", big.read-1)
+	} else {
+		attrs = append(attrs, "bytes_read", big.read) // the stream ended first
+	}
+	attrs = append(attrs, "max_frame_bytes", s.cfg.MaxFrameBytes)
+	s.stats.skipped.Add(1)
+	msg := "frame skipped: larger than the frame size limit, its events are lost; the stream goes on after it"
+	if !big.indexOK {
+		msg = "frame skipped: larger than the frame size limit, its events are lost, and its index could not be read; the stream goes on after it"
+	}
+	s.log.Error(msg, attrs...)
+	if big.indexOK {
+		s.last, s.known = big.index, true
+		s.stats.lastIndex.Store(big.index)
+	}
+}
+
 // frame writes the events of one frame, applying the resume rules.
 func (s *Streamer) frame(line []byte, first bool) error {
 	idx := s.parser.index
@@ -409,23 +491,8 @@ func (s *Streamer) frame(line []byte, first bool) error {
 	if len(s.parser.events) == 0 {
 		return nil // nothing written: the resume index stays where it is
 	}
-	if s.known {
-		switch {
-		case first && idx == s.last:
-			s.log.Debug("resumed without a gap", "index", idx)
-			return nil
-		case first && idx > s.last:
-			s.stats.gaps.Add(1)
-			s.log.Warn("gap in the event stream: Nomad no longer buffered the last written index, events between the two indexes (exclusive) may be lost",
-				"last_written", s.last, "first_received", idx)
-		case first && idx < s.last:
-			s.stats.resets.Add(1)
-			s.log.Warn("Nomad's event history went backwards (cluster rebuilt or restored from a snapshot?): carrying on from the new history",
-				"last_written", s.last, "first_received", idx)
-		case idx <= s.last:
-			s.log.Warn("frame out of order within a subscription: dropped", "index", idx, "last_written", s.last)
-			return nil
-		}
+	if !s.admit(idx, first) {
+		return nil
 	}
 	written := 0
 	for k, ev := range s.parser.events {
@@ -524,31 +591,138 @@ func (s *Streamer) flush() error {
 }
 
 // readLine returns the next line without its newline. At the end of the
-// stream it returns what is left (a last line without a newline) and the error.
+// stream it returns what is left (a last line without a newline) and the
+// error. A line longer than MaxFrameBytes is not kept: it is read to its end
+// and dropped, and readLine returns a *frameTooLarge saying what is known of
+// it.
+//
+// A line longer than the read buffer is kept in pieces while it is read
+// (pieces are never copied to grow, and add up to MaxFrameBytes at most), and
+// copied into one buffer of its exact size once its newline has come: a
+// frame over the limit costs at most the limit, one within it twice its size.
 func (s *Streamer) readLine() ([]byte, error) {
-	line, err := s.br.ReadSlice('\n')
-	if err == nil {
-		return line[:len(line)-1], nil
-	}
-	if err != bufio.ErrBufferFull {
-		return line, err
-	}
+	limit := s.cfg.MaxFrameBytes
 	if cap(s.long) > 1<<20 {
 		s.long = nil // do not keep a past multi-megabyte frame's memory
 	}
-	s.long = append(s.long[:0], line...)
-	for {
-		line, err = s.br.ReadSlice('\n')
-		if len(s.long)+len(line) > s.cfg.MaxFrameBytes {
-			return nil, errFrameTooLarge
+	line, err := s.br.ReadSlice('\n')
+	if err != bufio.ErrBufferFull {
+		content := line
+		if err == nil {
+			content = line[:len(line)-1]
 		}
-		s.long = append(s.long, line...)
+		if len(content) > limit {
+			return nil, s.discard(line, len(line), err)
+		}
+		return content, err
+	}
+	for i := range s.pieces {
+		s.pieces[i] = s.pieces[i][:0]
+	}
+	s.cur = 0
+	n := 0 // bytes kept
+	for {
+		content := line
+		if err == nil {
+			content = line[:len(line)-1]
+		}
+		if n+len(content) > limit {
+			prefix := line
+			if n > 0 {
+				prefix = s.pieces[0]
+			}
+			return nil, s.discard(prefix, n+len(line), err)
+		}
+		s.keep(content)
+		n += len(content)
 		switch err {
 		case nil:
-			return s.long[:len(s.long)-1], nil
+			return s.join(n), nil
 		case bufio.ErrBufferFull:
 		default:
-			return s.long, err
+			return s.join(n), err
+		}
+		line, err = s.br.ReadSlice('\n')
+	}
+}
+
+// keep copies b to the pieces, adding a piece when they are full: twice the
+// last one, but never more than what is left of MaxFrameBytes.
+func (s *Streamer) keep(b []byte) {
+	for len(b) > 0 {
+		if s.cur == len(s.pieces) {
+			c := 64 << 10
+			if s.cur > 0 {
+				c = 2 * cap(s.pieces[s.cur-1])
+			}
+			c = min(c, s.cfg.MaxFrameBytes-s.held) // > 0: held is what is kept, less than the line
+			s.pieces = append(s.pieces, make([]byte, 0, c))
+			s.held += c
+		}
+		p := s.pieces[s.cur]
+		k := min(len(b), cap(p)-len(p))
+		s.pieces[s.cur] = append(p, b[:k]...)
+		b = b[k:]
+		if len(s.pieces[s.cur]) == cap(p) {
+			s.cur++
 		}
 	}
+}
+
+// join returns the n bytes kept in the pieces as one line. Pieces of up to
+// 1 MiB in all are kept for the next long line; more are let go.
+func (s *Streamer) join(n int) []byte {
+	if cap(s.long) < n {
+		s.long = make([]byte, 0, n)
+	}
+	s.long = s.long[:0]
+	for _, p := range s.pieces {
+		s.long = append(s.long, p...)
+	}
+	if s.held > 1<<20 {
+		s.pieces, s.held = nil, 0
+	}
+	return s.long
+}
+
+// discard reads the rest of an oversize line and drops it. prefix is its
+// first bytes (where Nomad writes the Index), read how many were read, err
+// the last read's error.
+func (s *Streamer) discard(prefix []byte, read int, err error) *frameTooLarge {
+	big := &frameTooLarge{read: read}
+	big.index, big.indexOK = leadingIndex(prefix)
+	s.pieces, s.held = nil, 0 // their memory can go now
+	for err == bufio.ErrBufferFull {
+		var line []byte
+		line, err = s.br.ReadSlice('\n')
+		big.read += len(line)
+	}
+	big.err = err
+	return big
+}
+
+// leadingIndex reads N from a frame that starts `{"Index":N,`, as Nomad
+// writes every frame.
+func leadingIndex(b []byte) (uint64, bool) {
+	var p frameParser
+	i := p.ws(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return 0, false
+	}
+	i = p.ws(b, i+1)
+	if i >= len(b) || b[i] != '"' {
+		return 0, false
+	}
+	end, err := scanString(b, i)
+	if err != nil || string(b[i+1:end-1]) != "Index" {
+		return 0, false
+	}
+	if i, err = p.colon(b, end); err != nil {
+		return 0, false
+	}
+	n, i, err := scanUint(b, i)
+	if err != nil || i >= len(b) { // digits up to the end may be cut short
+		return 0, false
+	}
+	return n, true
 }

@@ -4,31 +4,51 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
-	"os/signal"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/internal/nomadtest"
 )
 
-// The test binary doubles as the eventlog binary for tests that signal or
-// kill a real process: with EVENTLOG_TEST_ARGS set it runs main's body.
 func TestMain(m *testing.M) {
-	if a := os.Getenv("EVENTLOG_TEST_ARGS"); a != "" {
-		var args []string
-		if err := json.Unmarshal([]byte(a), &args); err != nil {
-			panic(err)
-		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err := run(ctx, args, os.Stdout, os.Stderr)
-		stop()
-		os.Exit(exitCode(err))
+	code := m.Run()
+	if binary.dir != "" {
+		os.RemoveAll(binary.dir)
 	}
-	os.Exit(m.Run())
+	os.Exit(code)
+}
+
+var binary struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// eventlogBinary builds cmd/eventlog once per test run: tests about the
+// process (signals, exit codes, a closed stdout) run the real program.
+func eventlogBinary(t *testing.T) string {
+	t.Helper()
+	binary.once.Do(func() {
+		if binary.dir, binary.err = os.MkdirTemp("", "eventlog-test-"); binary.err != nil {
+			return
+		}
+		binary.path = filepath.Join(binary.dir, "eventlog")
+		out, err := exec.Command("go", "build", "-o", binary.path, ".").CombinedOutput()
+		if err != nil {
+			binary.err = fmt.Errorf("building eventlog: %w\n%s", err, out)
+		}
+	})
+	if binary.err != nil {
+		t.Fatal(binary.err)
+	}
+	return binary.path
 }
 
 const hang = 60 * time.Second

@@ -18,8 +18,8 @@ type collector struct {
 	start time.Time
 	now   func() time.Time
 
-	events, frames, heartbeats, duplicates, reconnects, refusals, gaps, resets, bytes *prometheus.Desc
-	lastIndex, flushedIndex, sinceFrame, live                                         *prometheus.Desc
+	events, frames, heartbeats, duplicates, reconnects, refusals, gaps, resets, skipped, bytes *prometheus.Desc
+	lastIndex, flushedIndex, sinceFrame, live                                                  *prometheus.Desc
 }
 
 func newCollector(stats *nomad.Stats, now func() time.Time) *collector {
@@ -36,6 +36,7 @@ func newCollector(stats *nomad.Stats, now func() time.Time) *collector {
 		refusals:     d("refusals_total", "Subscriptions Nomad refused (token, ACL, event broker)."),
 		gaps:         d("gaps_total", "Resumes where Nomad no longer buffered the last written index: events may be lost."),
 		resets:       d("history_resets_total", "Resumes where Nomad's index went backwards (cluster rebuilt)."),
+		skipped:      d("frames_skipped_total", "Frames skipped because they were longer than -max-frame-bytes: their events are lost."),
 		bytes:        d("stream_bytes_read_total", "Bytes read from the event stream."),
 		lastIndex:    d("last_index", "Index of the last frame written."),
 		flushedIndex: d("flushed_index", "Index of the last frame flushed to stdout (what the state file holds)."),
@@ -64,6 +65,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.refusals, s.Refusals)
 	counter(c.gaps, s.Gaps)
 	counter(c.resets, s.Resets)
+	counter(c.skipped, s.Skipped)
 	counter(c.bytes, s.BytesRead)
 	gauge(c.lastIndex, float64(s.LastIndex))
 	gauge(c.flushedIndex, float64(s.FlushedIndex))

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
@@ -63,7 +64,9 @@ Index, Payload), for a log shipper tailing stdout. Its own logs go to stderr.
 It reconnects after any drop or stall, resuming from the last index it wrote
 so that nothing is lost and nothing repeated; when Nomad no longer holds that
 index (it keeps only the last ~100) the gap is logged and counted. With
--state-file a restart resumes the same way.
+-state-file a restart resumes the same way. A frame longer than
+-max-frame-bytes is skipped: logged at ERROR with its index and size,
+counted, and the stream goes on after it.
 
 Nomad client settings come from the standard environment: NOMAD_ADDR (also
 unix://path), NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
@@ -71,7 +74,8 @@ NOMAD_SKIP_VERIFY, NOMAD_TLS_SERVER_NAME, NOMAD_REGION, NOMAD_NAMESPACE.
 
 Usage:
   eventlog [-topic Topic[:Key]]... [-namespace NS] [-index N] [-state-file FILE]
-           [-heartbeat-timeout 60s] [-log-level info] [-log-format json|text]
+           [-heartbeat-timeout 60s] [-max-frame-bytes 67108864] [-listen ADDR]
+           [-log-level info] [-log-format json|text]
 
 Example:
   NOMAD_ADDR=https://nomad.service.consul:4646 NOMAD_TOKEN=... \
@@ -95,6 +99,7 @@ type options struct {
 	stateInterval    time.Duration
 	heartbeatTimeout time.Duration
 	alertAfter       time.Duration
+	maxFrameBytes    int
 	listen           string
 	address          string
 	tokenFile        string
@@ -143,6 +148,13 @@ func (f topicsFlag) Set(s string) error {
 	return nil
 }
 
+// The bounds of -max-frame-bytes: a frame of one small event is a few hundred
+// bytes; above 1 GiB the limit no longer protects anything.
+const (
+	minFrameBytes = 1 << 10
+	maxFrameBytes = 1 << 30
+)
+
 func parseFlags(args []string, stdout io.Writer) (options, error) {
 	o := options{index: nomad.Newest}
 	fs := flag.NewFlagSet("eventlog", flag.ContinueOnError)
@@ -158,6 +170,7 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	fs.DurationVar(&o.stateInterval, "state-interval", time.Second, "write the state file at most this often (and at shutdown)")
 	fs.DurationVar(&o.heartbeatTimeout, "heartbeat-timeout", 60*time.Second, "reconnect when nothing, not even a heartbeat, arrives for this long (Nomad sends one every 30s); 0 disables")
 	fs.DurationVar(&o.alertAfter, "alert-after", 6*time.Hour, "log an ongoing outage again at ERROR each time it lasts this much longer")
+	fs.IntVar(&o.maxFrameBytes, "max-frame-bytes", 64<<20, "the longest frame kept, in `bytes` (1024 to 1073741824): a longer one is read through, dropped, logged at ERROR and counted, and the stream goes on after it; bounds the memory one frame takes")
 	fs.StringVar(&o.listen, "listen", "", "serve /healthz and /metrics on this `address` (off by default)")
 	fs.StringVar(&o.address, "address", "", "Nomad address, overriding NOMAD_ADDR")
 	fs.StringVar(&o.tokenFile, "token-file", "", "read the token from `FILE` before every connection (e.g. a workload identity's secrets/nomad_token) instead of NOMAD_TOKEN")
@@ -187,6 +200,9 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	if o.heartbeatTimeout < 0 || o.stateInterval < 0 || o.alertAfter <= 0 {
 		return o, usagef("-heartbeat-timeout and -state-interval must not be negative, -alert-after must be positive")
 	}
+	if o.maxFrameBytes < minFrameBytes || o.maxFrameBytes > maxFrameBytes {
+		return o, usagef("-max-frame-bytes: want %d to %d, got %d", minFrameBytes, maxFrameBytes, o.maxFrameBytes)
+	}
 	if len(o.topics) == 0 {
 		o.topics = defaultTopics
 	}
@@ -207,37 +223,44 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		h = slog.NewTextHandler(stderr, hopts)
 	}
 	log := slog.New(h)
-	if err := stream(ctx, o, stdout, log); err != nil {
-		log.Error("eventlog stopped", "error", err.Error())
+	stats, err := stream(ctx, o, stdout, log)
+	var attrs []any
+	if stats != nil {
+		attrs = append(attrs, "index", stats.FlushedIndex())
+	}
+	if err != nil {
+		log.Error("eventlog stopped", append(attrs, "error", err.Error())...)
 		return err
 	}
+	log.Info("eventlog stopped", attrs...)
 	return nil
 }
 
-// stream wires the Streamer, the state file and the health endpoint.
-func stream(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) error {
+// stream wires the Streamer, the state file and the health endpoint. Its
+// stats are nil when it failed before streaming.
+func stream(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) (*nomad.Stats, error) {
 	cfg := api.DefaultConfig()
 	if o.address != "" {
 		cfg.Address = o.address
 	}
 	client, err := nomad.NewClient(cfg, nomad.TokenFromEnvOrFile(o.tokenFile))
 	if err != nil {
-		return &usageError{err}
+		return nil, &usageError{err}
 	}
 	start := nomad.Position{Index: o.index}
 	if o.stateFile != "" {
 		idx, ok, err := readState(o.stateFile)
 		if err != nil {
-			return &usageError{err}
+			return nil, &usageError{err}
 		}
 		if ok {
 			start = nomad.Position{Index: idx, Written: true}
 			// Rewriting it proves now, not after the first events, that it can be written.
 			if err := writeState(o.stateFile, idx); err != nil {
-				return err
+				return nil, err
 			}
 		} else if err := checkWritable(o.stateFile); err != nil {
-			return err
+			return nil, err
 		}
 	}
 
@@ -245,6 +268,7 @@ func stream(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) 
 	st := nomad.NewStreamer(client, nomad.Config{
 		Subscription:     nomad.Subscription{Topics: o.topics, Namespace: o.namespace},
 		HeartbeatTimeout: o.heartbeatTimeout,
+		MaxFrameBytes:    o.maxFrameBytes,
 		AlertAfter:       o.alertAfter,
 		Logger:           log,
 		Stats:            stats,
@@ -258,7 +282,7 @@ func stream(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) 
 	if o.listen != "" {
 		ln, err := net.Listen("tcp", o.listen)
 		if err != nil {
-			return fmt.Errorf("listening for health and metrics: %w", err)
+			return nil, fmt.Errorf("listening for health and metrics: %w", err)
 		}
 		srv := &http.Server{Handler: handler(stats, time.Now, nomad.DefaultBackoff.Max), ReadHeaderTimeout: 10 * time.Second}
 		log.Info("serving /healthz and /metrics", "address", ln.Addr().String())
@@ -273,7 +297,7 @@ func stream(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) 
 		})
 	}
 
-	log.Info("eventlog starting", "version", version, "address", cfg.Address, "topics", o.topics,
+	log.Info("eventlog starting", "version", version, "address", client.Address(), "topics", o.topics,
 		"namespace", o.namespace, "index", indexFlag{&start.Index}.String(), "resume", start.Written)
 
 	sv := &saver{path: o.stateFile, saved: start.Index, stats: stats}
@@ -300,20 +324,21 @@ func stream(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) 
 		})
 	}
 	err = st.Run(ctx, stdout, start)
+	if errors.Is(err, syscall.EPIPE) {
+		err = fmt.Errorf("stdout was closed (whatever reads eventlog's output exited or closed it): %w", err)
+	}
 	cancel()
 	wg.Wait()
 	if o.stateFile != "" {
 		if saveErr != nil {
-			return saveErr
+			return stats, saveErr
 		}
+		// What was flushed to stdout before a failure is saved too.
 		if serr := sv.save(); serr != nil && err == nil {
 			err = serr
 		}
 	}
-	if err == nil {
-		log.Info("eventlog stopped", "index", stats.FlushedIndex())
-	}
-	return err
+	return stats, err
 }
 
 // saver writes the flushed index to the state file when it changed.

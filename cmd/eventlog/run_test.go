@@ -42,6 +42,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"-nope"}, exitUsage, "", "flag provided but not defined: -nope"},
 		{[]string{"extra"}, exitUsage, "", `unexpected argument "extra"`},
 		{[]string{"-address", "ftp://x"}, exitUsage, "", "scheme must be http, https or unix"},
+		{[]string{"-max-frame-bytes", "1000"}, exitUsage, "", "-max-frame-bytes: want 1024 to 1073741824, got 1000"},
+		{[]string{"-h"}, exitOK, "-max-frame-bytes bytes", ""},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -125,12 +127,12 @@ func TestStdoutHoldsOnlyEvents(t *testing.T) {
 		want = append(want, expected(srv.Publish(e, event(i)), e), expected(uint64(i+1), event(i)))
 	}
 	r := startRun(t, "-address", srv.URL, "-index", "0", "-log-level", "debug", "-log-format", "text")
-	got := r.stdout.waitLines(t, len(want))
+	r.stdout.waitLines(t, len(want))
 	r.stderr.waitFor(t, "debug logs", func(s string) bool { return strings.Contains(s, "level=DEBUG") })
 	if err := r.stop(t); err != nil {
 		t.Fatalf("run: got %v, want nil", err)
 	}
-	got = strings.Split(strings.TrimSuffix(r.stdout.String(), "\n"), "\n")
+	got := strings.Split(strings.TrimSuffix(r.stdout.String(), "\n"), "\n")
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("stdout:\n got %.500s\nwant %.500s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -237,6 +239,53 @@ func TestHealthAndMetrics(t *testing.T) {
 	r.stop(t)
 }
 
+// A frame over -max-frame-bytes: skipped, one ERROR line with its index
+// and size, counted in the metrics; the events after it are written.
+func TestOversizeFrameSkipped(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, nomadtest.Options{})
+	big := event(2)
+	big.Payload = json.RawMessage(`{"Blob":"` + strings.Repeat("x", 8<<10) + `"}`)
+	want := []string{expected(srv.Publish(event(1)), event(1))}
+	srv.Publish(big)
+	want = append(want, expected(srv.Publish(event(3)), event(3)))
+	size := len(`{"Index":2,"Events":[]}`) + len(expected(2, big))
+	r := startRun(t, "-address", srv.URL, "-index", "0", "-topic", "Job", "-max-frame-bytes", "4096", "-listen", "127.0.0.1:0")
+	r.stdout.waitLines(t, len(want))
+	logs := r.stderr.waitFor(t, "the skip", func(s string) bool { return strings.Contains(s, "frame skipped") })
+	m := regexp.MustCompile(`"address":"(127\.0\.0\.1:\d+)"`).FindStringSubmatch(logs)
+	if m == nil {
+		t.Fatalf("no listen address in %s", logs)
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err := r.stop(t); err != nil {
+		t.Fatalf("run: got %v, want nil", err)
+	}
+	if got := r.stdout.String(); got != strings.Join(want, "\n")+"\n" {
+		t.Errorf("stdout:\n got %.300s\nwant %.300s", got, strings.Join(want, "\n"))
+	}
+	var skips []string
+	for _, l := range strings.Split(r.stderr.String(), "\n") {
+		if strings.Contains(l, "frame skipped") {
+			skips = append(skips, l)
+		}
+	}
+	wantAttrs := fmt.Sprintf(`"last_written":1,"skipped_index":2,"bytes":%d,"max_frame_bytes":4096`, size)
+	if len(skips) != 1 || !strings.Contains(skips[0], `"level":"ERROR"`) || !strings.Contains(skips[0], wantAttrs) {
+		t.Errorf("got skip lines %q, want one ERROR line with %s", skips, wantAttrs)
+	}
+	for _, w := range []string{"eventlog_frames_skipped_total 1", "eventlog_reconnects_total 0", "eventlog_frames_written_total 2"} {
+		if !strings.Contains(string(metrics), w) {
+			t.Errorf("metrics: no %q", w)
+		}
+	}
+}
+
 func TestHealth(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
@@ -258,12 +307,10 @@ func TestHealth(t *testing.T) {
 	}
 }
 
-// child starts the test binary as eventlog.
+// child starts the eventlog binary.
 func child(t *testing.T, stdout io.Writer, args ...string) *exec.Cmd {
 	t.Helper()
-	a, _ := json.Marshal(args)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "EVENTLOG_TEST_ARGS="+string(a))
+	cmd := exec.Command(eventlogBinary(t), args...)
 	cmd.Stdout = stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

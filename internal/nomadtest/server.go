@@ -1,9 +1,9 @@
 // Package nomadtest is an in-process Nomad event stream server for tests and
-// benchmarks. It follows Nomad's wire behaviour as described in
-// shared/nomad-event-stream.md (it is written from that description, not
-// from Nomad's code): the inclusive index with its clamping rules, a buffer of
-// the last N indexes that evicts, `{}` first and then on a ticker, topic, key
-// and namespace filtering with their two quirks, both response modes
+// benchmarks. It follows Nomad's wire behaviour as docs/eventlog.md
+// describes it (it is written from that description, not from Nomad's
+// code): the inclusive index with its clamping rules, a buffer of the last
+// N indexes that evicts, `{}` first and then on a ticker, topic, key and
+// namespace filtering with their two quirks, both response modes
 // (close-delimited as Nomad ≥ 1.11.2 sends it, chunked with plain-text error
 // tails as Nomad ≤ 1.11.1 does), the 200-then-EOF of a refused subscription,
 // and slow subscribers cut off once their next index has left the buffer.
@@ -135,6 +135,9 @@ type Server struct {
 type Request struct {
 	Query url.Values
 	Token string
+	// BasicAuth is "user:password" when the request carried HTTP basic
+	// authentication (NOMAD_HTTP_AUTH, or credentials in NOMAD_ADDR).
+	BasicAuth string
 }
 
 type conn struct {
@@ -387,6 +390,7 @@ func parseTopics(vals []string) (map[string][]string, error) {
 			parts = append(parts, "*")
 		case 2:
 		default:
+			//lint:ignore ST1005 Nomad's own error text, as its clients see it
 			return nil, fmt.Errorf("Invalid key value pair for topic: %s", v)
 		}
 		topics[parts[0]] = append(topics[parts[0]], parts[1])
@@ -432,7 +436,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		token = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	}
 	s.mu.Lock()
-	s.requests = append(s.requests, Request{Query: q, Token: token})
+	req := Request{Query: q, Token: token}
+	if user, pass, ok := r.BasicAuth(); ok {
+		req.BasicAuth = user + ":" + pass
+	}
+	s.requests = append(s.requests, req)
 	fail := s.failStatus
 	s.mu.Unlock()
 	if fail != 0 {

@@ -4,16 +4,21 @@
 //
 // It prints one line, "URL FRAMES EVENTS BYTES", once ready, then serves until
 // SIGINT/SIGTERM. BYTES is the size of the stream's frames (newlines
-// included), the same for every client that reads them all.
+// included), the same for every client that reads them all. With
+// -big-frame-bytes, one more frame of exactly that size (one Job event) comes
+// after the first half of the frames, for bench/eventlog-bigframe.sh; it is
+// counted in FRAMES, EVENTS and BYTES.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,6 +32,7 @@ func main() {
 	drained := flag.Bool("close-when-drained", true, "end each subscription after the last frame (so curl exits)")
 	chunked := flag.Bool("chunked", false, "serve as Nomad ≤ 1.11.1 (chunked)")
 	heartbeat := flag.Duration("heartbeat", 30*time.Second, "heartbeat interval")
+	bigFrame := flag.Int("big-frame-bytes", 0, "add one frame of exactly this many bytes after the first half (0: none)")
 	flag.Parse()
 
 	ln, err := net.Listen("tcp", *addr)
@@ -43,11 +49,22 @@ func main() {
 		mode = nomadtest.Chunked
 	}
 	srv := nomadtest.NewWithListener(ln, nomadtest.Options{
-		Mode: mode, BufferSize: *frames, Heartbeat: *heartbeat, CloseWhenDrained: *drained,
+		Mode: mode, BufferSize: *frames + 1, Heartbeat: *heartbeat, CloseWhenDrained: *drained,
 		Namespaces: []string{"default", "prod"},
 	})
-	events, size := 0, 0
+	events, size, total := 0, 0, *frames
+	var last uint64
 	for i := range *frames {
+		if *bigFrame > 0 && i == *frames/2 {
+			e, err := bigEvent(last+1, *bigFrame)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "server:", err)
+				os.Exit(2)
+			}
+			last++
+			srv.PublishAt(last, e)
+			events, size, total = events+1, size+*bigFrame+1, total+1
+		}
 		evs := make([]nomadtest.Event, *perFrame)
 		for k := range evs {
 			ns := []string{"default", "prod"}[i%2]
@@ -58,16 +75,28 @@ func main() {
 				evs[k] = nomadtest.AllocationEvent(i*(*perFrame)+k, job, ns)
 			}
 		}
-		idx := srv.Publish(evs...)
+		last = srv.Publish(evs...)
 		events += len(evs)
-		size += len(frameBytes(idx, evs)) + 1
+		size += len(frameBytes(last, evs)) + 1
 	}
 	srv.Start()
-	fmt.Printf("%s %d %d %d\n", srv.URL, *frames, events, size)
+	fmt.Printf("%s %d %d %d\n", srv.URL, total, events, size)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	<-ctx.Done()
 	stop()
 	srv.Close()
+}
+
+// bigEvent is a Job event whose frame at index is exactly size bytes.
+func bigEvent(index uint64, size int) (nomadtest.Event, error) {
+	e := nomadtest.Event{Topic: "Job", Type: "JobRegistered", Key: "big", Namespace: "default"}
+	e.Payload = json.RawMessage(`{"Job":{"ID":"big","Blob":""}}`)
+	pad := size - len(frameBytes(index, []nomadtest.Event{e}))
+	if pad < 0 {
+		return e, fmt.Errorf("-big-frame-bytes: a frame takes at least %d bytes", size-pad)
+	}
+	e.Payload = json.RawMessage(`{"Job":{"ID":"big","Blob":"` + strings.Repeat("x", pad) + `"}}`)
+	return e, nil
 }
 
 // frameBytes is the frame as the server writes it.

@@ -1,0 +1,165 @@
+package nomad
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/nomad-prefetch/nomad-prefetch/internal/nomadtest"
+)
+
+// bigEvent is an event whose frame, at index, is size bytes long.
+func bigEvent(index uint64, size int) nomadtest.Event {
+	e := nomadtest.Event{Topic: "Job", Type: "JobRegistered", Key: "big", Namespace: "default", Index: index}
+	e.Payload = json.RawMessage(`{"Blob":""}`)
+	pad := size - len(frameOf(index, e))
+	e.Payload = json.RawMessage(`{"Blob":"` + strings.Repeat("x", pad) + `"}`)
+	return e
+}
+
+// frameOf is the frame line the test server writes for one event.
+func frameOf(index uint64, e nomadtest.Event) string {
+	e.Index = index
+	return fmt.Sprintf(`{"Index":%d,"Events":[%s]}`, index, nomadtest.Encode(e))
+}
+
+// A frame over MaxFrameBytes is skipped: reported once, counted, and the
+// stream goes on after it on the same connection, with no reconnect.
+func TestOversizeFrameSkipped(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		max      int
+		size     int  // of the big frame
+		cut      bool // cut the connection while the big frame is being read
+		wantSize string
+	}{
+		// The stream's read buffer is 64 KiB: a frame above it is read in pieces.
+		{"larger than the read buffer", 100 << 10, 300 << 10, false, "bytes=307200"},
+		{"within the read buffer", 2 << 10, 10 << 10, false, "bytes=10240"},
+		{"connection cut while it is read", 100 << 10, 300 << 10, true, "bytes_read="},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			writes := 0
+			cut := func() nomadtest.Cut {
+				mu.Lock()
+				defer mu.Unlock()
+				writes++
+				if tt.cut && writes == 2 { // the big frame, the first time
+					return nomadtest.Cut{Where: nomadtest.CutMidFrame, Frac: 0.9}
+				}
+				return nomadtest.Cut{}
+			}
+			srv := startServer(t, nomadtest.Options{Cut: cut})
+			before := smallEvent("Job", "before", 1)
+			after := smallEvent("Job", "after", 3)
+			srv.Publish(before)
+			big := bigEvent(2, tt.size)
+			if n := len(frameOf(2, big)); n != tt.size {
+				t.Fatalf("big frame: got %d bytes, want %d", n, tt.size)
+			}
+			srv.Publish(big)
+			srv.Publish(after)
+			out := newLineSink()
+			r := startStreamer(t, srv.URL, nil, Config{MaxFrameBytes: tt.max}, out, Position{Index: 0})
+			want := append(expect(1, before), expect(3, after)...)
+			out.wait(t, len(want))
+			rec := r.logs.wait(t, "ERROR frame skipped", "last_written=1", "skipped_index=2", tt.wantSize, fmt.Sprintf("max_frame_bytes=%d", tt.max))
+			r.stop(t)
+			got, _ := out.snapshot()
+			diffLines(t, got, want)
+			if n := r.logs.count("frame skipped"); n != 1 {
+				t.Errorf("got %d skip records, want 1: %s", n, rec)
+			}
+			snap := r.st.Stats().Snapshot()
+			if snap.Skipped != 1 {
+				t.Errorf("got %d frames skipped, want 1", snap.Skipped)
+			}
+			wantConns := 1
+			if tt.cut {
+				wantConns = 2 // one resume, at the skipped index, which Nomad sends again first
+			}
+			if n := len(srv.Requests()); n != wantConns || snap.Reconnects != uint64(wantConns-1) {
+				t.Errorf("got %d subscriptions and %d reconnects, want %d and %d", n, snap.Reconnects, wantConns, wantConns-1)
+			}
+			if snap.FlushedIndex != 3 {
+				t.Errorf("got flushed index %d, want 3", snap.FlushedIndex)
+			}
+		})
+	}
+}
+
+// readLine around the limit, below and above the 64 KiB read buffer: a line
+// of exactly MaxFrameBytes is returned, a longer one is dropped whole, the
+// next line is read intact, and no more than the limit is ever held.
+func TestReadLineLimit(t *testing.T) {
+	t.Parallel()
+	frame := func(n int, first string) string {
+		f := `{` + first + `,"Events":[{"Topic":"Job","Payload":""}]}`
+		return strings.Replace(f, `""`, `"`+strings.Repeat("x", n-len(f))+`"`, 1)
+	}
+	const idx = `"Index":7`
+	for _, limit := range []int{2 << 10, 100 << 10} {
+		tests := []struct {
+			name    string
+			line    string // followed by "\n{}\n" unless it ends the stream
+			last    bool
+			ok      bool // returned, not too large
+			indexOK bool
+		}{
+			{"at the limit", frame(limit, idx), false, true, false},
+			{"one byte over", frame(limit+1, idx), false, false, true},
+			{"far over", frame(3*limit+5, idx), false, false, true},
+			{"over, Index not first", frame(limit+1, `"Other":1,`+idx), false, false, false},
+			{"over, Index with spaces", frame(limit+1, ` "Index" : 7 `), false, false, true},
+			{"over, the stream ends in it", frame(limit+1, idx), true, false, true},
+		}
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%d/%s", limit, tt.name), func(t *testing.T) {
+				t.Parallel()
+				in := tt.line
+				if !tt.last {
+					in += "\n{}\n"
+				}
+				s := NewStreamer(nil, Config{MaxFrameBytes: limit})
+				s.br = bufio.NewReaderSize(strings.NewReader(in), 64<<10)
+				line, err := s.readLine()
+				if c := max(s.held, cap(s.long)); c > limit {
+					t.Errorf("held %d bytes, want at most %d", c, limit)
+				}
+				var big *frameTooLarge
+				switch {
+				case tt.ok && (err != nil || string(line) != tt.line):
+					t.Fatalf("got %d bytes, %v; want the %d-byte line", len(line), err, len(tt.line))
+				case !tt.ok && !errors.As(err, &big):
+					t.Fatalf("got %d bytes, %v; want the line too large", len(line), err)
+				case !tt.ok:
+					if big.indexOK != tt.indexOK || (tt.indexOK && big.index != 7) {
+						t.Errorf("got index %d (known %v), want known %v", big.index, big.indexOK, tt.indexOK)
+					}
+					wantRead, wantErr := len(tt.line)+1, error(nil)
+					if tt.last {
+						wantRead, wantErr = len(tt.line), io.EOF
+					}
+					if big.read != wantRead || big.err != wantErr {
+						t.Errorf("got %d bytes read, ended by %v; want %d, %v", big.read, big.err, wantRead, wantErr)
+					}
+				}
+				if tt.last {
+					return
+				}
+				if line, err := s.readLine(); string(line) != "{}" || err != nil {
+					t.Errorf("next line: got %q, %v; want {}", line, err)
+				}
+			})
+		}
+	}
+}
