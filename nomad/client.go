@@ -22,7 +22,7 @@ import (
 // connection, so a rotated workload identity token is picked up.
 type Client struct {
 	http    *http.Client
-	addr    string  // the address as given, its password redacted
+	addr    string  // the address as given, its user information redacted
 	base    url.URL // scheme and host; a unix socket is reached as http://127.0.0.1
 	region  string
 	auth    *api.HttpBasicAuth
@@ -50,7 +50,7 @@ func NewClient(cfg *api.Config, token func() (string, error)) (*Client, error) {
 		}
 		return nil, fmt.Errorf("parsing Nomad address (NOMAD_ADDR or -address): %w", err)
 	}
-	c := &Client{addr: u.Redacted(), region: cfg.Region, auth: cfg.HttpAuth, headers: cfg.Headers, token: token}
+	c := &Client{addr: redacted(u), region: cfg.Region, auth: cfg.HttpAuth, headers: cfg.Headers, token: token}
 	if c.token == nil {
 		secret := cfg.SecretID
 		c.token = func() (string, error) { return secret, nil }
@@ -190,4 +190,16 @@ func (c *Client) open(ctx context.Context, sub Subscription, index uint64) (*htt
 		return nil, &HTTPError{Status: resp.StatusCode, Body: strings.TrimSpace(string(body))}
 	}
 	return resp, nil
+}
+
+// redacted is u for logs: url.URL.Redacted hides a password but shows a user
+// name, and an address of the form https://TOKEN@host carries its secret
+// there; so the whole user information is hidden.
+func redacted(u *url.URL) string {
+	if u.User == nil {
+		return u.String()
+	}
+	c := *u
+	c.User = url.User("xxxxx")
+	return c.String()
 }

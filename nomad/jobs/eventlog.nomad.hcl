@@ -105,6 +105,10 @@ job "eventlog" {
           "-token-file", "${NOMAD_SECRETS_DIR}/nomad_token",
           "-namespace", var.namespace,
           "-listen", "${NOMAD_ADDR_http}",
+          # A frame kept costs about twice its size: 16 MiB keeps the task
+          # well inside its memory below (the binary's default, 64 MiB,
+          # would not be), and is far above any Job or Allocation event.
+          "-max-frame-bytes", "16777216",
         ], flatten([for t in var.topics : ["-topic", t]]))
       }
 
