@@ -107,6 +107,7 @@ func (d *Daemon) Alive() bool {
 // entry is one image's state, owned by the loop.
 type entry struct {
 	img      config.Image
+	host     string // the registry host of expected, which is tried first
 	state    string
 	imageID  string
 	source   string
@@ -257,7 +258,7 @@ func (l *loop) apply(cfg config.Config, now time.Time) (added, changed, removed 
 		switch {
 		case !ok:
 			l.gen++
-			l.entries[img.Expected] = &entry{img: img, state: status.Wanted, gen: l.gen}
+			l.entries[img.Expected] = &entry{img: img, host: hostOf(img.Expected), state: status.Wanted, gen: l.gen}
 			added++
 		case !sameImage(e.img, img):
 			if e.cancel != nil {
@@ -265,7 +266,7 @@ func (l *loop) apply(cfg config.Config, now time.Time) (added, changed, removed 
 				e.cancel = nil
 			}
 			l.gen++
-			*e = entry{img: img, state: status.Wanted, imageID: e.imageID, source: e.source, gen: l.gen}
+			*e = entry{img: img, host: e.host, state: status.Wanted, imageID: e.imageID, source: e.source, gen: l.gen}
 			changed++
 		default:
 			e.img = img // the name or position may have moved
@@ -341,7 +342,7 @@ func (l *loop) startDue(ctx context.Context, now time.Time) {
 		e := l.entries[key]
 		switch {
 		case e.cancel != nil:
-			inFlight[hostOf(e.img.Expected)]++
+			inFlight[e.host]++
 		case !e.due.After(now):
 			due = append(due, e)
 		}
@@ -349,14 +350,14 @@ func (l *loop) startDue(ctx context.Context, now time.Time) {
 	slices.SortStableFunc(due, func(a, b *entry) int { return a.due.Compare(b.due) })
 	waiting := map[string]int{}
 	for _, e := range due {
-		waiting[hostOf(e.img.Expected)]++
+		waiting[e.host]++
 	}
 	perHost := max(l.cfg.Concurrency-1, 1)
 	for _, e := range due {
 		if l.running >= l.cfg.Concurrency {
 			return
 		}
-		host := hostOf(e.img.Expected)
+		host := e.host
 		if inFlight[host] >= perHost && len(waiting) > 1 {
 			continue
 		}
@@ -544,10 +545,13 @@ func (l *loop) finishCheck(c checkDone, now time.Time) {
 		}
 	case c.im.ID != e.imageID:
 		// expected names other content now: check it in full.
+		l.d.Log.Debug("expected names other content after a Docker event; checking it", "image", e.img.Expected, "image_id", c.im.ID)
 		e.imageID = c.im.ID
 		if e.cancel == nil {
 			e.due = time.Time{}
 		}
+	default:
+		l.d.Log.Debug("a Docker event left expected in place", "image", e.img.Expected, "image_id", c.im.ID)
 	}
 	if e.recheck && e.cancel == nil {
 		e.recheck = false

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
@@ -53,11 +54,14 @@ func TestDaemonReaddedEntryIgnoresOldResult(t *testing.T) {
 	h.setHang("reg:5000/x:1", true) // the new fetch hangs on a new gate
 	close(gate)                     // the old one returns now: cancelled
 	eventually(t, "x's second pull", func() bool { return h.count(h.started, "reg:5000/x:1") >= 2 })
-	for range 20 {
+	eventually(t, "the cancelled pull to return", func() bool { return h.count(h.inFlight, "reg:5000/x:1") == 1 })
+	// Its result reaches the loop at once; watch the state for a while.
+	for range 40 {
 		s, _ := imageState(d, "x")
 		if s.State == status.Failed || s.Attempts > 0 {
 			t.Fatalf("x took the cancelled fetch's result: %+v", s)
 		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -67,7 +71,10 @@ func TestDaemonRemovalDuringFetch(t *testing.T) {
 	t.Parallel()
 	img := registry.Image{ID: "sha256:e"}
 	h := newHangingDocker(map[string]registry.Image{"reg:5000/e:1": img})
-	d, rewrite := daemonUnderTest(t, h, daemonBase+`image "e" { expected = "reg:5000/e:1" }`+"\n")
+	logs := &testbed.Buffer{}
+	d, rewrite := daemonWith(t, h, daemonBase+`image "e" { expected = "reg:5000/e:1" }`+"\n", func(d *Daemon) {
+		d.Log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
 	eventually(t, "e present", func() bool { s, _ := imageState(d, "e"); return s.State == status.Present })
 
 	// A changed entry (a platform added) is fetched again: make that hang.
@@ -82,6 +89,7 @@ func TestDaemonRemovalDuringFetch(t *testing.T) {
 	delete(h.fakeDocker.local, "reg:5000/e:1")
 	h.fakeDocker.mu.Unlock()
 	h.events <- registry.ImageEvent{Action: "delete", ID: "sha256:e"}
+	eventually(t, "the loop to see the event", func() bool { return strings.Contains(logs.String(), "Docker event about an image the node keeps") })
 	h.release("reg:5000/e:1")
 	eventually(t, "a third fetch after the removal", func() bool { return h.count(h.started, "reg:5000/e:1") == 3 })
 	eventually(t, "e present", func() bool { s, _ := imageState(d, "e"); return s.State == status.Present })
@@ -93,7 +101,10 @@ func TestDaemonReadinessFollowsRemoval(t *testing.T) {
 	t.Parallel()
 	img := registry.Image{ID: "sha256:r"}
 	h := newHangingDocker(map[string]registry.Image{"reg:5000/r:1": img})
-	d, _ := daemonUnderTest(t, h, daemonBase+`image "r" { expected = "reg:5000/r:1" }`+"\n")
+	logs := &testbed.Buffer{}
+	d, _ := daemonWith(t, h, daemonBase+`image "r" { expected = "reg:5000/r:1" }`+"\n", func(d *Daemon) {
+		d.Log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
 	eventually(t, "r present", func() bool { s, _ := imageState(d, "r"); return s.State == status.Present })
 	eventually(t, "ready", func() bool { ok, _ := d.Snapshot().Ready(); return ok })
 	h.setHang("reg:5000/r:1", true) // the restore will hang
@@ -110,10 +121,11 @@ func TestDaemonReadinessFollowsRemoval(t *testing.T) {
 	eventually(t, "ready again", func() bool { ok, _ := d.Snapshot().Ready(); return ok })
 	pulls := h.count(h.started, "reg:5000/r:1")
 	h.events <- registry.ImageEvent{Action: "untag", ID: "sha256:r", Name: "sha256:r"}
-	for range 20 {
-		if ok, why := d.Snapshot().Ready(); !ok {
-			t.Fatalf("an untag that left expected in place made it not ready: %s", why)
-		}
+	eventually(t, "the check after the second untag", func() bool {
+		return strings.Contains(logs.String(), "a Docker event left expected in place")
+	})
+	if ok, why := d.Snapshot().Ready(); !ok {
+		t.Fatalf("an untag that left expected in place made it not ready: %s", why)
 	}
 	if n := h.count(h.started, "reg:5000/r:1"); n != pulls {
 		t.Errorf("an untag that left expected in place pulled again (%d pulls, was %d)", n, pulls)
