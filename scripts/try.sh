@@ -22,7 +22,7 @@ CLUSTER=${PREFETCH_TRY_CLUSTER:-127.0.0.1:15001}
 
 step() { printf '\n==> %s\n' "$*"; }
 
-bash scripts/deps.sh
+bash scripts/deps.sh try
 step "building bin/prefetch"
 mkdir -p bin
 go build -o bin/prefetch ./cmd/prefetch
