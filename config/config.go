@@ -43,6 +43,10 @@ type Config struct {
 	// AlertAfter is how long an image may keep failing before the daemon
 	// logs a reminder at ERROR, and again each time that long has passed.
 	AlertAfter time.Duration
+	// AllowEmpty says that a config with no image block is meant: without
+	// it such a config is an error, as an empty or truncated render would
+	// otherwise make the agent drop every image it keeps.
+	AllowEmpty bool
 	Images     []Image
 	Auths      []Auth
 	// Warnings are problems that do not stop the config from being used.

@@ -23,6 +23,7 @@ import (
 var (
 	rootSchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{
+			{Name: "allow_empty"},
 			{Name: "concurrency"},
 			{Name: "pull_timeout"},
 			{Name: "stall_timeout"},
@@ -146,6 +147,12 @@ func (p *parser) parse(src []byte) Config {
 	content, ds := f.Body.Content(rootSchema)
 	p.diags(ds)
 
+	// checkEmpty is false when allow_empty itself is malformed: that is
+	// reported, and whether the file may be empty is then unknown.
+	checkEmpty := true
+	if a, ok := content.Attributes["allow_empty"]; ok {
+		cfg.AllowEmpty, checkEmpty = p.boolAttr(a)
+	}
 	if a, ok := content.Attributes["concurrency"]; ok {
 		if n, ok := p.intAttr(a); ok {
 			if n < 1 || n > 64 {
@@ -222,10 +229,19 @@ func (p *parser) parse(src []byte) Config {
 			cfg.Auths = append(cfg.Auths, a)
 		}
 	}
-	if len(content.Blocks.OfType("image")) == 0 && len(p.errs) == 0 {
-		p.warns = append(p.warns, Problem{Pos: Pos{File: p.file}, Msg: "no image blocks: there is nothing to prefetch"})
+	if checkEmpty && !cfg.AllowEmpty && !hasImageBlock(f.Body) {
+		// Reloading such a file would make the agent drop every image it
+		// keeps; an empty or truncated render looks just like this.
+		p.errorf(hcl.Range{Start: hcl.InitialPos}, "no image blocks: a config with no image blocks would drop every image the agent keeps (an empty or truncated render?); if this node is to keep no image, set allow_empty = true")
 	}
 	return cfg
+}
+
+// hasImageBlock reports whether body has an image block, even one too
+// malformed (a missing label) to be decoded.
+func hasImageBlock(body hcl.Body) bool {
+	b, ok := body.(*hclsyntax.Body)
+	return !ok || slices.ContainsFunc(b.Blocks, func(b *hclsyntax.Block) bool { return b.Type == "image" })
 }
 
 func (p *parser) docker(b *hcl.Block) Docker {
@@ -474,6 +490,14 @@ func (p *parser) stringListAttr(a *hcl.Attribute) ([]string, bool) {
 		out = append(out, e.AsString())
 	}
 	return out, true
+}
+
+func (p *parser) boolAttr(a *hcl.Attribute) (bool, bool) {
+	v, ok := p.value(a, cty.Bool, "true or false")
+	if !ok {
+		return false, false
+	}
+	return v.True(), true
 }
 
 func (p *parser) intAttr(a *hcl.Attribute) (int, bool) {

@@ -99,7 +99,6 @@ func TestParseWarnings(t *testing.T) {
 	}{
 		{"no tag", `image "a" { expected = "reg:5000/a" }`, `c.hcl:1:24: image "a": expected "reg:5000/a" has no tag or the tag latest`},
 		{"latest", "\nimage \"a\" {\n expected = \"a:latest\"\n}", `c.hcl:3:13: image "a": expected "a:latest" has no tag or the tag latest`},
-		{"no images", `concurrency = 1`, `c.hcl: no image blocks`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -111,6 +110,22 @@ func TestParseWarnings(t *testing.T) {
 				t.Errorf("got warnings %v, want one starting %q", cfg.Warnings, tc.want)
 			}
 		})
+	}
+}
+
+// TestParseAllowEmpty: a config that means to keep no image says so, and
+// is then no error and no warning.
+func TestParseAllowEmpty(t *testing.T) {
+	t.Parallel()
+	for _, src := range []string{"allow_empty = true\n", "# nothing to keep on this node\nallow_empty = true\nconcurrency = 1\n"} {
+		cfg, err := Parse("c.hcl", []byte(src))
+		if err != nil || len(cfg.Images) != 0 || !cfg.AllowEmpty || len(cfg.Warnings) != 0 {
+			t.Errorf("%q: got %+v, %v; want an empty config that allows it, with no warning", src, cfg, err)
+		}
+	}
+	cfg, err := Parse("c.hcl", []byte("allow_empty = true\nimage \"a\" { expected = \"reg:5000/a:1\" }\n"))
+	if err != nil || len(cfg.Images) != 1 {
+		t.Errorf("allow_empty with an image: got %+v, %v; want the image", cfg, err)
 	}
 }
 
@@ -131,15 +146,25 @@ func TestParseDigestReference(t *testing.T) {
 func TestParseErrors(t *testing.T) {
 	t.Parallel()
 	const d = "sha256:4f7e1e1e4b36b7f5f9d5b6f4b0a9c8e4b2a1d0c9f8e7d6c5b4a39281706f5e4d"
+	// img is a valid image, for the cases about something else: a config
+	// with no image block is an error of its own.
+	const img = "\nimage \"z\" { expected = \"reg:5000/z:1\" }\n"
+	const empty = "c.hcl:1:1: no image blocks: a config with no image blocks would drop every image the agent keeps"
 	for _, tc := range []struct {
 		name string
 		src  string
 		want []string // each a prefix of one reported problem, in order
 	}{
+		{"empty file", "", []string{empty}},
+		{"only comments, as a truncated render", "# Rendered by consul-template. Do not edit.\n", []string{empty + " (an empty or truncated render?); if this node is to keep no image, set allow_empty = true"}},
+		{"settings but no image", "concurrency = 1\n", []string{empty}},
+		{"allow_empty false", "allow_empty = false\n", []string{empty}},
+		{"allow_empty not a bool", "allow_empty = \"yes\"\n", []string{`c.hcl:1:15: allow_empty must be true or false, got string`}},
+		{"no image and other problems", "concurency = 2\n", []string{`c.hcl:1:1: Unsupported argument: An argument named "concurency" is not expected here. Did you mean "concurrency"?`, empty}},
 		{"syntax", "image \"a\" {\n  expected = \n}", []string{"c.hcl:2:14: Invalid expression"}},
 		{"unclosed block", "image \"a\" {\n expected = \"a:1\"\n", []string{"c.hcl:1:11: Unclosed configuration block"}},
-		{"unknown top-level attribute", "concurency = 2\n", []string{`c.hcl:1:1: Unsupported argument: An argument named "concurency" is not expected here. Did you mean "concurrency"?`}},
-		{"unknown block", "imgae \"a\" {}\n", []string{`c.hcl:1:1: Unsupported block type: Blocks of type "imgae" are not expected here. Did you mean "image"?`}},
+		{"unknown top-level attribute", "concurency = 2\n" + img, []string{`c.hcl:1:1: Unsupported argument: An argument named "concurency" is not expected here. Did you mean "concurrency"?`}},
+		{"unknown block", "imgae \"a\" {}\n" + img, []string{`c.hcl:1:1: Unsupported block type: Blocks of type "imgae" are not expected here. Did you mean "image"?`}},
 		{"unknown image attribute", "image \"a\" {\n expected = \"a:1\"\n source = [\"b:1\"]\n}", []string{`c.hcl:3:2: Unsupported argument: An argument named "source" is not expected here. Did you mean "sources"?`}},
 		{"missing expected", "image \"a\" {\n sources = [\"b:1\"]\n}", []string{`c.hcl:1:11: Missing required argument: The argument "expected" is required`}},
 		{"missing label", "image {\n expected = \"a:1\"\n}", []string{"c.hcl:1:7: Missing name for image"}},
@@ -152,7 +177,7 @@ func TestParseErrors(t *testing.T) {
 		{"sources not a list", "image \"a\" {\n expected = \"a:1\"\n sources = {x = 1}\n}", []string{`c.hcl:3:12: sources must be a list of strings, got object`}},
 		{"expected not a string", "image \"a\" { expected = [\"a:1\"] }", []string{`c.hcl:1:24: expected must be a string, got tuple`}},
 		{"number for a string", "image \"a\" { expected = 1 }", []string{`c.hcl:1:24: expected must be a string, got number`}},
-		{"string for a number", "concurrency = \"2\"", []string{`c.hcl:1:15: concurrency must be a whole number, got string`}},
+		{"string for a number", "concurrency = \"2\"" + img, []string{`c.hcl:1:15: concurrency must be a whole number, got string`}},
 		{"variable not allowed", "image \"a\" { expected = var.x }", []string{`c.hcl:1:24: Variables not allowed`}},
 		{"malformed digest", "image \"a\" {\n expected = \"a:1\"\n digest = \"sha256:1234\"\n}", []string{`c.hcl:3:11: image "a": digest "sha256:1234" is malformed`}},
 		{"digest algorithm", "image \"a\" {\n expected = \"a:1\"\n digest = \"md5:d41d8cd98f00b204e9800998ecf8427e\"\n}", []string{`c.hcl:3:11: image "a": digest "md5:d41d8cd98f00b204e9800998ecf8427e" is malformed`}},
@@ -162,19 +187,19 @@ func TestParseErrors(t *testing.T) {
 		{"unknown platform arch", "image \"a\" {\n expected = \"a:1\"\n platform = \"linux/amd46\"\n}", []string{`c.hcl:3:13: image "a": platform "linux/amd46": unknown architecture "amd46"`}},
 		{"platform without arch", "image \"a\" {\n expected = \"a:1\"\n platform = \"linux\"\n}", []string{`c.hcl:3:13: image "a": platform "linux": want os/arch`}},
 		{"unknown variant", "image \"a\" {\n expected = \"a:1\"\n platform = \"linux/arm/v9\"\n}", []string{`c.hcl:3:13: image "a": platform "linux/arm/v9": unknown variant "v9" for arm`}},
-		{"auth both passwords", "auth \"ghcr.io\" {\n username = \"u\"\n password_file = \"/p\"\n password_env = \"P\"\n}", []string{`c.hcl:4:2: auth "ghcr.io": set password_file or password_env, not both`}},
-		{"auth no password", "auth \"ghcr.io\" {\n username = \"u\"\n}", []string{`c.hcl:1:1: auth "ghcr.io": needs password_file or password_env`}},
-		{"auth no username", "auth \"ghcr.io\" {\n password_env = \"P\"\n}", []string{`c.hcl:1:16: Missing required argument: The argument "username" is required`}},
-		{"auth bad host", "auth \"https://ghcr.io\" {\n username = \"u\"\n password_env = \"P\"\n}", []string{`c.hcl:1:6: auth "https://ghcr.io": want a registry host`}},
-		{"duplicate auth", "auth \"docker.io\" {\n username = \"u\"\n password_env = \"P\"\n}\nauth \"index.docker.io\" {\n username = \"u\"\n password_env = \"P\"\n}", []string{`c.hcl:5:6: duplicate auth for "docker.io"; the first is at line 1`}},
-		{"concurrency zero", "concurrency = 0", []string{`c.hcl:1:15: concurrency must be between 1 and 64, got 0`}},
-		{"concurrency fraction", "concurrency = 1.5", []string{`c.hcl:1:15: concurrency must be a whole number, got 1.5`}},
-		{"bad duration", "pull_timeout = \"10 minutes\"", []string{`c.hcl:1:16: pull_timeout "10 minutes" is not a duration`}},
-		{"negative duration", "stall_timeout = \"-1s\"", []string{`c.hcl:1:17: stall_timeout must be positive, got "-1s"`}},
-		{"retry_max below retry_initial", "retry_initial = \"1m\"\nretry_max = \"30s\"", []string{`c.hcl:2:13: retry_max (30s) must not be shorter than retry_initial (1m0s)`}},
-		{"bad resync_interval", "resync_interval = \"often\"", []string{`c.hcl:1:19: resync_interval "often" is not a duration`}},
-		{"docker host scheme", "docker {\n host = \"/var/run/docker.sock\"\n}", []string{`c.hcl:2:9: docker host "/var/run/docker.sock": want a URL`}},
-		{"duplicate docker", "docker {}\ndocker {}", []string{`c.hcl:2:1: duplicate docker block; the first is at line 1`}},
+		{"auth both passwords", "auth \"ghcr.io\" {\n username = \"u\"\n password_file = \"/p\"\n password_env = \"P\"\n}" + img, []string{`c.hcl:4:2: auth "ghcr.io": set password_file or password_env, not both`}},
+		{"auth no password", "auth \"ghcr.io\" {\n username = \"u\"\n}" + img, []string{`c.hcl:1:1: auth "ghcr.io": needs password_file or password_env`}},
+		{"auth no username", "auth \"ghcr.io\" {\n password_env = \"P\"\n}" + img, []string{`c.hcl:1:16: Missing required argument: The argument "username" is required`}},
+		{"auth bad host", "auth \"https://ghcr.io\" {\n username = \"u\"\n password_env = \"P\"\n}" + img, []string{`c.hcl:1:6: auth "https://ghcr.io": want a registry host`}},
+		{"duplicate auth", "auth \"docker.io\" {\n username = \"u\"\n password_env = \"P\"\n}\nauth \"index.docker.io\" {\n username = \"u\"\n password_env = \"P\"\n}" + img, []string{`c.hcl:5:6: duplicate auth for "docker.io"; the first is at line 1`}},
+		{"concurrency zero", "concurrency = 0" + img, []string{`c.hcl:1:15: concurrency must be between 1 and 64, got 0`}},
+		{"concurrency fraction", "concurrency = 1.5" + img, []string{`c.hcl:1:15: concurrency must be a whole number, got 1.5`}},
+		{"bad duration", "pull_timeout = \"10 minutes\"" + img, []string{`c.hcl:1:16: pull_timeout "10 minutes" is not a duration`}},
+		{"negative duration", "stall_timeout = \"-1s\"" + img, []string{`c.hcl:1:17: stall_timeout must be positive, got "-1s"`}},
+		{"retry_max below retry_initial", "retry_initial = \"1m\"\nretry_max = \"30s\"" + img, []string{`c.hcl:2:13: retry_max (30s) must not be shorter than retry_initial (1m0s)`}},
+		{"bad resync_interval", "resync_interval = \"often\"" + img, []string{`c.hcl:1:19: resync_interval "often" is not a duration`}},
+		{"docker host scheme", "docker {\n host = \"/var/run/docker.sock\"\n}" + img, []string{`c.hcl:2:9: docker host "/var/run/docker.sock": want a URL`}},
+		{"duplicate docker", "docker {}\ndocker {}" + img, []string{`c.hcl:2:1: duplicate docker block; the first is at line 1`}},
 		{
 			"all problems at once",
 			"concurrency = \"x\"\nimage \"a\" {\n expected = \"A\"\n}\nimage \"b\" {\n expected = \"b:1\"\n platform = \"x\"\n}\nauth \"h\" {\n username = \"u\"\n}\n",

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moby/moby/api/types/registry"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
@@ -88,6 +89,33 @@ func TestValidate(t *testing.T) {
 	}
 	if code, _, stderr := runCLI(t, "once", "-config", bad); code != exitUsage || !strings.Contains(stderr, bad+":2:14: error:") {
 		t.Errorf("once with a bad config: exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
+// TestEmptyConfig: a config with no image block (an empty or truncated
+// render) is a config error for every command, unless it says allow_empty.
+func TestEmptyConfig(t *testing.T) {
+	empty := writeFile(t, "empty.hcl", "")
+	const want = ":1:1: error: no image blocks: a config with no image blocks would drop every image the agent keeps"
+	lock := filepath.Join(t.TempDir(), "lock")
+	for _, args := range [][]string{
+		{"validate", "-config", empty},
+		{"once", "-config", empty},
+		{"run", "-config", empty, "-listen", "", "-lock-file", lock},
+	} {
+		// An agent that did start would run until stopped.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var out, errOut bytes.Buffer
+		code := run(ctx, args, &out, &errOut)
+		cancel()
+		stdout, stderr := out.String(), errOut.String()
+		if code != exitUsage || !strings.Contains(stdout+stderr, empty+want) {
+			t.Errorf("%s: got exit %d\nstdout: %s\nstderr: %s\nwant exit %d and %q", args[0], code, stdout, stderr, exitUsage, empty+want)
+		}
+	}
+	allowed := writeFile(t, "allowed.hcl", "allow_empty = true\n")
+	if code, stdout, _ := runCLI(t, "validate", "-config", allowed); code != exitOK || stdout != allowed+": ok: 0 image(s), 0 auth block(s)\n" {
+		t.Errorf("allow_empty: got exit %d, stdout %q; want ok", code, stdout)
 	}
 }
 
