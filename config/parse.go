@@ -295,6 +295,11 @@ func (p *parser) image(b *hcl.Block) (Image, bool) {
 			switch {
 			case err != nil:
 				p.errorf(a.Expr.Range(), "image %q: expected %q is not a valid image reference: %v", name, s, err)
+			case isDigested(ref) && isTagged(ref):
+				// Docker would pull it, then fail to tag it, at every try.
+				tagged, _, _ := strings.Cut(s, "@")
+				p.errorf(a.Expr.Range(), "image %q: expected %q names both a tag and a digest, and Docker cannot tag an image with such a reference, so it would never be present: write expected = %q with digest = %q",
+					name, s, tagged, ref.(reference.Digested).Digest().String())
 			case isDigested(ref):
 				expectedDigest = ref.(reference.Digested).Digest().String()
 				img.Expected = ref.String()
@@ -373,6 +378,11 @@ func (p *parser) image(b *hcl.Block) (Image, bool) {
 func isDigested(ref reference.Named) bool {
 	_, ok := ref.(reference.Digested)
 	return ok
+}
+
+func isTagged(ref reference.Named) bool {
+	t, ok := ref.(reference.Tagged)
+	return ok && t.Tag() != ""
 }
 
 func (p *parser) auth(b *hcl.Block) (Auth, bool) {
