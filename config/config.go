@@ -20,6 +20,32 @@ const (
 	DefaultAlertAfter     = 6 * time.Hour
 )
 
+// The bounds of the top-level numbers: outside them a setting is a mistake,
+// not a choice. Below a floor a failing image is retried, or a present one
+// checked again, so often that dockerd and the registries see hundreds of
+// requests a second, or a pull is cut off before any layer can arrive;
+// above a ceiling the setting no longer does its job. The README's config
+// reference lists the same bounds.
+const (
+	MinConcurrency = 1
+	MaxConcurrency = 64
+)
+
+// durationLimits are the durations' bounds, one row each: the only place
+// they are written down.
+var durationLimits = []struct {
+	name     string
+	min, max time.Duration
+	field    func(*Config) *time.Duration
+}{
+	{"pull_timeout", 10 * time.Second, 24 * time.Hour, func(c *Config) *time.Duration { return &c.PullTimeout }},
+	{"stall_timeout", 5 * time.Second, time.Hour, func(c *Config) *time.Duration { return &c.StallTimeout }},
+	{"resync_interval", time.Minute, 168 * time.Hour, func(c *Config) *time.Duration { return &c.ResyncInterval }},
+	{"retry_initial", 100 * time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.RetryInitial }},
+	{"retry_max", time.Second, 24 * time.Hour, func(c *Config) *time.Duration { return &c.RetryMax }},
+	{"alert_after", time.Minute, 720 * time.Hour, func(c *Config) *time.Duration { return &c.AlertAfter }},
+}
+
 // Config is one parsed and validated configuration file.
 type Config struct {
 	// File is the name the configuration was parsed from.

@@ -155,25 +155,28 @@ func (p *parser) parse(src []byte) Config {
 	}
 	if a, ok := content.Attributes["concurrency"]; ok {
 		if n, ok := p.intAttr(a); ok {
-			if n < 1 || n > 64 {
-				p.errorf(a.Expr.Range(), "concurrency must be between 1 and 64, got %d", n)
+			if n < MinConcurrency || n > MaxConcurrency {
+				p.errorf(a.Expr.Range(), "concurrency must be between %d and %d, got %d", MinConcurrency, MaxConcurrency, n)
 			} else {
 				cfg.Concurrency = n
 			}
 		}
 	}
-	for name, dst := range map[string]*time.Duration{
-		"pull_timeout":    &cfg.PullTimeout,
-		"stall_timeout":   &cfg.StallTimeout,
-		"resync_interval": &cfg.ResyncInterval,
-		"retry_initial":   &cfg.RetryInitial,
-		"retry_max":       &cfg.RetryMax,
-		"alert_after":     &cfg.AlertAfter,
-	} {
-		if a, ok := content.Attributes[name]; ok {
-			if d, ok := p.durationAttr(a); ok {
-				*dst = d
-			}
+	for _, l := range durationLimits {
+		a, ok := content.Attributes[l.name]
+		if !ok {
+			continue
+		}
+		s, d, ok := p.durationAttr(a)
+		bounds := fmt.Sprintf("%s must be between %s and %s", l.name, shortDuration(l.min), shortDuration(l.max))
+		switch {
+		case !ok:
+		case d < l.min:
+			p.errorf(a.Expr.Range(), "%s %q is shorter than its floor of %s (%s)", l.name, s, shortDuration(l.min), bounds)
+		case d > l.max:
+			p.errorf(a.Expr.Range(), "%s %q is longer than its ceiling of %s (%s)", l.name, s, shortDuration(l.max), bounds)
+		default:
+			*l.field(&cfg) = d
 		}
 	}
 	if cfg.RetryMax < cfg.RetryInitial {
@@ -528,19 +531,33 @@ func (p *parser) intAttr(a *hcl.Attribute) (int, bool) {
 	return int(n), true
 }
 
-func (p *parser) durationAttr(a *hcl.Attribute) (time.Duration, bool) {
+// durationAttr returns the attribute's text and the duration it says.
+func (p *parser) durationAttr(a *hcl.Attribute) (string, time.Duration, bool) {
 	s, ok := p.stringAttr(a)
 	if !ok {
-		return 0, false
+		return "", 0, false
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
 		p.errorf(a.Expr.Range(), "%s %q is not a duration (want e.g. \"90s\" or \"10m\")", a.Name, s)
-		return 0, false
+		return "", 0, false
 	}
 	if d <= 0 {
 		p.errorf(a.Expr.Range(), "%s must be positive, got %q", a.Name, s)
-		return 0, false
+		return "", 0, false
 	}
-	return d, true
+	return s, d, true
+}
+
+// shortDuration writes d as an operator would: 1h, 168h, 1m, 100ms, not
+// 1h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

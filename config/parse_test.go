@@ -2,9 +2,11 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -230,6 +232,66 @@ func TestParseErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestParseBounds: each duration outside its bounds is an error naming the
+// bound crossed; the bounds themselves are accepted.
+func TestParseBounds(t *testing.T) {
+	t.Parallel()
+	const img = "\nimage \"z\" { expected = \"reg:5000/z:1\" }\n"
+	for _, tc := range []struct {
+		name, tooShort, floor, tooLong, ceiling string
+		// extra keeps retry_max >= retry_initial whatever is tried.
+		extra string
+	}{
+		{"retry_initial", "1ns", "100ms", "61m", "1h", "retry_max = \"24h\"\n"},
+		{"retry_max", "999ms", "1s", "25h", "24h", "retry_initial = \"100ms\"\n"},
+		{"resync_interval", "1ms", "1m", "169h", "168h", ""},
+		{"pull_timeout", "9s", "10s", "24h1s", "24h", ""},
+		{"stall_timeout", "4s", "5s", "2h", "1h", ""},
+		{"alert_after", "59s", "1m", "721h", "720h", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			// src sets the duration on line 2.
+			src := func(value string) string {
+				first := tc.extra
+				if first == "" {
+					first = "\n"
+				}
+				return first + tc.name + " = " + strconv.Quote(value) + "\n" + img
+			}
+			for _, v := range []struct{ value, want string }{
+				{tc.tooShort, fmt.Sprintf(`c.hcl:2:%d: %s %q is shorter than its floor of %s (%s must be between %s and %s)`, len(tc.name)+4, tc.name, tc.tooShort, tc.floor, tc.name, tc.floor, tc.ceiling)},
+				{tc.tooLong, fmt.Sprintf(`c.hcl:2:%d: %s %q is longer than its ceiling of %s (%s must be between %s and %s)`, len(tc.name)+4, tc.name, tc.tooLong, tc.ceiling, tc.name, tc.floor, tc.ceiling)},
+			} {
+				_, err := Parse("c.hcl", []byte(src(v.value)))
+				var errs Errors
+				if !errors.As(err, &errs) || len(errs) != 1 || errs[0].String() != v.want {
+					t.Errorf("%s = %q: got %v, want %s", tc.name, v.value, err, v.want)
+				}
+			}
+			for _, v := range []string{tc.floor, tc.ceiling} {
+				if _, err := Parse("c.hcl", []byte(src(v))); err != nil {
+					t.Errorf("%s = %q: got %v, want it accepted", tc.name, v, err)
+				}
+			}
+		})
+	}
+}
+
+// TestDefaultsWithinBounds: no default is refused when written out.
+func TestDefaultsWithinBounds(t *testing.T) {
+	t.Parallel()
+	for _, l := range durationLimits {
+		d := *l.field(&Config{
+			PullTimeout: DefaultPullTimeout, StallTimeout: DefaultStallTimeout, ResyncInterval: DefaultResyncInterval,
+			RetryInitial: DefaultRetryInitial, RetryMax: DefaultRetryMax, AlertAfter: DefaultAlertAfter,
+		})
+		if d < l.min || d > l.max {
+			t.Errorf("%s: default %s is outside %s..%s", l.name, d, l.min, l.max)
+		}
 	}
 }
 
