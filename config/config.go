@@ -152,14 +152,22 @@ type Problem struct {
 
 func (p Problem) String() string { return p.Pos.String() + ": " + p.Msg }
 
-// Errors is every error found in one configuration file. Parse returns it
-// (as an error) so callers can print each problem on a line of its own.
+// Errors is every error found in one configuration file, in file order.
+// Parse returns it (as an error) so callers can print each problem on a line
+// of its own; its length is the count of problems. Callers show the first
+// MaxProblems and count the rest, as Error does.
 type Errors []Problem
 
+// Error is the first MaxProblems problems, one a line, and then "and N
+// more" when there are more: bounded, since the agent logs it as one line.
 func (e Errors) Error() string {
-	lines := make([]string, len(e))
-	for i, p := range e {
-		lines[i] = p.String()
+	shown := e[:min(len(e), MaxProblems)]
+	lines := make([]string, 0, len(shown)+1)
+	for _, p := range shown {
+		lines = append(lines, p.String())
+	}
+	if n := len(e) - len(shown); n > 0 {
+		lines = append(lines, fmt.Sprintf("and %d more", n))
 	}
 	return strings.Join(lines, "\n")
 }

@@ -3,14 +3,17 @@ package config
 import (
 	_ "crypto/sha256" // registers sha256 with go-digest
 
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/distribution/reference"
 	"github.com/hashicorp/hcl/v2"
@@ -58,27 +61,118 @@ var (
 	}
 )
 
+// Bounds on what a config file may be and on what is said about it, so that
+// a wrong file (a binary, a log, /dev/zero rendered or mounted by mistake)
+// costs neither time nor memory and is reported in a few lines.
+const (
+	// MaxSize is the largest config accepted, in bytes: a thousand images
+	// take a quarter of it.
+	MaxSize = 1 << 20
+	// MaxProblems is how many errors, or warnings, are shown; the rest
+	// are counted.
+	MaxProblems = 20
+	// maxMessage bounds one problem's message, which may quote a value.
+	maxMessage = 512
+)
+
+// ReadFile reads the configuration file at path, but no more than MaxSize+1
+// bytes of it: a larger file is refused as an Errors saying how large it is.
+func ReadFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	defer f.Close()
+	src, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading config %s: %w", path, err)
+	}
+	if len(src) > MaxSize {
+		size := int64(-1) // unknown: a pipe, a device
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			size = fi.Size()
+		}
+		return nil, Errors{tooLarge(path, size)}
+	}
+	return src, nil
+}
+
 // Load reads and parses the configuration file at path.
 func Load(path string) (Config, error) {
-	src, err := os.ReadFile(path)
+	src, err := ReadFile(path)
 	if err != nil {
-		return Config{}, fmt.Errorf("reading config: %w", err)
+		return Config{File: path}, err
 	}
 	return Parse(path, src)
 }
 
 // Parse parses and validates src, naming it filename in every problem. On
 // failure the error is an Errors holding every problem found, in file order.
-// Warnings are returned in Config.Warnings either way.
+// Warnings are returned in Config.Warnings either way, the first MaxProblems
+// of them and then one that counts the rest.
+//
+// src must be UTF-8 text of at most MaxSize bytes; anything else is refused
+// as a single problem before it is parsed.
 func Parse(filename string, src []byte) (Config, error) {
+	if len(src) > MaxSize {
+		return Config{File: filename}, Errors{tooLarge(filename, int64(len(src)))}
+	}
+	if prob, ok := checkText(filename, src); !ok {
+		return Config{File: filename}, Errors{prob}
+	}
 	p := &parser{file: filename}
 	cfg := p.parse(src)
+	slices.SortStableFunc(p.warns, comparePos)
+	if n := len(p.warns) - MaxProblems; n > 0 {
+		p.warns = append(p.warns[:MaxProblems:MaxProblems], Problem{Pos: Pos{File: filename}, Msg: fmt.Sprintf("and %d more warnings", n)})
+	}
 	if len(p.errs) > 0 {
 		slices.SortStableFunc(p.errs, comparePos)
 		return Config{File: filename, Warnings: p.warns}, p.errs
 	}
 	cfg.Warnings = p.warns
 	return cfg, nil
+}
+
+// tooLarge is the problem of a file over MaxSize; size is -1 when unknown.
+func tooLarge(filename string, size int64) Problem {
+	msg := "the file is larger than any config"
+	if size >= 0 {
+		msg = fmt.Sprintf("the file is %d bytes, larger than any config", size)
+	}
+	return Problem{Pos: Pos{File: filename}, Msg: fmt.Sprintf("%s: a config is at most %d bytes (1 MiB)", msg, MaxSize)}
+}
+
+// checkText finds the first byte that makes src something other than UTF-8
+// text, a NUL or a byte that is not UTF-8, and reports where it is.
+func checkText(filename string, src []byte) (Problem, bool) {
+	if utf8.Valid(src) && bytes.IndexByte(src, 0) < 0 {
+		return Problem{}, true
+	}
+	line, col := 1, 1
+	for off := 0; off < len(src); {
+		r, size := utf8.DecodeRune(src[off:])
+		what := ""
+		switch {
+		case r == 0:
+			what = "a NUL byte"
+		case r == utf8.RuneError && size == 1:
+			what = fmt.Sprintf("byte 0x%02x, which is not UTF-8,", src[off])
+		}
+		if what != "" {
+			return Problem{
+				Pos: Pos{File: filename, Line: line, Col: col},
+				Msg: fmt.Sprintf("the file is not text: %s at byte offset %d; a config is UTF-8 text", what, off),
+			}, false
+		}
+		if r == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+		off += size
+	}
+	return Problem{}, true
 }
 
 func comparePos(a, b Problem) int {
@@ -99,11 +193,27 @@ func (p *parser) pos(r hcl.Range) Pos {
 }
 
 func (p *parser) errorf(r hcl.Range, format string, args ...any) {
-	p.errs = append(p.errs, Problem{Pos: p.pos(r), Msg: fmt.Sprintf(format, args...)})
+	p.errs = append(p.errs, Problem{Pos: p.pos(r), Msg: clip(fmt.Sprintf(format, args...))})
 }
 
 func (p *parser) warnf(r hcl.Range, format string, args ...any) {
-	p.warns = append(p.warns, Problem{Pos: p.pos(r), Msg: fmt.Sprintf(format, args...)})
+	p.warns = append(p.warns, Problem{Pos: p.pos(r), Msg: clip(fmt.Sprintf(format, args...))})
+}
+
+// clip bounds a message to maxMessage bytes by cutting out its middle, which
+// is where a long quoted value sits: the start says what, the end says why.
+func clip(msg string) string {
+	if len(msg) <= maxMessage {
+		return msg
+	}
+	head, tail := 300, len(msg)-200
+	for head > 0 && !utf8.RuneStart(msg[head]) {
+		head--
+	}
+	for tail < len(msg) && !utf8.RuneStart(msg[tail]) {
+		tail++
+	}
+	return msg[:head] + " … " + msg[tail:]
 }
 
 // diags records HCL's own diagnostics. It reports whether any was an error.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -292,6 +294,129 @@ func TestDefaultsWithinBounds(t *testing.T) {
 		if d < l.min || d > l.max {
 			t.Errorf("%s: default %s is outside %s..%s", l.name, d, l.min, l.max)
 		}
+	}
+}
+
+// TestParseNotText: a file that is not UTF-8 text is refused before HCL
+// sees it, as one problem at its first bad byte.
+func TestParseNotText(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		src  string
+		want string
+	}{
+		{"a NUL byte", "image \"a\" {\n expected = \"a:1\"\n}\nab\x00cd", `c.hcl:4:3: the file is not text: a NUL byte at byte offset 34; a config is UTF-8 text`},
+		{"invalid UTF-8 after multi-byte characters", "# café ü\n# \xff\xfe", `c.hcl:2:3: the file is not text: byte 0xff, which is not UTF-8, at byte offset 13; a config is UTF-8 text`},
+		{"a binary file", "\x7fELF\x02\x01\x01\x00\x00\x00" + strings.Repeat("\x00\xff", 1000), `c.hcl:1:8: the file is not text: a NUL byte at byte offset 7`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Parse("c.hcl", []byte(tc.src))
+			var errs Errors
+			if !errors.As(err, &errs) || len(errs) != 1 || !strings.HasPrefix(errs[0].String(), tc.want) {
+				t.Errorf("got %v, want one problem starting %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestParseTooLarge: no real config is larger than MaxSize; a file that is
+// is refused as one problem that says how large it is.
+func TestParseTooLarge(t *testing.T) {
+	t.Parallel()
+	src := bytes.Repeat([]byte("# padding\n"), MaxSize/10+1)
+	_, err := Parse("c.hcl", src)
+	want := fmt.Sprintf("c.hcl: the file is %d bytes, larger than any config: a config is at most 1048576 bytes (1 MiB)", len(src))
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != 1 || errs[0].String() != want {
+		t.Errorf("got %v, want %s", err, want)
+	}
+}
+
+// TestLoadReadsAtMostTheLimit: Load stops reading a file larger than
+// MaxSize after MaxSize+1 bytes and says how large it is; a pipe that never
+// ends is refused too, without waiting for its end.
+func TestLoadReadsAtMostTheLimit(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.hcl")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("# padding\n"), 1_000_000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(big)
+	if want := big + ": the file is 10000000 bytes, larger than any config"; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("got %v, want %s...", err, want)
+	}
+
+	fifo := filepath.Join(dir, "fifo.hcl")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	// The writer writes one byte more than the limit, then holds the pipe
+	// open until the test ends: a Load that read to the end would block.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		_, _ = f.Write(bytes.Repeat([]byte("#"), MaxSize+1))
+		<-stop
+	}()
+	done := make(chan error, 1)
+	go func() { _, err := Load(fifo); done <- err }()
+	select {
+	case err := <-done:
+		if want := fifo + ": the file is larger than any config: a config is at most 1048576 bytes (1 MiB)"; err == nil || err.Error() != want {
+			t.Errorf("got %v, want %s", err, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Load of a pipe that had sent more than MaxSize did not return: it reads past the limit")
+	}
+}
+
+// TestErrorsBounded: however many problems a file has, Error() shows the
+// first MaxProblems and counts the rest (the agent logs it as one line),
+// while Errors still holds them all; one problem's message is bounded too,
+// when it quotes a long value.
+func TestErrorsBounded(t *testing.T) {
+	t.Parallel()
+	var src strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&src, "x%d = 1\n", i)
+	}
+	src.WriteString("image \"a\" { expected = \"reg:5000/" + strings.Repeat("A", 100_000) + ":1\" }\n")
+	_, err := Parse("c.hcl", []byte(src.String()))
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != 1001 {
+		t.Fatalf("got %d problems (%v), want 1001", len(errs), err)
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != MaxProblems+1 || lines[0] != `c.hcl:1:1: Unsupported argument: An argument named "x0" is not expected here.` || lines[MaxProblems] != "and 981 more" {
+		t.Errorf("Error() is %d lines, first %q, last %q; want %d, the first problem, and 981 more", len(lines), lines[0], lines[len(lines)-1], MaxProblems+1)
+	}
+	long := errs[1000]
+	if len(long.Msg) > maxMessage || !strings.HasPrefix(long.Msg, `image "a": expected "reg:5000/AAAA`) || !strings.Contains(long.Msg, " … ") {
+		t.Errorf("the problem quoting a 100,000-byte value is %d bytes: %.300s...; want at most %d, cut in the middle", len(long.Msg), long.Msg, maxMessage)
+	}
+}
+
+// TestWarningsBounded: warnings are capped like errors, the rest counted.
+func TestWarningsBounded(t *testing.T) {
+	t.Parallel()
+	var src strings.Builder
+	for i := range 30 {
+		fmt.Fprintf(&src, "image \"a%d\" { expected = \"reg:5000/a%d\" }\n", i, i)
+	}
+	cfg, err := Parse("c.hcl", []byte(src.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != MaxProblems+1 || !strings.HasPrefix(cfg.Warnings[0].String(), `c.hcl:1:25: image "a0"`) || cfg.Warnings[MaxProblems].String() != "c.hcl: and 10 more warnings" {
+		t.Errorf("got %d warnings, the last %v; want %d and a count of the rest", len(cfg.Warnings), cfg.Warnings[len(cfg.Warnings)-1], MaxProblems+1)
 	}
 }
 

@@ -92,6 +92,49 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// TestWrongFile: a file that is no config (a binary, a huge file, one
+// with a thousand problems) gets a bounded answer from every command.
+func TestWrongFile(t *testing.T) {
+	binary := writeFile(t, "binary.hcl", "\x7fELF\x02\x01\x01\x00"+strings.Repeat("\x00\xff\x10", 700))
+	huge := writeFile(t, "huge.hcl", strings.Repeat("# not a config, a log that was written here by mistake\n", 180_000))
+	var many strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&many, "x%d = 1\n", i)
+	}
+	many.WriteString("image \"a\" { expected = \"reg:5000/a:1\" }\n")
+	manyProblems := writeFile(t, "many.hcl", many.String())
+	lock := filepath.Join(t.TempDir(), "lock")
+	for _, tc := range []struct {
+		file  string
+		want  []string // in order
+		lines int
+	}{
+		{binary, []string{binary + ":1:8: error: the file is not text: a NUL byte at byte offset 7; a config is UTF-8 text\n", "prefetch: 1 problem(s) in " + binary + "\n"}, 2},
+		{huge, []string{huge + ": error: the file is 9900000 bytes, larger than any config: a config is at most 1048576 bytes (1 MiB)\n"}, 2},
+		{manyProblems, []string{manyProblems + `:1:1: error: Unsupported argument: An argument named "x0" is not expected here.`, manyProblems + `:20:1: error: Unsupported argument: An argument named "x19"`, "\nand 980 more\nprefetch: 1000 problem(s) in " + manyProblems + "\n"}, 22},
+	} {
+		for _, args := range [][]string{
+			{"validate", "-config", tc.file},
+			{"once", "-config", tc.file},
+			{"run", "-config", tc.file, "-listen", "", "-lock-file", lock},
+		} {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			var out, errOut bytes.Buffer
+			code := run(ctx, args, &out, &errOut)
+			cancel()
+			got := out.String() + errOut.String()
+			rest, ok := got, true
+			for _, w := range tc.want {
+				_, after, found := strings.Cut(rest, w)
+				ok, rest = ok && found, after
+			}
+			if code != exitUsage || !ok || strings.Count(got, "\n") != tc.lines {
+				t.Errorf("%s %s: got exit %d, %d lines:\n%.3000s\nwant exit %d, %d lines with, in order, %q", args[0], filepath.Base(tc.file), code, strings.Count(got, "\n"), got, exitUsage, tc.lines, tc.want)
+			}
+		}
+	}
+}
+
 // TestEmptyConfig: a config with no image block (an empty or truncated
 // render) is a config error for every command, unless it says allow_empty.
 func TestEmptyConfig(t *testing.T) {

@@ -117,15 +117,21 @@ func loadConfig(cmd, path string, stderr io.Writer) (cfg config.Config, ok bool)
 	return cfg, true
 }
 
-// printConfigError prints each problem of a config error on a line of its own.
+// printConfigError prints each problem of a config error on a line of its
+// own, the first config.MaxProblems of them, then how many more there are.
+// validate, once and run all report a config that can't be used through it.
 func printConfigError(w io.Writer, err error) {
 	var errs config.Errors
 	if !errors.As(err, &errs) {
 		fmt.Fprintf(w, "prefetch: %v\n", err)
 		return
 	}
-	for _, p := range errs {
+	shown := errs[:min(len(errs), config.MaxProblems)]
+	for _, p := range shown {
 		fmt.Fprintf(w, "%s: error: %s\n", p.Pos, p.Msg)
+	}
+	if n := len(errs) - len(shown); n > 0 {
+		fmt.Fprintf(w, "and %d more\n", n)
 	}
 	fmt.Fprintf(w, "prefetch: %d problem(s) in %s\n", len(errs), errs[0].Pos.File)
 }

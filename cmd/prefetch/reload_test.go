@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,11 +33,18 @@ func TestRunKeepsImagesOnBadRender(t *testing.T) {
 	put(good)
 	a := startAgent(t, cfgPath, filepath.Join(dir, "lock"))
 
+	var many strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&many, "x%d = %q\n", i, strings.Repeat("v", 100))
+	}
+	many.WriteString(imageBlock("a", "127.0.0.1:1/a:1"))
 	for _, tc := range []struct {
 		name, content, want string
 	}{
 		{"a 0-byte render", "", cfgPath + ":1:1: no image blocks"},
 		{"a render cut after its first line", "# Rendered by consul-template. Do not edit.\n", cfgPath + ":1:1: no image blocks"},
+		{"a binary rendered into it", "\x7fELF\x02\x01\x01\x00" + strings.Repeat("\x00\xff\x10", 700), cfgPath + ":1:8: the file is not text"},
+		{"a thousand problems", many.String(), "\nand 980 more"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			put(good)
@@ -45,7 +53,13 @@ func TestRunKeepsImagesOnBadRender(t *testing.T) {
 			waitFor(t, "the bad config reported", 10*time.Second, func() bool { return a.status(t).ConfigError != "" })
 			s := a.status(t)
 			if !strings.Contains(s.ConfigError, tc.want) || len(s.Images) != 1 {
-				t.Errorf("got config error %q and %d images; want %q and the last good config's one image", s.ConfigError, len(s.Images), tc.want)
+				t.Errorf("got config error %.2000q and %d images; want %q and the last good config's one image", s.ConfigError, len(s.Images), tc.want)
+			}
+			// The agent logs the error as one line: it must stay short.
+			for _, line := range strings.Split(a.stderr.String(), "\n") {
+				if len(line) > 16<<10 {
+					t.Errorf("a log line of %d bytes: %.300s...", len(line), line)
+				}
 			}
 		})
 	}
