@@ -115,20 +115,49 @@ type Auth struct {
 }
 
 // Password reads the password from its file or environment variable. It is
-// read at each use, so a rotated secret is picked up without a reload.
+// read at each use, so a rotated secret is picked up without a reload. An
+// empty password is an error, as a missing one is: a pull with it could only
+// fail to authenticate, saying less. Every error names the host.
 func (a Auth) Password() (string, error) {
 	if a.PasswordFile != "" {
 		b, err := os.ReadFile(a.PasswordFile)
 		if err != nil {
 			return "", fmt.Errorf("reading password_file of auth %q: %w", a.Host, err)
 		}
-		return strings.TrimRight(string(b), "\r\n"), nil
+		pw := strings.TrimRight(string(b), "\r\n")
+		if pw == "" {
+			return "", fmt.Errorf("reading password_file of auth %q: %s is empty", a.Host, a.PasswordFile)
+		}
+		return pw, nil
 	}
 	v, ok := os.LookupEnv(a.PasswordEnv)
 	if !ok {
 		return "", fmt.Errorf("reading password_env of auth %q: environment variable %s is not set", a.Host, a.PasswordEnv)
 	}
+	if v == "" {
+		return "", fmt.Errorf("reading password_env of auth %q: environment variable %s is empty", a.Host, a.PasswordEnv)
+	}
 	return v, nil
+}
+
+// CheckPasswords reads each auth block's password as a pull would, here and
+// now, and returns a warning, at the block, for each that can't be had.
+// validate reports them as warnings, not errors: the agent may run with
+// another environment and other mounts than the shell that validates, and it
+// reads each password again at each pull. At most MaxProblems are returned,
+// then one that counts the rest.
+func (c Config) CheckPasswords() []Problem {
+	var warns []Problem
+	for _, a := range c.Auths {
+		if _, err := a.Password(); err != nil {
+			fix := "until prefetch can read it"
+			if a.PasswordEnv != "" {
+				fix = "until it is set where prefetch runs"
+			}
+			warns = append(warns, Problem{Pos: a.Pos, Msg: clip(fmt.Sprintf("%v; pulls from %s can't authenticate %s", err, a.Host, fix))})
+		}
+	}
+	return capProblems(c.File, warns, "warnings")
 }
 
 // Pos is a position in a configuration file.

@@ -123,15 +123,23 @@ func Parse(filename string, src []byte) (Config, error) {
 	p := &parser{file: filename}
 	cfg := p.parse(src)
 	slices.SortStableFunc(p.warns, comparePos)
-	if n := len(p.warns) - MaxProblems; n > 0 {
-		p.warns = append(p.warns[:MaxProblems:MaxProblems], Problem{Pos: Pos{File: filename}, Msg: fmt.Sprintf("and %d more warnings", n)})
-	}
+	p.warns = capProblems(filename, p.warns, "warnings")
 	if len(p.errs) > 0 {
 		slices.SortStableFunc(p.errs, comparePos)
 		return Config{File: filename, Warnings: p.warns}, p.errs
 	}
 	cfg.Warnings = p.warns
 	return cfg, nil
+}
+
+// capProblems returns the first MaxProblems of probs and, if there were
+// more, one that counts the rest: "and N more warnings".
+func capProblems(filename string, probs []Problem, what string) []Problem {
+	n := len(probs) - MaxProblems
+	if n <= 0 {
+		return probs
+	}
+	return append(probs[:MaxProblems:MaxProblems], Problem{Pos: Pos{File: filename}, Msg: fmt.Sprintf("and %d more %s", n, what)})
 }
 
 // tooLarge is the problem of a file over MaxSize; size is -1 when unknown.

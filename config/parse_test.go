@@ -454,6 +454,11 @@ func TestAuthPassword(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("PREFETCH_TEST_PW", "t0ken")
+	t.Setenv("PREFETCH_TEST_EMPTY", "")
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		a    Auth
 		want string
@@ -462,11 +467,51 @@ func TestAuthPassword(t *testing.T) {
 		{Auth{Host: "h", PasswordFile: file}, "s3cret", ""},
 		{Auth{Host: "h", PasswordEnv: "PREFETCH_TEST_PW"}, "t0ken", ""},
 		{Auth{Host: "h", PasswordFile: filepath.Join(dir, "missing")}, "", `reading password_file of auth "h"`},
-		{Auth{Host: "h", PasswordEnv: "PREFETCH_TEST_UNSET"}, "", "PREFETCH_TEST_UNSET is not set"},
+		{Auth{Host: "h", PasswordEnv: "PREFETCH_TEST_UNSET"}, "", `reading password_env of auth "h": environment variable PREFETCH_TEST_UNSET is not set`},
+		{Auth{Host: "h", PasswordEnv: "PREFETCH_TEST_EMPTY"}, "", `reading password_env of auth "h": environment variable PREFETCH_TEST_EMPTY is empty`},
+		{Auth{Host: "h", PasswordFile: empty}, "", `reading password_file of auth "h": ` + empty + ` is empty`},
 	} {
 		got, err := tc.a.Password()
 		if got != tc.want || (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("%+v: got %q, %v; want %q, %q", tc.a, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+// TestCheckPasswords: validate's check that each auth block's password can
+// be had here: a warning naming the block's position, the host and the
+// file or variable for each that can't.
+func TestCheckPasswords(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	if err := os.WriteFile(good, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	t.Setenv("PREFETCH_TEST_PW", "t0ken")
+	t.Setenv("PREFETCH_TEST_EMPTY", "")
+	auth := func(host, attr, value string) string {
+		return fmt.Sprintf("auth %q {\n  username = \"u\"\n  %s = %q\n}\n", host, attr, value)
+	}
+	src := auth("a.example", "password_file", good) + auth("b.example", "password_file", missing) +
+		auth("c.example", "password_env", "PREFETCH_TEST_PW") + auth("d.example", "password_env", "PREFETCH_TEST_UNSET") +
+		auth("e.example", "password_env", "PREFETCH_TEST_EMPTY") + `image "a" { expected = "reg:5000/a:1" }`
+	cfg, err := Parse("c.hcl", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.CheckPasswords()
+	want := []string{
+		`c.hcl:5:1: reading password_file of auth "b.example": open ` + missing + `: no such file or directory; pulls from b.example can't authenticate until prefetch can read it`,
+		`c.hcl:13:1: reading password_env of auth "d.example": environment variable PREFETCH_TEST_UNSET is not set; pulls from d.example can't authenticate until it is set where prefetch runs`,
+		`c.hcl:17:1: reading password_env of auth "e.example": environment variable PREFETCH_TEST_EMPTY is empty; pulls from e.example can't authenticate until it is set where prefetch runs`,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d warnings %v, want %d", len(got), got, len(want))
+	}
+	for i := range want {
+		if got[i].String() != want[i] {
+			t.Errorf("warning %d:\ngot  %s\nwant %s", i, got[i], want[i])
 		}
 	}
 }

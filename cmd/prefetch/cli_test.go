@@ -72,6 +72,24 @@ func TestValidate(t *testing.T) {
 	if code != exitOK || !strings.Contains(stdout, good+":2:14: warning: image \"a\": expected \"reg:5000/a\" has no tag") || !strings.Contains(stdout, good+": ok: 1 image(s), 0 auth block(s)") {
 		t.Errorf("good config: exit %d, stdout:\n%s", code, stdout)
 	}
+	t.Setenv("PREFETCH_TEST_UNSET_PASSWORD", "")
+	os.Unsetenv("PREFETCH_TEST_UNSET_PASSWORD")
+	missing := filepath.Join(t.TempDir(), "missing")
+	auths := writeFile(t, "auths.hcl", fmt.Sprintf("image \"a\" {\n  expected = \"reg:5000/a:1\"\n}\nauth \"reg:5000\" {\n  username = \"u\"\n  password_file = %q\n}\nauth \"ghcr.io\" {\n  username = \"u\"\n  password_env = \"PREFETCH_TEST_UNSET_PASSWORD\"\n}\n", missing))
+	code, stdout, _ = runCLI(t, "validate", "-config", auths)
+	for _, want := range []string{
+		auths + `:4:1: warning: reading password_file of auth "reg:5000": open ` + missing + ": no such file or directory; pulls from reg:5000 can't authenticate until prefetch can read it\n",
+		auths + `:8:1: warning: reading password_env of auth "ghcr.io": environment variable PREFETCH_TEST_UNSET_PASSWORD is not set; pulls from ghcr.io can't authenticate until it is set where prefetch runs` + "\n",
+		auths + ": ok: 1 image(s), 2 auth block(s)\n",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("auth blocks whose passwords can't be had: stdout lacks %q:\n%s", want, stdout)
+		}
+	}
+	if code != exitOK {
+		t.Errorf("auth blocks whose passwords can't be had: got exit %d, want %d (warnings)", code, exitOK)
+	}
+
 	bad := writeFile(t, "bad.hcl", "image \"a\" {\n  expected = \"A\"\n  digest = \"sha256:xyz\"\n}\nimage \"a\" {\n  expected = \"b:1\"\n}\n")
 	code, stdout, _ = runCLI(t, "validate", "-config", bad)
 	for _, want := range []string{
@@ -270,19 +288,25 @@ func TestOnceCredentials(t *testing.T) {
 	authBlock := func(file string) string {
 		return fmt.Sprintf("auth %q {\n  username = %q\n  password_file = %q\n}\n", reg.Addr, user, file)
 	}
+	missingFile := filepath.Join(t.TempDir(), "missing")
+	t.Setenv("PREFETCH_TEST_EMPTY_PASSWORD", "")
+	emptyEnv := fmt.Sprintf("auth %q {\n  username = %q\n  password_env = \"PREFETCH_TEST_EMPTY_PASSWORD\"\n}\n", reg.Addr, user)
 
 	for _, tc := range []struct {
 		name         string
 		dockerConfig string
 		extra        string
 		code         int
+		stdout       string // in the summary, when not empty
 	}{
-		{"anonymous", t.TempDir(), "", exitFailed},
-		{"config.json auths", dockerConfig(password), "", exitOK},
-		{"config.json, wrong password", dockerConfig(password + "-wrong"), "", exitFailed},
-		{"auth block", t.TempDir(), authBlock(pwFile), exitOK},
-		{"auth block wins over config.json", dockerConfig(password + "-wrong"), authBlock(pwFile), exitOK},
-		{"auth block, wrong password", t.TempDir(), authBlock(wrongFile), exitFailed},
+		{"anonymous", t.TempDir(), "", exitFailed, ""},
+		{"config.json auths", dockerConfig(password), "", exitOK, ""},
+		{"config.json, wrong password", dockerConfig(password + "-wrong"), "", exitFailed, ""},
+		{"auth block", t.TempDir(), authBlock(pwFile), exitOK, ""},
+		{"auth block wins over config.json", dockerConfig(password + "-wrong"), authBlock(pwFile), exitOK, ""},
+		{"auth block, wrong password", t.TempDir(), authBlock(wrongFile), exitFailed, ""},
+		{"auth block, password_file missing", t.TempDir(), authBlock(missingFile), exitFailed, "pulling " + ref + `: reading password_file of auth "` + reg.Addr + `": open ` + missingFile},
+		{"auth block, password_env empty", t.TempDir(), emptyEnv, exitFailed, "pulling " + ref + `: reading password_env of auth "` + reg.Addr + `": environment variable PREFETCH_TEST_EMPTY_PASSWORD is empty`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := bed.Remove(ctx, ref); err != nil {
@@ -291,8 +315,8 @@ func TestOnceCredentials(t *testing.T) {
 			t.Setenv("DOCKER_CONFIG", tc.dockerConfig)
 			cfg := writeFile(t, "c.hcl", base+tc.extra)
 			code, stdout, stderr := runCLI(t, "once", "-config", cfg, "-log-level", "debug")
-			if code != tc.code {
-				t.Errorf("got exit %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, stdout, stderr)
+			if code != tc.code || !strings.Contains(stdout, tc.stdout) {
+				t.Errorf("got exit %d, want %d and a summary with %q\nstdout: %s\nstderr: %s", code, tc.code, tc.stdout, stdout, stderr)
 			}
 			b64 := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
 			for _, secret := range []string{password, b64} {
