@@ -66,6 +66,33 @@ func TestUsage(t *testing.T) {
 	}
 }
 
+// TestOnceFlagsAfterNames: once takes its flags before or after the image
+// names; -- ends the flags; a flag it can't parse is refused on stderr,
+// leaving stdout (which -json makes a document) empty.
+func TestOnceFlagsAfterNames(t *testing.T) {
+	cfg := writeFile(t, "c.hcl", "docker {\n  host = \"unix:///nonexistent/docker.sock\"\n}\nimage \"a\" { expected = \"127.0.0.1:1/a:1\" }\n")
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"a flag after a name", []string{"once", "-config", cfg, "a", "-log-format", "xml"}, exitUsage, `prefetch once: -log-format "xml": want json or text`},
+		{"-json after a name", []string{"once", "-config", cfg, "a", "-json"}, exitFailed, "reaching the Docker daemon at unix:///nonexistent/docker.sock"},
+		{"flags between names", []string{"once", "a", "-config", cfg, "b"}, exitUsage, `no image "b" in the config (it has: a)`},
+		{"-- ends the flags", []string{"once", "-config", cfg, "--", "-json"}, exitUsage, `no image "-json" in the config (it has: a)`},
+		{"an unknown flag after a name", []string{"once", "-config", cfg, "a", "-jsn"}, exitUsage, "flag provided but not defined: -jsn\nsee 'prefetch once -h'\n"},
+		{"a flag without its value", []string{"once", "-config", cfg, "a", "-log-level"}, exitUsage, "flag needs an argument: -log-level\nsee 'prefetch once -h'\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, tc.args...)
+			if code != tc.code || stdout != "" || !strings.Contains(stderr, tc.stderr) {
+				t.Errorf("got exit %d\nstdout: %s\nstderr: %s\nwant exit %d, no stdout, stderr with %q", code, stdout, stderr, tc.code, tc.stderr)
+			}
+		})
+	}
+}
+
 func TestValidate(t *testing.T) {
 	good := writeFile(t, "good.hcl", "image \"a\" {\n  expected = \"reg:5000/a\"\n}\n")
 	code, stdout, _ := runCLI(t, "validate", "-config", good)
@@ -232,7 +259,7 @@ image "missing" {
 	// A second run on the converged node, for the image it has: no layer
 	// fetched, exit 0, and -json.
 	proxy.ResetCounts()
-	code, stdout, stderr = runCLI(t, "once", "-config", cfg, "-json", "traefik")
+	code, stdout, stderr = runCLI(t, "once", "-config", cfg, "traefik", "-json")
 	if code != exitOK {
 		t.Fatalf("second run: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}

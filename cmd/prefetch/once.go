@@ -22,7 +22,8 @@ const onceDoc = `Usage: prefetch once -config FILE [flags] [NAME...]
 Pull every image in the config once, as a node being bootstrapped by hand
 needs: for each image, pull the expected reference; if that fails, pull each
 source in turn and tag the first that succeeds as the expected reference. With
-NAMEs, only the image blocks with those labels.
+NAMEs, only the image blocks with those labels. Flags may come before or after
+the NAMEs; -- ends the flags (for a NAME that starts with -).
 
 Prints a summary table on stdout (-json: a JSON document) and logs to stderr.
 Exits 0 when every image is present (pulled, up to date, retagged from a
@@ -31,7 +32,7 @@ a usage or config error.
 
 Example:
   prefetch once -config /etc/prefetch/config.hcl
-  DOCKER_HOST=unix:///run/docker.sock prefetch once -config config.hcl -json traefik
+  DOCKER_HOST=unix:///run/docker.sock prefetch once -config config.hcl traefik -json
 `
 
 func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -40,7 +41,8 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	var lf logFlags
 	lf.register(fs)
-	if code, done := parseFlags(fs, args); done {
+	names, code, done := parseInterspersed(fs, args)
+	if done {
 		return code
 	}
 	log, err := lf.logger(stderr)
@@ -55,7 +57,7 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		log.Warn("config: "+w.Msg, "at", w.Pos.String())
 	}
-	images, err := selectImages(cfg.Images, fs.Args())
+	images, err := selectImages(cfg.Images, names)
 	if err != nil {
 		fmt.Fprintf(stderr, "prefetch once: %v\n", err)
 		return exitUsage
