@@ -387,7 +387,7 @@ func parseTopics(vals []string) (map[string][]string, error) {
 			parts = append(parts, "*")
 		case 2:
 		default:
-			//lint:ignore ST1005 Nomad's own text, which the client sees in the 400's body.
+			//lint:ignore ST1005 Nomad's own error text, as its clients see it
 			return nil, fmt.Errorf("Invalid key value pair for topic: %s", v)
 		}
 		topics[parts[0]] = append(topics[parts[0]], parts[1])
