@@ -11,9 +11,10 @@ build:
 test:
 	./scripts/test.sh
 
-## lint: go vet and gofmt
+## lint: go vet, staticcheck (scripts/deps.sh test installs it) and gofmt
 lint:
 	go vet ./...
+	"$$(go env GOPATH)/bin/staticcheck" ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 ## try: the try-out (needs root)

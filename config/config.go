@@ -20,6 +20,32 @@ const (
 	DefaultAlertAfter     = 6 * time.Hour
 )
 
+// The bounds of the top-level numbers: outside them a setting is a mistake,
+// not a choice. Below a floor a failing image is retried, or a present one
+// checked again, so often that dockerd and the registries see hundreds of
+// requests a second, or a pull is cut off before any layer can arrive;
+// above a ceiling the setting no longer does its job. The README's config
+// reference lists the same bounds.
+const (
+	MinConcurrency = 1
+	MaxConcurrency = 64
+)
+
+// durationLimits are the durations' bounds, one row each: the only place
+// they are written down.
+var durationLimits = []struct {
+	name     string
+	min, max time.Duration
+	field    func(*Config) *time.Duration
+}{
+	{"pull_timeout", 10 * time.Second, 24 * time.Hour, func(c *Config) *time.Duration { return &c.PullTimeout }},
+	{"stall_timeout", 5 * time.Second, time.Hour, func(c *Config) *time.Duration { return &c.StallTimeout }},
+	{"resync_interval", time.Minute, 168 * time.Hour, func(c *Config) *time.Duration { return &c.ResyncInterval }},
+	{"retry_initial", 100 * time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.RetryInitial }},
+	{"retry_max", time.Second, 24 * time.Hour, func(c *Config) *time.Duration { return &c.RetryMax }},
+	{"alert_after", time.Minute, 720 * time.Hour, func(c *Config) *time.Duration { return &c.AlertAfter }},
+}
+
 // Config is one parsed and validated configuration file.
 type Config struct {
 	// File is the name the configuration was parsed from.
@@ -43,6 +69,10 @@ type Config struct {
 	// AlertAfter is how long an image may keep failing before the daemon
 	// logs a reminder at ERROR, and again each time that long has passed.
 	AlertAfter time.Duration
+	// AllowEmpty says that a config with no image block is meant: without
+	// it such a config is an error, as an empty or truncated render would
+	// otherwise make the agent drop every image it keeps.
+	AllowEmpty bool
 	Images     []Image
 	Auths      []Auth
 	// Warnings are problems that do not stop the config from being used.
@@ -85,20 +115,49 @@ type Auth struct {
 }
 
 // Password reads the password from its file or environment variable. It is
-// read at each use, so a rotated secret is picked up without a reload.
+// read at each use, so a rotated secret is picked up without a reload. An
+// empty password is an error, as a missing one is: a pull with it could only
+// fail to authenticate, saying less. Every error names the host.
 func (a Auth) Password() (string, error) {
 	if a.PasswordFile != "" {
 		b, err := os.ReadFile(a.PasswordFile)
 		if err != nil {
 			return "", fmt.Errorf("reading password_file of auth %q: %w", a.Host, err)
 		}
-		return strings.TrimRight(string(b), "\r\n"), nil
+		pw := strings.TrimRight(string(b), "\r\n")
+		if pw == "" {
+			return "", fmt.Errorf("reading password_file of auth %q: %s is empty", a.Host, a.PasswordFile)
+		}
+		return pw, nil
 	}
 	v, ok := os.LookupEnv(a.PasswordEnv)
 	if !ok {
 		return "", fmt.Errorf("reading password_env of auth %q: environment variable %s is not set", a.Host, a.PasswordEnv)
 	}
+	if v == "" {
+		return "", fmt.Errorf("reading password_env of auth %q: environment variable %s is empty", a.Host, a.PasswordEnv)
+	}
 	return v, nil
+}
+
+// CheckPasswords reads each auth block's password as a pull would, here and
+// now, and returns a warning, at the block, for each that can't be had.
+// validate reports them as warnings, not errors: the agent may run with
+// another environment and other mounts than the shell that validates, and it
+// reads each password again at each pull. At most MaxProblems are returned,
+// then one that counts the rest.
+func (c Config) CheckPasswords() []Problem {
+	var warns []Problem
+	for _, a := range c.Auths {
+		if _, err := a.Password(); err != nil {
+			fix := "until prefetch can read it"
+			if a.PasswordEnv != "" {
+				fix = "until it is set where prefetch runs"
+			}
+			warns = append(warns, Problem{Pos: a.Pos, Msg: clip(fmt.Sprintf("%v; pulls from %s can't authenticate %s", err, a.Host, fix))})
+		}
+	}
+	return capProblems(c.File, warns, "warnings")
 }
 
 // Pos is a position in a configuration file.
@@ -122,14 +181,22 @@ type Problem struct {
 
 func (p Problem) String() string { return p.Pos.String() + ": " + p.Msg }
 
-// Errors is every error found in one configuration file. Parse returns it
-// (as an error) so callers can print each problem on a line of its own.
+// Errors is every error found in one configuration file, in file order.
+// Parse returns it (as an error) so callers can print each problem on a line
+// of its own; its length is the count of problems. Callers show the first
+// MaxProblems and count the rest, as Error does.
 type Errors []Problem
 
+// Error is the first MaxProblems problems, one a line, and then "and N
+// more" when there are more: bounded, since the agent logs it as one line.
 func (e Errors) Error() string {
-	lines := make([]string, len(e))
-	for i, p := range e {
-		lines[i] = p.String()
+	shown := e[:min(len(e), MaxProblems)]
+	lines := make([]string, 0, len(shown)+1)
+	for _, p := range shown {
+		lines = append(lines, p.String())
+	}
+	if n := len(e) - len(shown); n > 0 {
+		lines = append(lines, fmt.Sprintf("and %d more", n))
 	}
 	return strings.Join(lines, "\n")
 }

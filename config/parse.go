@@ -3,14 +3,17 @@ package config
 import (
 	_ "crypto/sha256" // registers sha256 with go-digest
 
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/distribution/reference"
 	"github.com/hashicorp/hcl/v2"
@@ -23,6 +26,7 @@ import (
 var (
 	rootSchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{
+			{Name: "allow_empty"},
 			{Name: "concurrency"},
 			{Name: "pull_timeout"},
 			{Name: "stall_timeout"},
@@ -57,27 +61,126 @@ var (
 	}
 )
 
+// Bounds on what a config file may be and on what is said about it, so that
+// a wrong file (a binary, a log, /dev/zero rendered or mounted by mistake)
+// costs neither time nor memory and is reported in a few lines.
+const (
+	// MaxSize is the largest config accepted, in bytes: a thousand images
+	// take a quarter of it.
+	MaxSize = 1 << 20
+	// MaxProblems is how many errors, or warnings, are shown; the rest
+	// are counted.
+	MaxProblems = 20
+	// maxMessage bounds one problem's message, which may quote a value.
+	maxMessage = 512
+)
+
+// ReadFile reads the configuration file at path, but no more than MaxSize+1
+// bytes of it: a larger file is refused as an Errors saying how large it is.
+func ReadFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	defer f.Close()
+	src, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading config %s: %w", path, err)
+	}
+	if len(src) > MaxSize {
+		size := int64(-1) // unknown: a pipe, a device
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			size = fi.Size()
+		}
+		return nil, Errors{tooLarge(path, size)}
+	}
+	return src, nil
+}
+
 // Load reads and parses the configuration file at path.
 func Load(path string) (Config, error) {
-	src, err := os.ReadFile(path)
+	src, err := ReadFile(path)
 	if err != nil {
-		return Config{}, fmt.Errorf("reading config: %w", err)
+		return Config{File: path}, err
 	}
 	return Parse(path, src)
 }
 
 // Parse parses and validates src, naming it filename in every problem. On
 // failure the error is an Errors holding every problem found, in file order.
-// Warnings are returned in Config.Warnings either way.
+// Warnings are returned in Config.Warnings either way, the first MaxProblems
+// of them and then one that counts the rest.
+//
+// src must be UTF-8 text of at most MaxSize bytes; anything else is refused
+// as a single problem before it is parsed.
 func Parse(filename string, src []byte) (Config, error) {
+	if len(src) > MaxSize {
+		return Config{File: filename}, Errors{tooLarge(filename, int64(len(src)))}
+	}
+	if prob, ok := checkText(filename, src); !ok {
+		return Config{File: filename}, Errors{prob}
+	}
 	p := &parser{file: filename}
 	cfg := p.parse(src)
+	slices.SortStableFunc(p.warns, comparePos)
+	p.warns = capProblems(filename, p.warns, "warnings")
 	if len(p.errs) > 0 {
 		slices.SortStableFunc(p.errs, comparePos)
 		return Config{File: filename, Warnings: p.warns}, p.errs
 	}
 	cfg.Warnings = p.warns
 	return cfg, nil
+}
+
+// capProblems returns the first MaxProblems of probs and, if there were
+// more, one that counts the rest: "and N more warnings".
+func capProblems(filename string, probs []Problem, what string) []Problem {
+	n := len(probs) - MaxProblems
+	if n <= 0 {
+		return probs
+	}
+	return append(probs[:MaxProblems:MaxProblems], Problem{Pos: Pos{File: filename}, Msg: fmt.Sprintf("and %d more %s", n, what)})
+}
+
+// tooLarge is the problem of a file over MaxSize; size is -1 when unknown.
+func tooLarge(filename string, size int64) Problem {
+	msg := "the file is larger than any config"
+	if size >= 0 {
+		msg = fmt.Sprintf("the file is %d bytes, larger than any config", size)
+	}
+	return Problem{Pos: Pos{File: filename}, Msg: fmt.Sprintf("%s: a config is at most %d bytes (1 MiB)", msg, MaxSize)}
+}
+
+// checkText finds the first byte that makes src something other than UTF-8
+// text, a NUL or a byte that is not UTF-8, and reports where it is.
+func checkText(filename string, src []byte) (Problem, bool) {
+	if utf8.Valid(src) && bytes.IndexByte(src, 0) < 0 {
+		return Problem{}, true
+	}
+	line, col := 1, 1
+	for off := 0; off < len(src); {
+		r, size := utf8.DecodeRune(src[off:])
+		what := ""
+		switch {
+		case r == 0:
+			what = "a NUL byte"
+		case r == utf8.RuneError && size == 1:
+			what = fmt.Sprintf("byte 0x%02x, which is not UTF-8,", src[off])
+		}
+		if what != "" {
+			return Problem{
+				Pos: Pos{File: filename, Line: line, Col: col},
+				Msg: fmt.Sprintf("the file is not text: %s at byte offset %d; a config is UTF-8 text", what, off),
+			}, false
+		}
+		if r == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+		off += size
+	}
+	return Problem{}, true
 }
 
 func comparePos(a, b Problem) int {
@@ -98,11 +201,27 @@ func (p *parser) pos(r hcl.Range) Pos {
 }
 
 func (p *parser) errorf(r hcl.Range, format string, args ...any) {
-	p.errs = append(p.errs, Problem{Pos: p.pos(r), Msg: fmt.Sprintf(format, args...)})
+	p.errs = append(p.errs, Problem{Pos: p.pos(r), Msg: clip(fmt.Sprintf(format, args...))})
 }
 
 func (p *parser) warnf(r hcl.Range, format string, args ...any) {
-	p.warns = append(p.warns, Problem{Pos: p.pos(r), Msg: fmt.Sprintf(format, args...)})
+	p.warns = append(p.warns, Problem{Pos: p.pos(r), Msg: clip(fmt.Sprintf(format, args...))})
+}
+
+// clip bounds a message to maxMessage bytes by cutting out its middle, which
+// is where a long quoted value sits: the start says what, the end says why.
+func clip(msg string) string {
+	if len(msg) <= maxMessage {
+		return msg
+	}
+	head, tail := 300, len(msg)-200
+	for head > 0 && !utf8.RuneStart(msg[head]) {
+		head--
+	}
+	for tail < len(msg) && !utf8.RuneStart(msg[tail]) {
+		tail++
+	}
+	return msg[:head] + " … " + msg[tail:]
 }
 
 // diags records HCL's own diagnostics. It reports whether any was an error.
@@ -146,27 +265,36 @@ func (p *parser) parse(src []byte) Config {
 	content, ds := f.Body.Content(rootSchema)
 	p.diags(ds)
 
+	// checkEmpty is false when allow_empty itself is malformed: that is
+	// reported, and whether the file may be empty is then unknown.
+	checkEmpty := true
+	if a, ok := content.Attributes["allow_empty"]; ok {
+		cfg.AllowEmpty, checkEmpty = p.boolAttr(a)
+	}
 	if a, ok := content.Attributes["concurrency"]; ok {
 		if n, ok := p.intAttr(a); ok {
-			if n < 1 || n > 64 {
-				p.errorf(a.Expr.Range(), "concurrency must be between 1 and 64, got %d", n)
+			if n < MinConcurrency || n > MaxConcurrency {
+				p.errorf(a.Expr.Range(), "concurrency must be between %d and %d, got %d", MinConcurrency, MaxConcurrency, n)
 			} else {
 				cfg.Concurrency = n
 			}
 		}
 	}
-	for name, dst := range map[string]*time.Duration{
-		"pull_timeout":    &cfg.PullTimeout,
-		"stall_timeout":   &cfg.StallTimeout,
-		"resync_interval": &cfg.ResyncInterval,
-		"retry_initial":   &cfg.RetryInitial,
-		"retry_max":       &cfg.RetryMax,
-		"alert_after":     &cfg.AlertAfter,
-	} {
-		if a, ok := content.Attributes[name]; ok {
-			if d, ok := p.durationAttr(a); ok {
-				*dst = d
-			}
+	for _, l := range durationLimits {
+		a, ok := content.Attributes[l.name]
+		if !ok {
+			continue
+		}
+		s, d, ok := p.durationAttr(a)
+		bounds := fmt.Sprintf("%s must be between %s and %s", l.name, shortDuration(l.min), shortDuration(l.max))
+		switch {
+		case !ok:
+		case d < l.min:
+			p.errorf(a.Expr.Range(), "%s %q is shorter than its floor of %s (%s)", l.name, s, shortDuration(l.min), bounds)
+		case d > l.max:
+			p.errorf(a.Expr.Range(), "%s %q is longer than its ceiling of %s (%s)", l.name, s, shortDuration(l.max), bounds)
+		default:
+			*l.field(&cfg) = d
 		}
 	}
 	if cfg.RetryMax < cfg.RetryInitial {
@@ -222,10 +350,19 @@ func (p *parser) parse(src []byte) Config {
 			cfg.Auths = append(cfg.Auths, a)
 		}
 	}
-	if len(content.Blocks.OfType("image")) == 0 && len(p.errs) == 0 {
-		p.warns = append(p.warns, Problem{Pos: Pos{File: p.file}, Msg: "no image blocks: there is nothing to prefetch"})
+	if checkEmpty && !cfg.AllowEmpty && !hasImageBlock(f.Body) {
+		// Reloading such a file would make the agent drop every image it
+		// keeps; an empty or truncated render looks just like this.
+		p.errorf(hcl.Range{Start: hcl.InitialPos}, "no image blocks: a config with no image blocks would drop every image the agent keeps (an empty or truncated render?); if this node is to keep no image, set allow_empty = true")
 	}
 	return cfg
+}
+
+// hasImageBlock reports whether body has an image block, even one too
+// malformed (a missing label) to be decoded.
+func hasImageBlock(body hcl.Body) bool {
+	b, ok := body.(*hclsyntax.Body)
+	return !ok || slices.ContainsFunc(b.Blocks, func(b *hclsyntax.Block) bool { return b.Type == "image" })
 }
 
 func (p *parser) docker(b *hcl.Block) Docker {
@@ -279,6 +416,11 @@ func (p *parser) image(b *hcl.Block) (Image, bool) {
 			switch {
 			case err != nil:
 				p.errorf(a.Expr.Range(), "image %q: expected %q is not a valid image reference: %v", name, s, err)
+			case isDigested(ref) && isTagged(ref):
+				// Docker would pull it, then fail to tag it, at every try.
+				tagged, _, _ := strings.Cut(s, "@")
+				p.errorf(a.Expr.Range(), "image %q: expected %q names both a tag and a digest, and Docker cannot tag an image with such a reference, so it would never be present: write expected = %q with digest = %q",
+					name, s, tagged, ref.(reference.Digested).Digest().String())
 			case isDigested(ref):
 				expectedDigest = ref.(reference.Digested).Digest().String()
 				img.Expected = ref.String()
@@ -357,6 +499,11 @@ func (p *parser) image(b *hcl.Block) (Image, bool) {
 func isDigested(ref reference.Named) bool {
 	_, ok := ref.(reference.Digested)
 	return ok
+}
+
+func isTagged(ref reference.Named) bool {
+	t, ok := ref.(reference.Tagged)
+	return ok && t.Tag() != ""
 }
 
 func (p *parser) auth(b *hcl.Block) (Auth, bool) {
@@ -476,6 +623,14 @@ func (p *parser) stringListAttr(a *hcl.Attribute) ([]string, bool) {
 	return out, true
 }
 
+func (p *parser) boolAttr(a *hcl.Attribute) (bool, bool) {
+	v, ok := p.value(a, cty.Bool, "true or false")
+	if !ok {
+		return false, false
+	}
+	return v.True(), true
+}
+
 func (p *parser) intAttr(a *hcl.Attribute) (int, bool) {
 	v, ok := p.value(a, cty.Number, "a whole number")
 	if !ok {
@@ -494,19 +649,33 @@ func (p *parser) intAttr(a *hcl.Attribute) (int, bool) {
 	return int(n), true
 }
 
-func (p *parser) durationAttr(a *hcl.Attribute) (time.Duration, bool) {
+// durationAttr returns the attribute's text and the duration it says.
+func (p *parser) durationAttr(a *hcl.Attribute) (string, time.Duration, bool) {
 	s, ok := p.stringAttr(a)
 	if !ok {
-		return 0, false
+		return "", 0, false
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
 		p.errorf(a.Expr.Range(), "%s %q is not a duration (want e.g. \"90s\" or \"10m\")", a.Name, s)
-		return 0, false
+		return "", 0, false
 	}
 	if d <= 0 {
 		p.errorf(a.Expr.Range(), "%s must be positive, got %q", a.Name, s)
-		return 0, false
+		return "", 0, false
 	}
-	return d, true
+	return s, d, true
+}
+
+// shortDuration writes d as an operator would: 1h, 168h, 1m, 100ms, not
+// 1h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

@@ -1,11 +1,15 @@
 package config
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -99,7 +103,6 @@ func TestParseWarnings(t *testing.T) {
 	}{
 		{"no tag", `image "a" { expected = "reg:5000/a" }`, `c.hcl:1:24: image "a": expected "reg:5000/a" has no tag or the tag latest`},
 		{"latest", "\nimage \"a\" {\n expected = \"a:latest\"\n}", `c.hcl:3:13: image "a": expected "a:latest" has no tag or the tag latest`},
-		{"no images", `concurrency = 1`, `c.hcl: no image blocks`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -111,6 +114,22 @@ func TestParseWarnings(t *testing.T) {
 				t.Errorf("got warnings %v, want one starting %q", cfg.Warnings, tc.want)
 			}
 		})
+	}
+}
+
+// TestParseAllowEmpty: a config that means to keep no image says so, and
+// is then no error and no warning.
+func TestParseAllowEmpty(t *testing.T) {
+	t.Parallel()
+	for _, src := range []string{"allow_empty = true\n", "# nothing to keep on this node\nallow_empty = true\nconcurrency = 1\n"} {
+		cfg, err := Parse("c.hcl", []byte(src))
+		if err != nil || len(cfg.Images) != 0 || !cfg.AllowEmpty || len(cfg.Warnings) != 0 {
+			t.Errorf("%q: got %+v, %v; want an empty config that allows it, with no warning", src, cfg, err)
+		}
+	}
+	cfg, err := Parse("c.hcl", []byte("allow_empty = true\nimage \"a\" { expected = \"reg:5000/a:1\" }\n"))
+	if err != nil || len(cfg.Images) != 1 {
+		t.Errorf("allow_empty with an image: got %+v, %v; want the image", cfg, err)
 	}
 }
 
@@ -131,15 +150,25 @@ func TestParseDigestReference(t *testing.T) {
 func TestParseErrors(t *testing.T) {
 	t.Parallel()
 	const d = "sha256:4f7e1e1e4b36b7f5f9d5b6f4b0a9c8e4b2a1d0c9f8e7d6c5b4a39281706f5e4d"
+	// img is a valid image, for the cases about something else: a config
+	// with no image block is an error of its own.
+	const img = "\nimage \"z\" { expected = \"reg:5000/z:1\" }\n"
+	const empty = "c.hcl:1:1: no image blocks: a config with no image blocks would drop every image the agent keeps"
 	for _, tc := range []struct {
 		name string
 		src  string
 		want []string // each a prefix of one reported problem, in order
 	}{
+		{"empty file", "", []string{empty}},
+		{"only comments, as a truncated render", "# Rendered by consul-template. Do not edit.\n", []string{empty + " (an empty or truncated render?); if this node is to keep no image, set allow_empty = true"}},
+		{"settings but no image", "concurrency = 1\n", []string{empty}},
+		{"allow_empty false", "allow_empty = false\n", []string{empty}},
+		{"allow_empty not a bool", "allow_empty = \"yes\"\n", []string{`c.hcl:1:15: allow_empty must be true or false, got string`}},
+		{"no image and other problems", "concurency = 2\n", []string{`c.hcl:1:1: Unsupported argument: An argument named "concurency" is not expected here. Did you mean "concurrency"?`, empty}},
 		{"syntax", "image \"a\" {\n  expected = \n}", []string{"c.hcl:2:14: Invalid expression"}},
 		{"unclosed block", "image \"a\" {\n expected = \"a:1\"\n", []string{"c.hcl:1:11: Unclosed configuration block"}},
-		{"unknown top-level attribute", "concurency = 2\n", []string{`c.hcl:1:1: Unsupported argument: An argument named "concurency" is not expected here. Did you mean "concurrency"?`}},
-		{"unknown block", "imgae \"a\" {}\n", []string{`c.hcl:1:1: Unsupported block type: Blocks of type "imgae" are not expected here. Did you mean "image"?`}},
+		{"unknown top-level attribute", "concurency = 2\n" + img, []string{`c.hcl:1:1: Unsupported argument: An argument named "concurency" is not expected here. Did you mean "concurrency"?`}},
+		{"unknown block", "imgae \"a\" {}\n" + img, []string{`c.hcl:1:1: Unsupported block type: Blocks of type "imgae" are not expected here. Did you mean "image"?`}},
 		{"unknown image attribute", "image \"a\" {\n expected = \"a:1\"\n source = [\"b:1\"]\n}", []string{`c.hcl:3:2: Unsupported argument: An argument named "source" is not expected here. Did you mean "sources"?`}},
 		{"missing expected", "image \"a\" {\n sources = [\"b:1\"]\n}", []string{`c.hcl:1:11: Missing required argument: The argument "expected" is required`}},
 		{"missing label", "image {\n expected = \"a:1\"\n}", []string{"c.hcl:1:7: Missing name for image"}},
@@ -152,29 +181,31 @@ func TestParseErrors(t *testing.T) {
 		{"sources not a list", "image \"a\" {\n expected = \"a:1\"\n sources = {x = 1}\n}", []string{`c.hcl:3:12: sources must be a list of strings, got object`}},
 		{"expected not a string", "image \"a\" { expected = [\"a:1\"] }", []string{`c.hcl:1:24: expected must be a string, got tuple`}},
 		{"number for a string", "image \"a\" { expected = 1 }", []string{`c.hcl:1:24: expected must be a string, got number`}},
-		{"string for a number", "concurrency = \"2\"", []string{`c.hcl:1:15: concurrency must be a whole number, got string`}},
+		{"string for a number", "concurrency = \"2\"" + img, []string{`c.hcl:1:15: concurrency must be a whole number, got string`}},
 		{"variable not allowed", "image \"a\" { expected = var.x }", []string{`c.hcl:1:24: Variables not allowed`}},
 		{"malformed digest", "image \"a\" {\n expected = \"a:1\"\n digest = \"sha256:1234\"\n}", []string{`c.hcl:3:11: image "a": digest "sha256:1234" is malformed`}},
 		{"digest algorithm", "image \"a\" {\n expected = \"a:1\"\n digest = \"md5:d41d8cd98f00b204e9800998ecf8427e\"\n}", []string{`c.hcl:3:11: image "a": digest "md5:d41d8cd98f00b204e9800998ecf8427e" is malformed`}},
 		{"digest disagrees with expected", "image \"a\" {\n expected = \"a@" + d + "\"\n digest = \"sha256:" + strings.Repeat("0", 64) + "\"\n}", []string{`c.hcl:2:13: image "a": expected names digest ` + d}},
+		{"expected with a tag and a digest", "image \"a\" {\n expected = \"reg:5000/a:1@" + d + "\"\n}", []string{`c.hcl:2:13: image "a": expected "reg:5000/a:1@` + d + `" names both a tag and a digest, and Docker cannot tag an image with such a reference, so it would never be present: write expected = "reg:5000/a:1" with digest = "` + d + `"`}},
+		{"expected with a tag and a digest, and sources", "image \"a\" {\n expected = \"a:1@" + d + "\"\n sources = [\"b:1\"]\n}", []string{`c.hcl:2:13: image "a": expected "a:1@` + d + `" names both a tag and a digest`}},
 		{"digest expected with sources", "image \"a\" {\n expected = \"a@" + d + "\"\n sources = [\"b:1\"]\n}", []string{`c.hcl:2:13: image "a": expected names a digest, and Docker cannot create a digest reference by tagging`}},
 		{"unknown platform os", "image \"a\" {\n expected = \"a:1\"\n platform = \"linus/amd64\"\n}", []string{`c.hcl:3:13: image "a": platform "linus/amd64": unknown operating system "linus"`}},
 		{"unknown platform arch", "image \"a\" {\n expected = \"a:1\"\n platform = \"linux/amd46\"\n}", []string{`c.hcl:3:13: image "a": platform "linux/amd46": unknown architecture "amd46"`}},
 		{"platform without arch", "image \"a\" {\n expected = \"a:1\"\n platform = \"linux\"\n}", []string{`c.hcl:3:13: image "a": platform "linux": want os/arch`}},
 		{"unknown variant", "image \"a\" {\n expected = \"a:1\"\n platform = \"linux/arm/v9\"\n}", []string{`c.hcl:3:13: image "a": platform "linux/arm/v9": unknown variant "v9" for arm`}},
-		{"auth both passwords", "auth \"ghcr.io\" {\n username = \"u\"\n password_file = \"/p\"\n password_env = \"P\"\n}", []string{`c.hcl:4:2: auth "ghcr.io": set password_file or password_env, not both`}},
-		{"auth no password", "auth \"ghcr.io\" {\n username = \"u\"\n}", []string{`c.hcl:1:1: auth "ghcr.io": needs password_file or password_env`}},
-		{"auth no username", "auth \"ghcr.io\" {\n password_env = \"P\"\n}", []string{`c.hcl:1:16: Missing required argument: The argument "username" is required`}},
-		{"auth bad host", "auth \"https://ghcr.io\" {\n username = \"u\"\n password_env = \"P\"\n}", []string{`c.hcl:1:6: auth "https://ghcr.io": want a registry host`}},
-		{"duplicate auth", "auth \"docker.io\" {\n username = \"u\"\n password_env = \"P\"\n}\nauth \"index.docker.io\" {\n username = \"u\"\n password_env = \"P\"\n}", []string{`c.hcl:5:6: duplicate auth for "docker.io"; the first is at line 1`}},
-		{"concurrency zero", "concurrency = 0", []string{`c.hcl:1:15: concurrency must be between 1 and 64, got 0`}},
-		{"concurrency fraction", "concurrency = 1.5", []string{`c.hcl:1:15: concurrency must be a whole number, got 1.5`}},
-		{"bad duration", "pull_timeout = \"10 minutes\"", []string{`c.hcl:1:16: pull_timeout "10 minutes" is not a duration`}},
-		{"negative duration", "stall_timeout = \"-1s\"", []string{`c.hcl:1:17: stall_timeout must be positive, got "-1s"`}},
-		{"retry_max below retry_initial", "retry_initial = \"1m\"\nretry_max = \"30s\"", []string{`c.hcl:2:13: retry_max (30s) must not be shorter than retry_initial (1m0s)`}},
-		{"bad resync_interval", "resync_interval = \"often\"", []string{`c.hcl:1:19: resync_interval "often" is not a duration`}},
-		{"docker host scheme", "docker {\n host = \"/var/run/docker.sock\"\n}", []string{`c.hcl:2:9: docker host "/var/run/docker.sock": want a URL`}},
-		{"duplicate docker", "docker {}\ndocker {}", []string{`c.hcl:2:1: duplicate docker block; the first is at line 1`}},
+		{"auth both passwords", "auth \"ghcr.io\" {\n username = \"u\"\n password_file = \"/p\"\n password_env = \"P\"\n}" + img, []string{`c.hcl:4:2: auth "ghcr.io": set password_file or password_env, not both`}},
+		{"auth no password", "auth \"ghcr.io\" {\n username = \"u\"\n}" + img, []string{`c.hcl:1:1: auth "ghcr.io": needs password_file or password_env`}},
+		{"auth no username", "auth \"ghcr.io\" {\n password_env = \"P\"\n}" + img, []string{`c.hcl:1:16: Missing required argument: The argument "username" is required`}},
+		{"auth bad host", "auth \"https://ghcr.io\" {\n username = \"u\"\n password_env = \"P\"\n}" + img, []string{`c.hcl:1:6: auth "https://ghcr.io": want a registry host`}},
+		{"duplicate auth", "auth \"docker.io\" {\n username = \"u\"\n password_env = \"P\"\n}\nauth \"index.docker.io\" {\n username = \"u\"\n password_env = \"P\"\n}" + img, []string{`c.hcl:5:6: duplicate auth for "docker.io"; the first is at line 1`}},
+		{"concurrency zero", "concurrency = 0" + img, []string{`c.hcl:1:15: concurrency must be between 1 and 64, got 0`}},
+		{"concurrency fraction", "concurrency = 1.5" + img, []string{`c.hcl:1:15: concurrency must be a whole number, got 1.5`}},
+		{"bad duration", "pull_timeout = \"10 minutes\"" + img, []string{`c.hcl:1:16: pull_timeout "10 minutes" is not a duration`}},
+		{"negative duration", "stall_timeout = \"-1s\"" + img, []string{`c.hcl:1:17: stall_timeout must be positive, got "-1s"`}},
+		{"retry_max below retry_initial", "retry_initial = \"1m\"\nretry_max = \"30s\"" + img, []string{`c.hcl:2:13: retry_max (30s) must not be shorter than retry_initial (1m0s)`}},
+		{"bad resync_interval", "resync_interval = \"often\"" + img, []string{`c.hcl:1:19: resync_interval "often" is not a duration`}},
+		{"docker host scheme", "docker {\n host = \"/var/run/docker.sock\"\n}" + img, []string{`c.hcl:2:9: docker host "/var/run/docker.sock": want a URL`}},
+		{"duplicate docker", "docker {}\ndocker {}" + img, []string{`c.hcl:2:1: duplicate docker block; the first is at line 1`}},
 		{
 			"all problems at once",
 			"concurrency = \"x\"\nimage \"a\" {\n expected = \"A\"\n}\nimage \"b\" {\n expected = \"b:1\"\n platform = \"x\"\n}\nauth \"h\" {\n username = \"u\"\n}\n",
@@ -203,6 +234,189 @@ func TestParseErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestParseBounds: each duration outside its bounds is an error naming the
+// bound crossed; the bounds themselves are accepted.
+func TestParseBounds(t *testing.T) {
+	t.Parallel()
+	const img = "\nimage \"z\" { expected = \"reg:5000/z:1\" }\n"
+	for _, tc := range []struct {
+		name, tooShort, floor, tooLong, ceiling string
+		// extra keeps retry_max >= retry_initial whatever is tried.
+		extra string
+	}{
+		{"retry_initial", "1ns", "100ms", "61m", "1h", "retry_max = \"24h\"\n"},
+		{"retry_max", "999ms", "1s", "25h", "24h", "retry_initial = \"100ms\"\n"},
+		{"resync_interval", "1ms", "1m", "169h", "168h", ""},
+		{"pull_timeout", "9s", "10s", "24h1s", "24h", ""},
+		{"stall_timeout", "4s", "5s", "2h", "1h", ""},
+		{"alert_after", "59s", "1m", "721h", "720h", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			// src sets the duration on line 2.
+			src := func(value string) string {
+				first := tc.extra
+				if first == "" {
+					first = "\n"
+				}
+				return first + tc.name + " = " + strconv.Quote(value) + "\n" + img
+			}
+			for _, v := range []struct{ value, want string }{
+				{tc.tooShort, fmt.Sprintf(`c.hcl:2:%d: %s %q is shorter than its floor of %s (%s must be between %s and %s)`, len(tc.name)+4, tc.name, tc.tooShort, tc.floor, tc.name, tc.floor, tc.ceiling)},
+				{tc.tooLong, fmt.Sprintf(`c.hcl:2:%d: %s %q is longer than its ceiling of %s (%s must be between %s and %s)`, len(tc.name)+4, tc.name, tc.tooLong, tc.ceiling, tc.name, tc.floor, tc.ceiling)},
+			} {
+				_, err := Parse("c.hcl", []byte(src(v.value)))
+				var errs Errors
+				if !errors.As(err, &errs) || len(errs) != 1 || errs[0].String() != v.want {
+					t.Errorf("%s = %q: got %v, want %s", tc.name, v.value, err, v.want)
+				}
+			}
+			for _, v := range []string{tc.floor, tc.ceiling} {
+				if _, err := Parse("c.hcl", []byte(src(v))); err != nil {
+					t.Errorf("%s = %q: got %v, want it accepted", tc.name, v, err)
+				}
+			}
+		})
+	}
+}
+
+// TestDefaultsWithinBounds: no default is refused when written out.
+func TestDefaultsWithinBounds(t *testing.T) {
+	t.Parallel()
+	for _, l := range durationLimits {
+		d := *l.field(&Config{
+			PullTimeout: DefaultPullTimeout, StallTimeout: DefaultStallTimeout, ResyncInterval: DefaultResyncInterval,
+			RetryInitial: DefaultRetryInitial, RetryMax: DefaultRetryMax, AlertAfter: DefaultAlertAfter,
+		})
+		if d < l.min || d > l.max {
+			t.Errorf("%s: default %s is outside %s..%s", l.name, d, l.min, l.max)
+		}
+	}
+}
+
+// TestParseNotText: a file that is not UTF-8 text is refused before HCL
+// sees it, as one problem at its first bad byte.
+func TestParseNotText(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		src  string
+		want string
+	}{
+		{"a NUL byte", "image \"a\" {\n expected = \"a:1\"\n}\nab\x00cd", `c.hcl:4:3: the file is not text: a NUL byte at byte offset 34; a config is UTF-8 text`},
+		{"invalid UTF-8 after multi-byte characters", "# café ü\n# \xff\xfe", `c.hcl:2:3: the file is not text: byte 0xff, which is not UTF-8, at byte offset 13; a config is UTF-8 text`},
+		{"a binary file", "\x7fELF\x02\x01\x01\x00\x00\x00" + strings.Repeat("\x00\xff", 1000), `c.hcl:1:8: the file is not text: a NUL byte at byte offset 7`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Parse("c.hcl", []byte(tc.src))
+			var errs Errors
+			if !errors.As(err, &errs) || len(errs) != 1 || !strings.HasPrefix(errs[0].String(), tc.want) {
+				t.Errorf("got %v, want one problem starting %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestParseTooLarge: no real config is larger than MaxSize; a file that is
+// is refused as one problem that says how large it is.
+func TestParseTooLarge(t *testing.T) {
+	t.Parallel()
+	src := bytes.Repeat([]byte("# padding\n"), MaxSize/10+1)
+	_, err := Parse("c.hcl", src)
+	want := fmt.Sprintf("c.hcl: the file is %d bytes, larger than any config: a config is at most 1048576 bytes (1 MiB)", len(src))
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != 1 || errs[0].String() != want {
+		t.Errorf("got %v, want %s", err, want)
+	}
+}
+
+// TestLoadReadsAtMostTheLimit: Load stops reading a file larger than
+// MaxSize after MaxSize+1 bytes and says how large it is; a pipe that never
+// ends is refused too, without waiting for its end.
+func TestLoadReadsAtMostTheLimit(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.hcl")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("# padding\n"), 1_000_000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(big)
+	if want := big + ": the file is 10000000 bytes, larger than any config"; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("got %v, want %s...", err, want)
+	}
+
+	fifo := filepath.Join(dir, "fifo.hcl")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	// The writer writes one byte more than the limit, then holds the pipe
+	// open until the test ends: a Load that read to the end would block.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		_, _ = f.Write(bytes.Repeat([]byte("#"), MaxSize+1))
+		<-stop
+	}()
+	done := make(chan error, 1)
+	go func() { _, err := Load(fifo); done <- err }()
+	select {
+	case err := <-done:
+		if want := fifo + ": the file is larger than any config: a config is at most 1048576 bytes (1 MiB)"; err == nil || err.Error() != want {
+			t.Errorf("got %v, want %s", err, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Load of a pipe that had sent more than MaxSize did not return: it reads past the limit")
+	}
+}
+
+// TestErrorsBounded: however many problems a file has, Error() shows the
+// first MaxProblems and counts the rest (the agent logs it as one line),
+// while Errors still holds them all; one problem's message is bounded too,
+// when it quotes a long value.
+func TestErrorsBounded(t *testing.T) {
+	t.Parallel()
+	var src strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&src, "x%d = 1\n", i)
+	}
+	src.WriteString("image \"a\" { expected = \"reg:5000/" + strings.Repeat("A", 100_000) + ":1\" }\n")
+	_, err := Parse("c.hcl", []byte(src.String()))
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != 1001 {
+		t.Fatalf("got %d problems (%v), want 1001", len(errs), err)
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != MaxProblems+1 || lines[0] != `c.hcl:1:1: Unsupported argument: An argument named "x0" is not expected here.` || lines[MaxProblems] != "and 981 more" {
+		t.Errorf("Error() is %d lines, first %q, last %q; want %d, the first problem, and 981 more", len(lines), lines[0], lines[len(lines)-1], MaxProblems+1)
+	}
+	long := errs[1000]
+	if len(long.Msg) > maxMessage || !strings.HasPrefix(long.Msg, `image "a": expected "reg:5000/AAAA`) || !strings.Contains(long.Msg, " … ") {
+		t.Errorf("the problem quoting a 100,000-byte value is %d bytes: %.300s...; want at most %d, cut in the middle", len(long.Msg), long.Msg, maxMessage)
+	}
+}
+
+// TestWarningsBounded: warnings are capped like errors, the rest counted.
+func TestWarningsBounded(t *testing.T) {
+	t.Parallel()
+	var src strings.Builder
+	for i := range 30 {
+		fmt.Fprintf(&src, "image \"a%d\" { expected = \"reg:5000/a%d\" }\n", i, i)
+	}
+	cfg, err := Parse("c.hcl", []byte(src.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != MaxProblems+1 || !strings.HasPrefix(cfg.Warnings[0].String(), `c.hcl:1:25: image "a0"`) || cfg.Warnings[MaxProblems].String() != "c.hcl: and 10 more warnings" {
+		t.Errorf("got %d warnings, the last %v; want %d and a count of the rest", len(cfg.Warnings), cfg.Warnings[len(cfg.Warnings)-1], MaxProblems+1)
 	}
 }
 
@@ -240,6 +454,11 @@ func TestAuthPassword(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("PREFETCH_TEST_PW", "t0ken")
+	t.Setenv("PREFETCH_TEST_EMPTY", "")
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		a    Auth
 		want string
@@ -248,11 +467,51 @@ func TestAuthPassword(t *testing.T) {
 		{Auth{Host: "h", PasswordFile: file}, "s3cret", ""},
 		{Auth{Host: "h", PasswordEnv: "PREFETCH_TEST_PW"}, "t0ken", ""},
 		{Auth{Host: "h", PasswordFile: filepath.Join(dir, "missing")}, "", `reading password_file of auth "h"`},
-		{Auth{Host: "h", PasswordEnv: "PREFETCH_TEST_UNSET"}, "", "PREFETCH_TEST_UNSET is not set"},
+		{Auth{Host: "h", PasswordEnv: "PREFETCH_TEST_UNSET"}, "", `reading password_env of auth "h": environment variable PREFETCH_TEST_UNSET is not set`},
+		{Auth{Host: "h", PasswordEnv: "PREFETCH_TEST_EMPTY"}, "", `reading password_env of auth "h": environment variable PREFETCH_TEST_EMPTY is empty`},
+		{Auth{Host: "h", PasswordFile: empty}, "", `reading password_file of auth "h": ` + empty + ` is empty`},
 	} {
 		got, err := tc.a.Password()
 		if got != tc.want || (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("%+v: got %q, %v; want %q, %q", tc.a, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+// TestCheckPasswords: validate's check that each auth block's password can
+// be had here: a warning naming the block's position, the host and the
+// file or variable for each that can't.
+func TestCheckPasswords(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	if err := os.WriteFile(good, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	t.Setenv("PREFETCH_TEST_PW", "t0ken")
+	t.Setenv("PREFETCH_TEST_EMPTY", "")
+	auth := func(host, attr, value string) string {
+		return fmt.Sprintf("auth %q {\n  username = \"u\"\n  %s = %q\n}\n", host, attr, value)
+	}
+	src := auth("a.example", "password_file", good) + auth("b.example", "password_file", missing) +
+		auth("c.example", "password_env", "PREFETCH_TEST_PW") + auth("d.example", "password_env", "PREFETCH_TEST_UNSET") +
+		auth("e.example", "password_env", "PREFETCH_TEST_EMPTY") + `image "a" { expected = "reg:5000/a:1" }`
+	cfg, err := Parse("c.hcl", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.CheckPasswords()
+	want := []string{
+		`c.hcl:5:1: reading password_file of auth "b.example": open ` + missing + `: no such file or directory; pulls from b.example can't authenticate until prefetch can read it`,
+		`c.hcl:13:1: reading password_env of auth "d.example": environment variable PREFETCH_TEST_UNSET is not set; pulls from d.example can't authenticate until it is set where prefetch runs`,
+		`c.hcl:17:1: reading password_env of auth "e.example": environment variable PREFETCH_TEST_EMPTY is empty; pulls from e.example can't authenticate until it is set where prefetch runs`,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d warnings %v, want %d", len(got), got, len(want))
+	}
+	for i := range want {
+		if got[i].String() != want[i] {
+			t.Errorf("warning %d:\ngot  %s\nwant %s", i, got[i], want[i])
 		}
 	}
 }

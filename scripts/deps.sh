@@ -1,15 +1,37 @@
 #!/usr/bin/env bash
-# Installs what the tests and the try-out need, when missing: from Debian,
-# docker.io (dockerd 20.10, containerd, the docker CLI) and docker-registry
-# (the CNCF distribution registry), which need root and apt-get; and the real
-# consul-template, with go install into $(go env GOPATH)/bin. Go itself
-# (1.26) must already be on PATH.
+# Installs, when missing, what the try-out or the tests need:
+#
+#   deps.sh try    Debian's docker.io (dockerd 20.10, containerd, the docker
+#                  CLI) and docker-registry (the CNCF distribution registry),
+#                  which need root and apt-get: all that scripts/try.sh uses.
+#   deps.sh test   the same, and, with go install into $(go env GOPATH)/bin at
+#                  pinned versions, the real consul-template (the tests render
+#                  configs with it) and staticcheck (scripts/test.sh runs it).
+#
+# Go itself (1.26) must already be on PATH.
 set -euo pipefail
 
-ct_bin="$(go env GOPATH)/bin/consul-template"
-if ! command -v consul-template >/dev/null 2>&1 && [ ! -x "$ct_bin" ]; then
-  echo "deps: installing consul-template v0.42.1 into $ct_bin" >&2
-  GOFLAGS=-buildvcs=false go install github.com/hashicorp/consul-template@v0.42.1
+case "${1:-}" in
+try) want_go_tools=false ;;
+test) want_go_tools=true ;;
+*)
+  echo "usage: deps.sh try|test" >&2
+  exit 2
+  ;;
+esac
+
+if $want_go_tools; then
+  gobin="$(go env GOPATH)/bin"
+  if ! command -v consul-template >/dev/null 2>&1 && [ ! -x "$gobin/consul-template" ]; then
+    echo "deps: installing consul-template v0.42.1 into $gobin" >&2
+    GOBIN="$gobin" GOFLAGS=-buildvcs=false go install github.com/hashicorp/consul-template@v0.42.1
+  fi
+  # 0.8.x (staticcheck 2026.2) is the first to know Go 1.26; test.sh runs
+  # this very binary, so another staticcheck on PATH does not matter.
+  if ! "$gobin/staticcheck" -version 2>/dev/null | grep -qF '(0.8.2)'; then
+    echo "deps: installing staticcheck v0.8.2 into $gobin" >&2
+    GOBIN="$gobin" GOFLAGS=-buildvcs=false go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+  fi
 fi
 
 missing=()

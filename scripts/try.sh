@@ -22,7 +22,7 @@ CLUSTER=${PREFETCH_TRY_CLUSTER:-127.0.0.1:15001}
 
 step() { printf '\n==> %s\n' "$*"; }
 
-bash scripts/deps.sh
+bash scripts/deps.sh try
 step "building bin/prefetch"
 mkdir -p bin
 go build -o bin/prefetch ./cmd/prefetch
@@ -129,7 +129,10 @@ LISTEN=${PREFETCH_TRY_LISTEN:-127.0.0.1:19105}
   -log-format text >"$DIR/agent.log" 2>&1 &
 agent=$!
 pids+=("$agent")
-for _ in $(seq 1 150); do "$PREFETCH" status -addr "$LISTEN" >/dev/null 2>&1 && break; sleep 0.2; done
+# Both images present: an agent that has not applied its config yet lists
+# no image, which status takes for "nothing missing".
+converged() { [ "$("$PREFETCH" status -addr "$LISTEN" 2>/dev/null | grep -c ' present ')" -eq 2 ]; }
+for _ in $(seq 1 150); do converged && break; sleep 0.2; done
 "$PREFETCH" status -addr "$LISTEN"
 
 step "Nomad's image GC removes traefik (docker rmi): the agent restores it from the event"

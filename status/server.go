@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -57,7 +58,7 @@ func NewMetrics(snapshot func() Snapshot) *Metrics {
 	}
 	states := prometheus.NewDesc("prefetch_images", "Images in the config by state (wanted, pulling, present, failed).", []string{"state"}, nil)
 	reg.MustRegister(m.pulls, m.pullDuration, m.reloads, m.lastConfig, m.imageEvents, m.dockerUp,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectorFunc{desc: states, collect: func(ch chan<- prometheus.Metric) {
 			counts := map[string]int{Wanted: 0, Pulling: 0, Present: 0, Failed: 0}
 			for _, img := range snapshot().Images {

@@ -70,6 +70,7 @@ func TestHandler(t *testing.T) {
 		`prefetch_config_reloads_total{result="failed"} 1`,
 		`prefetch_config_last_success_timestamp_seconds `,
 		`go_goroutines `,
+		`process_cpu_seconds_total `,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -41,7 +41,7 @@ Examples:
   prefetch once -config /etc/prefetch/config.hcl
   prefetch run -config /local/config.hcl
   prefetch status
-  prefetch once -config config.hcl -json traefik registry
+  prefetch once -config config.hcl traefik registry -json
 
 Run 'prefetch <command> -h' for a command's flags. Exit codes: 0 ok (for once
 and status: every image present), 1 some image could not be had or a runtime
@@ -90,16 +90,44 @@ func newFlagSet(name, doc string, stdout, stderr io.Writer) *flag.FlagSet {
 }
 
 // parseFlags parses args; done is true when the command must return code
-// (after -h, or a bad flag).
+// (after -h, or a bad flag). -h prints the command's help to stdout; a bad
+// flag is said on stderr with where to look, and nothing goes to stdout,
+// which for some commands is a JSON document.
 func parseFlags(fs *flag.FlagSet, args []string) (code int, done bool) {
+	usage := fs.Usage
+	fs.Usage = func() {} // the flag package calls it for -h and for errors alike
 	err := fs.Parse(args)
+	fs.Usage = usage
 	switch {
 	case errors.Is(err, flag.ErrHelp):
+		usage()
 		return exitOK, true
 	case err != nil:
+		// fs has printed err itself, on stderr.
+		fmt.Fprintf(fs.Output(), "see '%s -h'\n", fs.Name())
 		return exitUsage, true
 	}
 	return exitOK, false
+}
+
+// parseInterspersed is parseFlags for a command whose arguments and flags
+// may come in any order (once -config F traefik -json); it returns the
+// arguments, in order. "--" ends the flags: what follows are arguments.
+func parseInterspersed(fs *flag.FlagSet, args []string) (rest []string, code int, done bool) {
+	for {
+		if code, done := parseFlags(fs, args); done {
+			return nil, code, true
+		}
+		left := fs.Args()
+		if len(left) == 0 {
+			return rest, exitOK, false
+		}
+		// Parse stopped at an argument, or just after a "--" it consumed.
+		if n := len(args) - len(left); n > 0 && args[n-1] == "--" {
+			return append(rest, left...), exitOK, false
+		}
+		rest, args = append(rest, left[0]), left[1:]
+	}
 }
 
 // logFlags are the logging flags every long-running command takes.

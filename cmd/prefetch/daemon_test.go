@@ -359,7 +359,7 @@ func TestRunReloadsOncePerBurst(t *testing.T) {
 	n := 0
 	content := func() []byte {
 		n++
-		return []byte(daemonSettings() + fmt.Sprintf("# render %d\n", n))
+		return []byte(daemonSettings() + fmt.Sprintf("allow_empty = true # render %d\n", n))
 	}
 	if err := os.WriteFile(cfgPath, content(), 0o644); err != nil {
 		t.Fatal(err)

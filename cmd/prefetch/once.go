@@ -22,7 +22,8 @@ const onceDoc = `Usage: prefetch once -config FILE [flags] [NAME...]
 Pull every image in the config once, as a node being bootstrapped by hand
 needs: for each image, pull the expected reference; if that fails, pull each
 source in turn and tag the first that succeeds as the expected reference. With
-NAMEs, only the image blocks with those labels.
+NAMEs, only the image blocks with those labels. Flags may come before or after
+the NAMEs; -- ends the flags (for a NAME that starts with -).
 
 Prints a summary table on stdout (-json: a JSON document) and logs to stderr.
 Exits 0 when every image is present (pulled, up to date, retagged from a
@@ -31,7 +32,7 @@ a usage or config error.
 
 Example:
   prefetch once -config /etc/prefetch/config.hcl
-  DOCKER_HOST=unix:///run/docker.sock prefetch once -config config.hcl -json traefik
+  DOCKER_HOST=unix:///run/docker.sock prefetch once -config config.hcl traefik -json
 `
 
 func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -40,7 +41,8 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	var lf logFlags
 	lf.register(fs)
-	if code, done := parseFlags(fs, args); done {
+	names, code, done := parseInterspersed(fs, args)
+	if done {
 		return code
 	}
 	log, err := lf.logger(stderr)
@@ -55,7 +57,7 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		log.Warn("config: "+w.Msg, "at", w.Pos.String())
 	}
-	images, err := selectImages(cfg.Images, fs.Args())
+	images, err := selectImages(cfg.Images, names)
 	if err != nil {
 		fmt.Fprintf(stderr, "prefetch once: %v\n", err)
 		return exitUsage
@@ -141,15 +143,21 @@ func loadConfig(cmd, path string, stderr io.Writer) (cfg config.Config, ok bool)
 	return cfg, true
 }
 
-// printConfigError prints each problem of a config error on a line of its own.
+// printConfigError prints each problem of a config error on a line of its
+// own, the first config.MaxProblems of them, then how many more there are.
+// validate, once and run all report a config that can't be used through it.
 func printConfigError(w io.Writer, err error) {
 	var errs config.Errors
 	if !errors.As(err, &errs) {
 		fmt.Fprintf(w, "prefetch: %v\n", err)
 		return
 	}
-	for _, p := range errs {
+	shown := errs[:min(len(errs), config.MaxProblems)]
+	for _, p := range shown {
 		fmt.Fprintf(w, "%s: error: %s\n", p.Pos, p.Msg)
+	}
+	if n := len(errs) - len(shown); n > 0 {
+		fmt.Fprintf(w, "and %d more\n", n)
 	}
 	fmt.Fprintf(w, "prefetch: %d problem(s) in %s\n", len(errs), errs[0].Pos.File)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/nomad-prefetch/nomad-prefetch/config"
 )
@@ -10,8 +11,11 @@ import (
 const validateDoc = `Usage: prefetch validate -config FILE
 
 Check a config file without touching Docker: print every problem, each with
-file:line:col, errors and warnings alike, then a one-line verdict. Exits 0
-when the file is usable (warnings allowed), 2 when it is not.
+file:line:col, errors and warnings alike (the first 20 of each, then how many
+more), then a one-line verdict. Each auth block's password_file or
+password_env is read as a pull would read it, here: one that can't be had is
+a warning. Exits 0 when the file is usable (warnings allowed), 2 when it is
+not.
 
 Example:
   prefetch validate -config /etc/prefetch/config.hcl
@@ -28,7 +32,7 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cfg, err := config.Load(*cfgPath)
-	for _, w := range cfg.Warnings {
+	for _, w := range slices.Concat(cfg.Warnings, cfg.CheckPasswords()) {
 		fmt.Fprintf(stdout, "%s: warning: %s\n", w.Pos, w.Msg)
 	}
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 )
 
 // ConsulTemplate finds the real consul-template binary in PATH, then in
-// $(go env GOPATH)/bin, where scripts/deps.sh installs it. Without it the
+// $(go env GOPATH)/bin, where `scripts/deps.sh test` installs it. Without it the
 // test is skipped, or fails under CI=true.
 func ConsulTemplate(t testing.TB) string {
 	t.Helper()
@@ -27,7 +27,7 @@ func ConsulTemplate(t testing.TB) string {
 			return bin
 		}
 	}
-	msg := "consul-template not found in PATH or $(go env GOPATH)/bin; install it with scripts/deps.sh (go install github.com/hashicorp/consul-template@v0.42.1)"
+	msg := "consul-template not found in PATH or $(go env GOPATH)/bin; install it with scripts/deps.sh test (go install github.com/hashicorp/consul-template@v0.42.1)"
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}
