@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"reflect"
 	"slices"
 	"sync"
@@ -291,7 +290,7 @@ func sameImage(a, b config.Image) bool {
 
 func (l *loop) reload(all bool) {
 	now := time.Now()
-	src, err := os.ReadFile(l.path)
+	src, err := config.ReadFile(l.path)
 	var cfg config.Config
 	if err == nil {
 		cfg, err = config.Parse(l.path, src)

@@ -35,6 +35,7 @@ type hangingDocker struct {
 	broken    chan struct{}
 }
 
+//lint:ignore ST1005 the Docker client's own wording
 var errDaemonGone = errors.New("Cannot connect to the Docker daemon at unix:///fake.sock. Is the docker daemon running?")
 
 func (h *hangingDocker) setHang(ref string, on bool) {

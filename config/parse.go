@@ -465,7 +465,11 @@ func (p *parser) image(b *hcl.Block) (Image, bool) {
 				p.errorf(a.Expr.Range(), "image %q: source %q names a digest other than digest %s", name, s, img.Digest)
 				continue
 			}
-			if !isDigested(ref) {
+			if d, ok := ref.(reference.Digested); ok {
+				// A pull by digest ignores a tag, and a reference with
+				// both is one Docker may not inspect: keep repo@digest.
+				ref, _ = reference.WithDigest(reference.TrimNamed(ref), d.Digest())
+			} else {
 				ref = reference.TagNameOnly(ref)
 			}
 			norm := ref.String()

@@ -515,3 +515,23 @@ func TestCheckPasswords(t *testing.T) {
 		}
 	}
 }
+
+// A source naming a tag and a digest is kept as repo@digest: the pull is by
+// digest either way, and the tag would only make a reference Docker may not
+// inspect.
+func TestParseDigestedSourceDropsTag(t *testing.T) {
+	t.Parallel()
+	const d = "sha256:4f7e1e1e4b36b7f5f9d5b6f4b0a9c8e4b2a1d0c9f8e7d6c5b4a39281706f5e4d"
+	cfg, err := Parse("c.hcl", []byte(`image "a" {
+  expected = "reg:5000/a:1"
+  sources  = ["ghcr.io/acme/a:1@`+d+`", "quay.io/acme/a@`+d+`"]
+}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"ghcr.io/acme/a@" + d, "quay.io/acme/a@" + d}
+	if got := cfg.Images[0].Sources; !reflect.DeepEqual(got, want) {
+		t.Errorf("got sources %q, want %q", got, want)
+	}
+}

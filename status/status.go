@@ -67,6 +67,9 @@ type Snapshot struct {
 // now: the Docker daemon answers and every image is present. When not, why
 // says so in a line.
 func (s Snapshot) Ready() (ok bool, why string) {
+	if s.ConfigLoaded.IsZero() {
+		return false, "starting: no config applied yet"
+	}
 	if s.DockerError != "" {
 		since := ""
 		if s.DockerDownSince != nil {

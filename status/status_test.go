@@ -147,3 +147,12 @@ func TestWriteTableShortIDAndDocker(t *testing.T) {
 		t.Errorf("Ready: got %v %q", ok, why)
 	}
 }
+
+// Before the agent has applied its first config it has nothing to vouch
+// for: not ready.
+func TestNotReadyBeforeConfig(t *testing.T) {
+	t.Parallel()
+	if ok, why := (Snapshot{}).Ready(); ok || !strings.Contains(why, "starting") {
+		t.Errorf("empty snapshot: got ready %v, %q; want not ready, starting", ok, why)
+	}
+}

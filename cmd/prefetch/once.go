@@ -114,11 +114,9 @@ func readConfig(cmd, path string, stderr io.Writer) (src []byte, cfg config.Conf
 		fmt.Fprintf(stderr, "prefetch %s: -config is required (see prefetch %s -h)\n", cmd, cmd)
 		return nil, cfg, false
 	}
-	src, err := os.ReadFile(path)
+	src, err := config.ReadFile(path)
 	if err == nil {
 		cfg, err = config.Parse(path, src)
-	} else {
-		err = fmt.Errorf("reading config: %w", err)
 	}
 	if err != nil {
 		printConfigError(stderr, err)
