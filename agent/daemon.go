@@ -171,6 +171,10 @@ type loop struct {
 
 	dockerErr   string // why the Docker daemon is unreachable; "" when it answers
 	dockerSince time.Time
+	// contacted is set once the event watcher's first subscription has
+	// answered or failed: fetches wait for it, so that the API version is
+	// negotiated once (its ping) rather than by every first call at once.
+	contacted bool
 }
 
 // Run reconciles until ctx is done, starting from cfg, parsed by the caller
@@ -222,6 +226,7 @@ func (d *Daemon) Run(ctx context.Context, path string, src []byte, cfg config.Co
 		case ev := <-events:
 			l.imageEvent(ev)
 		case ev := <-docker:
+			l.contacted = true
 			switch {
 			case ev.err != nil:
 				l.dockerDown(ev.err, time.Now())
@@ -332,7 +337,7 @@ func (l *loop) reload(all bool) {
 // registry may hold every slot: one that hangs then delays only its own
 // images, never the others'.
 func (l *loop) startDue(ctx context.Context, now time.Time) {
-	if l.running >= l.cfg.Concurrency {
+	if !l.contacted || l.running >= l.cfg.Concurrency {
 		return
 	}
 	var due []*entry
