@@ -1,9 +1,17 @@
-// Package agent owns the reconcile step: making each expected image present
-// on the node, from the in-cluster registry when it can serve it and from a
-// source registry, retagged locally, when it can't.
+// Package agent owns what the node agent does, without the process around
+// it: the per-image step (Fetcher: make each expected image present, from
+// the in-cluster registry when it can serve it and from a source registry,
+// retagged locally, when it can't), Once over a list, and the reconcile Loop
+// of `prefetch run`, which owns every image's state and publishes it as a
+// Snapshot after each change.
 //
-// It talks to Docker only through the small Docker interface it declares
-// (Inspect, Pull, Tag), which registry.Engine implements, so the algorithm is
-// tested both against the real daemon and with small fakes. Fetch is
-// idempotent check-then-act: running it on a converged node pulls no layer.
+// It talks to Docker only through the small interfaces it declares (Docker:
+// Inspect, Pull, Tag; ImageEventer; Digester for manifest HEADs), which the
+// registry package implements, so the algorithm is tested both against the
+// real daemon and with small fakes; Fetch is idempotent check-then-act, and
+// running it on a converged node pulls no layer. It tells an Observer what
+// happens (the metrics) and never serves anything itself.
+//
+// It imports config, registry, backoff and outage, and must not import the
+// packages that read it: status, metrics, daemon.
 package agent

@@ -17,7 +17,6 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
 	"github.com/nomad-prefetch/nomad-prefetch/registry"
-	"github.com/nomad-prefetch/nomad-prefetch/status"
 )
 
 // A registry whose pulls hang must not take every fetch slot while images
@@ -30,7 +29,7 @@ image "a" { expected = "bad:5000/a:1" }
 image "b" { expected = "bad:5000/b:1" }
 image "ok" { expected = "good:5000/ok:1" }
 `)
-	eventually(t, "ok present while bad's pulls hang", func() bool { s, _ := imageState(d, "ok"); return s.State == status.Present })
+	eventually(t, "ok present while bad's pulls hang", func() bool { s, _ := imageState(d, "ok"); return s.State == StatePresent })
 }
 
 // An entry removed while its fetch is in flight and added again must not
@@ -58,7 +57,7 @@ func TestDaemonReaddedEntryIgnoresOldResult(t *testing.T) {
 	// Its result reaches the loop at once; watch the state for a while.
 	for range 40 {
 		s, _ := imageState(d, "x")
-		if s.State == status.Failed || s.Attempts > 0 {
+		if s.State == StateFailed || s.Attempts > 0 {
 			t.Fatalf("x took the cancelled fetch's result: %+v", s)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -72,10 +71,8 @@ func TestDaemonRemovalDuringFetch(t *testing.T) {
 	img := registry.Image{ID: "sha256:e"}
 	h := newHangingDocker(map[string]registry.Image{"reg:5000/e:1": img})
 	logs := &testbed.Buffer{}
-	d, rewrite := daemonWith(t, h, daemonBase+`image "e" { expected = "reg:5000/e:1" }`+"\n", func(d *Daemon) {
-		d.Log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	})
-	eventually(t, "e present", func() bool { s, _ := imageState(d, "e"); return s.State == status.Present })
+	d, rewrite := daemonWith(t, h, daemonBase+`image "e" { expected = "reg:5000/e:1" }`+"\n", logTo(logs))
+	eventually(t, "e present", func() bool { s, _ := imageState(d, "e"); return s.State == StatePresent })
 
 	// A changed entry (a platform added) is fetched again: make that hang.
 	h.setHang("reg:5000/e:1", true)
@@ -92,7 +89,7 @@ func TestDaemonRemovalDuringFetch(t *testing.T) {
 	eventually(t, "the loop to see the event", func() bool { return strings.Contains(logs.String(), "Docker event about an image the node keeps") })
 	h.release("reg:5000/e:1")
 	eventually(t, "a third fetch after the removal", func() bool { return h.count(h.started, "reg:5000/e:1") == 3 })
-	eventually(t, "e present", func() bool { s, _ := imageState(d, "e"); return s.State == status.Present })
+	eventually(t, "e present", func() bool { s, _ := imageState(d, "e"); return s.State == StatePresent })
 }
 
 // Readiness follows the node: from the removal event, not from the end of
@@ -102,10 +99,8 @@ func TestDaemonReadinessFollowsRemoval(t *testing.T) {
 	img := registry.Image{ID: "sha256:r"}
 	h := newHangingDocker(map[string]registry.Image{"reg:5000/r:1": img})
 	logs := &testbed.Buffer{}
-	d, _ := daemonWith(t, h, daemonBase+`image "r" { expected = "reg:5000/r:1" }`+"\n", func(d *Daemon) {
-		d.Log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	})
-	eventually(t, "r present", func() bool { s, _ := imageState(d, "r"); return s.State == status.Present })
+	d, _ := daemonWith(t, h, daemonBase+`image "r" { expected = "reg:5000/r:1" }`+"\n", logTo(logs))
+	eventually(t, "r present", func() bool { s, _ := imageState(d, "r"); return s.State == StatePresent })
 	eventually(t, "ready", func() bool { ok, _ := d.Snapshot().Ready(); return ok })
 	h.setHang("reg:5000/r:1", true) // the restore will hang
 	h.fakeDocker.mu.Lock()
@@ -138,10 +133,8 @@ func TestDaemonDockerOutageIsReportedAtOnce(t *testing.T) {
 	t.Parallel()
 	h := newHangingDocker(map[string]registry.Image{"reg:5000/o:1": {ID: "sha256:o"}})
 	logs := &testbed.Buffer{}
-	d, _ := daemonWith(t, h, daemonBase+`image "o" { expected = "reg:5000/o:1" }`+"\n", func(d *Daemon) {
-		d.Log = slog.New(slog.NewJSONHandler(logs, nil))
-	})
-	eventually(t, "o present", func() bool { s, _ := imageState(d, "o"); return s.State == status.Present })
+	d, _ := daemonWith(t, h, daemonBase+`image "o" { expected = "reg:5000/o:1" }`+"\n", logTo(logs))
+	eventually(t, "o present", func() bool { s, _ := imageState(d, "o"); return s.State == StatePresent })
 	eventually(t, "ready", func() bool { ok, _ := d.Snapshot().Ready(); return ok })
 	h.setDown(true)
 	h.breakEvents()
@@ -169,7 +162,7 @@ type authRecorder struct {
 	hosts [][]string
 }
 
-func (a *authRecorder) SetAuths(auths []config.Auth) {
+func (a *authRecorder) SetAuths(auths []registry.Auth) {
 	var hosts []string
 	for _, x := range auths {
 		hosts = append(hosts, x.Host)
@@ -197,7 +190,7 @@ func TestDaemonReloadsAuths(t *testing.T) {
 	}
 	h := newHangingDocker(nil)
 	rec := &authRecorder{}
-	_, rewrite := daemonWith(t, h, daemonBase+`image "p" { expected = "reg:5000/p:1" }`+"\n", func(d *Daemon) { d.Auths = rec })
+	_, rewrite := daemonWith(t, h, daemonBase+`image "p" { expected = "reg:5000/p:1" }`+"\n", func(d *Loop) { d.Auths = rec })
 	eventually(t, "the first config's (no) auths", func() bool {
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
@@ -234,13 +227,12 @@ func TestDaemonChangeBeforeRunIsApplied(t *testing.T) {
 	}
 	changed := make(chan struct{}, 1)
 	changed <- struct{}{}
-	d := &Daemon{Docker: h, Events: h, Log: slog.New(slog.DiscardHandler)}
-	d.Metrics = status.NewMetrics(d.Snapshot)
+	d := &Loop{Docker: h, Events: h, Log: slog.New(slog.DiscardHandler)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx, path, []byte(first), cfg, changed, nil) }()
 	t.Cleanup(func() { cancel(); <-done })
-	eventually(t, "the second render in force", func() bool { s, ok := imageState(d, "new"); return ok && s.State == status.Present })
+	eventually(t, "the second render in force", func() bool { s, ok := imageState(d, "new"); return ok && s.State == StatePresent })
 }
 
 // Two images sharing a source for different platforms never pull it at the
@@ -268,5 +260,12 @@ func TestFetchesOfOneReferenceTakeTurns(t *testing.T) {
 	}
 	if n := h.count(h.maxFlight, src); n != 1 {
 		t.Errorf("the shared source was pulled %d at a time, want one", n)
+	}
+}
+
+// logTo makes the loop log to logs, in JSON, from DEBUG up.
+func logTo(logs *testbed.Buffer) func(*Loop) {
+	return func(d *Loop) {
+		d.Log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 }

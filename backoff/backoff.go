@@ -2,6 +2,7 @@
 // exponential backoff with jitter, as a pure function of the attempt number
 // and a random draw, so every schedule is table-tested without a clock.
 // prefetch's per-image retries and eventlog's reconnects share it.
+// It imports nothing of the project's.
 package backoff
 
 import "time"

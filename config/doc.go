@@ -11,4 +11,7 @@
 // It is a package of its own, rather than part of agent/, because `prefetch
 // validate` needs it without the Docker client, and because the reload path of
 // the daemon swaps whole Config values: parse and validate first, then swap.
+//
+// It imports nothing of the project's, and every other package may import
+// it.
 package config

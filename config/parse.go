@@ -267,11 +267,24 @@ func (p *parser) parse(src []byte) Config {
 
 	// checkEmpty is false when allow_empty itself is malformed: that is
 	// reported, and whether the file may be empty is then unknown.
-	checkEmpty := true
-	if a, ok := content.Attributes["allow_empty"]; ok {
-		cfg.AllowEmpty, checkEmpty = p.boolAttr(a)
+	checkEmpty := p.settings(content.Attributes, &cfg)
+	p.blocks(content.Blocks, &cfg)
+	if checkEmpty && !cfg.AllowEmpty && !hasImageBlock(f.Body) {
+		// Reloading such a file would make the agent drop every image it
+		// keeps; an empty or truncated render looks just like this.
+		p.errorf(hcl.Range{Start: hcl.InitialPos}, "no image blocks: a config with no image blocks would drop every image the agent keeps (an empty or truncated render?); if this node is to keep no image, set allow_empty = true")
 	}
-	if a, ok := content.Attributes["concurrency"]; ok {
+	return cfg
+}
+
+// settings reads the top-level attributes into cfg; ok is false when
+// allow_empty is malformed.
+func (p *parser) settings(attrs hcl.Attributes, cfg *Config) (allowEmptyKnown bool) {
+	allowEmptyKnown = true
+	if a, ok := attrs["allow_empty"]; ok {
+		cfg.AllowEmpty, allowEmptyKnown = p.boolAttr(a)
+	}
+	if a, ok := attrs["concurrency"]; ok {
 		if n, ok := p.intAttr(a); ok {
 			if n < MinConcurrency || n > MaxConcurrency {
 				p.errorf(a.Expr.Range(), "concurrency must be between %d and %d, got %d", MinConcurrency, MaxConcurrency, n)
@@ -281,7 +294,7 @@ func (p *parser) parse(src []byte) Config {
 		}
 	}
 	for _, l := range durationLimits {
-		a, ok := content.Attributes[l.name]
+		a, ok := attrs[l.name]
 		if !ok {
 			continue
 		}
@@ -294,24 +307,29 @@ func (p *parser) parse(src []byte) Config {
 		case d > l.max:
 			p.errorf(a.Expr.Range(), "%s %q is longer than its ceiling of %s (%s)", l.name, s, shortDuration(l.max), bounds)
 		default:
-			*l.field(&cfg) = d
+			*l.field(cfg) = d
 		}
 	}
 	if cfg.RetryMax < cfg.RetryInitial {
 		r := hcl.Range{Filename: p.file, Start: hcl.InitialPos}
-		if a, ok := content.Attributes["retry_max"]; ok {
+		if a, ok := attrs["retry_max"]; ok {
 			r = a.Expr.Range()
-		} else if a, ok := content.Attributes["retry_initial"]; ok {
+		} else if a, ok := attrs["retry_initial"]; ok {
 			r = a.Expr.Range()
 		}
 		p.errorf(r, "retry_max (%s) must not be shorter than retry_initial (%s)", cfg.RetryMax, cfg.RetryInitial)
 	}
+	return allowEmptyKnown
+}
 
+// blocks reads the docker, image and auth blocks into cfg, refusing
+// duplicates.
+func (p *parser) blocks(blocks hcl.Blocks, cfg *Config) {
 	var dockerSeen *hcl.Block
 	names := map[string]hcl.Range{}
 	expected := map[string]hcl.Range{}
 	hosts := map[string]hcl.Range{}
-	for _, b := range content.Blocks {
+	for _, b := range blocks {
 		switch b.Type {
 		case "docker":
 			if dockerSeen != nil {
@@ -350,12 +368,6 @@ func (p *parser) parse(src []byte) Config {
 			cfg.Auths = append(cfg.Auths, a)
 		}
 	}
-	if checkEmpty && !cfg.AllowEmpty && !hasImageBlock(f.Body) {
-		// Reloading such a file would make the agent drop every image it
-		// keeps; an empty or truncated render looks just like this.
-		p.errorf(hcl.Range{Start: hcl.InitialPos}, "no image blocks: a config with no image blocks would drop every image the agent keeps (an empty or truncated render?); if this node is to keep no image, set allow_empty = true")
-	}
-	return cfg
 }
 
 // hasImageBlock reports whether body has an image block, even one too
@@ -411,29 +423,8 @@ func (p *parser) image(b *hcl.Block) (Image, bool) {
 	var expectedRange hcl.Range
 	if a, found := content.Attributes["expected"]; found {
 		expectedRange = a.Expr.Range()
-		if s, ok := p.stringAttr(a); ok {
-			ref, err := reference.ParseNormalizedNamed(s)
-			switch {
-			case err != nil:
-				p.errorf(a.Expr.Range(), "image %q: expected %q is not a valid image reference: %v", name, s, err)
-			case isDigested(ref) && isTagged(ref):
-				// Docker would pull it, then fail to tag it, at every try.
-				tagged, _, _ := strings.Cut(s, "@")
-				p.errorf(a.Expr.Range(), "image %q: expected %q names both a tag and a digest, and Docker cannot tag an image with such a reference, so it would never be present: write expected = %q with digest = %q",
-					name, s, tagged, ref.(reference.Digested).Digest().String())
-			case isDigested(ref):
-				expectedDigest = ref.(reference.Digested).Digest().String()
-				img.Expected = ref.String()
-			default:
-				ref = reference.TagNameOnly(ref)
-				if ref.(reference.Tagged).Tag() == "latest" {
-					p.warnf(a.Expr.Range(), "image %q: expected %q has no tag or the tag latest: Nomad's docker driver pulls :latest on every start, so prefetching it does not help", name, s)
-				}
-				img.Expected = ref.String()
-			}
-		}
+		img.Expected, expectedDigest = p.expected(name, a)
 	}
-
 	if a, found := content.Attributes["digest"]; found {
 		if s, ok := p.stringAttr(a); ok {
 			if d, err := digest.Parse(s); err != nil {
@@ -451,43 +442,12 @@ func (p *parser) image(b *hcl.Block) (Image, bool) {
 			p.errorf(expectedRange, "image %q: expected names digest %s but digest is %s", name, expectedDigest, img.Digest)
 		}
 	}
-
 	if a, found := content.Attributes["sources"]; found {
-		srcs, _ := p.stringListAttr(a)
-		seen := map[string]bool{}
-		for _, s := range srcs {
-			ref, err := reference.ParseNormalizedNamed(s)
-			if err != nil {
-				p.errorf(a.Expr.Range(), "image %q: source %q is not a valid image reference: %v", name, s, err)
-				continue
-			}
-			if isDigested(ref) && img.Digest != "" && ref.(reference.Digested).Digest().String() != img.Digest {
-				p.errorf(a.Expr.Range(), "image %q: source %q names a digest other than digest %s", name, s, img.Digest)
-				continue
-			}
-			if d, ok := ref.(reference.Digested); ok {
-				// A pull by digest ignores a tag, and a reference with
-				// both is one Docker may not inspect: keep repo@digest.
-				ref, _ = reference.WithDigest(reference.TrimNamed(ref), d.Digest())
-			} else {
-				ref = reference.TagNameOnly(ref)
-			}
-			norm := ref.String()
-			switch {
-			case norm == img.Expected:
-				p.errorf(a.Expr.Range(), "image %q: source %q is the expected reference itself", name, s)
-			case seen[norm]:
-				p.errorf(a.Expr.Range(), "image %q: source %q is listed twice", name, s)
-			default:
-				seen[norm] = true
-				img.Sources = append(img.Sources, norm)
-			}
-		}
+		img.Sources = p.sources(name, a, img.Expected, img.Digest)
 	}
 	if expectedDigest != "" && len(img.Sources) > 0 {
 		p.errorf(expectedRange, "image %q: expected names a digest, and Docker cannot create a digest reference by tagging, so no source can serve it; name the image by tag in the job and pin its content with digest = %q", name, expectedDigest)
 	}
-
 	if a, found := content.Attributes["platform"]; found {
 		if s, ok := p.stringAttr(a); ok {
 			if norm, err := normalizePlatform(s); err != nil {
@@ -498,6 +458,72 @@ func (p *parser) image(b *hcl.Block) (Image, bool) {
 		}
 	}
 	return img, len(p.errs) == before && img.Expected != ""
+}
+
+// expected reads image name's expected reference, normalised, and the
+// digest it names if it is a digest reference.
+func (p *parser) expected(name string, a *hcl.Attribute) (ref, dgst string) {
+	s, ok := p.stringAttr(a)
+	if !ok {
+		return "", ""
+	}
+	named, err := reference.ParseNormalizedNamed(s)
+	switch {
+	case err != nil:
+		p.errorf(a.Expr.Range(), "image %q: expected %q is not a valid image reference: %v", name, s, err)
+	case isDigested(named) && isTagged(named):
+		// Docker would pull it, then fail to tag it, at every try.
+		tagged, _, _ := strings.Cut(s, "@")
+		p.errorf(a.Expr.Range(), "image %q: expected %q names both a tag and a digest, and Docker cannot tag an image with such a reference, so it would never be present: write expected = %q with digest = %q",
+			name, s, tagged, named.(reference.Digested).Digest().String())
+	case isDigested(named):
+		return named.String(), named.(reference.Digested).Digest().String()
+	default:
+		named = reference.TagNameOnly(named)
+		if named.(reference.Tagged).Tag() == "latest" {
+			p.warnf(a.Expr.Range(), "image %q: expected %q has no tag or the tag latest: Nomad's docker driver pulls :latest on every start, so prefetching it does not help", name, s)
+		}
+		return named.String(), ""
+	}
+	return "", ""
+}
+
+// sources reads image name's sources, normalised, refusing one that is
+// expected itself, one listed twice, and one naming another digest than
+// dgst.
+func (p *parser) sources(name string, a *hcl.Attribute, expected, dgst string) []string {
+	srcs, _ := p.stringListAttr(a)
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range srcs {
+		ref, err := reference.ParseNormalizedNamed(s)
+		if err != nil {
+			p.errorf(a.Expr.Range(), "image %q: source %q is not a valid image reference: %v", name, s, err)
+			continue
+		}
+		if isDigested(ref) && dgst != "" && ref.(reference.Digested).Digest().String() != dgst {
+			p.errorf(a.Expr.Range(), "image %q: source %q names a digest other than digest %s", name, s, dgst)
+			continue
+		}
+		if d, ok := ref.(reference.Digested); ok {
+			// A pull by digest ignores a tag, and a reference with both is
+			// one Docker may not inspect: keep repo@digest.
+			ref, _ = reference.WithDigest(reference.TrimNamed(ref), d.Digest())
+		} else {
+			ref = reference.TagNameOnly(ref)
+		}
+		norm := ref.String()
+		switch {
+		case norm == expected:
+			p.errorf(a.Expr.Range(), "image %q: source %q is the expected reference itself", name, s)
+		case seen[norm]:
+			p.errorf(a.Expr.Range(), "image %q: source %q is listed twice", name, s)
+		default:
+			seen[norm] = true
+			out = append(out, norm)
+		}
+	}
+	return out
 }
 
 func isDigested(ref reference.Named) bool {

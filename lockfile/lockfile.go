@@ -4,6 +4,8 @@
 // the life of the process and drops it when the process dies, however it
 // dies, so a stale file never blocks a restart. The holder's PID is written
 // into the file only to name it in the second agent's error.
+//
+// It imports nothing of the project's.
 package lockfile
 
 import (

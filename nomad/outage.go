@@ -4,25 +4,23 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	outagelog "github.com/nomad-prefetch/nomad-prefetch/outage"
 )
 
-// outage logs a connection outage without flooding: loudly (WARN, or ERROR
-// when Nomad refused) on the first failure, again when the error changes,
-// and at ERROR as a reminder each time the outage has lasted another
-// alertAfter; every other failure at DEBUG. The recovery is logged at INFO
-// with the number of attempts and the downtime.
+// outage logs a connection outage without flooding, as the outage package
+// decides: loudly (WARN, or ERROR when Nomad refused) on the first failure
+// and when the error changes, at ERROR as a reminder each time the outage
+// has lasted another alertAfter, every other failure at DEBUG. The recovery
+// is logged at INFO with the number of attempts and the downtime.
 type outage struct {
 	log        *slog.Logger
 	now        func() time.Time
 	alertAfter time.Duration
 	stats      *Stats
 
-	down         bool
-	everLive     bool
-	since        time.Time
-	attempts     int
-	lastErr      string
-	nextReminder time.Time
+	everLive bool
+	run      outagelog.Log
 }
 
 func (o *outage) failed(err error, refused bool, attempt int, retryIn time.Duration) {
@@ -37,22 +35,16 @@ func (o *outage) failed(err error, refused bool, attempt int, retryIn time.Durat
 		level = slog.LevelError
 	}
 	attrs := []any{"error", msg, "attempt", attempt, "retry_in", retryIn.Round(time.Millisecond).String()}
-	if !o.down {
-		o.down, o.since, o.attempts, o.lastErr = true, now, 1, msg
-		o.nextReminder = now.Add(o.alertAfter)
-		o.log.Log(context.Background(), level, "event stream down", attrs...)
-		return
+	verdict := o.run.Failed(now, msg, o.alertAfter)
+	if verdict != outagelog.First {
+		attrs = append(attrs, "down_for", now.Sub(o.run.Since()).Round(time.Second).String())
 	}
-	o.attempts++
-	attrs = append(attrs, "down_for", now.Sub(o.since).Round(time.Second).String())
-	switch {
-	case msg != o.lastErr:
-		o.lastErr = msg
+	switch verdict {
+	case outagelog.First:
+		o.log.Log(context.Background(), level, "event stream down", attrs...)
+	case outagelog.Changed:
 		o.log.Log(context.Background(), level, "event stream still down, with a new error", attrs...)
-	case !now.Before(o.nextReminder):
-		for !now.Before(o.nextReminder) {
-			o.nextReminder = o.nextReminder.Add(o.alertAfter)
-		}
+	case outagelog.Reminder:
 		o.log.Error("event stream still down", attrs...)
 	default:
 		o.log.Debug("event stream still down", attrs...)
@@ -61,9 +53,8 @@ func (o *outage) failed(err error, refused bool, attempt int, retryIn time.Durat
 
 func (o *outage) recovered() {
 	o.stats.refused.Store(false)
-	if o.down {
-		o.log.Info("event stream resumed", "attempts", o.attempts, "downtime", o.now().Sub(o.since).Round(time.Millisecond).String())
-		o.down = false
+	if attempts, downtime, ok := o.run.Recovered(o.now()); ok {
+		o.log.Info("event stream resumed", "attempts", attempts, "downtime", downtime.Round(time.Millisecond).String())
 		return
 	}
 	if !o.everLive {

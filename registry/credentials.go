@@ -7,8 +7,19 @@ import (
 	cliconfig "github.com/docker/cli/cli/config"
 	"github.com/moby/moby/api/pkg/authconfig"
 	"github.com/moby/moby/api/types/registry"
-	"github.com/nomad-prefetch/nomad-prefetch/config"
 )
+
+// Auth is the credentials the operator gave for one registry host (the
+// config's auth block).
+type Auth struct {
+	// Host is the registry host as it appears in references (docker.io for
+	// Docker Hub).
+	Host     string
+	Username string
+	// Password returns the password or token; it is called at each use, so
+	// a rotated secret is picked up, and its error must name the host.
+	Password func() (string, error)
+}
 
 // Credentials resolves the credentials for a registry host, in this order:
 // the config file's auth block for that host, then the Docker config of the
@@ -19,7 +30,7 @@ import (
 // Nothing here logs, and errors never carry a secret.
 type Credentials struct {
 	mu    sync.RWMutex
-	auths map[string]config.Auth
+	auths map[string]Auth
 	// dockerConfigDir is the directory holding config.json; empty means
 	// DOCKER_CONFIG, then ~/.docker.
 	dockerConfigDir string
@@ -27,7 +38,7 @@ type Credentials struct {
 
 // NewCredentials returns a resolver over the config's auth blocks and the
 // Docker config in dockerConfigDir (empty: DOCKER_CONFIG, then ~/.docker).
-func NewCredentials(auths []config.Auth, dockerConfigDir string) *Credentials {
+func NewCredentials(auths []Auth, dockerConfigDir string) *Credentials {
 	c := &Credentials{dockerConfigDir: dockerConfigDir}
 	c.SetAuths(auths)
 	return c
@@ -35,8 +46,8 @@ func NewCredentials(auths []config.Auth, dockerConfigDir string) *Credentials {
 
 // SetAuths replaces the config's auth blocks, as a reloaded config does:
 // lookups from then on use the new ones.
-func (c *Credentials) SetAuths(auths []config.Auth) {
-	m := make(map[string]config.Auth, len(auths))
+func (c *Credentials) SetAuths(auths []Auth) {
+	m := make(map[string]Auth, len(auths))
 	for _, a := range auths {
 		m[a.Host] = a
 	}

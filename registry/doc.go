@@ -16,4 +16,7 @@
 //     helpers: the client must resolve credentials and send them with each
 //     pull. Credentials does that, with the config file's auth blocks first
 //     and then the user's Docker config through docker/cli's own loader.
+//
+// It imports nothing of the project's: its callers turn their config into
+// its Options and Auth values. The agent's interfaces are what it implements.
 package registry

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	mobyregistry "github.com/moby/moby/api/types/registry"
-	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
 )
@@ -209,7 +208,11 @@ func TestCredentialsOrder(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfgJSON), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	creds := NewCredentials([]config.Auth{{Host: "a.example", Username: "cfg", PasswordFile: pwFile}}, dir)
+	fromFile := func() (string, error) {
+		b, err := os.ReadFile(pwFile)
+		return strings.TrimSpace(string(b)), err
+	}
+	creds := NewCredentials([]Auth{{Host: "a.example", Username: "cfg", Password: fromFile}}, dir)
 	for _, tc := range []struct {
 		host, user, pw string
 	}{

@@ -44,4 +44,6 @@
 // When the watcher itself reports an error, typically an overflowing event
 // queue, events may have been lost. That too is a change: the caller re-reads
 // the file, and gets the error to report, since this package logs nothing.
+//
+// It imports nothing of the project's.
 package watch

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -143,7 +144,9 @@ func (w *watcher) resolve() string {
 // caller start watching a file before it first reads it, so that a change
 // landing between the read and the watch is never missed.
 type Watcher struct {
-	w *watcher
+	w         *watcher
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start starts watching the file at path (see File): every change made
@@ -159,9 +162,12 @@ func Start(path string) (*Watcher, error) {
 // Run reports changes as File does, until ctx is done, and stops the watch
 // when it returns.
 func (w *Watcher) Run(ctx context.Context, d Debounce, changed func(err error)) error {
-	defer w.w.close()
+	defer w.Close()
 	return w.w.run(ctx, d, changed)
 }
 
-// Close stops a watch that will not be Run.
-func (w *Watcher) Close() error { return w.w.close() }
+// Close stops the watch; it may be called more than once, and after Run.
+func (w *Watcher) Close() error {
+	w.closeOnce.Do(func() { w.closeErr = w.w.close() })
+	return w.closeErr
+}

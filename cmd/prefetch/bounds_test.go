@@ -21,9 +21,9 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/registry"
+	"github.com/nomad-prefetch/nomad-prefetch/agent"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
-	"github.com/nomad-prefetch/nomad-prefetch/status"
 )
 
 // hungDocker listens on a unix socket, accepts every connection and never
@@ -191,10 +191,10 @@ func TestRunHungRegistry(t *testing.T) {
 	t.Cleanup(func() { _ = bed.Remove(ctx, hung.Addr+"/h1:1", hung.Addr+"/h2:1", goodProxy.Addr+"/ok:1") })
 	a := startAgent(t, cfgPath, filepath.Join(dir, "lock"))
 
-	waitFor(t, "ok present while its neighbours' registry hangs", 30*time.Second, wantState(t, a, "ok", status.Present))
+	waitFor(t, "ok present while its neighbours' registry hangs", 30*time.Second, wantState(t, a, "ok", agent.StatePresent))
 	waitFor(t, "h1 failed with a bounded error", 30*time.Second, func() bool {
 		img, _ := a.image(t, "h1")
-		return img.State == status.Failed && strings.Contains(img.LastError, "registry "+hung.Addr+" is not answering")
+		return img.State == agent.StateFailed && strings.Contains(img.LastError, "registry "+hung.Addr+" is not answering")
 	})
 	if err := bed.Remove(ctx, okID); err != nil {
 		t.Fatal(err)
@@ -318,15 +318,15 @@ func TestRunReloadsAuthAndStall(t *testing.T) {
 	r.render(t, long+imageBlock("app", private))
 	t.Cleanup(func() { _ = bed.Remove(ctx, private) })
 	a := startAgent(t, cfgPath, filepath.Join(dir, "lock"))
-	waitFor(t, "app refused without credentials", 30*time.Second, wantState(t, a, "app", status.Failed))
+	waitFor(t, "app refused without credentials", 30*time.Second, wantState(t, a, "app", agent.StateFailed))
 
 	r.render(t, boundsSettings()+imageBlock("app", private)+
 		fmt.Sprintf("auth %q {\n  username = %q\n  password_file = %q\n}\n", reg.Addr, user, pwFile)+
 		imageBlock("stall", stallProxy.Addr+"/stall:1"))
-	waitFor(t, "app present with the reloaded auth block", 30*time.Second, wantState(t, a, "app", status.Present))
+	waitFor(t, "app present with the reloaded auth block", 30*time.Second, wantState(t, a, "app", agent.StatePresent))
 	waitFor(t, "stall cancelled by the reloaded stall_timeout (5s, not 1h)", 30*time.Second, func() bool {
 		img, _ := a.image(t, "stall")
-		return img.State == status.Failed && strings.Contains(img.LastError, "no progress for 5s")
+		return img.State == agent.StateFailed && strings.Contains(img.LastError, "no progress for 5s")
 	})
 }
 

@@ -130,6 +130,26 @@ func parseInterspersed(fs *flag.FlagSet, args []string) (rest []string, code int
 	}
 }
 
+// parseCommand is the prologue of a command that logs: it registers the
+// logging flags on fs, parses args (flags may come before or after the
+// arguments) and returns the logger asked for and the arguments; done is
+// true when the command must return code (after -h, a bad flag or a bad
+// logging flag).
+func parseCommand(name string, fs *flag.FlagSet, args []string, stderr io.Writer) (log *slog.Logger, rest []string, code int, done bool) {
+	var lf logFlags
+	lf.register(fs)
+	rest, code, done = parseInterspersed(fs, args)
+	if done {
+		return nil, nil, code, true
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "prefetch %s: %v\n", name, err)
+		return nil, nil, exitUsage, true
+	}
+	return log, rest, exitOK, false
+}
+
 // logFlags are the logging flags every long-running command takes.
 type logFlags struct {
 	format, level string

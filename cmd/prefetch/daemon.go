@@ -5,17 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
-	"github.com/nomad-prefetch/nomad-prefetch/agent"
-	"github.com/nomad-prefetch/nomad-prefetch/lockfile"
-	"github.com/nomad-prefetch/nomad-prefetch/status"
-	"github.com/nomad-prefetch/nomad-prefetch/watch"
+	"github.com/nomad-prefetch/nomad-prefetch/config"
+	"github.com/nomad-prefetch/nomad-prefetch/daemon"
 )
 
 const (
@@ -63,18 +57,12 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	cfgPath := fs.String("config", "", "the config file (required); its directory is watched")
 	listen := fs.String("listen", defaultListen, "address for /healthz, /readyz, /metrics and /v1/status; empty disables")
 	lockPath := fs.String("lock-file", defaultLockFile, "the lock that keeps one agent per node")
-	var lf logFlags
-	lf.register(fs)
-	if code, done := parseFlags(fs, args); done {
+	log, rest, code, done := parseCommand("run", fs, args, stderr)
+	if done {
 		return code
 	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "prefetch run: %v\n", err)
-		return exitUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "prefetch run: unexpected arguments %q (see prefetch run -h)\n", fs.Args())
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "prefetch run: unexpected arguments %q (see prefetch run -h)\n", rest)
 		return exitUsage
 	}
 	if *cfgPath == "" {
@@ -86,118 +74,23 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	// the agent keeps the node's images present without its logs.
 	signal.Ignore(syscall.SIGPIPE)
 
-	// Watch before the first read: a render landing between the two is then
-	// a change the loop sees, not one lost.
-	watcher, err := watch.Start(*cfgPath)
-	if err != nil {
-		fmt.Fprintf(stderr, "prefetch run: %v\n", err)
+	err := daemon.Run(ctx, daemon.Options{
+		ConfigPath: *cfgPath, Listen: *listen, LockFile: *lockPath,
+		DockerCallTimeout: dockerCallTimeout, Log: log, Version: version,
+	})
+	var usage *daemon.UsageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &usage):
+		var problems config.Errors
+		if errors.As(err, &problems) {
+			printConfigError(stderr, err)
+		} else {
+			fmt.Fprintf(stderr, "prefetch run: %v\n", err)
+		}
 		return exitUsage
 	}
-	src, cfg, ok := readConfig("run", *cfgPath, stderr)
-	if !ok {
-		watcher.Close()
-		return exitUsage
-	}
-
-	lock, err := lockfile.Acquire(*lockPath)
-	if err != nil {
-		watcher.Close()
-		fmt.Fprintf(stderr, "prefetch run: %v\n", err)
-		var held *lockfile.HeldError
-		if errors.As(err, &held) {
-			return exitUsage
-		}
-		return exitFailed
-	}
-	defer lock.Release()
-
-	engine, remote, creds, err := newDocker(cfg)
-	if err != nil {
-		watcher.Close()
-		log.Error(err.Error())
-		return exitFailed
-	}
-	defer engine.Close()
-
-	// Nothing here waits for dockerd: the status endpoints are served
-	// whatever it does, and the loop finds out (with deadlines) and says so.
-	d := &agent.Daemon{Docker: engine, Events: engine, Remote: remote, Auths: creds, Log: log}
-	d.Metrics = status.NewMetrics(d.Snapshot)
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var stopServer func()
-	if *listen != "" {
-		ln, err := net.Listen("tcp", *listen)
-		if err != nil {
-			watcher.Close()
-			log.Error("listening for the status endpoints", "listen", *listen, "error", err.Error())
-			return exitFailed
-		}
-		srv := &http.Server{Handler: status.Handler(d.Snapshot, d.Alive, d.Metrics), ReadHeaderTimeout: 10 * time.Second}
-		served := make(chan struct{})
-		go func() { defer close(served); _ = srv.Serve(ln) }()
-		stopServer = func() {
-			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer scancel()
-			_ = srv.Shutdown(sctx)
-			<-served
-		}
-		log.Info("serving status", "listen", ln.Addr().String())
-	}
-
-	changed := make(chan struct{}, 1)
-	watchErr := make(chan error, 1)
-	go func() {
-		watchErr <- watcher.Run(ctx, watch.Debounce{}, func(err error) {
-			if err != nil {
-				log.Warn("watching the config: events may have been lost; reloading", "error", err.Error())
-			}
-			select {
-			case changed <- struct{}{}:
-			default:
-			}
-		})
-	}()
-	hup := make(chan struct{}, 1)
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	go func() {
-		for {
-			select {
-			case <-sigs:
-				select {
-				case hup <- struct{}{}:
-				default:
-				}
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-
-	log.Info("prefetch run started", "version", version, "config", *cfgPath, "images", len(cfg.Images), "lock", *lockPath, "docker", engine.Host())
-	runErr := make(chan error, 1)
-	go func() { runErr <- d.Run(ctx, *cfgPath, src, cfg, changed, hup) }()
-
-	code := exitOK
-	select {
-	case err := <-watchErr:
-		if err != nil && ctx.Err() == nil {
-			// The directory itself went away: nothing can be seen any more.
-			log.Error("watching the config stopped", "error", err.Error())
-			code = exitFailed
-		}
-		cancel()
-		<-runErr
-	case <-runErr:
-		cancel()
-		<-watchErr
-	}
-	if stopServer != nil {
-		stopServer()
-	}
-	log.Info("prefetch run stopped")
-	return code
+	log.Error("prefetch run failed", "error", err.Error())
+	return exitFailed
 }

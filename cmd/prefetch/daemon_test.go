@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
+	"github.com/nomad-prefetch/nomad-prefetch/agent"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
 	"github.com/nomad-prefetch/nomad-prefetch/status"
@@ -87,7 +88,7 @@ func (a *agentProc) get(path string) (int, string) {
 	return resp.StatusCode, b.String()
 }
 
-func (a *agentProc) status(t *testing.T) status.Snapshot {
+func (a *agentProc) status(t *testing.T) agent.Snapshot {
 	t.Helper()
 	s, err := status.Fetch(context.Background(), a.addr)
 	if err != nil {
@@ -96,14 +97,14 @@ func (a *agentProc) status(t *testing.T) status.Snapshot {
 	return s
 }
 
-func (a *agentProc) image(t *testing.T, name string) (status.Image, bool) {
+func (a *agentProc) image(t *testing.T, name string) (agent.ImageStatus, bool) {
 	t.Helper()
 	for _, img := range a.status(t).Images {
 		if img.Name == name {
 			return img, true
 		}
 	}
-	return status.Image{}, false
+	return agent.ImageStatus{}, false
 }
 
 // metric returns the sum of every sample of the metric family name whose
@@ -239,11 +240,11 @@ func TestRun(t *testing.T) {
 	a := startAgent(t, cfgPath, lockPath)
 
 	// a comes from the source; b exists nowhere yet: not ready.
-	waitFor(t, "a present", 30*time.Second, wantState(t, a, "a", status.Present))
+	waitFor(t, "a present", 30*time.Second, wantState(t, a, "a", agent.StatePresent))
 	if img, _ := a.image(t, "a"); img.ImageID != idA || img.Source != src("a:1") {
 		t.Errorf("a: got image %s from %q, want %s from %s", img.ImageID, img.Source, idA, src("a:1"))
 	}
-	waitFor(t, "b failed", 30*time.Second, wantState(t, a, "b", status.Failed))
+	waitFor(t, "b failed", 30*time.Second, wantState(t, a, "b", agent.StateFailed))
 	if code, body := a.get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "b "+exp("b:1")) {
 		t.Errorf("/readyz with b missing: got %d %q, want 503 naming b", code, body)
 	}
@@ -264,7 +265,7 @@ func TestRun(t *testing.T) {
 
 	// consul-template renders a config naming a new image: pulled, no restart.
 	r.render(t, base+imageBlock("c", exp("c:1"), src("c:1")))
-	waitFor(t, "c present", 30*time.Second, wantState(t, a, "c", status.Present))
+	waitFor(t, "c present", 30*time.Second, wantState(t, a, "c", agent.StatePresent))
 
 	// ...and one without it: c is no longer tried.
 	r.render(t, base)
@@ -290,7 +291,7 @@ func TestRun(t *testing.T) {
 
 	// A fixed render converges.
 	r.render(t, base+imageBlock("c", exp("c:1"), src("c:1")))
-	waitFor(t, "c present after the fix", 30*time.Second, wantState(t, a, "c", status.Present))
+	waitFor(t, "c present after the fix", 30*time.Second, wantState(t, a, "c", agent.StatePresent))
 	if s := a.status(t); s.ConfigError != "" {
 		t.Errorf("after the fix: config error %q, want none", s.ConfigError)
 	}
@@ -455,7 +456,7 @@ func TestRunRetries(t *testing.T) {
 	}
 	a := startAgent(t, cfgPath, filepath.Join(dir, "lock"))
 
-	waitFor(t, "limited failed", 20*time.Second, wantState(t, a, "limited", status.Failed))
+	waitFor(t, "limited failed", 20*time.Second, wantState(t, a, "limited", agent.StateFailed))
 	img, _ := a.image(t, "limited")
 	if img.NextRetry == nil || img.FailingSince == nil {
 		t.Fatalf("limited: got %+v, want a next retry", img)
@@ -471,7 +472,7 @@ func TestRunRetries(t *testing.T) {
 
 	waitFor(t, "late failed, twice", 20*time.Second, func() bool {
 		img, _ := a.image(t, "late")
-		return img.State == status.Failed && img.Attempts >= 2
+		return img.State == agent.StateFailed && img.Attempts >= 2
 	})
 	reg, err := bed.StartRegistry("run-late", testbed.RegistryOptions{Addr: down})
 	if err != nil {
@@ -481,7 +482,7 @@ func TestRunRetries(t *testing.T) {
 	seed(t, down+"/late:1", "run-late")
 	// The backoff is capped at retry_max (1s): converged within one step,
 	// give or take the pull.
-	waitFor(t, "late present once its registry is up", 10*time.Second, wantState(t, a, "late", status.Present))
+	waitFor(t, "late present once its registry is up", 10*time.Second, wantState(t, a, "late", agent.StatePresent))
 }
 
 // TestRunStopsMidPull: SIGTERM while a pull hangs on a stalled blob stops the
@@ -500,7 +501,7 @@ func TestRunStopsMidPull(t *testing.T) {
 	a := startAgent(t, cfgPath, filepath.Join(dir, "lock"))
 	waitFor(t, "the pull to be stuck on the blob", 20*time.Second, func() bool {
 		img, _ := a.image(t, "stall")
-		return img.State == status.Pulling && p.Count("GET blob") > 0
+		return img.State == agent.StatePulling && p.Count("GET blob") > 0
 	})
 	if code := a.waitStopped(t, 20*time.Second); code != exitOK {
 		t.Errorf("stopped mid-pull: exit %d, want 0", code)
@@ -521,7 +522,7 @@ func TestRunSurvivesDockerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := startAgent(t, cfgPath, filepath.Join(dir, "lock"), "-log-level", "debug")
-	waitFor(t, "ra present", 20*time.Second, wantState(t, a, "ra", status.Present))
+	waitFor(t, "ra present", 20*time.Second, wantState(t, a, "ra", agent.StatePresent))
 
 	if err := bed.StopDocker(); err != nil {
 		t.Fatal(err)
@@ -539,11 +540,11 @@ func TestRunSurvivesDockerRestart(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(base+imageBlock("rb", p.Addr+"/rb:1")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "rb failing while dockerd is down", 20*time.Second, wantState(t, a, "rb", status.Failed))
+	waitFor(t, "rb failing while dockerd is down", 20*time.Second, wantState(t, a, "rb", agent.StateFailed))
 	if err := bed.RestartDocker(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "rb present after dockerd is back", 30*time.Second, wantState(t, a, "rb", status.Present))
+	waitFor(t, "rb present after dockerd is back", 30*time.Second, wantState(t, a, "rb", agent.StatePresent))
 	if n := strings.Count(a.stderr.String(), `"msg":"the Docker daemon is unreachable; retrying with backoff"`); n != 1 {
 		t.Errorf("the outage was logged %d times at ERROR, want once", n)
 	}
@@ -581,14 +582,14 @@ func TestRunStartsWithDockerDown(t *testing.T) {
 		}
 	})
 	a := startAgent(t, cfgPath, filepath.Join(dir, "lock"))
-	waitFor(t, "nd failing with dockerd down", 20*time.Second, wantState(t, a, "nd", status.Failed))
+	waitFor(t, "nd failing with dockerd down", 20*time.Second, wantState(t, a, "nd", agent.StateFailed))
 	if code, _ := a.get("/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz with dockerd down: got %d, want 200 (the agent is alive)", code)
 	}
 	if err := bed.RestartDocker(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "nd present once dockerd is up", 30*time.Second, wantState(t, a, "nd", status.Present))
+	waitFor(t, "nd present once dockerd is up", 30*time.Second, wantState(t, a, "nd", agent.StatePresent))
 	if n := strings.Count(a.stderr.String(), `"msg":"the Docker daemon is unreachable; retrying with backoff"`); n != 1 {
 		t.Errorf("the outage was logged %d times at ERROR, want once", n)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -39,16 +38,9 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("once", onceDoc, stdout, stderr)
 	cfgPath := fs.String("config", "", "the config file (required)")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
-	var lf logFlags
-	lf.register(fs)
-	names, code, done := parseInterspersed(fs, args)
+	log, names, code, done := parseCommand("once", fs, args, stderr)
 	if done {
 		return code
-	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "prefetch once: %v\n", err)
-		return exitUsage
 	}
 	cfg, ok := loadConfig("once", *cfgPath, stderr)
 	if !ok {
@@ -63,18 +55,18 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	engine, remote, _, err := newDocker(cfg)
+	clients, err := agent.NewClients(cfg, dockerCallTimeout)
 	if err != nil {
 		log.Error(err.Error())
 		return exitFailed
 	}
-	defer engine.Close()
-	if err := engine.Ping(ctx); err != nil {
+	defer clients.Engine.Close()
+	if err := clients.Engine.Ping(ctx); err != nil {
 		log.Error(err.Error())
 		return exitFailed
 	}
 
-	f := &agent.Fetcher{Docker: engine, Remote: remote, PullTimeout: cfg.PullTimeout, StallTimeout: cfg.StallTimeout, Log: log}
+	f := &agent.Fetcher{Docker: clients.Engine, Remote: clients.Remote, PullTimeout: cfg.PullTimeout, StallTimeout: cfg.StallTimeout, Log: log}
 	results := f.Once(ctx, images, cfg.Concurrency)
 	if *asJSON {
 		err = writeJSON(stdout, results)
@@ -94,36 +86,6 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // dockerCallTimeout bounds every Docker Engine call but a pull's stream; a
 // variable so that tests of a hung daemon need not wait the default.
 var dockerCallTimeout = registry.DefaultCallTimeout
-
-// newDocker returns the Docker Engine and the registry client cfg names,
-// both resolving credentials with creds: cfg's auth blocks (replaced on a
-// reload with creds.SetAuths), then DOCKER_CONFIG or ~/.docker/config.json.
-func newDocker(cfg config.Config) (*registry.Engine, *registry.Remote, *registry.Credentials, error) {
-	creds := registry.NewCredentials(cfg.Auths, os.Getenv("DOCKER_CONFIG"))
-	engine, err := registry.NewEngine(registry.Options{Host: cfg.Docker.Host, Credentials: creds, CallTimeout: dockerCallTimeout})
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return engine, &registry.Remote{Credentials: creds, Insecure: engine.Insecure}, creds, nil
-}
-
-// readConfig is loadConfig that also returns the file's content, which
-// `run` hands to its loop so that a later change is told from this one.
-func readConfig(cmd, path string, stderr io.Writer) (src []byte, cfg config.Config, ok bool) {
-	if path == "" {
-		fmt.Fprintf(stderr, "prefetch %s: -config is required (see prefetch %s -h)\n", cmd, cmd)
-		return nil, cfg, false
-	}
-	src, err := config.ReadFile(path)
-	if err == nil {
-		cfg, err = config.Parse(path, src)
-	}
-	if err != nil {
-		printConfigError(stderr, err)
-		return nil, cfg, false
-	}
-	return src, cfg, true
-}
 
 // loadConfig loads the -config file of command cmd. When the file can't be
 // used it prints why (every problem with file:line:col) and ok is false: a

@@ -46,7 +46,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		enc.SetIndent("", "  ")
 		err = enc.Encode(s)
 	} else {
-		err = status.WriteTable(stdout, s, time.Now())
+		err = writeStatusTable(stdout, s, time.Now())
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "prefetch status: %v\n", err)

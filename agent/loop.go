@@ -18,8 +18,8 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/backoff"
 
 	"github.com/nomad-prefetch/nomad-prefetch/config"
+	"github.com/nomad-prefetch/nomad-prefetch/outage"
 	"github.com/nomad-prefetch/nomad-prefetch/registry"
-	"github.com/nomad-prefetch/nomad-prefetch/status"
 )
 
 // ImageEventer streams the daemon's image removals, and answers a ping.
@@ -34,12 +34,12 @@ var _ ImageEventer = (*registry.Engine)(nil)
 // AuthSetter takes the config's auth blocks each time a config is put in
 // force. *registry.Credentials implements it.
 type AuthSetter interface {
-	SetAuths([]config.Auth)
+	SetAuths([]registry.Auth)
 }
 
 var _ AuthSetter = (*registry.Credentials)(nil)
 
-// Daemon keeps every image of the current config present: `prefetch run`.
+// Loop keeps every image of the current config present: `prefetch run`.
 //
 // One loop owns all per-image state. It reconciles every image at start, an
 // image again when its config entry changes, when its retry comes due
@@ -49,13 +49,13 @@ var _ AuthSetter = (*registry.Credentials)(nil)
 // on SIGHUP or when the Docker daemon comes back. Fetches run on their own
 // goroutines, at most concurrency at once, and report back to the loop; the
 // loop itself never waits on Docker or a registry.
-type Daemon struct {
-	Docker  Docker
-	Events  ImageEventer
-	Remote  Digester   // optional
-	Auths   AuthSetter // optional: given the auth blocks of each config put in force
-	Metrics *status.Metrics
-	Log     *slog.Logger
+type Loop struct {
+	Docker   Docker
+	Events   ImageEventer
+	Remote   Digester   // optional
+	Auths    AuthSetter // optional: given the auth blocks of each config put in force
+	Observer Observer   // optional: told what happens, for the metrics
+	Log      *slog.Logger
 	// EventRetry is the first wait before resubscribing to Docker's events
 	// after the stream broke (doubling, capped at 30 s); default 1 s.
 	EventRetry time.Duration
@@ -64,28 +64,28 @@ type Daemon struct {
 	// is noticed; default 30 s.
 	HealthInterval time.Duration
 
-	snap   atomic.Pointer[status.Snapshot]
+	snap   atomic.Pointer[Snapshot]
 	ping   chan chan struct{}
 	once   sync.Once
 	shared *shared
 }
 
-func (d *Daemon) init() {
+func (d *Loop) init() {
 	d.once.Do(func() {
 		d.ping = make(chan chan struct{})
-		d.snap.Store(&status.Snapshot{})
+		d.snap.Store(&Snapshot{})
 		d.shared = newShared()
 	})
 }
 
 // Snapshot returns the state as of the loop's last change.
-func (d *Daemon) Snapshot() status.Snapshot {
+func (d *Loop) Snapshot() Snapshot {
 	d.init()
 	return *d.snap.Load()
 }
 
 // Alive reports whether the loop answers within two seconds.
-func (d *Daemon) Alive() bool {
+func (d *Loop) Alive() bool {
 	d.init()
 	reply := make(chan struct{})
 	timeout := time.NewTimer(2 * time.Second)
@@ -117,7 +117,7 @@ type entry struct {
 	lastOK   time.Time
 	cancel   context.CancelFunc // set while a fetch is in flight
 	gen      uint64             // set anew when the entry changes, to drop stale results
-	fails    failureLog
+	fails    outage.Log
 
 	// Docker removals (Nomad's image GC): checking is set while an inspect
 	// finds out whether a removal event took expected; recheck when another
@@ -152,8 +152,9 @@ type dockerEvent struct {
 	resubscribed bool
 }
 
-type loop struct {
-	d       *Daemon
+type loopRun struct {
+	d       *Loop
+	obs     Observer
 	ctx     context.Context
 	path    string
 	cfg     config.Config
@@ -184,14 +185,18 @@ type loop struct {
 // every image now. A config that fails to load is logged once, with every
 // problem's file:line:col, and the last good one stays in force. Run returns
 // nil after cancelling the fetches in flight and waiting for them.
-func (d *Daemon) Run(ctx context.Context, path string, src []byte, cfg config.Config, changed, hup <-chan struct{}) error {
+func (d *Loop) Run(ctx context.Context, path string, src []byte, cfg config.Config, changed, hup <-chan struct{}) error {
 	d.init()
-	l := &loop{
-		d: d, ctx: ctx, path: path, src: src, entries: map[string]*entry{},
+	obs := d.Observer
+	if obs == nil {
+		obs = nopObserver{}
+	}
+	l := &loopRun{
+		d: d, obs: obs, ctx: ctx, path: path, src: src, entries: map[string]*entry{},
 		done: make(chan fetchDone), checked: make(chan checkDone), stopped: make(chan struct{}),
 	}
 	l.apply(cfg, time.Now())
-	d.Metrics.Reloaded("ok", l.loaded)
+	l.obs.Reloaded("ok", l.loaded)
 
 	events := make(chan registry.ImageEvent)
 	docker := make(chan dockerEvent)
@@ -245,10 +250,10 @@ func (d *Daemon) Run(ctx context.Context, path string, src []byte, cfg config.Co
 // apply makes cfg the config in force: new entries are due now, removed
 // ones stop (their fetch is cancelled; no image is ever deleted), changed
 // ones start over.
-func (l *loop) apply(cfg config.Config, now time.Time) (added, changed, removed int) {
+func (l *loopRun) apply(cfg config.Config, now time.Time) (added, changed, removed int) {
 	l.cfg, l.loaded, l.cfgErr = cfg, now, ""
 	if l.d.Auths != nil {
-		l.d.Auths.SetAuths(cfg.Auths)
+		l.d.Auths.SetAuths(RegistryAuths(cfg.Auths))
 	}
 	for _, w := range cfg.Warnings {
 		l.d.Log.Warn("config: "+w.Msg, "at", w.Pos.String())
@@ -262,7 +267,7 @@ func (l *loop) apply(cfg config.Config, now time.Time) (added, changed, removed 
 		switch {
 		case !ok:
 			l.gen++
-			l.entries[img.Expected] = &entry{img: img, host: hostOf(img.Expected), state: status.Wanted, gen: l.gen}
+			l.entries[img.Expected] = &entry{img: img, host: hostOf(img.Expected), state: StateWanted, gen: l.gen}
 			added++
 		case !sameImage(e.img, img):
 			if e.cancel != nil {
@@ -270,7 +275,7 @@ func (l *loop) apply(cfg config.Config, now time.Time) (added, changed, removed 
 				e.cancel = nil
 			}
 			l.gen++
-			*e = entry{img: img, host: e.host, state: status.Wanted, imageID: e.imageID, source: e.source, gen: l.gen}
+			*e = entry{img: img, host: e.host, state: StateWanted, imageID: e.imageID, source: e.source, gen: l.gen}
 			changed++
 		default:
 			e.img = img // the name or position may have moved
@@ -293,7 +298,7 @@ func sameImage(a, b config.Image) bool {
 	return reflect.DeepEqual(a, b)
 }
 
-func (l *loop) reload(all bool) {
+func (l *loopRun) reload(all bool) {
 	now := time.Now()
 	src, err := config.ReadFile(l.path)
 	var cfg config.Config
@@ -314,14 +319,14 @@ func (l *loop) reload(all bool) {
 			}
 		}
 		l.cfgErr = msg
-		l.d.Metrics.Reloaded("failed", now)
+		l.obs.Reloaded("failed", now)
 	} else if !all && bytes.Equal(src, l.src) && l.cfgErr == "" {
-		l.d.Metrics.Reloaded("unchanged", now)
+		l.obs.Reloaded("unchanged", now)
 	} else {
 		wasBroken := l.cfgErr != ""
 		l.src = src
 		added, changed, removed := l.apply(cfg, now)
-		l.d.Metrics.Reloaded("ok", now)
+		l.obs.Reloaded("ok", now)
 		l.d.Log.Info("config loaded", "file", l.path, "images", len(cfg.Images), "added", added, "changed", changed, "removed", removed, "recovered", wasBroken)
 	}
 	if all {
@@ -336,7 +341,7 @@ func (l *loop) reload(all bool) {
 // concurrency run. While images of more than one registry are waiting, no
 // registry may hold every slot: one that hangs then delays only its own
 // images, never the others'.
-func (l *loop) startDue(ctx context.Context, now time.Time) {
+func (l *loopRun) startDue(ctx context.Context, now time.Time) {
 	if !l.contacted || l.running >= l.cfg.Concurrency {
 		return
 	}
@@ -382,10 +387,10 @@ func hostOf(ref string) string {
 	return host
 }
 
-func (l *loop) start(ctx context.Context, e *entry) {
+func (l *loopRun) start(ctx context.Context, e *entry) {
 	fctx, cancel := context.WithCancel(ctx)
 	e.cancel = cancel
-	e.state = status.Pulling
+	e.state = StatePulling
 	l.running++
 	f := &Fetcher{
 		Docker: l.d.Docker, Remote: l.d.Remote,
@@ -402,7 +407,7 @@ func (l *loop) start(ctx context.Context, e *entry) {
 // nextDue returns how long until the earliest idle entry is due later than
 // now. Entries already due and not started wait for a fetch to finish (which
 // wakes the loop), not for a timer that would fire at once and spin.
-func (l *loop) nextDue(now time.Time) time.Duration {
+func (l *loopRun) nextDue(now time.Time) time.Duration {
 	wait := time.Hour
 	for _, e := range l.entries {
 		if e.cancel == nil && e.due.After(now) {
@@ -412,7 +417,7 @@ func (l *loop) nextDue(now time.Time) time.Duration {
 	return wait
 }
 
-func (l *loop) finish(res fetchDone, now time.Time) {
+func (l *loopRun) finish(res fetchDone, now time.Time) {
 	l.running--
 	e, ok := l.entries[res.key]
 	if !ok || e.gen != res.gen || e.cancel == nil {
@@ -424,7 +429,7 @@ func (l *loop) finish(res fetchDone, now time.Time) {
 	if e.recheck {
 		// Docker removed an image while this fetch ran: what it found may
 		// be gone already. Start over, with nothing counted or logged.
-		e.recheck, e.state, e.due = false, status.Wanted, time.Time{}
+		e.recheck, e.state, e.due = false, StateWanted, time.Time{}
 		log.Debug("a Docker removal came during the fetch; checking again", "result", string(r.Outcome))
 		return
 	}
@@ -435,50 +440,63 @@ func (l *loop) finish(res fetchDone, now time.Time) {
 			from = "source"
 		}
 	}
-	l.d.Metrics.Fetched(string(r.Outcome), from, r.Duration)
+	l.obs.Fetched(string(r.Outcome), from, r.Duration)
 	e.result = r.Outcome
-
 	if r.Outcome == Failed || r.Outcome == Stale {
-		e.lastErr = r.Err.Error()
-		e.state = status.Failed
-		e.imageID = ""
-		if r.Outcome == Stale {
-			e.state, e.imageID = status.Present, r.ImageID
-		}
-		delay := backoff.Policy{Min: l.cfg.RetryInitial, Max: l.cfg.RetryMax, Jitter: 0.2}.Delay(e.fails.attempts+1, rand.Float64())
-		delay = max(delay, retryAfter(r.Err))
-		e.due, e.retrying = now.Add(delay), true
-		level, why := e.fails.failed(now, e.lastErr, l.cfg.AlertAfter)
-		if registry.IsDaemonDown(r.Err) {
-			// One line for the whole outage, not one per image.
-			level = slog.LevelDebug
-			l.dockerDown(r.Err, now)
-		}
-		if r.Outcome == Stale && level == slog.LevelError {
-			level = slog.LevelWarn
-		}
-		msg := "image not available"
-		if r.Outcome == Stale {
-			msg = "image present but not refreshed"
-		}
-		attrs := []any{"why_logged", why, "attempts", e.fails.attempts,
-			"failing_for", now.Sub(e.fails.since).Round(time.Second).String(), "next_retry_in", delay.Round(time.Millisecond).String()}
-		if e.removed {
-			attrs = append(attrs, "removed_by_docker", true)
-		}
-		log.Log(context.Background(), level, msg, append(attrs, "error", e.lastErr)...)
-		return
+		l.failed(e, r, log, now)
+	} else {
+		l.succeeded(e, r, log, now)
 	}
+}
 
+// failed records a fetch that left e absent (Failed) or not refreshed
+// (Stale), schedules its retry and logs it as the outage log decides.
+func (l *loopRun) failed(e *entry, r Result, log *slog.Logger, now time.Time) {
+	e.lastErr = r.Err.Error()
+	e.state = StateFailed
+	e.imageID = ""
+	if r.Outcome == Stale {
+		e.state, e.imageID = StatePresent, r.ImageID
+	}
+	delay := backoff.Policy{Min: l.cfg.RetryInitial, Max: l.cfg.RetryMax, Jitter: 0.2}.Delay(e.fails.Attempts()+1, rand.Float64())
+	delay = max(delay, retryAfter(r.Err))
+	e.due, e.retrying = now.Add(delay), true
+	verdict := e.fails.Failed(now, e.lastErr, l.cfg.AlertAfter)
+	level := slog.LevelDebug
+	if verdict.Loud() {
+		level = slog.LevelError
+	}
+	if registry.IsDaemonDown(r.Err) {
+		// One line for the whole outage, not one per image.
+		level = slog.LevelDebug
+		l.dockerDown(r.Err, now)
+	}
+	if r.Outcome == Stale && level == slog.LevelError {
+		level = slog.LevelWarn
+	}
+	msg := "image not available"
+	if r.Outcome == Stale {
+		msg = "image present but not refreshed"
+	}
+	attrs := []any{"why_logged", verdict.String(), "attempts", e.fails.Attempts(),
+		"failing_for", now.Sub(e.fails.Since()).Round(time.Second).String(), "next_retry_in", delay.Round(time.Millisecond).String()}
+	if e.removed {
+		attrs = append(attrs, "removed_by_docker", true)
+	}
+	log.Log(context.Background(), level, msg, append(attrs, "error", e.lastErr)...)
+}
+
+// succeeded records a fetch that made e present and schedules its resync.
+func (l *loopRun) succeeded(e *entry, r Result, log *slog.Logger, now time.Time) {
 	l.dockerUp(now)
-	e.state, e.imageID, e.source, e.lastErr, e.lastOK = status.Present, r.ImageID, r.Source, "", now
+	e.state, e.imageID, e.source, e.lastErr, e.lastOK = StatePresent, r.ImageID, r.Source, "", now
 	e.due = now.Add(l.cfg.ResyncInterval + time.Duration(rand.Float64()*0.1*float64(l.cfg.ResyncInterval)))
 	e.retrying = false
 	attrs := []any{"result", string(r.Outcome), "duration", r.Duration.Round(time.Millisecond).String(), "image_id", r.ImageID}
 	if r.Source != "" {
 		attrs = append(attrs, "source", r.Source)
 	}
-	attempts, downtime, recovered := e.fails.recovered(now)
+	attempts, downtime, recovered := e.fails.Recovered(now)
 	if recovered {
 		attrs = append(attrs, "failed_attempts", attempts, "downtime", downtime.Round(time.Second).String())
 	}
@@ -499,7 +517,7 @@ func (l *loop) finish(res fetchDone, now time.Time) {
 // that ID, or whose expected reference the event names, is checked (an
 // inspect, outside any fetch slot), unless a fetch or check is in flight,
 // which then runs again when it ends.
-func (l *loop) imageEvent(ev registry.ImageEvent) {
+func (l *loopRun) imageEvent(ev registry.ImageEvent) {
 	for _, key := range l.order {
 		e := l.entries[key]
 		named := ev.Name == e.img.Expected
@@ -519,7 +537,7 @@ func (l *loop) imageEvent(ev registry.ImageEvent) {
 }
 
 // check inspects e's expected reference and reports to the loop.
-func (l *loop) check(e *entry) {
+func (l *loopRun) check(e *entry) {
 	e.checking = true
 	key, gen := e.img.Expected, e.gen
 	l.wg.Go(func() {
@@ -531,7 +549,7 @@ func (l *loop) check(e *entry) {
 	})
 }
 
-func (l *loop) finishCheck(c checkDone, now time.Time) {
+func (l *loopRun) finishCheck(c checkDone, now time.Time) {
 	e, ok := l.entries[c.key]
 	if !ok || e.gen != c.gen {
 		return
@@ -565,33 +583,33 @@ func (l *loop) finishCheck(c checkDone, now time.Time) {
 
 // gone records that expected is no longer on the node: readiness says so at
 // once, and the restore is due now.
-func (l *loop) gone(e *entry) {
+func (l *loopRun) gone(e *entry) {
 	if !e.removed {
 		e.removed = true
-		l.d.Metrics.ImageRemoved()
+		l.obs.ImageRemoved()
 		l.d.Log.Debug("Docker removed an image the node keeps; restoring it", "image", e.img.Expected, "image_id", e.imageID)
 	}
 	e.imageID = ""
 	if e.cancel == nil { // else the fetch in flight is the restore
-		e.state, e.due, e.retrying = status.Wanted, time.Time{}, false
+		e.state, e.due, e.retrying = StateWanted, time.Time{}, false
 	}
 }
 
 // dockerDown records that the Docker daemon can't be reached: logged once
 // per outage, and readiness fails until it is back.
-func (l *loop) dockerDown(err error, now time.Time) {
+func (l *loopRun) dockerDown(err error, now time.Time) {
 	if l.dockerErr == "" {
 		l.dockerSince = now
 		l.d.Log.Error("the Docker daemon is unreachable; retrying with backoff", "error", err.Error())
-		l.d.Metrics.DockerUp(false)
+		l.obs.DockerUp(false)
 	}
 	l.dockerErr = err.Error()
 }
 
 // dockerUp records that the Docker daemon answered. After an outage, every
 // failing image is retried now rather than at the end of its backoff.
-func (l *loop) dockerUp(now time.Time) {
-	l.d.Metrics.DockerUp(true)
+func (l *loopRun) dockerUp(now time.Time) {
+	l.obs.DockerUp(true)
 	if l.dockerErr == "" {
 		return
 	}
@@ -607,7 +625,7 @@ func (l *loop) dockerUp(now time.Time) {
 // dockerBack makes every entry due now: the event subscription was made
 // again after it broke, and whatever happened meanwhile (a daemon restart,
 // an image GC) is unknown.
-func (l *loop) dockerBack() {
+func (l *loopRun) dockerBack() {
 	l.dockerUp(time.Now())
 	for _, e := range l.entries {
 		if e.cancel == nil {
@@ -616,7 +634,7 @@ func (l *loop) dockerBack() {
 	}
 }
 
-func (l *loop) shutdown() {
+func (l *loopRun) shutdown() {
 	close(l.stopped)
 	for _, e := range l.entries {
 		if e.cancel != nil {
@@ -630,17 +648,17 @@ func (l *loop) shutdown() {
 	l.wg.Wait()
 }
 
-func (l *loop) publish() {
-	s := status.Snapshot{Config: l.path, ConfigLoaded: l.loaded, ConfigError: l.cfgErr, DockerError: l.dockerErr, Images: make([]status.Image, 0, len(l.order))}
+func (l *loopRun) publish() {
+	s := Snapshot{Config: l.path, ConfigLoaded: l.loaded, ConfigError: l.cfgErr, DockerError: l.dockerErr, Images: make([]ImageStatus, 0, len(l.order))}
 	if l.dockerErr != "" {
 		t := l.dockerSince
 		s.DockerDownSince = &t
 	}
 	for _, key := range l.order {
 		e := l.entries[key]
-		img := status.Image{
+		img := ImageStatus{
 			Name: e.img.Name, Expected: e.img.Expected, State: e.state, ImageID: e.imageID,
-			Source: e.source, Result: string(e.result), Attempts: e.fails.attempts, LastError: e.lastErr,
+			Source: e.source, Result: string(e.result), Attempts: e.fails.Attempts(), LastError: e.lastErr,
 		}
 		if e.retrying && e.cancel == nil {
 			t := e.due
@@ -650,8 +668,8 @@ func (l *loop) publish() {
 			t := e.lastOK
 			img.LastSuccess = &t
 		}
-		if e.fails.attempts > 0 {
-			t := e.fails.since
+		if e.fails.Down() {
+			t := e.fails.Since()
 			img.FailingSince = &t
 		}
 		s.Images = append(s.Images, img)
@@ -666,7 +684,7 @@ func (l *loop) publish() {
 // resubscribing with backoff. Each time a lost subscription is made again,
 // docker gets a nil: whatever happened meanwhile (a daemon restart, an image
 // GC) is unknown, so every image is checked.
-func (d *Daemon) watchEvents(ctx context.Context, events chan<- registry.ImageEvent, docker chan<- dockerEvent) {
+func (d *Loop) watchEvents(ctx context.Context, events chan<- registry.ImageEvent, docker chan<- dockerEvent) {
 	first := cmp.Or(d.EventRetry, time.Second)
 	interval := cmp.Or(d.HealthInterval, 30*time.Second)
 	tell := func(ev dockerEvent) {
@@ -712,7 +730,7 @@ func (d *Daemon) watchEvents(ctx context.Context, events chan<- registry.ImageEv
 // breaks or a health ping fails. It calls answered(true) once the
 // subscription is made and answered(false) after each health ping the
 // daemon answers, and returns why it stopped.
-func (d *Daemon) follow(ctx context.Context, interval time.Duration, events chan<- registry.ImageEvent, answered func(subscribed bool)) error {
+func (d *Loop) follow(ctx context.Context, interval time.Duration, events chan<- registry.ImageEvent, answered func(subscribed bool)) error {
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	evs, errs, err := d.Events.ImageEvents(sctx)

@@ -13,7 +13,6 @@ import (
 
 	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"github.com/nomad-prefetch/nomad-prefetch/registry"
-	"github.com/nomad-prefetch/nomad-prefetch/status"
 )
 
 // hangingDocker is a fakeDocker whose pulls of the refs in hang block until
@@ -158,16 +157,16 @@ func (h *hangingDocker) ImageEvents(ctx context.Context) (<-chan registry.ImageE
 	return out, errs, nil
 }
 
-// daemonUnderTest runs a Daemon over h with the config in a file, and
+// daemonUnderTest runs a Loop over h with the config in a file, and
 // returns a function that rewrites the file and signals the change.
-func daemonUnderTest(t *testing.T, h *hangingDocker, src string) (*Daemon, func(string)) {
+func daemonUnderTest(t *testing.T, h *hangingDocker, src string) (*Loop, func(string)) {
 	t.Helper()
 	return daemonWith(t, h, src, nil)
 }
 
-// daemonWith is daemonUnderTest with a chance to set the Daemon's fields
+// daemonWith is daemonUnderTest with a chance to set the Loop's fields
 // before it runs.
-func daemonWith(t *testing.T, h *hangingDocker, src string, setup func(*Daemon)) (*Daemon, func(string)) {
+func daemonWith(t *testing.T, h *hangingDocker, src string, setup func(*Loop)) (*Loop, func(string)) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.hcl")
 	write := func(s string) {
@@ -180,8 +179,7 @@ func daemonWith(t *testing.T, h *hangingDocker, src string, setup func(*Daemon))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &Daemon{Docker: h, Events: h, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	d.Metrics = status.NewMetrics(d.Snapshot)
+	d := &Loop{Docker: h, Events: h, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if setup != nil {
 		setup(d)
 	}
@@ -211,13 +209,13 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("timed out waiting for %s", what)
 }
 
-func imageState(d *Daemon, name string) (status.Image, bool) {
+func imageState(d *Loop, name string) (ImageStatus, bool) {
 	for _, img := range d.Snapshot().Images {
 		if img.Name == name {
 			return img, true
 		}
 	}
-	return status.Image{}, false
+	return ImageStatus{}, false
 }
 
 const daemonBase = "retry_initial = \"1h\"\nretry_max = \"1h\"\nresync_interval = \"1h\"\n"
@@ -231,8 +229,8 @@ image "keep" { expected = "reg:5000/keep:1" }
 image "hang" { expected = "reg:5000/hang:1" }
 `)
 	eventually(t, "the hanging pull to start", func() bool { return h.count(h.started, "reg:5000/hang:1") == 1 })
-	eventually(t, "keep present", func() bool { s, _ := imageState(d, "keep"); return s.State == status.Present })
-	if s, _ := imageState(d, "hang"); s.State != status.Pulling {
+	eventually(t, "keep present", func() bool { s, _ := imageState(d, "keep"); return s.State == StatePresent })
+	if s, _ := imageState(d, "hang"); s.State != StatePulling {
 		t.Errorf("hang: got state %q, want pulling", s.State)
 	}
 
@@ -249,7 +247,7 @@ func TestDaemonChangedEntryStartsOver(t *testing.T) {
 	img := registry.Image{ID: "sha256:s"}
 	h := newHangingDocker(map[string]registry.Image{"reg:5000/src:1": img})
 	d, rewrite := daemonUnderTest(t, h, daemonBase+`image "app" { expected = "reg:5000/app:1" }`+"\n")
-	eventually(t, "app failed", func() bool { s, _ := imageState(d, "app"); return s.State == status.Failed })
+	eventually(t, "app failed", func() bool { s, _ := imageState(d, "app"); return s.State == StateFailed })
 	s, _ := imageState(d, "app")
 	if s.Attempts != 1 || s.NextRetry == nil || time.Until(*s.NextRetry) < 30*time.Minute {
 		t.Fatalf("app: got %+v, want one attempt and a retry about an hour away", s)
@@ -260,7 +258,7 @@ func TestDaemonChangedEntryStartsOver(t *testing.T) {
   sources  = ["reg:5000/src:1"]
 }
 `)
-	eventually(t, "app present from the new source", func() bool { s, _ := imageState(d, "app"); return s.State == status.Present })
+	eventually(t, "app present from the new source", func() bool { s, _ := imageState(d, "app"); return s.State == StatePresent })
 	if s, _ := imageState(d, "app"); s.Source != "reg:5000/src:1" || s.Attempts != 0 {
 		t.Errorf("app: got %+v, want present from r/src:1 with no failed attempts", s)
 	}
@@ -271,15 +269,15 @@ func TestDaemonImageEvent(t *testing.T) {
 	img := registry.Image{ID: "sha256:e"}
 	h := newHangingDocker(map[string]registry.Image{"reg:5000/e:1": img, "reg:5000/other:1": {ID: "sha256:o"}})
 	d, _ := daemonUnderTest(t, h, daemonBase+"image \"e\" { expected = \"reg:5000/e:1\" }\nimage \"other\" { expected = \"reg:5000/other:1\" }\n")
-	eventually(t, "e present", func() bool { s, _ := imageState(d, "e"); return s.State == status.Present })
-	eventually(t, "other present", func() bool { s, _ := imageState(d, "other"); return s.State == status.Present })
+	eventually(t, "e present", func() bool { s, _ := imageState(d, "e"); return s.State == StatePresent })
+	eventually(t, "other present", func() bool { s, _ := imageState(d, "other"); return s.State == StatePresent })
 
 	h.fakeDocker.mu.Lock()
 	delete(h.fakeDocker.local, "reg:5000/e:1") // what Nomad's GC does, by ID
 	h.fakeDocker.mu.Unlock()
 	h.events <- registry.ImageEvent{Action: "delete", ID: "sha256:e"}
 	eventually(t, "e pulled again", func() bool { return h.count(h.started, "reg:5000/e:1") == 2 })
-	eventually(t, "e present again", func() bool { s, _ := imageState(d, "e"); return s.State == status.Present })
+	eventually(t, "e present again", func() bool { s, _ := imageState(d, "e"); return s.State == StatePresent })
 	if n := h.count(h.started, "reg:5000/other:1"); n != 1 {
 		t.Errorf("an unrelated image was pulled %d times, want once", n)
 	}
