@@ -1,40 +1,35 @@
 package nomad
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
-
-	"github.com/go-json-experiment/json/jsontext"
 )
 
 // A line of the event stream is either the heartbeat `{}` or one frame,
-// `{"Index":N,"Events":[{...},{...}]}`. The parser validates the whole line
-// as JSON (so a frame cut short by a dropped connection is never taken for a
-// whole one) and records where each event object starts and ends, its Topic
+// `{"Index":N,"Events":[{...},{...}]}`. The parser below validates the whole
+// line as JSON (so a frame cut short by a dropped connection is never taken for
+// a whole one) and records where each event object starts and ends, its Topic
 // and whether it holds insignificant whitespace, without decoding anything
 // else: payloads are copied to stdout byte for byte.
 //
-// It reads the line with jsontext's streaming decoder (the upstream of Go's
-// encoding/json/v2), token by token down to each event's members: every
-// value comes back as the raw bytes of the line, validated, neither copied
-// nor decoded. encoding/json would either decode the payloads (float64
-// numbers, allocations) or, with json.RawMessage, scan every byte twice
-// through its much slower state machine; this is the hot path.
+// It is written by hand because encoding/json would either decode the payloads
+// (float64 numbers, allocations) or, with json.RawMessage, scan every byte
+// twice through its much slower state machine; this is the hot path.
 
-// errNotJSON: the line does not start as a JSON object, so it is not a frame
-// (an older server's plain-text error tail, say).
-var errNotJSON = errors.New("not a JSON object")
+// maxDepth bounds nesting, as encoding/json does.
+const maxDepth = 10000
+
+var (
+	errNotJSON   = errors.New("not a JSON object")
+	errTruncated = errors.New("unexpected end of JSON input")
+)
 
 type syntaxError struct {
-	off int64
+	off int
 	msg string
 }
 
-func (e *syntaxError) Error() string {
-	return fmt.Sprintf("invalid frame at byte %d: %s", e.off, e.msg)
-}
+func (e *syntaxError) Error() string { return fmt.Sprintf("invalid JSON at byte %d: %s", e.off, e.msg) }
 
 // eventSpan locates one event object inside a frame line.
 type eventSpan struct {
@@ -43,70 +38,58 @@ type eventSpan struct {
 	compact              bool
 }
 
-// frameParser parses lines; its decoder and slices are reused from line to
-// line.
+// frameParser parses lines; its slices are reused from line to line.
 type frameParser struct {
 	heartbeat bool
 	index     uint64
 	events    []eventSpan
 
-	line []byte
-	src  bytes.Buffer // line, which the decoder reads in place
-	dec  jsontext.Decoder
+	sawWS bool // whitespace skipped since the flag was last cleared
 }
 
-// reset points the decoder at b. It accepts what encoding/json accepts
-// beyond RFC 7493 (a repeated member name, invalid UTF-8 in a string): a
-// payload is Nomad's to shape, eventlog only copies it.
-func (p *frameParser) reset(b []byte) {
-	p.line = b
-	p.src = *bytes.NewBuffer(b)
-	p.dec.Reset(&p.src, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
-}
+// strPlain marks bytes that may appear in a JSON string without any attention.
+var strPlain = func() (t [256]bool) {
+	for i := 0x20; i < 256; i++ {
+		t[i] = true
+	}
+	t['"'] = false
+	t['\\'] = false
+	return t
+}()
 
-func (p *frameParser) invalid(msg string) error {
-	return &syntaxError{p.dec.InputOffset(), msg}
-}
+var isHex = func() (t [256]bool) {
+	for _, c := range "0123456789abcdefABCDEF" {
+		t[c] = true
+	}
+	return t
+}()
+
+func isWS(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // parse parses one line (without its trailing newline).
 func (p *frameParser) parse(b []byte) error {
 	p.heartbeat = false
 	p.index = 0
 	p.events = p.events[:0]
-	p.reset(b)
-	defer p.reset(nil) // let the line go: readLine frees a past multi-megabyte frame
 
-	if p.dec.PeekKind() != '{' {
+	i := p.ws(b, 0)
+	if i >= len(b) || b[i] != '{' {
 		return errNotJSON
 	}
-	if _, err := p.dec.ReadToken(); err != nil {
-		return err
+	i = p.ws(b, i+1)
+	if i >= len(b) {
+		return errTruncated
 	}
-	for p.dec.PeekKind() != '}' {
-		name, err := p.dec.ReadValue()
-		if err != nil {
-			return err
-		}
-		switch string(name) {
-		case `"Index"`:
-			err = p.frameIndex()
-		case `"Events"`:
-			err = p.eventArray()
-		default:
-			err = p.dec.SkipValue()
-		}
-		if err != nil {
+	if b[i] == '}' {
+		i++
+	} else {
+		var err error
+		if i, err = p.frameBody(b, i); err != nil {
 			return err
 		}
 	}
-	if _, err := p.dec.ReadToken(); err != nil {
-		return err
-	}
-	switch _, err := p.dec.ReadToken(); {
-	case err == nil:
-		return p.invalid("data after the object")
-	case err != io.EOF:
-		return err
+	if i = p.ws(b, i); i != len(b) {
+		return &syntaxError{i, "data after the object"}
 	}
 	if p.index == 0 && len(p.events) == 0 {
 		p.heartbeat = true
@@ -114,143 +97,343 @@ func (p *frameParser) parse(b []byte) error {
 	return nil
 }
 
-// frameIndex reads the frame's Index, an unsigned integer that fits in a
-// uint64.
-func (p *frameParser) frameIndex() error {
-	tok, err := p.dec.ReadToken()
-	if err != nil {
-		return err
-	}
-	if tok.Kind() != '0' {
-		return p.invalid("Index is not a number")
-	}
-	if p.index, err = tok.Uint(); err != nil {
-		return p.invalid("Index is not an unsigned integer that fits in 64 bits")
-	}
-	return nil
-}
-
-func (p *frameParser) eventArray() error {
-	tok, err := p.dec.ReadToken()
-	switch {
-	case err != nil:
-		return err
-	case tok.Kind() == 'n':
-		return nil
-	case tok.Kind() != '[':
-		return p.invalid("Events is not an array")
-	}
+// frameBody parses the members of the frame object; b[i] is the first key.
+func (p *frameParser) frameBody(b []byte, i int) (int, error) {
+	var err error
 	for {
-		switch p.dec.PeekKind() {
-		case ']':
-			_, err := p.dec.ReadToken()
-			return err
-		case '{':
-			if err := p.event(); err != nil {
-				return err
+		if i >= len(b) {
+			return 0, errTruncated
+		}
+		if b[i] != '"' {
+			return 0, &syntaxError{i, "expected a key"}
+		}
+		ks := i
+		if i, err = scanString(b, i); err != nil {
+			return 0, err
+		}
+		key := b[ks+1 : i-1]
+		if i, err = p.colon(b, i); err != nil {
+			return 0, err
+		}
+		switch string(key) {
+		case "Index":
+			if p.index, i, err = scanUint(b, i); err != nil {
+				return 0, err
 			}
-		case jsontext.KindInvalid:
-			_, err := p.dec.ReadToken() // the error PeekKind saw
-			return err
+		case "Events":
+			if i, err = p.eventArray(b, i); err != nil {
+				return 0, err
+			}
 		default:
-			return p.invalid("event is not an object")
+			if i, err = p.value(b, i, 1); err != nil {
+				return 0, err
+			}
+		}
+		if i, err = p.next(b, i, '}'); err != nil || i < 0 {
+			return -i, err
 		}
 	}
 }
 
-// event reads one event object member by member, noting its Topic.
-func (p *frameParser) event() error {
-	if _, err := p.dec.ReadToken(); err != nil {
-		return err
+// colon skips `\s*:\s*` and returns the position of the value.
+func (p *frameParser) colon(b []byte, i int) (int, error) {
+	i = p.ws(b, i)
+	if i >= len(b) {
+		return 0, errTruncated
 	}
-	ev := eventSpan{start: int(p.dec.InputOffset()) - 1}
-	for p.dec.PeekKind() != '}' {
-		name, err := p.dec.ReadValue()
-		if err != nil {
-			return err
+	if b[i] != ':' {
+		return 0, &syntaxError{i, "expected ':'"}
+	}
+	return p.ws(b, i+1), nil
+}
+
+// next skips whitespace and a ',' (returning the position of what follows) or
+// the closing byte (returning minus the position after it).
+func (p *frameParser) next(b []byte, i int, closing byte) (int, error) {
+	i = p.ws(b, i)
+	if i >= len(b) {
+		return 0, errTruncated
+	}
+	switch b[i] {
+	case ',':
+		return p.ws(b, i+1), nil
+	case closing:
+		return -(i + 1), nil
+	}
+	return 0, &syntaxError{i, "expected ',' or '" + string(closing) + "'"}
+}
+
+func (p *frameParser) eventArray(b []byte, i int) (int, error) {
+	if i >= len(b) {
+		return 0, errTruncated
+	}
+	if b[i] == 'n' {
+		return scanLiteral(b, i, "null")
+	}
+	if b[i] != '[' {
+		return 0, &syntaxError{i, "Events is not an array"}
+	}
+	i = p.ws(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return i + 1, nil
+	}
+	var err error
+	for {
+		if i, err = p.event(b, i); err != nil {
+			return 0, err
 		}
-		isTopic := string(name) == `"Topic"`
-		v, err := p.dec.ReadValue()
-		if err != nil {
-			return err
-		}
-		if isTopic && v[0] == '"' {
-			end := int(p.dec.InputOffset())
-			ev.topicStart, ev.topicEnd = end-len(v)+1, end-1
+		if i, err = p.next(b, i, ']'); err != nil || i < 0 {
+			return -i, err
 		}
 	}
-	if _, err := p.dec.ReadToken(); err != nil {
-		return err
+}
+
+// event parses one event object, noting its Topic.
+func (p *frameParser) event(b []byte, i int) (int, error) {
+	if i >= len(b) {
+		return 0, errTruncated
 	}
-	ev.end = int(p.dec.InputOffset())
-	ev.compact = !hasWhitespace(p.line[ev.start:ev.end])
+	if b[i] != '{' {
+		return 0, &syntaxError{i, "event is not an object"}
+	}
+	ev := eventSpan{start: i}
+	p.sawWS = false
+	i = p.ws(b, i+1)
+	if i >= len(b) {
+		return 0, errTruncated
+	}
+	var err error
+	if b[i] == '}' {
+		i++
+	} else {
+		for {
+			if i >= len(b) {
+				return 0, errTruncated
+			}
+			if b[i] != '"' {
+				return 0, &syntaxError{i, "expected a key"}
+			}
+			ks := i
+			if i, err = scanString(b, i); err != nil {
+				return 0, err
+			}
+			isTopic := string(b[ks+1:i-1]) == "Topic"
+			if i, err = p.colon(b, i); err != nil {
+				return 0, err
+			}
+			vs := i
+			if i, err = p.value(b, i, 2); err != nil {
+				return 0, err
+			}
+			if isTopic && b[vs] == '"' {
+				ev.topicStart, ev.topicEnd = vs+1, i-1
+			}
+			if i, err = p.next(b, i, '}'); err != nil {
+				return 0, err
+			}
+			if i < 0 {
+				i = -i
+				break
+			}
+		}
+	}
+	ev.end = i
+	ev.compact = !p.sawWS
 	p.events = append(p.events, ev)
-	return nil
+	return i, nil
 }
 
-// hasWhitespace reports whether v, a valid JSON value, holds whitespace
-// outside its strings. Nomad's events never do; one that does is compacted
-// before it is written. It looks at every byte a second time, so it leaves
-// the bytes to bytes.IndexByte and bytes.Count (vectorised) wherever it can:
-// a tab, newline or carriage return cannot be inside a valid string, and a
-// space is inside one when an odd number of unescaped quotes comes before it.
-func hasWhitespace(v []byte) bool {
-	if bytes.IndexByte(v, '\t') >= 0 || bytes.IndexByte(v, '\n') >= 0 || bytes.IndexByte(v, '\r') >= 0 {
-		return true
+// value validates any JSON value starting at b[i].
+func (p *frameParser) value(b []byte, i, depth int) (int, error) {
+	if i >= len(b) {
+		return 0, errTruncated
 	}
-	in := false // inside a string at v[done]
-	for done := 0; ; {
-		j := bytes.IndexByte(v[done:], ' ')
-		if j < 0 {
-			return false
+	switch c := b[i]; {
+	case c == '"':
+		return scanString(b, i)
+	case c == '{' || c == '[':
+		if depth >= maxDepth {
+			return 0, &syntaxError{i, "nested too deeply"}
 		}
-		seg := v[done : done+j] // an escape never spans a space
-		if bytes.IndexByte(seg, '\\') < 0 {
-			in = in != (bytes.Count(seg, quote)%2 == 1)
-		} else {
-			in = inStringAfter(seg, in)
+		closing := byte('}')
+		if c == '[' {
+			closing = ']'
 		}
-		if !in {
-			return true
+		i = p.ws(b, i+1)
+		if i >= len(b) {
+			return 0, errTruncated
 		}
-		done += j + 1
+		if b[i] == closing {
+			return i + 1, nil
+		}
+		var err error
+		for {
+			if c == '{' {
+				if i >= len(b) {
+					return 0, errTruncated
+				}
+				if b[i] != '"' {
+					return 0, &syntaxError{i, "expected a key"}
+				}
+				if i, err = scanString(b, i); err != nil {
+					return 0, err
+				}
+				if i, err = p.colon(b, i); err != nil {
+					return 0, err
+				}
+			}
+			if i, err = p.value(b, i, depth+1); err != nil {
+				return 0, err
+			}
+			if i, err = p.next(b, i, closing); err != nil || i < 0 {
+				return -i, err
+			}
+		}
+	case c == '-' || (c >= '0' && c <= '9'):
+		return scanNumber(b, i)
+	case c == 't':
+		return scanLiteral(b, i, "true")
+	case c == 'f':
+		return scanLiteral(b, i, "false")
+	case c == 'n':
+		return scanLiteral(b, i, "null")
+	}
+	return 0, &syntaxError{i, "unexpected byte"}
+}
+
+func (p *frameParser) ws(b []byte, i int) int {
+	j := i
+	for j < len(b) && isWS(b[j]) {
+		j++
+	}
+	if j != i {
+		p.sawWS = true
+	}
+	return j
+}
+
+// scanString returns the position after the string starting at b[i] == '"'.
+func scanString(b []byte, i int) (int, error) {
+	i++
+	for {
+		for i < len(b) && strPlain[b[i]] {
+			i++
+		}
+		if i >= len(b) {
+			return 0, errTruncated
+		}
+		switch b[i] {
+		case '"':
+			return i + 1, nil
+		case '\\':
+			if i+1 >= len(b) {
+				return 0, errTruncated
+			}
+			switch b[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(b) {
+					return 0, errTruncated
+				}
+				for _, h := range b[i+2 : i+6] {
+					if !isHex[h] {
+						return 0, &syntaxError{i, "invalid \\u escape"}
+					}
+				}
+				i += 6
+			default:
+				return 0, &syntaxError{i, "invalid escape"}
+			}
+		default:
+			return 0, &syntaxError{i, "control character in string"}
+		}
 	}
 }
 
-var quote = []byte{'"'}
-
-// inStringAfter says whether b, a piece of valid JSON starting inside a
-// string or not (in), ends inside one.
-func inStringAfter(b []byte, in bool) bool {
-	for i := 0; i < len(b); i++ {
-		switch {
-		case b[i] == '"':
-			in = !in
-		case b[i] == '\\' && in:
-			i++ // the escaped byte
-		}
+func digits(b []byte, i int) int {
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
 	}
-	return in
+	return i
 }
 
-// leadingIndex reads N from a frame that starts `{"Index":N,`, as Nomad
-// writes every frame.
-func leadingIndex(b []byte) (uint64, bool) {
-	var p frameParser
-	p.reset(b)
-	if tok, err := p.dec.ReadToken(); err != nil || tok.Kind() != '{' {
-		return 0, false
+// scanNumber validates a JSON number. A number that runs to the end of the
+// input is accepted: it can only be a top-level value, never inside an object.
+func scanNumber(b []byte, i int) (int, error) {
+	if i >= len(b) {
+		return 0, errTruncated
 	}
-	if name, err := p.dec.ReadValue(); err != nil || string(name) != `"Index"` {
-		return 0, false
+	if b[i] == '-' {
+		i++
 	}
-	tok, err := p.dec.ReadToken()
-	if err != nil || tok.Kind() != '0' {
-		return 0, false
+	switch {
+	case i >= len(b):
+		return 0, errTruncated
+	case b[i] == '0':
+		i++
+	case b[i] >= '1' && b[i] <= '9':
+		i = digits(b, i+1)
+	default:
+		return 0, &syntaxError{i, "invalid number"}
 	}
-	n, err := tok.Uint()
-	if err != nil || int(p.dec.InputOffset()) >= len(b) { // digits up to the end may be cut short
-		return 0, false
+	if i < len(b) && b[i] == '.' {
+		j := digits(b, i+1)
+		if j == i+1 {
+			return 0, numberEnd(b, j)
+		}
+		i = j
 	}
-	return n, true
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		j := digits(b, i)
+		if j == i {
+			return 0, numberEnd(b, j)
+		}
+		i = j
+	}
+	return i, nil
+}
+
+func numberEnd(b []byte, i int) error {
+	if i >= len(b) {
+		return errTruncated
+	}
+	return &syntaxError{i, "invalid number"}
+}
+
+// scanUint parses a non-negative integer that fits in a uint64.
+func scanUint(b []byte, i int) (uint64, int, error) {
+	start := i
+	end, err := scanNumber(b, i)
+	if err != nil {
+		return 0, 0, err
+	}
+	var n uint64
+	for _, c := range b[start:end] {
+		if c < '0' || c > '9' {
+			return 0, 0, &syntaxError{start, "Index is not an unsigned integer"}
+		}
+		d := uint64(c - '0')
+		if n > (1<<64-1-d)/10 {
+			return 0, 0, &syntaxError{start, "Index overflows uint64"}
+		}
+		n = n*10 + d
+	}
+	return n, end, nil
+}
+
+func scanLiteral(b []byte, i int, lit string) (int, error) {
+	for k := 0; k < len(lit); k++ {
+		if i+k >= len(b) {
+			return 0, errTruncated
+		}
+		if b[i+k] != lit[k] {
+			return 0, &syntaxError{i + k, "invalid literal"}
+		}
+	}
+	return i + len(lit), nil
 }

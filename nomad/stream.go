@@ -708,3 +708,29 @@ func (s *Streamer) discard(prefix []byte, read int, err error) *frameTooLarge {
 	big.err = err
 	return big
 }
+
+// leadingIndex reads N from a frame that starts `{"Index":N,`, as Nomad
+// writes every frame.
+func leadingIndex(b []byte) (uint64, bool) {
+	var p frameParser
+	i := p.ws(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return 0, false
+	}
+	i = p.ws(b, i+1)
+	if i >= len(b) || b[i] != '"' {
+		return 0, false
+	}
+	end, err := scanString(b, i)
+	if err != nil || string(b[i+1:end-1]) != "Index" {
+		return 0, false
+	}
+	if i, err = p.colon(b, end); err != nil {
+		return 0, false
+	}
+	n, i, err := scanUint(b, i)
+	if err != nil || i >= len(b) { // digits up to the end may be cut short
+		return 0, false
+	}
+	return n, true
+}
