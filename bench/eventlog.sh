@@ -3,7 +3,8 @@
 # api.EventStream logger and against the copy limit (curl | cat), all reading
 # the same generated stream from the test server on 127.0.0.1.
 #
-#   bash bench/eventlog.sh            # FRAMES=20000 RUNS=3 by default
+#   bash bench/eventlog.sh                   # FRAMES=20000 RUNS=3 by default
+#   BASE_REV=03a8f20 bash bench/eventlog.sh  # and eventlog as of BASE_REV, its runs between this tree's
 #
 # Every step is bounded by a timeout; the script stops by itself.
 set -euo pipefail
@@ -29,6 +30,11 @@ echo "building into $W" >&2
 for p in cmd/eventlog bench/eventlog/server bench/eventlog/baseline bench/eventlog/count; do
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=bench" -o "$W/$(basename "$p")" "./$p"
 done
+if [ -n "${BASE_REV:-}" ]; then
+	mkdir "$W/base"
+	git archive "$BASE_REV" | tar -x -C "$W/base"
+	(cd "$W/base" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=bench" -o "$W/eventlog-base" ./cmd/eventlog)
+fi
 
 # start_server NAME ARGS...: starts a server, waits for its ready line.
 start_server() {
@@ -74,13 +80,13 @@ baseline_run() {
 	echo "$secs"
 }
 
-# eventlog_run N: eventlog under /usr/bin/time -v into count, stopped by
-# SIGTERM once count has seen every event.
+# eventlog_run N [BIN]: eventlog (or BIN) under /usr/bin/time -v into count,
+# stopped by SIGTERM once count has seen every event.
 eventlog_run() {
-	local i=$1 tp ep
+	local i=$1 bin=${2:-$W/eventlog} tp ep
 	rm -f "$W/fifo"
 	mkfifo "$W/fifo"
-	NOMAD_ADDR=$URL /usr/bin/time -v -o "$W/time.$i" "$W/eventlog" -index 0 -topic Job -topic Allocation \
+	NOMAD_ADDR=$URL /usr/bin/time -v -o "$W/time.$i" "$bin" -index 0 -topic Job -topic Allocation \
 		-log-level warn >"$W/fifo" 2>"$W/eventlog.$i.err" &
 	tp=$!
 	timeout 120 "$W/count" -n "$EVENTS" <"$W/fifo" >"$W/eventlog.$i.count" || true
@@ -96,7 +102,10 @@ echo "copy limit, baseline and eventlog, $RUNS runs each" >&2
 for i in $(seq "$RUNS"); do copy_run; done >"$W/copy.s"
 for i in $(seq "$RUNS"); do curl_count_run; done >"$W/curlcount.s"
 for i in $(seq "$RUNS"); do baseline_run; done >"$W/baseline.s"
-for i in $(seq "$RUNS"); do eventlog_run "$i"; done >"$W/eventlog.s"
+for i in $(seq "$RUNS"); do
+	eventlog_run "$i" >>"$W/eventlog.s"
+	[ -z "${BASE_REV:-}" ] || eventlog_run "base$i" "$W/eventlog-base" >>"$W/eventlog-base.s"
+done
 RSS_FULL=$(for i in $(seq "$RUNS"); do awk '/Maximum resident/ { print $NF }' "$W/time.$i"; done | sort -n | tail -1)
 
 # Idle: connected to a server with nothing new to send.
@@ -131,13 +140,24 @@ row 'curl -sN URL \| cat (copy limit)' "$T_COPY"
 row 'curl -sN URL \| count' "$T_CURL"
 row 'api.EventStream logger \| count' "$T_BASE"
 row 'eventlog \| count' "$T_EL"
+if [ -n "${BASE_REV:-}" ]; then
+	T_ELB=$(median <"$W/eventlog-base.s")
+	row "eventlog $BASE_REV \\| count" "$T_ELB"
+fi
 echo
 echo "eventlog vs api.EventStream logger: $(awk -v a="$T_BASE" -v b="$T_EL" 'BEGIN { printf "%.1fx", a / b }') faster (goal >= 5x)"
 echo "eventlog vs copy limit (curl | cat): $(awk -v a="$T_COPY" -v b="$T_EL" 'BEGIN { printf "%.2fx", a / b }') of its speed (goal >= 0.3x)"
 echo "eventlog RSS: idle $(awk -v k="$RSS_IDLE" 'BEGIN { printf "%.1f", k / 1024 }') MiB (goal <= 8), full rate max $(awk -v k="$RSS_FULL" 'BEGIN { printf "%.1f", k / 1024 }') MiB (goal <= 16)"
+if [ -n "${BASE_REV:-}" ]; then
+	echo "eventlog $BASE_REV vs api.EventStream logger: $(awk -v a="$T_BASE" -v b="$T_ELB" 'BEGIN { printf "%.1fx", a / b }'), vs copy limit: $(awk -v a="$T_COPY" -v b="$T_ELB" 'BEGIN { printf "%.2fx", a / b }'), full rate max RSS $(for i in $(seq "$RUNS"); do awk '/Maximum resident/ { print $NF }' "$W/time.base$i"; done | sort -n | tail -1 | awk '{ printf "%.1f", $1 / 1024 }') MiB"
+fi
 echo "api.EventStream logger RSS idle: $(awk -v k="$RSS_IDLE_BASE" 'BEGIN { printf "%.1f", k / 1024 }') MiB"
 for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done # the servers: quiet machine for go test
 PIDS=()
 echo
 echo "go test -run '^\$' -bench . -benchtime 2s ./nomad/"
 timeout 300 go test -run '^$' -bench . -benchtime 2s ./nomad/ | grep -E '^Benchmark'
+if [ -n "${BASE_REV:-}" ]; then
+	echo "$BASE_REV:"
+	(cd "$W/base" && timeout 300 go test -run '^$' -bench . -benchtime 2s ./nomad/ | grep -E '^Benchmark')
+fi

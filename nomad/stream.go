@@ -364,34 +364,42 @@ func (s *Streamer) session(ctx context.Context, index uint64) (live bool, err er
 		if nr.werr != nil {
 			return live, nr.werr
 		}
-		if len(bytes.TrimSpace(line)) > 0 {
-			// A last line without its newline: a whole frame (the server
-			// writes a frame and its newline separately, and the cut fell
-			// between them), a frame cut short, or an older server's error.
-			switch perr := s.parser.parse(line); {
-			case perr == nil:
-				if err := s.line(line, &live, &first); err != nil {
-					return live, err
-				}
-			case perr == errNotJSON:
-				return live, tailError(string(bytes.TrimSpace(line)))
-			default:
-				s.log.Debug("stream cut in the middle of a frame", "bytes", len(line))
-			}
-		}
-		switch {
-		case context.Cause(ctx) == errHeartbeat:
-			return live, fmt.Errorf("no frame and no heartbeat for %s: the connection is dead", s.cfg.HeartbeatTimeout)
-		case ctx.Err() != nil:
-			return live, ctx.Err()
-		case rerr == io.EOF && !live:
-			return live, &RefusedError{Reason: "Nomad closed the stream before its first heartbeat: the subscription was refused " +
-				"(check the token, that its ACL policy may read the requested topics and namespace, and that the event broker is enabled)"}
-		case rerr == io.EOF:
-			return live, &ClosedError{}
-		}
-		return live, fmt.Errorf("reading the stream: %w", rerr)
+		err = s.ended(ctx, line, rerr, &live, &first)
+		return live, err
 	}
+}
+
+// ended handles the end of a session's stream, which rerr ended: the last
+// line, if it came without its newline, then the error saying why the
+// stream ended.
+func (s *Streamer) ended(ctx context.Context, line []byte, rerr error, live, first *bool) error {
+	if len(bytes.TrimSpace(line)) > 0 {
+		// A last line without its newline: a whole frame (the server
+		// writes a frame and its newline separately, and the cut fell
+		// between them), a frame cut short, or an older server's error.
+		switch perr := s.parser.parse(line); {
+		case perr == nil:
+			if err := s.line(line, live, first); err != nil {
+				return err
+			}
+		case perr == errNotJSON:
+			return tailError(string(bytes.TrimSpace(line)))
+		default:
+			s.log.Debug("stream cut in the middle of a frame", "bytes", len(line))
+		}
+	}
+	switch {
+	case context.Cause(ctx) == errHeartbeat:
+		return fmt.Errorf("no frame and no heartbeat for %s: the connection is dead", s.cfg.HeartbeatTimeout)
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case rerr == io.EOF && !*live:
+		return &RefusedError{Reason: "Nomad closed the stream before its first heartbeat: the subscription was refused " +
+			"(check the token, that its ACL policy may read the requested topics and namespace, and that the event broker is enabled)"}
+	case rerr == io.EOF:
+		return &ClosedError{}
+	}
+	return fmt.Errorf("reading the stream: %w", rerr)
 }
 
 // line handles one line of the stream.

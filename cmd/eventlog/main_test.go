@@ -1,9 +1,8 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -53,89 +52,8 @@ func eventlogBinary(t *testing.T) string {
 
 const hang = 60 * time.Second
 
-// syncBuffer is a goroutine-safe writer whose content can be waited for.
-type syncBuffer struct {
-	mu      sync.Mutex
-	b       bytes.Buffer
-	changed chan struct{}
-}
-
-func newSyncBuffer() *syncBuffer { return &syncBuffer{changed: make(chan struct{})} }
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	close(s.changed)
-	s.changed = make(chan struct{})
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// waitFor returns the content once cond holds.
-func (s *syncBuffer) waitFor(t *testing.T, what string, cond func(string) bool) string {
-	t.Helper()
-	deadline := time.After(hang)
-	for {
-		s.mu.Lock()
-		str, changed := s.b.String(), s.changed
-		s.mu.Unlock()
-		if cond(str) {
-			return str
-		}
-		select {
-		case <-changed:
-		case <-deadline:
-			t.Fatalf("waiting for %s: hung; got:\n%s", what, str)
-		}
-	}
-}
-
-func (s *syncBuffer) waitLines(t *testing.T, n int) []string {
-	t.Helper()
-	str := s.waitFor(t, "lines", func(s string) bool { return strings.Count(s, "\n") >= n })
-	return strings.Split(strings.TrimSuffix(str, "\n"), "\n")
-}
-
 func startServer(t *testing.T, opts nomadtest.Options) *nomadtest.Server {
 	return nomadtest.StartT(t, opts)
-}
-
-// running is run() in a goroutine.
-type running struct {
-	stdout, stderr *syncBuffer
-	cancel         context.CancelFunc
-	done           chan error
-}
-
-func startRun(t *testing.T, args ...string) *running {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{stdout: newSyncBuffer(), stderr: newSyncBuffer(), cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- run(ctx, args, r.stdout, r.stderr) }()
-	t.Cleanup(func() {
-		cancel()
-		<-r.done
-	})
-	return r
-}
-
-// stop cancels run, as SIGTERM does, and returns its error.
-func (r *running) stop(t *testing.T) error {
-	t.Helper()
-	r.cancel()
-	select {
-	case err := <-r.done:
-		r.done <- err // for the cleanup
-		return err
-	case <-time.After(hang):
-		t.Fatal("run did not return after cancel")
-		return nil
-	}
 }
 
 func event(i int) nomadtest.Event {
@@ -143,7 +61,21 @@ func event(i int) nomadtest.Event {
 		Payload: json.RawMessage(`{"Job":{"ID":"web","Version":` + strings.Repeat("1", 1+i%3) + `,"SubmitTime":1757000000000000001}}`)}
 }
 
-func expected(index uint64, e nomadtest.Event) string {
-	e.Index = index
-	return string(nomadtest.Encode(e))
+// readState reads the state file as docs/eventlog.md describes it,
+// {"index":N}, from outside eventlog; ok is false when there is none.
+func readState(path string) (index uint64, ok bool, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	var s struct {
+		Index *uint64 `json:"index"`
+	}
+	if err := json.Unmarshal(b, &s); err != nil || s.Index == nil {
+		return 0, false, fmt.Errorf("state file %q: want {\"index\":N}, got %q", path, b)
+	}
+	return *s.Index, true, nil
 }

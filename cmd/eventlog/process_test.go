@@ -19,12 +19,12 @@ import (
 // proc is the eventlog binary running with its output in buffers.
 type proc struct {
 	cmd            *exec.Cmd
-	stdout, stderr *syncBuffer
+	stdout, stderr *nomadtest.Buffer
 }
 
 func startProc(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(eventlogBinary(t), args...), stdout: newSyncBuffer(), stderr: newSyncBuffer()}
+	p := &proc{cmd: exec.Command(eventlogBinary(t), args...), stdout: nomadtest.NewBuffer(), stderr: nomadtest.NewBuffer()}
 	p.cmd.Env = append(p.cmd.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -105,9 +105,9 @@ func TestPasswordNeverPrinted(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := startProc(t, []string{"NOMAD_ADDR=" + tt.addr}, append([]string{"-index", "0", "-topic", "Job"}, tt.args...)...)
 			if tt.until != "" {
-				p.stderr.waitFor(t, tt.until, func(s string) bool { return strings.Contains(s, tt.until) })
+				p.stderr.WaitFor(t, tt.until, func(s string) bool { return strings.Contains(s, tt.until) })
 				if tt.code == exitOK && strings.HasPrefix(tt.name, "streaming") {
-					p.stdout.waitLines(t, 1)
+					p.stdout.WaitLines(t, 1)
 				}
 				if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 					t.Fatal(err)
@@ -165,7 +165,7 @@ func TestClosedStdout(t *testing.T) {
 				t.Fatal(err)
 			}
 			cmd.Stdout = pw
-			stderr := newSyncBuffer()
+			stderr := nomadtest.NewBuffer()
 			cmd.Stderr = stderr
 			if stderrClosed {
 				er, ew, err := os.Pipe()

@@ -1,0 +1,260 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+	"github.com/nomad-prefetch/nomad-prefetch/nomad"
+)
+
+// DefaultTopics is every topic a token without management rights may
+// subscribe to (the ACL topics need management; Variable is left out: its
+// events are not readable with a namespace read-job policy). Listing them
+// keeps "*" from ever being sent by default.
+func DefaultTopics() []string {
+	return []string{
+		"Job", "Evaluation", "Allocation", "Deployment", "Node", "NodePool",
+		"Service", "CSIVolume", "CSIPlugin", "HostVolume",
+	}
+}
+
+// Options are what Run needs. Nomad client settings not named here come from
+// the standard environment (api.DefaultConfig: NOMAD_ADDR, NOMAD_TOKEN,
+// NOMAD_CACERT, ...).
+type Options struct {
+	// Topics, in Nomad's syntax (Job, Job:web, Allocation:*); empty means
+	// DefaultTopics.
+	Topics []string
+	// Namespace to follow; "*" is every namespace existing at subscribe time.
+	Namespace string
+	// Index is where to start, inclusive, when there is no state file;
+	// nomad.Newest asks for the newest frame Nomad buffers.
+	Index uint64
+	// StateFile keeps the last index written to Stdout, so that a restart
+	// resumes after it; empty: none. It is written at most every
+	// StateInterval (at least 1 ms) and when Run stops.
+	StateFile     string
+	StateInterval time.Duration
+	// HeartbeatTimeout, AlertAfter and MaxFrameBytes are nomad.Config's.
+	HeartbeatTimeout time.Duration
+	AlertAfter       time.Duration
+	MaxFrameBytes    int
+	// Listen is where /healthz and /metrics are served; empty: nowhere.
+	Listen string
+	// Address overrides NOMAD_ADDR.
+	Address string
+	// TokenFile is read before every connection, instead of NOMAD_TOKEN.
+	TokenFile string
+	// Version is logged at start.
+	Version string
+
+	// Stdout receives the events, one per line.
+	Stdout io.Writer
+	// Logger receives eventlog's own logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// ConfigError is a failure that is the options' fault, found before
+// streaming: an address that does not parse, a state file that does not
+// parse. A command exits with its usage code.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Run streams Nomad's events to o.Stdout until ctx is done, then stops
+// cleanly (stdout flushed, the state file written) and returns nil. It
+// returns early when it cannot start or when writing to o.Stdout fails. It
+// logs its start and its stop, with the error, on o.Logger: the error it
+// returns is for the caller's exit code, already logged.
+func Run(ctx context.Context, o Options) error {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(o.Topics) == 0 {
+		o.Topics = DefaultTopics()
+	}
+	stats, err := stream(ctx, o)
+	var attrs []any
+	if stats != nil {
+		attrs = append(attrs, "index", stats.FlushedIndex())
+	}
+	if err != nil {
+		o.Logger.Error("eventlog stopped", append(attrs, "error", err.Error())...)
+		return err
+	}
+	o.Logger.Info("eventlog stopped", attrs...)
+	return nil
+}
+
+// stream wires the Streamer, the state file and the health endpoint. Its
+// stats are nil when it failed before streaming.
+func stream(ctx context.Context, o Options) (*nomad.Stats, error) {
+	log := o.Logger
+	client, err := newClient(o.Address, o.TokenFile)
+	if err != nil {
+		return nil, err
+	}
+	start, err := startPosition(o.StateFile, o.Index)
+	if err != nil {
+		return nil, err
+	}
+	stats := new(nomad.Stats)
+	st := nomad.NewStreamer(client, nomad.Config{
+		Subscription:     nomad.Subscription{Topics: o.Topics, Namespace: o.Namespace},
+		HeartbeatTimeout: o.HeartbeatTimeout,
+		MaxFrameBytes:    o.MaxFrameBytes,
+		AlertAfter:       o.AlertAfter,
+		Logger:           log,
+		Stats:            stats,
+	})
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if o.Listen != "" {
+		if err := serve(ctx, &wg, o.Listen, stats, log); err != nil {
+			return nil, err
+		}
+	}
+	log.Info("eventlog starting", "version", o.Version, "address", client.Address(), "topics", o.Topics,
+		"namespace", o.Namespace, "index", indexString(start.Index), "resume", start.Written)
+
+	sv := &saver{path: o.StateFile, saved: start.Index, stats: stats}
+	if !start.Written {
+		sv.saved = 0
+	}
+	var saveErr error
+	if o.StateFile != "" {
+		wg.Go(func() {
+			if saveErr = sv.every(ctx, o.StateInterval); saveErr != nil {
+				cancel()
+			}
+		})
+	}
+	err = st.Run(ctx, o.Stdout, start)
+	if errors.Is(err, syscall.EPIPE) {
+		err = fmt.Errorf("stdout was closed (whatever reads eventlog's output exited or closed it): %w", err)
+	}
+	cancel()
+	wg.Wait()
+	if o.StateFile != "" {
+		if saveErr != nil {
+			return stats, saveErr
+		}
+		// What was flushed to stdout before a failure is saved too.
+		if serr := sv.save(); serr != nil && err == nil {
+			err = serr
+		}
+	}
+	return stats, err
+}
+
+func newClient(address, tokenFile string) (*nomad.Client, error) {
+	cfg := api.DefaultConfig()
+	if address != "" {
+		cfg.Address = address
+	}
+	client, err := nomad.NewClient(cfg, nomad.TokenFromEnvOrFile(tokenFile))
+	if err != nil {
+		return nil, &ConfigError{err}
+	}
+	return client, nil
+}
+
+// startPosition is where the stream starts: after the index in the state
+// file when there is one, else at index.
+func startPosition(stateFile string, index uint64) (nomad.Position, error) {
+	start := nomad.Position{Index: index}
+	if stateFile == "" {
+		return start, nil
+	}
+	idx, ok, err := readState(stateFile)
+	if err != nil {
+		return start, &ConfigError{err}
+	}
+	if !ok {
+		return start, checkWritable(stateFile)
+	}
+	// Rewriting it proves now, not after the first events, that it can be written.
+	if err := writeState(stateFile, idx); err != nil {
+		return start, err
+	}
+	return nomad.Position{Index: idx, Written: true}, nil
+}
+
+// serve serves /healthz and /metrics on addr until ctx is done; wg waits
+// for the server.
+func serve(ctx context.Context, wg *sync.WaitGroup, addr string, stats *nomad.Stats, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening for health and metrics: %w", err)
+	}
+	srv := &http.Server{Handler: handler(stats, time.Now, nomad.DefaultBackoff.Max), ReadHeaderTimeout: 10 * time.Second}
+	log.Info("serving /healthz and /metrics", "address", ln.Addr().String())
+	wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("health and metrics server stopped", "error", err.Error())
+		}
+	})
+	wg.Go(func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	})
+	return nil
+}
+
+// indexString is a start index as the start line logs it.
+func indexString(index uint64) string {
+	if index == nomad.Newest {
+		return "newest"
+	}
+	return strconv.FormatUint(index, 10)
+}
+
+// saver writes the flushed index to the state file when it changed.
+type saver struct {
+	path  string
+	saved uint64
+	stats *nomad.Stats
+}
+
+// every saves each interval (at least 1 ms) until ctx is done or a save
+// fails.
+func (s *saver) every(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(max(interval, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := s.save(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *saver) save() error {
+	idx := s.stats.FlushedIndex()
+	if idx == 0 || idx == s.saved {
+		return nil
+	}
+	if err := writeState(s.path, idx); err != nil {
+		return err
+	}
+	s.saved = idx
+	return nil
+}
