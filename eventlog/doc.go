@@ -11,6 +11,6 @@
 // Nomad's api client settings. eventlog must not import cmd/eventlog or the
 // flag package, nor exit the process, nor import prefetch's packages (agent,
 // registry, status, config, watch): the two programs share only what nomad
-// shares (backoff). What a failure means for the exit code is the command's
+// shares (backoff, outage). What a failure means for the exit code is the command's
 // to decide; ConfigError marks the failures that are the options' fault.
 package eventlog

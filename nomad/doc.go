@@ -16,4 +16,7 @@
 // when that frame comes back first, nothing was missed and it is dropped as a
 // duplicate; a higher first index is a gap and a lower one a rebuilt history,
 // both reported. See docs/eventlog.md for the whole contract.
+//
+// It imports backoff and outage of the project's, and must not import the
+// eventlog package or anything of prefetch's (agent, registry, status).
 package nomad
