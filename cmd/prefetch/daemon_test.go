@@ -24,8 +24,8 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
-	"github.com/nomad-prefetch/nomad-prefetch/watch"
 	"github.com/nomad-prefetch/nomad-prefetch/status"
+	"github.com/nomad-prefetch/nomad-prefetch/watch"
 )
 
 // agentProc is a `prefetch run` started in-process by startAgent.
