@@ -55,7 +55,9 @@ type Loop struct {
 	Remote   Digester   // optional
 	Auths    AuthSetter // optional: given the auth blocks of each config put in force
 	Observer Observer   // optional: told what happens, for the metrics
-	Log      *slog.Logger
+	// Discoverer, when set, is run while the config has a nomad block.
+	Discoverer Discoverer
+	Log        *slog.Logger
 	// EventRetry is the first wait before resubscribing to Docker's events
 	// after the stream broke (doubling, capped at 30 s); default 1 s.
 	EventRetry time.Duration
@@ -118,6 +120,8 @@ type entry struct {
 	cancel   context.CancelFunc // set while a fetch is in flight
 	gen      uint64             // set anew when the entry changes, to drop stale results
 	fails    outage.Log
+	origin   string   // OriginConfig or OriginNomad
+	usedBy   []string // the Nomad tasks naming it, when discovery knows
 
 	// Docker removals (Nomad's image GC): checking is set while an inspect
 	// finds out whether a removal event took expected; recheck when another
@@ -170,6 +174,13 @@ type loopRun struct {
 	wg      sync.WaitGroup
 	gen     uint64
 
+	// Discovery: the settings it runs with (nil: off), how to stop it, the
+	// sets it reports and the last one applied.
+	discovering   *config.Nomad
+	stopDiscovery context.CancelFunc
+	found         *latest
+	discovered    Discovered
+
 	dockerErr   string // why the Docker daemon is unreachable; "" when it answers
 	dockerSince time.Time
 	// contacted is set once the event watcher's first subscription has
@@ -194,6 +205,7 @@ func (d *Loop) Run(ctx context.Context, path string, src []byte, cfg config.Conf
 	l := &loopRun{
 		d: d, obs: obs, ctx: ctx, path: path, src: src, entries: map[string]*entry{},
 		done: make(chan fetchDone), checked: make(chan checkDone), stopped: make(chan struct{}),
+		found: newLatest(),
 	}
 	l.apply(cfg, time.Now())
 	l.obs.Reloaded("ok", l.loaded)
@@ -223,6 +235,10 @@ func (d *Loop) Run(ctx context.Context, path string, src []byte, cfg config.Conf
 			l.finish(res, time.Now())
 		case c := <-l.checked:
 			l.finishCheck(c, time.Now())
+		case <-l.found.notify:
+			if d, ok := l.found.take(); ok {
+				l.discoveredSet(d)
+			}
 		case <-changed:
 			l.reload(false)
 		case <-hup:
@@ -258,16 +274,29 @@ func (l *loopRun) apply(cfg config.Config, now time.Time) (added, changed, remov
 	for _, w := range cfg.Warnings {
 		l.d.Log.Warn("config: "+w.Msg, "at", w.Pos.String())
 	}
+	l.discover(cfg.Nomad)
+	return l.setImages()
+}
+
+// setImages makes the config's images and the discovered ones (a config
+// entry wins for the same expected reference) the images kept: new entries
+// are due now, removed ones stop (their fetch is cancelled; no image is ever
+// deleted), changed ones start over.
+func (l *loopRun) setImages() (added, changed, removed int) {
 	keep := map[string]bool{}
 	l.order = l.order[:0]
-	for _, img := range cfg.Images {
+	add := func(img config.Image, origin string) {
+		if keep[img.Expected] {
+			return
+		}
 		keep[img.Expected] = true
 		l.order = append(l.order, img.Expected)
 		e, ok := l.entries[img.Expected]
 		switch {
 		case !ok:
 			l.gen++
-			l.entries[img.Expected] = &entry{img: img, host: hostOf(img.Expected), state: StateWanted, gen: l.gen}
+			e = &entry{img: img, host: hostOf(img.Expected), state: StateWanted, gen: l.gen}
+			l.entries[img.Expected] = e
 			added++
 		case !sameImage(e.img, img):
 			if e.cancel != nil {
@@ -280,6 +309,13 @@ func (l *loopRun) apply(cfg config.Config, now time.Time) (added, changed, remov
 		default:
 			e.img = img // the name or position may have moved
 		}
+		e.origin, e.usedBy = origin, l.discovered.UsedBy[img.Expected]
+	}
+	for _, img := range l.cfg.Images {
+		add(img, OriginConfig)
+	}
+	for _, img := range l.discovered.Images {
+		add(img, OriginNomad)
 	}
 	for key, e := range l.entries {
 		if !keep[key] {
@@ -294,8 +330,47 @@ func (l *loopRun) apply(cfg config.Config, now time.Time) (added, changed, remov
 }
 
 func sameImage(a, b config.Image) bool {
-	a.Pos, b.Pos, a.Name, b.Name = config.Pos{}, config.Pos{}, "", ""
-	return reflect.DeepEqual(a, b)
+	return a.Expected == b.Expected && a.Digest == b.Digest && a.Platform == b.Platform && slices.Equal(a.Sources, b.Sources)
+}
+
+// discover starts, restarts or stops discovery as the config's nomad block
+// says; the images found are kept until another set replaces them, and
+// dropped when the block is removed.
+func (l *loopRun) discover(settings *config.Nomad) {
+	var want config.Nomad
+	if settings != nil {
+		want = *settings
+		want.Pos = config.Pos{}
+	}
+	if l.discovering != nil && settings != nil && reflect.DeepEqual(*l.discovering, want) {
+		return
+	}
+	if l.stopDiscovery != nil {
+		l.stopDiscovery()
+		l.stopDiscovery, l.discovering = nil, nil
+	}
+	if settings == nil {
+		l.discovered = Discovered{}
+		return
+	}
+	if l.d.Discoverer == nil {
+		l.d.Log.Warn("config: the nomad block is set but this agent cannot discover images from Nomad")
+		return
+	}
+	ctx, cancel := context.WithCancel(l.ctx)
+	l.stopDiscovery, l.discovering = cancel, &want
+	found := l.found
+	l.wg.Go(func() { l.d.Discoverer.Run(ctx, want, found.put) })
+}
+
+// discoveredSet makes d the discovered images.
+func (l *loopRun) discoveredSet(d Discovered) {
+	l.discovered = d
+	added, changed, removed := l.setImages()
+	l.obs.Discovered(len(d.Images), d.Status.Live, d.Status.Index)
+	if added+changed+removed > 0 {
+		l.d.Log.Info("images discovered from Nomad", "images", len(d.Images), "added", added, "changed", changed, "removed", removed, "index", d.Status.Index)
+	}
 }
 
 func (l *loopRun) reload(all bool) {
@@ -654,11 +729,16 @@ func (l *loopRun) publish() {
 		t := l.dockerSince
 		s.DockerDownSince = &t
 	}
+	if l.discovering != nil {
+		st := l.discovered.Status
+		s.Nomad = &st
+	}
 	for _, key := range l.order {
 		e := l.entries[key]
 		img := ImageStatus{
 			Name: e.img.Name, Expected: e.img.Expected, State: e.state, ImageID: e.imageID,
 			Source: e.source, Result: string(e.result), Attempts: e.fails.Attempts(), LastError: e.lastErr,
+			Origin: e.origin, UsedBy: e.usedBy,
 		}
 		if e.retrying && e.cancel == nil {
 			t := e.due

@@ -30,6 +30,11 @@ type ImageStatus struct {
 	LastError   string     `json:"last_error,omitempty"`
 	NextRetry   *time.Time `json:"next_retry,omitempty"`
 	LastSuccess *time.Time `json:"last_success,omitempty"`
+	// Origin says where the image comes from: OriginConfig (an image
+	// block) or OriginNomad (a job); UsedBy, for a discovered image, the
+	// namespace/job/group/task list that names it.
+	Origin string   `json:"origin,omitempty"`
+	UsedBy []string `json:"used_by,omitempty"`
 	// FailingSince is when the current run of failures began.
 	FailingSince *time.Time `json:"failing_since,omitempty"`
 }
@@ -47,9 +52,12 @@ type Snapshot struct {
 	// DockerError is why the Docker daemon is unreachable, since
 	// DockerDownSince; empty while it answers. What the images' states say
 	// is then what was last known.
-	DockerError     string        `json:"docker_error,omitempty"`
-	DockerDownSince *time.Time    `json:"docker_down_since,omitempty"`
-	Images          []ImageStatus `json:"images"`
+	DockerError     string     `json:"docker_error,omitempty"`
+	DockerDownSince *time.Time `json:"docker_down_since,omitempty"`
+	// Nomad is how discovering images from Nomad goes, while the config has
+	// a nomad block.
+	Nomad  *DiscoveryStatus `json:"nomad,omitempty"`
+	Images []ImageStatus    `json:"images"`
 }
 
 // Ready reports whether Nomad could start every image's job on this node
@@ -65,6 +73,15 @@ func (s Snapshot) Ready() (ok bool, why string) {
 			since = " since " + s.DockerDownSince.UTC().Format(time.RFC3339)
 		}
 		return false, fmt.Sprintf("Docker unreachable%s: %s", since, s.DockerError)
+	}
+	if s.Nomad != nil && s.Nomad.Index == 0 {
+		// Until Nomad's jobs were listed once, the images they name are
+		// unknown, hence not vouched for.
+		why := "listing Nomad's jobs"
+		if s.Nomad.Error != "" {
+			why += ": " + s.Nomad.Error
+		}
+		return false, "discovering: " + why
 	}
 	if missing := s.Missing(); len(missing) > 0 {
 		return false, fmt.Sprintf("%d image(s) missing", len(missing))
@@ -98,6 +115,9 @@ type Observer interface {
 	ImageRemoved()
 	// DockerUp: whether the Docker daemon answers.
 	DockerUp(up bool)
+	// Discovered: discovery reports images kept for Nomad's jobs, whether
+	// it follows Nomad's Job events, and the last index applied.
+	Discovered(images int, live bool, index uint64)
 }
 
 type nopObserver struct{}
@@ -106,3 +126,4 @@ func (nopObserver) Fetched(string, string, time.Duration) {}
 func (nopObserver) Reloaded(string, time.Time)            {}
 func (nopObserver) ImageRemoved()                         {}
 func (nopObserver) DockerUp(bool)                         {}
+func (nopObserver) Discovered(int, bool, uint64)          {}

@@ -73,8 +73,12 @@ type Config struct {
 	// it such a config is an error, as an empty or truncated render would
 	// otherwise make the agent drop every image it keeps.
 	AllowEmpty bool
-	Images     []Image
-	Auths      []Auth
+	// Nomad, when set, turns discovery on: the images of Nomad's jobs that
+	// can run on this node are kept too (a static Image for the same
+	// expected reference wins).
+	Nomad  *Nomad
+	Images []Image
+	Auths  []Auth
 	// Warnings are problems that do not stop the config from being used.
 	Warnings []Problem
 }

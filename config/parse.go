@@ -39,6 +39,7 @@ var (
 			{Type: "docker"},
 			{Type: "image", LabelNames: []string{"name"}},
 			{Type: "auth", LabelNames: []string{"host"}},
+			{Type: "nomad"},
 		},
 	}
 	dockerSchema = &hcl.BodySchema{
@@ -269,7 +270,7 @@ func (p *parser) parse(src []byte) Config {
 	// reported, and whether the file may be empty is then unknown.
 	checkEmpty := p.settings(content.Attributes, &cfg)
 	p.blocks(content.Blocks, &cfg)
-	if checkEmpty && !cfg.AllowEmpty && !hasImageBlock(f.Body) {
+	if checkEmpty && !cfg.AllowEmpty && cfg.Nomad == nil && !hasImageBlock(f.Body) {
 		// Reloading such a file would make the agent drop every image it
 		// keeps; an empty or truncated render looks just like this.
 		p.errorf(hcl.Range{Start: hcl.InitialPos}, "no image blocks: a config with no image blocks would drop every image the agent keeps (an empty or truncated render?); if this node is to keep no image, set allow_empty = true")
@@ -325,7 +326,7 @@ func (p *parser) settings(attrs hcl.Attributes, cfg *Config) (allowEmptyKnown bo
 // blocks reads the docker, image and auth blocks into cfg, refusing
 // duplicates.
 func (p *parser) blocks(blocks hcl.Blocks, cfg *Config) {
-	var dockerSeen *hcl.Block
+	var dockerSeen, nomadSeen *hcl.Block
 	names := map[string]hcl.Range{}
 	expected := map[string]hcl.Range{}
 	hosts := map[string]hcl.Range{}
@@ -338,6 +339,13 @@ func (p *parser) blocks(blocks hcl.Blocks, cfg *Config) {
 			}
 			dockerSeen = b
 			cfg.Docker = p.docker(b)
+		case "nomad":
+			if nomadSeen != nil {
+				p.errorf(b.DefRange, "duplicate nomad block; the first is at line %d", nomadSeen.DefRange.Start.Line)
+				continue
+			}
+			nomadSeen = b
+			cfg.Nomad = p.nomad(b)
 		case "image":
 			name := b.Labels[0]
 			if prev, dup := names[name]; dup {

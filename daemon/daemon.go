@@ -5,8 +5,8 @@
 // stopped in the reverse order. Run is the whole of it; cmd/prefetch only
 // turns flags into Options and Run's error into an exit code.
 //
-// It sits on top of the agent, status, metrics, watch and lockfile packages
-// and must not be imported by any of them.
+// It sits on top of the agent, discovery, status, metrics, watch and lockfile
+// packages and must not be imported by any of them.
 package daemon
 
 import (
@@ -23,6 +23,7 @@ import (
 
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
 	"github.com/nomad-prefetch/nomad-prefetch/config"
+	"github.com/nomad-prefetch/nomad-prefetch/discovery"
 	"github.com/nomad-prefetch/nomad-prefetch/lockfile"
 	"github.com/nomad-prefetch/nomad-prefetch/metrics"
 	"github.com/nomad-prefetch/nomad-prefetch/status"
@@ -94,7 +95,10 @@ func Run(ctx context.Context, o Options) error {
 
 	// Nothing here waits for dockerd: the status endpoints are served
 	// whatever it does, and the loop finds out (with deadlines) and says so.
-	loop := &agent.Loop{Docker: clients.Engine, Events: clients.Engine, Remote: clients.Remote, Auths: clients.Credentials, Log: o.Log}
+	loop := &agent.Loop{
+		Docker: clients.Engine, Events: clients.Engine, Remote: clients.Remote, Auths: clients.Credentials, Log: o.Log,
+		Discoverer: &discovery.Discoverer{Log: o.Log},
+	}
 	m := metrics.New(loop.Snapshot)
 	loop.Observer = m
 

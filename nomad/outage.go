@@ -26,6 +26,7 @@ type outage struct {
 func (o *outage) failed(err error, refused bool, attempt int, retryIn time.Duration) {
 	now := o.now()
 	msg := err.Error()
+	o.stats.lastErr.Store(&msg)
 	o.stats.refused.Store(refused)
 	if o.stats.downSince.Load() == 0 {
 		o.stats.downSince.Store(now.UnixNano())

@@ -28,8 +28,25 @@ type Stats struct {
 	refused      atomic.Bool  // the last attempt was refused by Nomad
 	downSince    atomic.Int64 // unix nanoseconds; 0 while live or before the first attempt
 
+	lastErr atomic.Pointer[string] // why the stream was last down
+
 	mu     sync.Mutex
 	topics map[string]*atomic.Uint64
+}
+
+// Discontinuities counts the places where the stream written is not exactly
+// Nomad's: gaps, rebuilt histories and frames skipped for their size. A
+// reader that keeps state from the events must rebuild it when this grows.
+func (s *Stats) Discontinuities() uint64 {
+	return s.gaps.Load() + s.resets.Load() + s.skipped.Load()
+}
+
+// LastError is why the stream was last down ("" if it never was).
+func (s *Stats) LastError() string {
+	if p := s.lastErr.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // StatsSnapshot is a copy of Stats at one moment.

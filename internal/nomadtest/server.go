@@ -129,6 +129,9 @@ type Server struct {
 	bytes      atomic.Int64
 	wg         sync.WaitGroup // Serve
 	active     sync.WaitGroup // hijacked connections; Add under mu while !closed
+
+	apiOnce sync.Once
+	apiS    *apiState // the job and node API (api.go)
 }
 
 // Request records one subscription request.
@@ -183,6 +186,7 @@ func NewWithListener(ln net.Listener, opts Options) *Server {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/event/stream", s.handle)
+	s.routeAPI(mux)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s
 }

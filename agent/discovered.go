@@ -1,0 +1,88 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/nomad-prefetch/nomad-prefetch/config"
+)
+
+// Origins of an image (ImageStatus.Origin).
+const (
+	OriginConfig = "config" // an image block of the config
+	OriginNomad  = "nomad"  // discovered from Nomad's jobs
+)
+
+// Discovered is what a Discoverer found: the images of every job that can
+// run on this node, as entries like the config's, and how the search goes.
+type Discovered struct {
+	// Images are the images to keep, one per expected reference; Name is
+	// the first of UsedBy.
+	Images []config.Image
+	// UsedBy says, per expected reference, which namespace/job/group/task
+	// name it.
+	UsedBy map[string][]string
+	// Status is the discovery's own state, for /v1/status and the metrics.
+	Status DiscoveryStatus
+}
+
+// DiscoveryStatus is how discovering images from Nomad goes.
+type DiscoveryStatus struct {
+	// Node is this node's name in Nomad, once known.
+	Node string `json:"node,omitempty"`
+	// Jobs is how many jobs name images this node keeps; Images how many
+	// images that is (the infra image included).
+	Jobs   int `json:"jobs"`
+	Images int `json:"images"`
+	// Index is the last Nomad index applied.
+	Index uint64 `json:"index,omitempty"`
+	// Live is true while the Job event stream is followed.
+	Live bool `json:"live"`
+	// Error is why Nomad can't be followed, since ErrorSince; the last
+	// known images are kept meanwhile.
+	Error      string     `json:"error,omitempty"`
+	ErrorSince *time.Time `json:"error_since,omitempty"`
+	// Problems are the jobs' images that can't be kept, and why (one per
+	// image and job version), the newest last, at most a few dozen.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// Discoverer finds images elsewhere than in the config: Nomad's jobs. Run
+// runs until ctx is done with the nomad block's settings, calling found
+// with every new set it finds (found never blocks); it keeps the last known
+// set when Nomad can't be reached, and says so in Status.
+type Discoverer interface {
+	Run(ctx context.Context, settings config.Nomad, found func(Discovered))
+}
+
+// latest holds the newest Discovered a discoverer reported, for the loop to
+// take when it is told; older ones are simply replaced.
+type latest struct {
+	mu     sync.Mutex
+	set    *Discovered
+	notify chan struct{}
+}
+
+func newLatest() *latest { return &latest{notify: make(chan struct{}, 1)} }
+
+func (l *latest) put(d Discovered) {
+	l.mu.Lock()
+	l.set = &d
+	l.mu.Unlock()
+	select {
+	case l.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (l *latest) take() (Discovered, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.set == nil {
+		return Discovered{}, false
+	}
+	d := *l.set
+	l.set = nil
+	return d, true
+}

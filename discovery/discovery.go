@@ -1,0 +1,413 @@
+// Package discovery finds the images a node needs from Nomad itself, so
+// that no list has to be kept by hand: it learns its own node (the Nomad
+// client agent it talks to), lists every job of the namespaces it follows,
+// and then follows the Job event stream with the exact-resume reader of the
+// nomad package, keeping the images of every docker task of every job that
+// can be placed on this node (datacenters, node pool and constraints, as
+// Nomad's scheduler decides them; what it can't decide counts as "may run
+// here"). Images are interpolated from the node and the job's meta, and
+// mapped to sources by the nomad block's rewrites.
+//
+// It implements agent.Discoverer and reports agent.Discovered sets; losing
+// Nomad never drops images (the last known set stays), and a gap in the
+// stream makes it list every job again. It imports agent (for the set it
+// reports), config and nomad, and must not be imported by them.
+package discovery
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/nomad-prefetch/nomad-prefetch/agent"
+	"github.com/nomad-prefetch/nomad-prefetch/backoff"
+	"github.com/nomad-prefetch/nomad-prefetch/config"
+	"github.com/nomad-prefetch/nomad-prefetch/nomad"
+)
+
+// Discoverer follows Nomad's jobs; its zero value is ready to use.
+type Discoverer struct {
+	Log *slog.Logger
+	// CallTimeout bounds each Nomad API call (default 30 s).
+	CallTimeout time.Duration
+	// Coalesce is the shortest time between two sets reported (default
+	// 100 ms): a burst of job updates is one reload of the loop.
+	Coalesce time.Duration
+	// Retry is the backoff between failed attempts to list the jobs.
+	Retry backoff.Policy
+}
+
+var _ agent.Discoverer = (*Discoverer)(nil)
+
+// errRelist stops a stream after a discontinuity: every job is listed again.
+var errRelist = errors.New("the Job event stream has a gap: listing every job again")
+
+// Run follows Nomad with settings until ctx is done (see agent.Discoverer).
+func (d *Discoverer) Run(ctx context.Context, settings config.Nomad, found func(agent.Discovered)) {
+	log := d.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("nomad", settings.Address)
+	retry := d.Retry
+	if retry == (backoff.Policy{}) {
+		retry = backoff.Policy{Min: time.Second, Max: time.Minute, Jitter: 0.2}
+	}
+	st := newState(settings, log)
+	pub := &publisher{found: found, every: cmpOr(d.Coalesce, 100*time.Millisecond)}
+	defer pub.stop()
+	client, err := newClient(settings)
+	if err != nil {
+		pub.with(func() { st.failed(err, time.Now()) })
+		pub.now(st)
+		log.Error("discovery: can't talk to Nomad", "error", err.Error())
+		<-ctx.Done()
+		return
+	}
+	for attempt := 1; ctx.Err() == nil; attempt++ {
+		err := d.session(ctx, client, st, pub, log)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errRelist) {
+			log.Warn("discovery: " + err.Error())
+			attempt = 0
+			continue
+		}
+		pub.with(func() { st.failed(err, time.Now()) })
+		pub.now(st)
+		if attempt == 1 {
+			log.Error("discovery: Nomad can't be followed; the last known images are kept", "error", err.Error())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(retry.Delay(attempt, rand.Float64())):
+		}
+	}
+}
+
+func cmpOr(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// failed records that Nomad could not be followed.
+func (st *state) failed(err error, now time.Time) {
+	if st.err == "" {
+		st.errorSince = now
+	}
+	st.err, st.live = err.Error(), false
+}
+
+// session learns the node, lists every job, then follows the Job events
+// until the stream fails for good, ctx ends, or a gap needs a new list.
+func (d *Discoverer) session(ctx context.Context, c *nomad.Client, st *state, pub *publisher, log *slog.Logger) error {
+	timeout := cmpOr(d.CallTimeout, 30*time.Second)
+	n, err := learnNode(ctx, c, timeout)
+	if err != nil {
+		return err
+	}
+	if !st.known || st.node.name != n.name {
+		log.Info("discovery: following Nomad's jobs for this node", "node", n.name, "datacenter", n.datacenter, "pool", n.pool, "class", n.class)
+	}
+	jobs, index, err := listJobs(ctx, c, st.namespaceWanted, timeout)
+	if err != nil {
+		return err
+	}
+	pub.with(func() {
+		st.node, st.known = n, true
+		st.jobs = map[string]jobImages{}
+		for _, j := range jobs {
+			st.upsert(j)
+		}
+		st.index, st.err, st.live = index, "", true
+	})
+	pub.now(st)
+	log.Info("discovery: jobs listed", "jobs", len(jobs), "with_images_here", len(st.jobs), "index", index)
+
+	stats := new(nomad.Stats)
+	streamer := nomad.NewStreamer(c, nomad.Config{
+		Subscription: nomad.Subscription{Topics: []string{"Job"}, Namespace: "*"},
+		Logger:       log, Stats: stats, HeartbeatTimeout: 90 * time.Second,
+	})
+	w := &eventWriter{st: st, pub: pub, stats: stats, base: stats.Discontinuities()}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go watchLiveness(sctx, stats, st, pub)
+	err = streamer.Run(sctx, w, nomad.Position{Index: index})
+	if errors.Is(err, errRelist) {
+		return errRelist
+	}
+	if err == nil && ctx.Err() == nil {
+		err = errors.New("the Job event stream ended")
+	}
+	return err
+}
+
+// learnNode asks the agent which node it is, then the node's facts.
+func learnNode(ctx context.Context, c *nomad.Client, timeout time.Duration) (node, error) {
+	var self struct {
+		Stats struct {
+			Client struct {
+				NodeID string `json:"node_id"`
+			} `json:"client"`
+		} `json:"stats"`
+	}
+	if err := get(ctx, c, timeout, "/v1/agent/self", nil, &self); err != nil {
+		return node{}, fmt.Errorf("asking the Nomad agent which node it is: %w", err)
+	}
+	id := self.Stats.Client.NodeID
+	if id == "" {
+		return node{}, fmt.Errorf("the Nomad agent at %s is not a client (its /v1/agent/self has no node ID): discovery needs this node's own agent (NOMAD_ADDR, or the task API socket)", c.Address())
+	}
+	var n api.Node
+	if err := get(ctx, c, timeout, "/v1/node/"+url.PathEscape(id), nil, &n); err != nil {
+		return node{}, fmt.Errorf("reading this node (%s): %w", id, err)
+	}
+	return newNode(&n), nil
+}
+
+func get(ctx context.Context, c *nomad.Client, timeout time.Duration, path string, q url.Values, out any) error {
+	_, err := getIndex(ctx, c, timeout, path, q, out)
+	return err
+}
+
+func getIndex(ctx context.Context, c *nomad.Client, timeout time.Duration, path string, q url.Values, out any) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return c.Get(ctx, path, q, out)
+}
+
+// listJobs reads every job that is not stopped of the namespaces wanted, at
+// most 8 at a time, and returns them with the index of the list.
+func listJobs(ctx context.Context, c *nomad.Client, wanted func(ns string) bool, timeout time.Duration) ([]*api.Job, uint64, error) {
+	var stubs []api.JobListStub
+	index, err := getIndex(ctx, c, timeout, "/v1/jobs", url.Values{"namespace": {"*"}}, &stubs)
+	if err != nil {
+		return nil, 0, fmt.Errorf("listing jobs: %w", err)
+	}
+	jobs := make([]*api.Job, len(stubs))
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	errs := make([]error, len(stubs))
+	for i, s := range stubs {
+		if s.Stop || !wanted(s.Namespace) {
+			continue
+		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			var job api.Job
+			q := url.Values{"namespace": {s.Namespace}}
+			if err := get(ctx, c, timeout, "/v1/job/"+url.PathEscape(s.ID), q, &job); err != nil {
+				errs[i] = fmt.Errorf("reading job %s/%s: %w", s.Namespace, s.ID, err)
+				return
+			}
+			jobs[i] = &job
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, 0, err
+	}
+	return slices.DeleteFunc(jobs, func(j *api.Job) bool { return j == nil }), index, nil
+}
+
+// event is the part of a Job event discovery reads.
+type event struct {
+	Topic     string
+	Type      string
+	Key       string
+	Namespace string
+	Index     uint64
+	Payload   struct {
+		Job     *api.Job
+		Deleted bool
+	}
+}
+
+// eventWriter is the Streamer's writer: it takes the stream one event a
+// line, applies Job registrations and deregistrations, and stops the stream
+// (errRelist) when the Streamer saw a gap, a rebuilt history or a skipped
+// frame, after which only a new list is exact.
+type eventWriter struct {
+	st      *state
+	pub     *publisher
+	stats   *nomad.Stats
+	base    uint64
+	partial []byte
+}
+
+func (w *eventWriter) Write(p []byte) (int, error) {
+	if w.stats.Discontinuities() != w.base {
+		return 0, errRelist
+	}
+	data := append(w.partial, p...)
+	for {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			break
+		}
+		w.apply(data[:i])
+		data = data[i+1:]
+	}
+	w.partial = append(w.partial[:0], data...)
+	w.pub.soon(w.st)
+	return len(p), nil
+}
+
+func (w *eventWriter) apply(line []byte) {
+	var ev event
+	if err := json.Unmarshal(line, &ev); err != nil || ev.Topic != "Job" {
+		return
+	}
+	w.pub.mu.Lock()
+	defer w.pub.mu.Unlock()
+	switch ev.Type {
+	case "JobRegistered":
+		if ev.Payload.Job != nil {
+			w.st.upsert(ev.Payload.Job)
+		}
+	case "JobDeregistered":
+		if ev.Payload.Job == nil || ev.Payload.Deleted || deref(ev.Payload.Job.Stop) {
+			w.st.remove(ev.Namespace, ev.Key)
+		} else {
+			w.st.upsert(ev.Payload.Job)
+		}
+	}
+	w.st.index = max(w.st.index, ev.Index)
+}
+
+// watchLiveness reports the stream going down or back up, which no event
+// tells.
+func watchLiveness(ctx context.Context, stats *nomad.Stats, st *state, pub *publisher) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		snap := stats.Snapshot()
+		pub.mu.Lock()
+		changed := snap.Live != st.live
+		if changed {
+			st.live = snap.Live
+			if snap.Live {
+				st.err = ""
+			} else {
+				st.err, st.errorSince = "the Job event stream is down: "+stats.LastError(), snap.DownSince
+			}
+		}
+		pub.mu.Unlock()
+		if changed {
+			pub.soon(st)
+		}
+	}
+}
+
+// publisher reports sets, at most one per every (a burst of events is one
+// set, sent when it has been quiet that long since the last), and guards
+// the state it reads with mu.
+type publisher struct {
+	found func(agent.Discovered)
+	every time.Duration
+
+	mu    sync.Mutex
+	last  time.Time
+	timer *time.Timer
+	done  bool
+}
+
+// with runs f holding the lock that guards the state.
+func (p *publisher) with(f func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f()
+}
+
+// now reports st's set at once.
+func (p *publisher) now(st *state) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sendLocked(st)
+}
+
+func (p *publisher) sendLocked(st *state) {
+	if p.done {
+		return
+	}
+	if p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+	p.last = time.Now()
+	p.found(st.set())
+}
+
+// soon reports st's set now if none was sent for every, else once every has
+// passed since the last.
+func (p *publisher) soon(st *state) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	wait := p.every - time.Since(p.last)
+	switch {
+	case wait <= 0:
+		p.sendLocked(st)
+	case p.timer == nil && !p.done:
+		p.timer = time.AfterFunc(wait, func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			p.timer = nil
+			p.sendLocked(st)
+		})
+	}
+}
+
+// stop sends nothing more.
+func (p *publisher) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done = true
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+}
+
+// newClient builds the Nomad client from the standard environment
+// (api.DefaultConfig: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, ...), with the
+// nomad block's attributes on top; the token file is read again before each
+// connection.
+func newClient(s config.Nomad) (*nomad.Client, error) {
+	cfg := api.DefaultConfig()
+	if s.Address != "" {
+		cfg.Address = s.Address
+	}
+	if s.Region != "" {
+		cfg.Region = s.Region
+	}
+	tls := cfg.TLSConfig
+	for dst, v := range map[*string]string{&tls.CACert: s.CACert, &tls.ClientCert: s.ClientCert, &tls.ClientKey: s.ClientKey, &tls.TLSServerName: s.TLSServerName} {
+		if v != "" {
+			*dst = v
+		}
+	}
+	if s.TLSSkipVerify {
+		tls.Insecure = true
+	}
+	return nomad.NewClient(cfg, nomad.TokenFromEnvOrFile(s.TokenFile))
+}

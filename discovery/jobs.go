@@ -1,0 +1,227 @@
+package discovery
+
+import (
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/distribution/reference"
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/nomad-prefetch/nomad-prefetch/config"
+)
+
+// rules are the nomad block's settings, compiled.
+type rules struct {
+	namespaces       []*regexp.Regexp
+	include, exclude []*regexp.Regexp
+	rewrites         []config.Rewrite
+	infraImage       *string
+}
+
+func compile(s config.Nomad) rules {
+	r := rules{rewrites: s.Rewrites, infraImage: s.InfraImage}
+	for _, g := range s.Namespaces {
+		r.namespaces = append(r.namespaces, glob(g))
+	}
+	for _, g := range s.Include {
+		r.include = append(r.include, glob(g))
+	}
+	for _, g := range s.Exclude {
+		r.exclude = append(r.exclude, glob(g))
+	}
+	return r
+}
+
+// found is one image a job's task names, as this node would run it.
+type found struct {
+	expected string   // normalised
+	sources  []string // from the rewrites
+	usedBy   string   // namespace/job/group/task
+	pinned   bool     // expected names a digest
+}
+
+// jobImages is what one job version contributes: its images for this node,
+// and what could not be kept, and why.
+type jobImages struct {
+	version  uint64
+	images   []found
+	problems []string
+}
+
+// imagesOf returns the images of every docker task of job that can run on
+// n, after the rules. A stopped job has none.
+func (r rules) imagesOf(job *api.Job, n node) jobImages {
+	out := jobImages{version: deref(job.Version)}
+	if deref(job.Stop) || !r.placeable(job, n) {
+		return out
+	}
+	ns, id := deref(job.Namespace), deref(job.ID)
+	for _, g := range job.TaskGroups {
+		if g == nil || !n.allows(g.Constraints) || !tasksAllow(g.Tasks, n) {
+			continue
+		}
+		for _, t := range g.Tasks {
+			if t == nil || t.Driver != "docker" {
+				continue
+			}
+			usedBy := fmt.Sprintf("%s/%s/%s/%s", ns, id, deref(g.Name), t.Name)
+			f, problem := r.image(job, g, t, n)
+			if problem != "" {
+				out.problems = append(out.problems, fmt.Sprintf("%s (version %d): %s", usedBy, out.version, problem))
+			}
+			if f.expected != "" {
+				f.usedBy = usedBy
+				out.images = append(out.images, f)
+			}
+		}
+	}
+	return out
+}
+
+// placeable reports whether the job's datacenters, node pool and
+// constraints let it run on n.
+func (r rules) placeable(job *api.Job, n node) bool {
+	dcs := job.Datacenters
+	if len(dcs) == 0 {
+		dcs = []string{"*"} // Nomad's default since 1.5
+	}
+	if !slices.ContainsFunc(dcs, func(dc string) bool { return glob(dc).MatchString(n.datacenter) }) {
+		return false
+	}
+	pool := deref(job.NodePool)
+	if pool == "" {
+		pool = "default"
+	}
+	if pool != "all" && pool != n.pool {
+		return false
+	}
+	return n.allows(job.Constraints)
+}
+
+// tasksAllow: a task's constraints bind its whole group's placement.
+func tasksAllow(tasks []*api.Task, n node) bool {
+	for _, t := range tasks {
+		if t != nil && !n.allows(t.Constraints) {
+			return false
+		}
+	}
+	return true
+}
+
+// image returns the image of task t as this node would pull it, or a
+// problem saying why it is not kept (expected empty) or kept with a caveat.
+func (r rules) image(job *api.Job, g *api.TaskGroup, t *api.Task, n node) (found, string) {
+	raw, _ := t.Config["image"].(string)
+	if raw == "" {
+		return found{}, "no image in the task's config"
+	}
+	meta := map[string]string{}
+	maps.Copy(meta, job.Meta)
+	maps.Copy(meta, g.Meta)
+	maps.Copy(meta, t.Meta)
+	img := interpolate(raw, n, meta)
+	if strings.Contains(img, "${") {
+		return found{}, fmt.Sprintf("image %q holds an interpolation this agent can't resolve (only ${node.*}, ${attr.*}, ${meta.*} and ${NOMAD_META_*} are): skipped", img)
+	}
+	named, err := reference.ParseNormalizedNamed(img)
+	if err != nil {
+		return found{}, fmt.Sprintf("image %q is not a valid image reference: %v: skipped", img, err)
+	}
+	_, pinned := named.(reference.Digested)
+	if !pinned {
+		named = reference.TagNameOnly(named)
+	}
+	ref := named.String()
+	if (len(r.include) > 0 && !anyGlob(r.include, ref)) || anyGlob(r.exclude, ref) {
+		return found{}, ""
+	}
+	f := found{expected: ref, pinned: pinned, sources: r.sourcesFor(ref)}
+	forcePull, _ := t.Config["force_pull"].(bool)
+	switch {
+	case forcePull:
+		return f, fmt.Sprintf("image %s has force_pull = true: Nomad pulls it at every start anyway, so prefetching it cannot protect the task", ref)
+	case !pinned && strings.HasSuffix(ref, ":latest"):
+		return f, fmt.Sprintf("image %s has no tag or the tag latest: Nomad's docker driver pulls it at every start anyway, so prefetching it cannot protect the task", ref)
+	}
+	return f, ""
+}
+
+// sourcesFor applies the first rewrite whose from is a prefix of ref.
+func (r rules) sourcesFor(ref string) []string {
+	for _, rw := range r.rewrites {
+		rest, ok := strings.CutPrefix(ref, rw.From)
+		if !ok {
+			continue
+		}
+		var out []string
+		for _, prefix := range rw.Sources {
+			src := prefix + rest
+			named, err := reference.ParseNormalizedNamed(src)
+			if err != nil || named.String() == ref {
+				continue
+			}
+			if _, pinned := named.(reference.Digested); !pinned {
+				named = reference.TagNameOnly(named)
+			}
+			out = append(out, named.String())
+		}
+		return out
+	}
+	return nil
+}
+
+// interpolate resolves ${node.*}, ${attr.*}, ${meta.*} from the node and
+// ${NOMAD_META_key} from the merged job, group and task meta; anything else
+// is left as it is.
+func interpolate(s string, n node, meta map[string]string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "${")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		j := strings.IndexByte(s[i:], '}')
+		if j < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		target := s[i : i+j+1]
+		b.WriteString(s[:i])
+		if v, ok := resolveImageVar(target, n, meta); ok {
+			b.WriteString(v)
+		} else {
+			b.WriteString(target)
+		}
+		s = s[i+j+1:]
+	}
+}
+
+func resolveImageVar(target string, n node, meta map[string]string) (string, bool) {
+	if key, ok := strings.CutPrefix(strings.TrimSuffix(strings.TrimPrefix(target, "${"), "}"), "NOMAD_META_"); ok {
+		if v, ok := meta[key]; ok {
+			return v, true
+		}
+		for k, v := range meta { // Nomad also exposes the key upper-cased
+			if strings.EqualFold(k, key) {
+				return v, true
+			}
+		}
+		return "", false
+	}
+	if !knownTarget(target) {
+		return "", false
+	}
+	return n.resolve(target)
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}

@@ -1,0 +1,188 @@
+package discovery
+
+import (
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// node is what placement and interpolation need of this node.
+type node struct {
+	id, name, datacenter, pool, class string
+	attrs, meta                       map[string]string
+}
+
+func newNode(n *api.Node) node {
+	pool := n.NodePool
+	if pool == "" {
+		pool = "default"
+	}
+	return node{id: n.ID, name: n.Name, datacenter: n.Datacenter, pool: pool, class: n.NodeClass, attrs: n.Attributes, meta: n.Meta}
+}
+
+// platform is os/arch of the node, as Docker names platforms, or "" when
+// its attributes don't say.
+func (n node) platform() string {
+	os, arch := n.attrs["kernel.name"], n.attrs["cpu.arch"]
+	if os == "" || arch == "" {
+		return ""
+	}
+	return os + "/" + arch
+}
+
+// resolve gives a constraint target's value as Nomad's scheduler does: a
+// literal as is, ${node.*}, ${attr.*} and ${meta.*} from the node; found is
+// false when the node has no such value.
+func (n node) resolve(target string) (value string, found bool) {
+	if !strings.HasPrefix(target, "${") {
+		return target, true
+	}
+	switch target {
+	case "${node.unique.id}":
+		return n.id, true
+	case "${node.unique.name}":
+		return n.name, true
+	case "${node.datacenter}":
+		return n.datacenter, true
+	case "${node.class}":
+		return n.class, true
+	case "${node.pool}":
+		return n.pool, true
+	}
+	inner := strings.TrimSuffix(strings.TrimPrefix(target, "${"), "}")
+	if k, ok := strings.CutPrefix(inner, "attr."); ok {
+		v, ok := n.attrs[k]
+		return v, ok
+	}
+	if k, ok := strings.CutPrefix(inner, "meta."); ok {
+		v, ok := n.meta[k]
+		return v, ok
+	}
+	return "", false
+}
+
+// verdict is what a constraint says of this node.
+type verdict int
+
+const (
+	allows verdict = iota
+	forbids
+	undecided // an operator or target this agent can't evaluate
+)
+
+// check evaluates one constraint the way Nomad's scheduler does
+// (scheduler/feasible: checkConstraint). Operators it does not know, and
+// version constraints, are undecided: counted as allowing, since fetching
+// one image too many is cheap and missing one is what prefetch prevents.
+func (n node) check(c *api.Constraint) verdict {
+	l, lFound := n.resolve(c.LTarget)
+	r, rFound := n.resolve(c.RTarget)
+	if strings.HasPrefix(c.LTarget, "${") && !lFound && !knownTarget(c.LTarget) {
+		return undecided
+	}
+	both := lFound && rFound
+	ok := false
+	switch c.Operand {
+	case "=", "==", "is", "":
+		ok = both && l == r
+	case "!=", "not":
+		ok = !(lFound == rFound && l == r)
+	case "<", "<=", ">", ">=":
+		ok = both && order(c.Operand, l, r)
+	case "is_set":
+		ok = lFound
+	case "is_not_set":
+		ok = !lFound
+	case "regexp":
+		re, err := regexp.Compile(r)
+		if err != nil {
+			return undecided
+		}
+		ok = both && re.MatchString(l)
+	case "set_contains", "set_contains_all":
+		ok = both && containsAll(splitSet(l), splitSet(r))
+	case "set_contains_any":
+		ok = both && slices.ContainsFunc(splitSet(r), func(v string) bool { return slices.Contains(splitSet(l), v) })
+	case "distinct_hosts", "distinct_property":
+		return allows // about other allocations, not this node
+	default: // version, semver, and anything newer
+		return undecided
+	}
+	if ok {
+		return allows
+	}
+	return forbids
+}
+
+// knownTarget says whether target names something a node may lack (an
+// attribute or meta key: missing means "not set") rather than an
+// interpolation this agent does not know.
+func knownTarget(target string) bool {
+	return strings.HasPrefix(target, "${attr.") || strings.HasPrefix(target, "${meta.") || strings.HasPrefix(target, "${node.")
+}
+
+func order(op, l, r string) bool {
+	switch op {
+	case "<":
+		return l < r
+	case "<=":
+		return l <= r
+	case ">":
+		return l > r
+	}
+	return l >= r
+}
+
+func splitSet(s string) []string {
+	parts := strings.Split(s, ",")
+	for i := range parts {
+		parts[i] = strings.TrimSpace(parts[i])
+	}
+	return parts
+}
+
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// allows reports whether every constraint allows the node (an undecided one
+// does).
+func (n node) allows(cs []*api.Constraint) bool {
+	for _, c := range cs {
+		if c != nil && n.check(c) == forbids {
+			return false
+		}
+	}
+	return true
+}
+
+// glob compiles a glob where * matches any run of characters, / included,
+// and ? one character, into an anchored regexp.
+func glob(pattern string) *regexp.Regexp {
+	var b strings.Builder
+	b.WriteString("^")
+	for _, r := range pattern {
+		switch r {
+		case '*':
+			b.WriteString(".*")
+		case '?':
+			b.WriteString(".")
+		default:
+			b.WriteString(regexp.QuoteMeta(string(r)))
+		}
+	}
+	b.WriteString("$")
+	return regexp.MustCompile(b.String())
+}
+
+// anyGlob reports whether s matches one of the globs.
+func anyGlob(globs []*regexp.Regexp, s string) bool {
+	return slices.ContainsFunc(globs, func(g *regexp.Regexp) bool { return g.MatchString(s) })
+}
