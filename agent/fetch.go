@@ -226,6 +226,9 @@ func (f *Fetcher) getAndSettle(ctx context.Context, img config.Image, from strin
 	if err != nil {
 		return false, "", err
 	}
+	if from != img.Expected && strings.Contains(img.Expected, "@") && !f.containerdStore(ctx) {
+		return false, "", errDigestFromSource
+	}
 	unlock, err := f.state().refs.lock(ctx, ref)
 	if err != nil {
 		return false, "", err
@@ -364,7 +367,10 @@ func pinned(ref, dgst string) (string, error) {
 }
 
 // settle makes expected name the image just pulled as ref, and returns its
-// ID. After a plain pull of expected, there is nothing to tag.
+// ID. After a plain pull of expected, there is nothing to tag. An expected
+// named by a digest can't be created by tagging: the image is tagged into
+// expected's repository instead, which on the containerd image store makes
+// expected (repo@digest) inspect as that image, and that is checked.
 func (f *Fetcher) settle(ctx context.Context, ref, expected string) (string, error) {
 	im, err := f.Docker.Inspect(ctx, ref)
 	if err != nil {
@@ -373,8 +379,42 @@ func (f *Fetcher) settle(ctx context.Context, ref, expected string) (string, err
 	if ref == expected {
 		return im.ID, nil
 	}
-	if err := f.Docker.Tag(ctx, im.ID, expected); err != nil {
+	target := expected
+	repo, dgst, byDigest := strings.Cut(expected, "@")
+	if byDigest {
+		target = repo + ":prefetch-" + strings.TrimPrefix(dgst, "sha256:")[:12]
+	}
+	if err := f.Docker.Tag(ctx, im.ID, target); err != nil {
 		return "", err
 	}
+	if byDigest {
+		got, err := f.Docker.Inspect(ctx, expected)
+		if err != nil || got.ID != im.ID {
+			return "", fmt.Errorf("tagged %s as %s, but %s does not name it (%v): this image store can't serve a digest-named image from a source", shortID(im.ID), target, expected, err)
+		}
+	}
 	return im.ID, nil
+}
+
+// errDigestFromSource is why a digest-named image is pulled from its own
+// repository only on the classic image store.
+var errDigestFromSource = errors.New("not tried: a source can serve an image named by digest only on Docker's containerd image store (the default since Docker 29); on this daemon's classic store only a pull from its own repository names it")
+
+// ContainerdStoreTeller is what a Docker that can say which image store it
+// uses implements (*registry.Engine does).
+type ContainerdStoreTeller interface {
+	ContainerdStore(ctx context.Context) bool
+}
+
+var _ ContainerdStoreTeller = (*registry.Engine)(nil)
+
+func (f *Fetcher) containerdStore(ctx context.Context) bool {
+	t, ok := f.Docker.(ContainerdStoreTeller)
+	return ok && t.ContainerdStore(ctx)
+}
+
+// shortID abbreviates an image ID for messages.
+func shortID(id string) string {
+	id = strings.TrimPrefix(id, "sha256:")
+	return id[:min(len(id), 12)]
 }

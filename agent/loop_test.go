@@ -269,3 +269,55 @@ func logTo(logs *testbed.Buffer) func(*Loop) {
 		d.Log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 }
+
+// storeDocker is a fakeDocker on a given image store: on the containerd
+// store an image tagged into a repository inspects there by its digest.
+type storeDocker struct {
+	*fakeDocker
+	containerd bool
+}
+
+func (s storeDocker) ContainerdStore(context.Context) bool { return s.containerd }
+
+func (s storeDocker) Inspect(ctx context.Context, ref string) (registry.Image, error) {
+	repo, dgst, byDigest := strings.Cut(ref, "@")
+	if byDigest && s.containerd {
+		s.mu.Lock()
+		for k, im := range s.local {
+			if strings.HasPrefix(k, repo+":") && im.HasDigest(dgst) {
+				s.mu.Unlock()
+				return im, nil
+			}
+		}
+		s.mu.Unlock()
+	}
+	return s.fakeDocker.Inspect(ctx, ref)
+}
+
+// An image named by a digest is served from a source only where the image
+// store lets a tag in its repository name it by digest (containerd); on the
+// classic store the source is not tried, and the error says why.
+func TestDigestNamedImageFromSource(t *testing.T) {
+	t.Parallel()
+	expected := "cluster:5000/app@" + dgst
+	img := config.Image{Expected: expected, Digest: dgst, Sources: []string{src1}}
+	remote := map[string]registry.Image{"docker.io/library/app@" + dgst: {ID: "sha256:new", RepoDigests: []string{"docker.io/library/app@" + dgst}}}
+	for _, containerd := range []bool{true, false} {
+		d := storeDocker{fakeDocker: &fakeDocker{local: map[string]registry.Image{}, remote: remote}, containerd: containerd}
+		f := &Fetcher{Docker: d, Log: slog.New(slog.DiscardHandler)}
+		got := f.Fetch(context.Background(), img)
+		if containerd {
+			wantTag := "tag sha256:new cluster:5000/app:prefetch-" + strings.TrimPrefix(dgst, "sha256:")[:12]
+			if got.Outcome != Retagged || !slices.Contains(d.pulls(), wantTag) {
+				t.Errorf("containerd store: got %q (%v), calls %q; want retagged with %q", got.Outcome, got.Err, d.pulls(), wantTag)
+			}
+			continue
+		}
+		if got.Outcome != Failed || !strings.Contains(got.Err.Error(), "only on Docker's containerd image store") {
+			t.Errorf("classic store: got %q (%v), want failed saying why the source was not tried", got.Outcome, got.Err)
+		}
+		if calls := d.pulls(); len(calls) != 1 {
+			t.Errorf("classic store: calls %q, want only the pull of expected", calls)
+		}
+	}
+}

@@ -454,7 +454,7 @@ func (p *parser) image(b *hcl.Block) (Image, bool) {
 		img.Sources = p.sources(name, a, img.Expected, img.Digest)
 	}
 	if expectedDigest != "" && len(img.Sources) > 0 {
-		p.errorf(expectedRange, "image %q: expected names a digest, and Docker cannot create a digest reference by tagging, so no source can serve it; name the image by tag in the job and pin its content with digest = %q", name, expectedDigest)
+		p.warnf(expectedRange, "image %q: expected names a digest: its sources can serve it only on Docker's containerd image store (the default since Docker 29); on the classic store it is pulled from its own repository only", name)
 	}
 	if a, found := content.Attributes["platform"]; found {
 		if s, ok := p.stringAttr(a); ok {

@@ -75,6 +75,9 @@ type Engine struct {
 
 	insecureMu sync.Mutex
 	insecure   func(host string) bool // read from the daemon on first use
+
+	storeMu sync.Mutex
+	store   *bool // the containerd image store, read on first use
 }
 
 // DaemonTimeoutError says the Docker daemon accepted a call and did not
@@ -348,6 +351,35 @@ func (e *Engine) InsecureRegistries(ctx context.Context) (func(host string) bool
 		}
 		return false
 	}, nil
+}
+
+// ContainerdStore reports whether the daemon keeps images in containerd's
+// image store (the default since Docker 29), where an image tagged into a
+// repository can be inspected there by its digest; on the classic store
+// only a pull records an image's repo@digest. Read from `docker info` on
+// first use (and again until that succeeds); a daemon that can't be asked
+// counts as classic.
+func (e *Engine) ContainerdStore(ctx context.Context) bool {
+	e.storeMu.Lock()
+	defer e.storeMu.Unlock()
+	if e.store == nil {
+		var info client.SystemInfoResult
+		err := e.call(ctx, "an info request", func(ctx context.Context) (err error) {
+			info, err = e.cli.Info(ctx, client.InfoOptions{})
+			return err
+		})
+		if err != nil {
+			return false
+		}
+		containerd := false
+		for _, kv := range info.Info.DriverStatus {
+			if kv[0] == "driver-type" && strings.HasPrefix(kv[1], "io.containerd.snapshotter") {
+				containerd = true
+			}
+		}
+		e.store = &containerd
+	}
+	return *e.store
 }
 
 // Insecure reports whether the daemon lists host as an insecure registry

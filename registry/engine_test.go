@@ -377,3 +377,12 @@ func TestRemoteInsecureByName(t *testing.T) {
 		t.Error("not known as insecure: got a digest over HTTPS from a plain-HTTP registry")
 	}
 }
+
+// The test bed's dockerd (Debian's 20.10, vfs) keeps images in the classic
+// store: no image is named by repo@digest unless pulled so.
+func TestContainerdStoreClassic(t *testing.T) {
+	testbed.Need(t, bed)
+	if newEngine(t, nil).ContainerdStore(context.Background()) {
+		t.Error("ContainerdStore: got true on the classic store")
+	}
+}

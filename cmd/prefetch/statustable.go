@@ -20,8 +20,15 @@ func writeStatusTable(w io.Writer, s agent.Snapshot, now time.Time) error {
 		_, why := s.Ready()
 		fmt.Fprintf(w, "NOT READY: %s\n(the states below are the last known)\n", why)
 	}
+	if s.Nomad != nil {
+		writeDiscovery(w, *s.Nomad, now)
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	origin := s.Nomad != nil
+	if origin {
+		fmt.Fprint(tw, "ORIGIN\t")
+	}
 	fmt.Fprintln(tw, "IMAGE\tSTATE\tEXPECTED\tFROM\tIMAGE ID\tATTEMPTS\tNEXT RETRY")
 	for _, img := range s.Images {
 		from := "-"
@@ -40,10 +47,18 @@ func writeStatusTable(w io.Writer, s agent.Snapshot, now time.Time) error {
 		if img.NextRetry != nil {
 			next = "in " + img.NextRetry.Sub(now).Round(time.Second).String()
 		}
+		if origin {
+			fmt.Fprintf(tw, "%s\t", img.Origin)
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", img.Name, img.State, img.Expected, from, id, img.Attempts, next)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, img := range s.Images {
+		if len(img.UsedBy) > 1 || (len(img.UsedBy) == 1 && img.UsedBy[0] != img.Name) {
+			fmt.Fprintf(w, "\n%s is used by: %s\n", img.Name, strings.Join(img.UsedBy, ", "))
+		}
 	}
 	for _, img := range s.Images {
 		if img.LastError != "" {
@@ -51,4 +66,29 @@ func writeStatusTable(w io.Writer, s agent.Snapshot, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// writeDiscovery says how discovering images from Nomad goes.
+func writeDiscovery(w io.Writer, d agent.DiscoveryStatus, now time.Time) {
+	switch {
+	case d.Error != "" && d.Index == 0:
+		fmt.Fprintf(w, "nomad: NOT READY, jobs never listed: %s\n", d.Error)
+	case d.Error != "":
+		since := ""
+		if d.ErrorSince != nil {
+			since = " for " + now.Sub(*d.ErrorSince).Round(time.Second).String()
+		}
+		fmt.Fprintf(w, "nomad: not followed%s, the last known images kept: %s\n", since, d.Error)
+	default:
+		fmt.Fprintf(w, "nomad: following the jobs of node %s: %d job(s) name %d image(s) kept here, index %d\n", d.Node, d.Jobs, d.Images, d.Index)
+	}
+	const show = 5 // the newest
+	problems := d.Problems
+	if n := len(problems) - show; n > 0 {
+		fmt.Fprintf(w, "  %d older problem(s): prefetch status -json lists them\n", n)
+		problems = problems[n:]
+	}
+	for _, p := range problems {
+		fmt.Fprintf(w, "  %s\n", p)
+	}
 }
