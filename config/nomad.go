@@ -21,6 +21,10 @@ type Nomad struct {
 	ClientKey     string
 	TLSServerName string
 	TLSSkipVerify bool
+	// NodeID is the node to keep images for; empty means the agent's own
+	// node, learnt from /v1/agent/self (which needs agent:read). In a Nomad
+	// job, "${node.unique.id}" passed through the environment avoids that.
+	NodeID string
 	// Namespaces are globs over namespace names; default ["*"].
 	Namespaces []string
 	// Rewrites map a job's image to its sources: the first whose From is a
@@ -54,7 +58,7 @@ var (
 		Attributes: []hcl.AttributeSchema{
 			{Name: "address"}, {Name: "region"}, {Name: "token_file"},
 			{Name: "ca_cert"}, {Name: "client_cert"}, {Name: "client_key"},
-			{Name: "tls_server_name"}, {Name: "tls_skip_verify"},
+			{Name: "tls_server_name"}, {Name: "tls_skip_verify"}, {Name: "node_id"},
 			{Name: "namespaces"}, {Name: "include"}, {Name: "exclude"}, {Name: "infra_image"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{{Type: "rewrite"}},
@@ -72,7 +76,7 @@ func (p *parser) nomad(b *hcl.Block) *Nomad {
 	for name, dst := range map[string]*string{
 		"address": &n.Address, "region": &n.Region, "token_file": &n.TokenFile,
 		"ca_cert": &n.CACert, "client_cert": &n.ClientCert, "client_key": &n.ClientKey,
-		"tls_server_name": &n.TLSServerName,
+		"tls_server_name": &n.TLSServerName, "node_id": &n.NodeID,
 	} {
 		if a, ok := content.Attributes[name]; ok {
 			*dst = p.nonEmptyString(a, "nomad")

@@ -116,7 +116,7 @@ func (st *state) failed(err error, now time.Time) {
 // until the stream fails for good, ctx ends, or a gap needs a new list.
 func (d *Discoverer) session(ctx context.Context, c *nomad.Client, st *state, pub *publisher, log *slog.Logger) error {
 	timeout := cmpOr(d.CallTimeout, 30*time.Second)
-	n, err := learnNode(ctx, c, timeout)
+	n, err := learnNode(ctx, c, timeout, st.nodeID)
 	if err != nil {
 		return err
 	}
@@ -157,8 +157,24 @@ func (d *Discoverer) session(ctx context.Context, c *nomad.Client, st *state, pu
 	return err
 }
 
-// learnNode asks the agent which node it is, then the node's facts.
-func learnNode(ctx context.Context, c *nomad.Client, timeout time.Duration) (node, error) {
+// learnNode reads the node's facts: node id's, else those of the node of
+// the agent c talks to.
+func learnNode(ctx context.Context, c *nomad.Client, timeout time.Duration, id string) (node, error) {
+	if id == "" {
+		var err error
+		if id, err = agentNode(ctx, c, timeout); err != nil {
+			return node{}, err
+		}
+	}
+	var n api.Node
+	if err := get(ctx, c, timeout, "/v1/node/"+url.PathEscape(id), nil, &n); err != nil {
+		return node{}, fmt.Errorf("reading this node (%s): %w", id, err)
+	}
+	return newNode(&n), nil
+}
+
+// agentNode asks the agent c talks to which node it is.
+func agentNode(ctx context.Context, c *nomad.Client, timeout time.Duration) (string, error) {
 	var self struct {
 		Stats struct {
 			Client struct {
@@ -167,17 +183,13 @@ func learnNode(ctx context.Context, c *nomad.Client, timeout time.Duration) (nod
 		} `json:"stats"`
 	}
 	if err := get(ctx, c, timeout, "/v1/agent/self", nil, &self); err != nil {
-		return node{}, fmt.Errorf("asking the Nomad agent which node it is: %w", err)
+		return "", fmt.Errorf("asking the Nomad agent which node it is (or set node_id): %w", err)
 	}
 	id := self.Stats.Client.NodeID
 	if id == "" {
-		return node{}, fmt.Errorf("the Nomad agent at %s is not a client (its /v1/agent/self has no node ID): discovery needs this node's own agent (NOMAD_ADDR, or the task API socket)", c.Address())
+		return "", fmt.Errorf("the Nomad agent at %s is not a client (its /v1/agent/self has no node ID): discovery needs this node's own agent (NOMAD_ADDR, or the task API socket), or node_id", c.Address())
 	}
-	var n api.Node
-	if err := get(ctx, c, timeout, "/v1/node/"+url.PathEscape(id), nil, &n); err != nil {
-		return node{}, fmt.Errorf("reading this node (%s): %w", id, err)
-	}
-	return newNode(&n), nil
+	return id, nil
 }
 
 func get(ctx context.Context, c *nomad.Client, timeout time.Duration, path string, q url.Values, out any) error {

@@ -18,11 +18,12 @@ const maxProblems = 50
 // state is what discovery knows: this node, and per job the images it
 // names here. Only Discoverer.Run's goroutine touches it.
 type state struct {
-	rules rules
-	node  node
-	known bool // node is set
-	jobs  map[string]jobImages
-	index uint64
+	rules  rules
+	nodeID string // the node to follow; "" for the agent's own
+	node   node
+	known  bool // node is set
+	jobs   map[string]jobImages
+	index  uint64
 
 	problems []string        // newest last
 	reported map[string]bool // problems already logged, per job version
@@ -34,7 +35,7 @@ type state struct {
 }
 
 func newState(s config.Nomad, log *slog.Logger) *state {
-	return &state{rules: compile(s), jobs: map[string]jobImages{}, reported: map[string]bool{}, log: log}
+	return &state{rules: compile(s), nodeID: s.NodeID, jobs: map[string]jobImages{}, reported: map[string]bool{}, log: log}
 }
 
 func jobKey(ns, id string) string { return ns + "/" + id }

@@ -437,3 +437,14 @@ func TestEventlogPolicy(t *testing.T) {
 		}
 	}
 }
+
+func TestPrefetchPolicy(t *testing.T) {
+	t.Parallel()
+	j := readJob(t, "prefetch-policy.hcl", nil)
+	if got := value[[]string](j, j.block(j.body, "namespace", "*"), "capabilities"); !slices.Equal(got, []string{"list-jobs", "read-job"}) {
+		t.Errorf(`namespace "*" capabilities = %q, want list-jobs and read-job`, got)
+	}
+	if got := value[string](j, j.block(j.body, "node"), "policy"); got != "read" {
+		t.Errorf("node policy = %q, want read", got)
+	}
+}

@@ -81,6 +81,45 @@ variable "lock_dir" {
   description = "A host directory the image's user (65532) may create files in, holding the lock that keeps one agent per node. Debian's and Ubuntu's /run/lock is (mode 1777); elsewhere make one: install -d -o 65532 -g 65532 /run/prefetch."
 }
 
+variable "discovery" {
+  type        = bool
+  default     = false
+  description = "Also keep the images of every Nomad job that can run on each node (discovery), with no list to maintain. Attach prefetch-policy.hcl to this job first."
+}
+
+variable "discovery_rewrites" {
+  type = list(object({
+    from    = string
+    sources = list(string)
+  }))
+  default     = []
+  description = "discovery: how a job's image maps to sources, first match wins: [{from = \"registry.service.consul:5000/\", sources = [\"docker.io/library/\"]}]."
+}
+
+variable "discovery_namespaces" {
+  type        = list(string)
+  default     = ["*"]
+  description = "discovery: the namespaces whose jobs count (globs)."
+}
+
+variable "discovery_include" {
+  type        = list(string)
+  default     = []
+  description = "discovery: keep only images matching one of these globs over the normalised reference (empty: all)."
+}
+
+variable "discovery_exclude" {
+  type        = list(string)
+  default     = []
+  description = "discovery: never keep images matching one of these globs, e.g. [\"*:latest\"]."
+}
+
+variable "discovery_infra_image" {
+  type        = string
+  default     = ""
+  description = "discovery: the clients' infra_image (the pause container of bridge networking): \"\" for Nomad's default, registry.k8s.io/pause-ARCH:3.3; \"none\" to keep none."
+}
+
 variable "service_provider" {
   type        = string
   default     = "nomad"
@@ -175,6 +214,25 @@ job "prefetch" {
         PREFETCH_CONFIG_SOURCE = var.config_source
         PREFETCH_KV_PREFIX     = var.kv_prefix
         PREFETCH_VAR_PATH      = var.var_path
+
+        # Discovery talks to this node's own Nomad agent through the task
+        # API socket, with the task's workload identity (see the identity
+        # block), about this very node.
+        PREFETCH_DISCOVERY         = var.discovery
+        PREFETCH_NOMAD_ADDR        = "unix://${NOMAD_SECRETS_DIR}/api.sock"
+        PREFETCH_NOMAD_TOKEN_FILE  = "${NOMAD_SECRETS_DIR}/nomad_token"
+        PREFETCH_NODE_ID           = "${node.unique.id}"
+        PREFETCH_NOMAD_NAMESPACES  = jsonencode(var.discovery_namespaces)
+        PREFETCH_NOMAD_INCLUDE     = jsonencode(var.discovery_include)
+        PREFETCH_NOMAD_EXCLUDE     = jsonencode(var.discovery_exclude)
+        PREFETCH_NOMAD_INFRA_IMAGE = var.discovery_infra_image
+        PREFETCH_NOMAD_REWRITES    = jsonencode(var.discovery_rewrites)
+      }
+
+      # The workload identity's token in secrets/nomad_token, for discovery
+      # (prefetch-policy.hcl says what it may read).
+      identity {
+        file = true
       }
 
       template {

@@ -279,3 +279,69 @@ func jsonString(s string) string {
 	}
 	return string(b)
 }
+
+// TestDiscoveryBlock renders the nomad block the prefetch job asks for with
+// PREFETCH_DISCOVERY, hostile values included, and loads it.
+func TestDiscoveryBlock(t *testing.T) {
+	t.Parallel()
+	hostileRewrites, err := json.Marshal([]map[string]any{{"from": "x/", "sources": []string{hostile}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := consulTemplate(t)
+	s := newStore()
+	s.put(nomadItem("nomad/jobs/prefetch", "registry"), `{"expected": "registry.service.consul:5000/registry:2.8.3", "sources": ["docker.io/library/registry:2.8.3"]}`)
+	srv := nomadVars(t, s)
+	cfgFile := filepath.Join(t.TempDir(), "ct.hcl")
+	if err := os.WriteFile(cfgFile, []byte("nomad {\n  address = \""+srv.URL+"\"\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rendered := render(t, bin, []string{
+		"PREFETCH_CONFIG_SOURCE=nomad",
+		"PREFETCH_DISCOVERY=true",
+		"PREFETCH_NOMAD_ADDR=unix:///secrets/api.sock",
+		"PREFETCH_NOMAD_TOKEN_FILE=/secrets/nomad_token",
+		"PREFETCH_NODE_ID=e25839b9-0030-737a-5e7b-cc926aad887e",
+		`PREFETCH_NOMAD_NAMESPACES=["default","team-*"]`,
+		`PREFETCH_NOMAD_EXCLUDE=["*:latest"]`,
+		"PREFETCH_NOMAD_INFRA_IMAGE=none",
+		"PREFETCH_NOMAD_REWRITES=" + string(hostileRewrites),
+	}, "-config", cfgFile)
+	cfg, err := config.Parse("config.hcl", rendered)
+	if err == nil {
+		t.Fatalf("a hostile rewrite source was accepted:\n%s", rendered)
+	}
+	if !strings.Contains(err.Error(), "nomad rewrite: source prefix") {
+		t.Fatalf("got %v, want the hostile source refused by name\n%s", err, rendered)
+	}
+	rendered = render(t, bin, []string{
+		"PREFETCH_CONFIG_SOURCE=nomad",
+		"PREFETCH_DISCOVERY=true",
+		"PREFETCH_NOMAD_ADDR=unix:///secrets/api.sock",
+		"PREFETCH_NOMAD_TOKEN_FILE=/secrets/nomad_token",
+		"PREFETCH_NODE_ID=e25839b9-0030-737a-5e7b-cc926aad887e",
+		`PREFETCH_NOMAD_NAMESPACES=["default","team-*"]`,
+		`PREFETCH_NOMAD_EXCLUDE=["*:latest"]`,
+		"PREFETCH_NOMAD_INFRA_IMAGE=none",
+		`PREFETCH_NOMAD_REWRITES=[{"from":"registry.service.consul:5000/","sources":["docker.io/library/","ghcr.io/acme/"]}]`,
+	}, "-config", cfgFile)
+	cfg, err = config.Parse("config.hcl", rendered)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, rendered)
+	}
+	n := cfg.Nomad
+	if n == nil || n.Address != "unix:///secrets/api.sock" || n.TokenFile != "/secrets/nomad_token" || n.NodeID == "" ||
+		!slices.Equal(n.Namespaces, []string{"default", "team-*"}) || !slices.Equal(n.Exclude, []string{"*:latest"}) ||
+		n.InfraImage == nil || *n.InfraImage != "" || len(n.Rewrites) != 1 || !slices.Equal(n.Rewrites[0].Sources, []string{"docker.io/library/", "ghcr.io/acme/"}) {
+		t.Errorf("got nomad block %+v from\n%s", n, rendered)
+	}
+	if len(cfg.Images) != 1 {
+		t.Errorf("got %d images, want the variable's one", len(cfg.Images))
+	}
+
+	// Without PREFETCH_DISCOVERY, no nomad block.
+	rendered = render(t, bin, []string{"PREFETCH_CONFIG_SOURCE=nomad"}, "-config", cfgFile)
+	if cfg, err := config.Parse("config.hcl", rendered); err != nil || cfg.Nomad != nil {
+		t.Errorf("without discovery: got %v, %+v", err, cfg.Nomad)
+	}
+}

@@ -1,0 +1,18 @@
+# The ACL policy prefetch's workload identity needs for discovery (the job's
+# discovery variable): list and read the jobs, and follow their events, in
+# the namespaces it follows; read its own node's datacenter, pool, class,
+# attributes and meta. Attach it to the job:
+#
+#   nomad acl policy apply -namespace default -job prefetch \
+#     -description "prefetch: discover the images of the jobs" prefetch prefetch-policy.hcl
+#
+# The job passes its node's ID (${node.unique.id}), so no agent:read is
+# needed. Narrow "*" together with the job's discovery_namespaces.
+
+namespace "*" {
+  capabilities = ["list-jobs", "read-job"]
+}
+
+node {
+  policy = "read"
+}
