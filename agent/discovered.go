@@ -35,6 +35,8 @@ type DiscoveryStatus struct {
 	// images that is (the infra image included).
 	Jobs   int `json:"jobs"`
 	Images int `json:"images"`
+	// Listed is true once every job was listed (the set is complete then).
+	Listed bool `json:"listed"`
 	// Index is the last Nomad index applied.
 	Index uint64 `json:"index,omitempty"`
 	// Live is true while the Job event stream is followed.

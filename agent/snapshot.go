@@ -74,7 +74,7 @@ func (s Snapshot) Ready() (ok bool, why string) {
 		}
 		return false, fmt.Sprintf("Docker unreachable%s: %s", since, s.DockerError)
 	}
-	if s.Nomad != nil && s.Nomad.Index == 0 {
+	if s.Nomad != nil && !s.Nomad.Listed {
 		// Until Nomad's jobs were listed once, the images they name are
 		// unknown, hence not vouched for.
 		why := "listing Nomad's jobs"

@@ -23,7 +23,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
-	"slices"
 	"sync"
 	"time"
 
@@ -123,17 +122,20 @@ func (d *Discoverer) session(ctx context.Context, c *nomad.Client, st *state, pu
 	if !st.known || st.node.name != n.name {
 		log.Info("discovery: following Nomad's jobs for this node", "node", n.name, "datacenter", n.datacenter, "pool", n.pool, "class", n.class)
 	}
-	jobs, index, err := listJobs(ctx, c, st.namespaceWanted, timeout)
+	// Each job is reduced to its images here as soon as it is read, so
+	// that a cluster's jobs are never all held decoded at once.
+	images := func(job *api.Job) jobImages { return st.rules.imagesOf(job, n) }
+	jobs, index, err := listJobs(ctx, c, st.namespaceWanted, images, timeout)
 	if err != nil {
 		return err
 	}
 	pub.with(func() {
 		st.node, st.known = n, true
 		st.jobs = map[string]jobImages{}
-		for _, j := range jobs {
-			st.upsert(j)
+		for key, ji := range jobs {
+			st.put(key, ji)
 		}
-		st.index, st.err, st.live = index, "", true
+		st.index, st.listed, st.err, st.live = index, true, "", true
 	})
 	pub.now(st)
 	log.Info("discovery: jobs listed", "jobs", len(jobs), "with_images_here", len(st.jobs), "index", index)
@@ -204,14 +206,16 @@ func getIndex(ctx context.Context, c *nomad.Client, timeout time.Duration, path 
 }
 
 // listJobs reads every job that is not stopped of the namespaces wanted, at
-// most 8 at a time, and returns them with the index of the list.
-func listJobs(ctx context.Context, c *nomad.Client, wanted func(ns string) bool, timeout time.Duration) ([]*api.Job, uint64, error) {
+// most 8 at a time, and returns what images makes of each, by job key, with
+// the index of the list.
+func listJobs(ctx context.Context, c *nomad.Client, wanted func(ns string) bool, images func(*api.Job) jobImages, timeout time.Duration) (map[string]jobImages, uint64, error) {
 	var stubs []api.JobListStub
 	index, err := getIndex(ctx, c, timeout, "/v1/jobs", url.Values{"namespace": {"*"}}, &stubs)
 	if err != nil {
 		return nil, 0, fmt.Errorf("listing jobs: %w", err)
 	}
-	jobs := make([]*api.Job, len(stubs))
+	jobs := make([]jobImages, len(stubs))
+	found := make([]bool, len(stubs))
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
 	errs := make([]error, len(stubs))
@@ -228,14 +232,20 @@ func listJobs(ctx context.Context, c *nomad.Client, wanted func(ns string) bool,
 				errs[i] = fmt.Errorf("reading job %s/%s: %w", s.Namespace, s.ID, err)
 				return
 			}
-			jobs[i] = &job
+			jobs[i], found[i] = images(&job), true
 		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, 0, err
 	}
-	return slices.DeleteFunc(jobs, func(j *api.Job) bool { return j == nil }), index, nil
+	out := make(map[string]jobImages, len(stubs))
+	for i, s := range stubs {
+		if found[i] {
+			out[jobKey(s.Namespace, s.ID)] = jobs[i]
+		}
+	}
+	return out, index, nil
 }
 
 // event is the part of a Job event discovery reads.

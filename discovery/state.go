@@ -24,6 +24,7 @@ type state struct {
 	known  bool // node is set
 	jobs   map[string]jobImages
 	index  uint64
+	listed bool // every job was listed once
 
 	problems []string        // newest last
 	reported map[string]bool // problems already logged, per job version
@@ -49,11 +50,15 @@ func (st *state) upsert(job *api.Job) {
 	if !st.namespaceWanted(ns) {
 		return
 	}
-	ji := st.rules.imagesOf(job, st.node)
+	st.put(jobKey(ns, id), st.rules.imagesOf(job, st.node))
+}
+
+// put records the images of the job at key, reporting its problems once.
+func (st *state) put(key string, ji jobImages) {
 	for _, p := range ji.problems {
 		if !st.reported[p] {
 			st.reported[p] = true
-			st.log.Warn("discovery: "+p, "job", jobKey(ns, id))
+			st.log.Warn("discovery: "+p, "job", key)
 			st.problems = append(st.problems, p)
 			if len(st.problems) > maxProblems {
 				st.problems = st.problems[len(st.problems)-maxProblems:]
@@ -61,10 +66,10 @@ func (st *state) upsert(job *api.Job) {
 		}
 	}
 	if len(ji.images) == 0 {
-		delete(st.jobs, jobKey(ns, id))
+		delete(st.jobs, key)
 		return
 	}
-	st.jobs[jobKey(ns, id)] = ji
+	st.jobs[key] = ji
 }
 
 // remove forgets a deregistered job.
@@ -104,7 +109,7 @@ func (st *state) set() agent.Discovered {
 		return 0
 	})
 	d.Status = agent.DiscoveryStatus{
-		Node: st.node.name, Jobs: len(st.jobs), Images: len(d.Images), Index: st.index,
+		Node: st.node.name, Jobs: len(st.jobs), Images: len(d.Images), Index: st.index, Listed: st.listed,
 		Live: st.live, Error: st.err, Problems: slices.Clone(st.problems),
 	}
 	if st.err != "" {

@@ -9,6 +9,8 @@
 //	warm     prefetch once vs xargs -P C docker pull on a converged node
 //	latency  config rename → first registry request for the new image, prefetch run
 //	idle     prefetch run converged on 20 present images: RSS and CPU over a window
+//	discovery  JobRegistered → first registry request, with discovery and with a poller
+//	follow   prefetch run following 2,000 jobs × 5 tasks updated 100 times a second
 //
 // Run it through bench/prefetch.sh, which builds the prefetch binary. It
 // needs root (dockerd does), docker.io and docker-registry. It stops by itself
@@ -52,6 +54,12 @@ type options struct {
 	idleFor     time.Duration
 	timeout     time.Duration
 	keep        bool
+	// discovery, follow
+	pollSamples int
+	poll        time.Duration
+	jobs, tasks int
+	rate        int
+	followFor   time.Duration
 }
 
 func main() {
@@ -67,6 +75,12 @@ func main() {
 	flag.IntVar(&o.samples, "samples", 25, "latency: renames measured")
 	flag.IntVar(&o.idleN, "idle-images", 20, "idle, latency: present images in the agent's config")
 	flag.DurationVar(&o.idleFor, "idle", 60*time.Second, "idle: the measuring window")
+	flag.IntVar(&o.pollSamples, "poll-samples", 10, "discovery: baseline samples (each waits up to -poll)")
+	flag.DurationVar(&o.poll, "poll", 5*time.Second, "discovery: the baseline's polling interval")
+	flag.IntVar(&o.jobs, "jobs", 2000, "follow: jobs in the fake cluster")
+	flag.IntVar(&o.tasks, "tasks", 5, "follow: docker tasks per job")
+	flag.IntVar(&o.rate, "rate", 100, "follow: job updates a second")
+	flag.DurationVar(&o.followFor, "follow", 60*time.Second, "follow: the measuring window")
 	flag.DurationVar(&o.timeout, "timeout", 9*time.Minute, "stop everything after this long")
 	flag.BoolVar(&o.keep, "keep-logs", false, "copy the prefetch logs to ./bench-prefetch-logs before cleaning up")
 	flag.Parse()
@@ -119,10 +133,10 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	want := map[string]bool{}
 	for _, m := range strings.Split(o.run, ",") {
 		switch m = strings.TrimSpace(m); m {
-		case "cold", "warm", "latency", "idle":
+		case "cold", "warm", "latency", "idle", "discovery", "follow":
 			want[m] = true
 		default:
-			return fmt.Errorf("-run: unknown measurement %q (cold, warm, latency, idle)", m)
+			return fmt.Errorf("-run: unknown measurement %q (cold, warm, latency, idle, discovery, follow)", m)
 		}
 	}
 
@@ -182,7 +196,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	for _, m := range []struct {
 		name string
 		f    func(context.Context, *env, io.Writer) error
-	}{{"cold", cold}, {"warm", warm}, {"latency", latency}, {"idle", idle}} {
+	}{{"cold", cold}, {"warm", warm}, {"latency", latency}, {"idle", idle}, {"discovery", discoveryLatency}, {"follow", follow}} {
 		if !want[m.name] {
 			continue
 		}

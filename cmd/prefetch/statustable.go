@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"strings"
@@ -71,8 +72,8 @@ func writeStatusTable(w io.Writer, s agent.Snapshot, now time.Time) error {
 // writeDiscovery says how discovering images from Nomad goes.
 func writeDiscovery(w io.Writer, d agent.DiscoveryStatus, now time.Time) {
 	switch {
-	case d.Error != "" && d.Index == 0:
-		fmt.Fprintf(w, "nomad: NOT READY, jobs never listed: %s\n", d.Error)
+	case !d.Listed:
+		fmt.Fprintf(w, "nomad: NOT READY, the jobs were never listed: %s\n", cmp.Or(d.Error, "listing them"))
 	case d.Error != "":
 		since := ""
 		if d.ErrorSince != nil {
