@@ -27,6 +27,10 @@ one reload), each image on its resync interval, a failed image on its backoff
 schedule, and an image at once when Docker untags or deletes it (Nomad's image
 GC). SIGHUP reloads the config and checks every image now.
 
+With a nomad block in the config it also keeps the images of every Nomad job
+that can run on this node (discovery), fetching a job's new image as soon as
+the job is registered.
+
 Every registry and Docker call has a deadline (registry lookups 30s or
 stall_timeout, Docker calls 30s, pulls stall_timeout of silence and
 pull_timeout in all); a registry that stops answering is skipped, for the
