@@ -185,7 +185,9 @@ func TestRunNomadDownAtStart(t *testing.T) {
 	t.Cleanup(func() { _ = bed.Remove(context.Background(), id) })
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.hcl")
-	cfg := daemonSettings() + fmt.Sprintf("nomad {\n  address = %q\n  infra_image = \"\"\n}\n", "http://"+testbed.FreeAddr(t)) + imageBlock("static", p.Addr+"/static:1")
+	// A socket nobody listens on (a free TCP port could be taken meanwhile).
+	nomadAddr := "unix://" + filepath.Join(dir, "no-nomad.sock")
+	cfg := daemonSettings() + fmt.Sprintf("nomad {\n  address = %q\n  infra_image = \"\"\n}\n", nomadAddr) + imageBlock("static", p.Addr+"/static:1")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +195,7 @@ func TestRunNomadDownAtStart(t *testing.T) {
 	waitFor(t, "the static image present", 30*time.Second, wantState(t, a, "static", agent.StatePresent))
 	waitFor(t, "discovery's error reported", 30*time.Second, func() bool {
 		s := a.status(t)
-		return s.Nomad != nil && strings.Contains(s.Nomad.Error, "connection refused")
+		return s.Nomad != nil && strings.Contains(s.Nomad.Error, "no-nomad.sock") && s.Nomad.ErrorSince != nil
 	})
 	if code, body := a.get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "discovering: listing Nomad's jobs") {
 		t.Errorf("/readyz: got %d %q, want 503 until Nomad's jobs were listed", code, body)
