@@ -23,7 +23,7 @@ With -cluster: every agent the service catalog lists (Nomad's
 /v1/service/prefetch, or Consul's /v1/health/service/prefetch with
 -provider consul; address, token and TLS from NOMAD_ADDR, NOMAD_TOKEN,
 NOMAD_CACERT, ... or CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT, ...),
-asked at once, -parallel at a time, each within -agent-timeout. It prints a
+asked concurrently, -parallel at a time, each within -agent-timeout. It prints a
 matrix, one row per image and one column per node (-by-node: the other way
 round), each cell present, pulling, failed, missing (or not in the node's
 config) or unreachable (the agent did not answer, or its Docker daemon does
