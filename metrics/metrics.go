@@ -78,6 +78,7 @@ func New(snapshot func() agent.Snapshot) *Metrics {
 	}
 	states := prometheus.NewDesc("prefetch_images", "Images in the config by state (wanted, pulling, present, failed).", []string{"state"}, nil)
 	reg.MustRegister(m.pulls, m.pullDuration, m.reloads, m.lastConfig, m.imageEvents, m.dockerUp, m.discovered, m.nomadLive, m.nomadIndex,
+		newImageCollector(snapshot),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectorFunc{desc: states, collect: func(ch chan<- prometheus.Metric) {
 			counts := map[string]int{agent.StateWanted: 0, agent.StatePulling: 0, agent.StatePresent: 0, agent.StateFailed: 0}

@@ -4,7 +4,9 @@
 #   deps.sh try    Debian's docker.io (dockerd 20.10, containerd, the docker
 #                  CLI) and docker-registry (the CNCF distribution registry),
 #                  which need root and apt-get: all that scripts/try.sh uses.
-#   deps.sh test   the same, and, with go install into $(go env GOPATH)/bin at
+#   deps.sh test   the same, Debian's prometheus (for promtool, which tests
+#                  the alerting rules in deploy/; the package's server is not
+#                  needed), and, with go install into $(go env GOPATH)/bin at
 #                  pinned versions, the real consul-template (the tests render
 #                  configs with it) and staticcheck (scripts/test.sh runs it).
 #
@@ -37,6 +39,9 @@ fi
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+if $want_go_tools; then
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

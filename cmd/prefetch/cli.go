@@ -32,7 +32,8 @@ Usage:
 Commands:
   run        the node agent: keep every image present, watch the config, serve status
   once       pull every image in the config once, print a summary, exit
-  status     print what a running agent is doing
+  status     print what a running agent is doing (-cluster: every agent, as a matrix)
+  wait       the deploy gate: block until every agent has an image (or all of its own)
   validate   check a config file and print every problem with file:line:col
   version    print the version
 
@@ -41,11 +42,14 @@ Examples:
   prefetch once -config /etc/prefetch/config.hcl
   prefetch run -config /local/config.hcl
   prefetch status
+  prefetch status -cluster
+  prefetch wait -timeout 15m -image registry.service.consul:5000/traefik:v3.1.3
   prefetch once -config config.hcl traefik registry -json
 
-Run 'prefetch <command> -h' for a command's flags. Exit codes: 0 ok (for once
-and status: every image present), 1 some image could not be had or a runtime
-failure, 2 usage or config error (or, for run, another agent holds the lock).
+Run 'prefetch <command> -h' for a command's flags. Exit codes: 0 ok (for once,
+status and wait: every image present), 1 some image could not be had (for
+wait: not in time) or a runtime failure, 2 usage or config error (or, for
+run, another agent holds the lock).
 `
 
 // run is the whole program but for process setup; it returns the exit code.
@@ -61,6 +65,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runOnce(ctx, rest, stdout, stderr)
 	case "status":
 		return runStatus(ctx, rest, stdout, stderr)
+	case "wait":
+		return runWait(ctx, rest, stdout, stderr)
 	case "validate":
 		return runValidate(rest, stdout, stderr)
 	case "version", "-version", "--version":

@@ -11,6 +11,7 @@ import (
 )
 
 const statusDoc = `Usage: prefetch status [-addr HOST:PORT] [-json]
+       prefetch status -cluster [-by-node] [-json] [-provider nomad|consul] [-service prefetch]
 
 Ask a running 'prefetch run' agent what it is doing and print it: per image,
 its state (wanted, pulling, present, failed), where the present content came
@@ -18,21 +19,46 @@ from, its image ID, failed attempts and the next retry, then each image's last
 error. Exits 0 when every image is present, 1 when some are missing, the
 agent's Docker daemon is unreachable, or the agent can't be reached.
 
+With -cluster: every agent the service catalog lists (Nomad's
+/v1/service/prefetch, or Consul's /v1/health/service/prefetch with
+-provider consul; address, token and TLS from NOMAD_ADDR, NOMAD_TOKEN,
+NOMAD_CACERT, ... or CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT, ...),
+asked concurrently, -parallel at a time, each within -agent-timeout. It prints a
+matrix, one row per image and one column per node (-by-node: the other way
+round), each cell present, pulling, failed, missing (or not in the node's
+config) or unreachable (the agent did not answer, or its Docker daemon does
+not), then the agents it could not ask and why. Exits 0 when every agent that
+answered has every image, 1 when one lacks one, when none answered or the
+catalog can't be read, 2 on usage errors.
+
 Example:
   prefetch status
   prefetch status -addr 10.0.0.5:9105 -json
+  NOMAD_ADDR=https://nomad.example:4646 prefetch status -cluster
+  prefetch status -cluster -by-node -provider consul
 `
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("status", statusDoc, stdout, stderr)
 	addr := fs.String("addr", defaultListen, "the agent's -listen address")
-	asJSON := fs.Bool("json", false, "print the agent's JSON as it is")
+	asJSON := fs.Bool("json", false, "print the agent's JSON as it is (with -cluster: the matrix as JSON)")
+	all := fs.Bool("cluster", false, "every agent the service catalog lists, as a matrix")
+	byNode := fs.Bool("by-node", false, "with -cluster: one row per node, one column per image")
+	var cf clusterFlags
+	cf.register(fs)
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "prefetch status: unexpected arguments (see prefetch status -h)")
 		return exitUsage
+	}
+	if err := clusterOnly(fs, *all); err != nil {
+		fmt.Fprintf(stderr, "prefetch status: %v (see prefetch status -h)\n", err)
+		return exitUsage
+	}
+	if *all {
+		return runClusterStatus(ctx, &cf, *asJSON, *byNode, stdout, stderr)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -69,6 +69,10 @@ job "eventlog" {
       port "http" {}
     }
 
+    # The service is deregistered 5s before the task is signalled, so
+    # Prometheus stops scraping it first (Nomad 2.0 warns without it).
+    shutdown_delay = "5s"
+
     service {
       name     = "eventlog"
       provider = var.service_provider

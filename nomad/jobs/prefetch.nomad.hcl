@@ -146,6 +146,12 @@ job "prefetch" {
       port "http" {}
     }
 
+    # On stop, the service is deregistered first and the task signalled 5s
+    # later, so `prefetch status -cluster`, `prefetch wait` and Prometheus
+    # stop asking an agent that is going away (Nomad 2.0 warns without it).
+    # It adds 5s per node to a rolling update (max_parallel = 1).
+    shutdown_delay = "5s"
+
     restart {
       # Two allocations on one node (during an update) share the lock: the
       # newer one exits 2 until the older one has stopped.

@@ -1,0 +1,235 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+	"github.com/nomad-prefetch/nomad-prefetch/internal/catalogtest"
+)
+
+// catalogOf returns a Catalog reading fake c, with token.
+func catalogOf(t *testing.T, c *catalogtest.Catalog, token string) Catalog {
+	t.Helper()
+	o := CatalogOptions{Provider: c.Provider, Service: c.Service}
+	if c.Provider == catalogtest.Nomad {
+		o.Nomad = nomadConfig(c.URL)
+		o.Nomad.SecretID = token
+	} else {
+		env := map[string]string{"CONSUL_HTTP_ADDR": strings.TrimPrefix(c.URL, "http://"), "CONSUL_HTTP_TOKEN": token}
+		o.Getenv = func(k string) string { return env[k] }
+	}
+	cat, err := NewCatalog(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cat
+}
+
+// nomadConfig is a Nomad client configuration for addr, as
+// api.DefaultConfig would read it from NOMAD_ADDR, NOMAD_REGION and
+// NOMAD_NAMESPACE.
+func nomadConfig(addr string) *api.Config {
+	return &api.Config{Address: addr, Region: "global", Namespace: "default"}
+}
+
+func startCatalog(t *testing.T, provider, token string, addrs ...string) *catalogtest.Catalog {
+	t.Helper()
+	c := catalogtest.Start(provider, "prefetch", token)
+	t.Cleanup(c.Close)
+	c.SetAgents(addrs...)
+	return c
+}
+
+// The recorded Nomad 2.0.5 answer, byte for byte, reads as one agent.
+func TestNomadCatalogRecordedAnswer(t *testing.T) {
+	t.Parallel()
+	c := startCatalog(t, catalogtest.Nomad, "s3cr3t")
+	c.AnswerRecorded()
+	agents, err := catalogOf(t, c, "s3cr3t").Agents(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Agent{Node: "e25839b9", NodeID: "e25839b9-0030-737a-5e7b-cc926aad887e", Address: "127.0.0.1:20100",
+		AllocID: "58327118-a0f7-3174-6ac6-20028362ecf3", Datacenter: "dc1"}
+	if len(agents) != 1 || agents[0] != want {
+		t.Errorf("got %+v, want [%+v]", agents, want)
+	}
+}
+
+// Consul's documented answer: the node's name, the node's address when the
+// service has none, and its serfHealth check.
+func TestConsulCatalog(t *testing.T) {
+	t.Parallel()
+	c := startCatalog(t, catalogtest.Consul, "s3cr3t")
+	c.AnswerRecorded()
+	agents, err := catalogOf(t, c, "s3cr3t").Agents(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Agent{Node: "client-1", NodeID: "40e4a748-2192-161a-0510-9bf59fe950b5", Address: "10.1.10.12:20100", Datacenter: "dc1"}
+	if len(agents) != 1 || agents[0] != want {
+		t.Errorf("got %+v, want [%+v]", agents, want)
+	}
+
+	c2 := startCatalog(t, catalogtest.Consul, "", "127.0.0.1:1001", "127.0.0.1:1002")
+	c2.SetDown("127.0.0.1:1002")
+	agents, err = catalogOf(t, c2, "").Agents(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(agents) != 2 || agents[0].Address != "127.0.0.1:1001" || agents[0].Down != "" || !strings.Contains(agents[1].Down, "serfHealth critical") {
+		t.Errorf("got %+v, want the second agent down by serfHealth", agents)
+	}
+}
+
+func TestConsulTokenFile(t *testing.T) {
+	t.Parallel()
+	c := startCatalog(t, catalogtest.Consul, "from-file", "127.0.0.1:1001")
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"CONSUL_HTTP_ADDR": c.URL, "CONSUL_HTTP_TOKEN_FILE": file}
+	cat, err := NewCatalog(CatalogOptions{Provider: ProviderConsul, Service: "prefetch", Getenv: func(k string) string { return env[k] }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if agents, err := cat.Agents(context.Background()); err != nil || len(agents) != 1 {
+		t.Errorf("got %v, %v; want one agent", agents, err)
+	}
+}
+
+// Two allocations on one node (during an update) are two columns.
+func TestNomadCatalogSameNodeTwice(t *testing.T) {
+	t.Parallel()
+	agents := sortAgents([]Agent{{Node: "b", Address: "h:2"}, {Node: "a", Address: "h:1"}, {Node: "b", Address: "h:3"}})
+	var got []string
+	for _, a := range agents {
+		got = append(got, a.Node)
+	}
+	if strings.Join(got, " ") != "a b/h:2 b/h:3" {
+		t.Errorf("got %q, want a b/h:2 b/h:3", got)
+	}
+}
+
+func TestCatalogFailures(t *testing.T) {
+	t.Parallel()
+	for _, provider := range []string{catalogtest.Nomad, catalogtest.Consul} {
+		t.Run(provider+"/token refused", func(t *testing.T) {
+			t.Parallel()
+			c := startCatalog(t, provider, "right", "127.0.0.1:1001")
+			_, err := catalogOf(t, c, "wrong").Agents(context.Background())
+			env := map[string]string{catalogtest.Nomad: "NOMAD_TOKEN", catalogtest.Consul: "CONSUL_HTTP_TOKEN"}[provider]
+			var he *HTTPError
+			if !errors.As(err, &he) || he.Status != http.StatusForbidden || !strings.Contains(err.Error(), "the token in "+env+" is refused") || !Permanent(err) {
+				t.Errorf("got %v, want a permanent 403 naming %s", err, env)
+			}
+			if strings.Contains(err.Error(), "wrong") {
+				t.Errorf("the error shows the token: %v", err)
+			}
+			if n := c.Requests(); n != 1 {
+				t.Errorf("a refused token was asked %d times, want once", n)
+			}
+		})
+		t.Run(provider+"/down", func(t *testing.T) {
+			t.Parallel()
+			c := startCatalog(t, provider, "")
+			cat := catalogOf(t, c, "")
+			c.Close()
+			_, err := cat.Agents(context.Background())
+			if err == nil || Permanent(err) || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), "tried 3 times") {
+				t.Errorf("got %v, want connection refused, tried 3 times, not permanent", err)
+			}
+		})
+		t.Run(provider+"/500 then answers", func(t *testing.T) {
+			t.Parallel()
+			c := startCatalog(t, provider, "", "127.0.0.1:1001")
+			c.FailNext(2)
+			agents, err := catalogOf(t, c, "").Agents(context.Background())
+			if err != nil || len(agents) != 1 || c.Requests() != 3 {
+				t.Errorf("got %v, %v after %d requests; want one agent after 3", agents, err, c.Requests())
+			}
+		})
+		t.Run(provider+"/500 always", func(t *testing.T) {
+			t.Parallel()
+			c := startCatalog(t, provider, "")
+			c.FailNext(1000)
+			_, err := catalogOf(t, c, "").Agents(context.Background())
+			if err == nil || !strings.Contains(err.Error(), "500 Internal Server Error: rpc error: No cluster leader") || c.Requests() != callAttempts {
+				t.Errorf("got %v after %d requests; want the 500 after %d", err, c.Requests(), callAttempts)
+			}
+		})
+		t.Run(provider+"/garbage", func(t *testing.T) {
+			t.Parallel()
+			c := startCatalog(t, provider, "")
+			c.AnswerGarbage()
+			_, err := catalogOf(t, c, "").Agents(context.Background())
+			if err == nil || !strings.Contains(err.Error(), "invalid character '<'") {
+				t.Errorf("got %v, want a decoding error", err)
+			}
+		})
+	}
+}
+
+// A catalog that accepts the connection and never answers: each attempt
+// ends at its deadline, and the call after its attempts.
+func TestCatalogHangs(t *testing.T) {
+	t.Parallel()
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		<-r.Context().Done()
+	}))
+	t.Cleanup(srv.Close)
+	cat, err := NewCatalog(CatalogOptions{Provider: ProviderNomad, Service: "prefetch", Nomad: &api.Config{Address: srv.URL}, CallTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cat.Agents(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "no answer within 100ms") || Permanent(err) || requests.Load() != callAttempts {
+		t.Errorf("got %v after %d requests, want no answer within 100ms, %d times", err, requests.Load(), callAttempts)
+	}
+	// The caller's deadline ends it too.
+	cat, _ = NewCatalog(CatalogOptions{Provider: ProviderNomad, Service: "prefetch", Nomad: &api.Config{Address: srv.URL}})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := cat.Agents(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("got %v, want the caller's deadline", err)
+	}
+}
+
+func TestCatalogSettings(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		o    CatalogOptions
+		want string
+	}{
+		{"provider", CatalogOptions{Provider: "etcd", Service: "prefetch"}, `provider "etcd": want nomad or consul`},
+		{"nomad scheme", CatalogOptions{Provider: ProviderNomad, Service: "prefetch", Nomad: &api.Config{Address: "ftp://x"}}, `scheme "ftp"`},
+		{"nomad address with password", CatalogOptions{Provider: ProviderNomad, Service: "prefetch", Nomad: &api.Config{Address: "http://u:pa ss@h:1"}}, "parsing Nomad address (NOMAD_ADDR)"},
+		{"consul verify", CatalogOptions{Provider: ProviderConsul, Service: "prefetch", Getenv: func(k string) string {
+			return map[string]string{"CONSUL_HTTP_SSL_VERIFY": "maybe"}[k]
+		}}, `CONSUL_HTTP_SSL_VERIFY "maybe"`},
+		{"consul CA", CatalogOptions{Provider: ProviderConsul, Service: "prefetch", Getenv: func(k string) string {
+			return map[string]string{"CONSUL_CACERT": "/nonexistent/ca.pem", "CONSUL_HTTP_SSL": "true"}[k]
+		}}, "configuring TLS for Consul"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := NewCatalog(tc.o)
+			var ce *ConfigError
+			if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "pa ss") {
+				t.Errorf("got %v, want a ConfigError with %q and no password", err, tc.want)
+			}
+		})
+	}
+}

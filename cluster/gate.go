@@ -1,0 +1,178 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nomad-prefetch/nomad-prefetch/agent"
+)
+
+// Gate is what `prefetch wait` waits for.
+type Gate struct {
+	// Images are normalised references (NormalizeRef) that every live
+	// agent must report present. An agent that does not list one (its
+	// config has not caught up) does not have it. None: every image of
+	// each agent's own config, the agent's Ready.
+	Images []string
+}
+
+// Pending is an agent that does not have what the gate waits for, and why.
+type Pending struct {
+	Agent
+	Why string `json:"why"`
+}
+
+// Verdict is the gate's judgement of one round of reports.
+type Verdict struct {
+	// Live counts the agents waited for: every agent the catalog lists
+	// but those it reports down.
+	Live int `json:"live"`
+	// Pending are the live agents that are not ready yet, an agent that
+	// could not be asked among them.
+	Pending []Pending `json:"pending"`
+	// Ignored are the agents the catalog reports down, not waited for.
+	Ignored []Pending `json:"ignored,omitempty"`
+}
+
+// Ready reports whether there are live agents and every one is ready.
+func (v Verdict) Ready() bool { return v.Live > 0 && len(v.Pending) == 0 }
+
+// Judge applies the gate to one round of reports.
+func (g Gate) Judge(reports []Report) Verdict {
+	var v Verdict
+	for _, r := range reports {
+		if r.Agent.Down != "" {
+			v.Ignored = append(v.Ignored, Pending{Agent: r.Agent, Why: r.Agent.Down})
+			continue
+		}
+		v.Live++
+		if why := g.pending(r); why != "" {
+			v.Pending = append(v.Pending, Pending{Agent: r.Agent, Why: why})
+		}
+	}
+	return v
+}
+
+// pending says why r's agent does not pass the gate, or "" if it does.
+func (g Gate) pending(r Report) string {
+	if r.Err != nil {
+		return "unreachable: " + r.Err.Error()
+	}
+	s := r.Snapshot
+	ok, why := s.Ready()
+	if s.ConfigLoaded.IsZero() || s.DockerError != "" {
+		return why // nothing it says about its images counts
+	}
+	if len(g.Images) == 0 {
+		if ok {
+			return ""
+		}
+		var missing []string
+		for _, img := range s.Missing() {
+			missing = append(missing, imageWhy(img))
+		}
+		return why + ": " + list(missing, 5)
+	}
+	byRef := map[string]agent.ImageStatus{}
+	for _, img := range s.Images {
+		byRef[normalized(img.Expected)] = img
+	}
+	missing := missingSet(s)
+	var not []string
+	for _, ref := range g.Images {
+		img, listed := byRef[ref]
+		switch {
+		case !listed && s.ConfigError != "":
+			not = append(not, ref+" not in its config (the file on disk does not load: "+firstLine(s.ConfigError)+")")
+		case !listed:
+			not = append(not, ref+" not in its config yet")
+		case missing[img.Expected]:
+			not = append(not, imageWhy(img))
+		}
+	}
+	return list(not, 5)
+}
+
+// imageWhy is a missing image and its state, with the failure's first line.
+func imageWhy(img agent.ImageStatus) string {
+	why := img.Expected + " " + img.State
+	if img.State == agent.StateFailed && img.LastError != "" {
+		why += " (" + firstLine(img.LastError) + ")"
+	}
+	return why
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	if len(line) > 200 {
+		line = line[:200] + "..."
+	}
+	return line
+}
+
+// list joins items with "; ", the first max of them, then "and N more".
+func list(items []string, max int) string {
+	if len(items) > max {
+		return strings.Join(items[:max], "; ") + fmt.Sprintf("; and %d more", len(items)-max)
+	}
+	return strings.Join(items, "; ")
+}
+
+// Round is one look at the cluster: the catalog, then every agent.
+type Round struct {
+	Verdict Verdict
+	// Err is why the catalog could not be read; Verdict is then empty.
+	Err error
+}
+
+// WaitOptions configure Wait.
+type WaitOptions struct {
+	Gate Gate
+	Ask  AskOptions
+	// Interval is the pause between rounds (default 5s).
+	Interval time.Duration
+	// Progress is told each round; nil: nobody.
+	Progress func(Round)
+}
+
+// Wait looks at the cluster in rounds until the gate is passed. It returns
+// the last round and nil when it is; the last round and an error when ctx
+// is done first (ctx's error) or the catalog fails in a way that waiting
+// won't fix (Permanent: a refused token, a bad address). A catalog that
+// can't be reached is only this round's Err: it may come back.
+func Wait(ctx context.Context, cat Catalog, o WaitOptions) (Round, error) {
+	if o.Interval <= 0 {
+		o.Interval = 5 * time.Second
+	}
+	var last Round
+	for {
+		r := look(ctx, cat, o)
+		if ctx.Err() != nil {
+			return last, fmt.Errorf("waiting for the gate: %w", ctx.Err())
+		}
+		last = r
+		if o.Progress != nil {
+			o.Progress(r)
+		}
+		switch {
+		case r.Err != nil && Permanent(r.Err):
+			return r, fmt.Errorf("reading %s: %w", cat, r.Err)
+		case r.Err == nil && r.Verdict.Ready():
+			return r, nil
+		}
+		if err := sleep(ctx, o.Interval); err != nil {
+			return last, fmt.Errorf("waiting for the gate: %w", err)
+		}
+	}
+}
+
+// look makes one round.
+func look(ctx context.Context, cat Catalog, o WaitOptions) Round {
+	agents, err := cat.Agents(ctx)
+	if err != nil {
+		return Round{Err: err}
+	}
+	return Round{Verdict: o.Gate.Judge(Ask(ctx, agents, o.Ask))}
+}

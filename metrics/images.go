@@ -1,0 +1,74 @@
+package metrics
+
+import (
+	"github.com/nomad-prefetch/nomad-prefetch/agent"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// imageCollector exports, at scrape time, what the snapshot says of each
+// image and of the config, for alerts and dashboards that name an image:
+//
+//   - prefetch_image_state{image, expected, state}: 1, one series per
+//     image, labelled with its current state;
+//   - prefetch_image_present{image, expected}: 1 when expected is present
+//     locally (the agent's Missing rule, what /readyz counts), else 0;
+//   - prefetch_image_failing_since_timestamp_seconds{image, expected}: when
+//     the image's current run of failures began, only while it lasts (a
+//     retry in flight does not end it, so an alert's `for` is not reset);
+//   - prefetch_config_error: 1 while the config file on disk can't be used
+//     (the last good config is kept), else 0.
+//
+// Their cardinality is the config's: one to three series per image.
+type imageCollector struct {
+	snapshot                             func() agent.Snapshot
+	state, present, failingSince, cfgErr *prometheus.Desc
+}
+
+func newImageCollector(snapshot func() agent.Snapshot) *imageCollector {
+	labels := []string{"image", "expected"}
+	return &imageCollector{
+		snapshot: snapshot,
+		state: prometheus.NewDesc("prefetch_image_state",
+			"Each image in the config, 1, labelled with its state (wanted, pulling, present, failed).", append(labels, "state"), nil),
+		present: prometheus.NewDesc("prefetch_image_present",
+			"1 when the image's expected reference is present locally, else 0 (what /readyz counts).", labels, nil),
+		failingSince: prometheus.NewDesc("prefetch_image_failing_since_timestamp_seconds",
+			"When the image's current run of failed fetches began, as a Unix timestamp; absent while it is not failing.", labels, nil),
+		cfgErr: prometheus.NewDesc("prefetch_config_error",
+			"1 while the config file on disk can't be loaded (the last good config is in use; /v1/status config_error says why), else 0.", nil, nil),
+	}
+}
+
+func (c *imageCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.state
+	ch <- c.present
+	ch <- c.failingSince
+	ch <- c.cfgErr
+}
+
+func (c *imageCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.snapshot()
+	missing := map[string]bool{}
+	for _, img := range s.Missing() {
+		missing[img.Expected] = true
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for _, img := range s.Images {
+		gauge(c.state, 1, img.Name, img.Expected, img.State)
+		present := 1.0
+		if missing[img.Expected] {
+			present = 0
+		}
+		gauge(c.present, present, img.Name, img.Expected)
+		if img.FailingSince != nil {
+			gauge(c.failingSince, float64(img.FailingSince.UnixNano())/1e9, img.Name, img.Expected)
+		}
+	}
+	broken := 0.0
+	if s.ConfigError != "" {
+		broken = 1
+	}
+	gauge(c.cfgErr, broken)
+}
