@@ -367,7 +367,6 @@ func (l *loopRun) discover(settings *config.Nomad) {
 func (l *loopRun) discoveredSet(d Discovered) {
 	l.discovered = d
 	added, changed, removed := l.setImages()
-	l.obs.Discovered(len(d.Images), d.Status.Live, d.Status.Index)
 	if added+changed+removed > 0 {
 		l.d.Log.Info("images discovered from Nomad", "images", len(d.Images), "added", added, "changed", changed, "removed", removed, "index", d.Status.Index)
 	}

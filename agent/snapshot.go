@@ -115,9 +115,6 @@ type Observer interface {
 	ImageRemoved()
 	// DockerUp: whether the Docker daemon answers.
 	DockerUp(up bool)
-	// Discovered: discovery reports images kept for Nomad's jobs, whether
-	// it follows Nomad's Job events, and the last index applied.
-	Discovered(images int, live bool, index uint64)
 }
 
 type nopObserver struct{}
@@ -126,4 +123,3 @@ func (nopObserver) Fetched(string, string, time.Duration) {}
 func (nopObserver) Reloaded(string, time.Time)            {}
 func (nopObserver) ImageRemoved()                         {}
 func (nopObserver) DockerUp(bool)                         {}
-func (nopObserver) Discovered(int, bool, uint64)          {}

@@ -18,10 +18,17 @@ import (
 //   - prefetch_config_error: 1 while the config file on disk can't be used
 //     (the last good config is kept), else 0.
 //
+// and, only while the config has a nomad block (discovery):
+//
+//   - prefetch_discovered_images: images kept for Nomad's jobs;
+//   - prefetch_nomad_stream_up: 1 while the Job events are followed;
+//   - prefetch_nomad_last_index: the last Nomad index applied.
+//
 // Their cardinality is the config's: one to three series per image.
 type imageCollector struct {
 	snapshot                             func() agent.Snapshot
 	state, present, failingSince, cfgErr *prometheus.Desc
+	discovered, nomadUp, nomadIndex      *prometheus.Desc
 }
 
 func newImageCollector(snapshot func() agent.Snapshot) *imageCollector {
@@ -34,6 +41,12 @@ func newImageCollector(snapshot func() agent.Snapshot) *imageCollector {
 			"1 when the image's expected reference is present locally, else 0 (what /readyz counts).", labels, nil),
 		failingSince: prometheus.NewDesc("prefetch_image_failing_since_timestamp_seconds",
 			"When the image's current run of failed fetches began, as a Unix timestamp; absent while it is not failing.", labels, nil),
+		discovered: prometheus.NewDesc("prefetch_discovered_images",
+			"Images kept because a Nomad job that can run on this node names them (discovery, the nomad block; absent without it).", nil, nil),
+		nomadUp: prometheus.NewDesc("prefetch_nomad_stream_up",
+			"1 while discovery follows Nomad's Job events, 0 while it can't (the last known images are kept); absent without discovery.", nil, nil),
+		nomadIndex: prometheus.NewDesc("prefetch_nomad_last_index",
+			"The last Nomad index discovery applied; absent without discovery.", nil, nil),
 		cfgErr: prometheus.NewDesc("prefetch_config_error",
 			"1 while the config file on disk can't be loaded (the last good config is in use; /v1/status config_error says why), else 0.", nil, nil),
 	}
@@ -44,6 +57,9 @@ func (c *imageCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.present
 	ch <- c.failingSince
 	ch <- c.cfgErr
+	ch <- c.discovered
+	ch <- c.nomadUp
+	ch <- c.nomadIndex
 }
 
 func (c *imageCollector) Collect(ch chan<- prometheus.Metric) {
@@ -71,4 +87,13 @@ func (c *imageCollector) Collect(ch chan<- prometheus.Metric) {
 		broken = 1
 	}
 	gauge(c.cfgErr, broken)
+	if n := s.Nomad; n != nil {
+		up := 0.0
+		if n.Live {
+			up = 1
+		}
+		gauge(c.discovered, float64(n.Images))
+		gauge(c.nomadUp, up)
+		gauge(c.nomadIndex, float64(n.Index))
+	}
 }

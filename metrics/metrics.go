@@ -27,9 +27,6 @@ type Metrics struct {
 	lastConfig   prometheus.Gauge
 	imageEvents  prometheus.Counter
 	dockerUp     prometheus.Gauge
-	discovered   prometheus.Gauge
-	nomadLive    prometheus.Gauge
-	nomadIndex   prometheus.Gauge
 }
 
 // New registers the metrics on a registry of their own, with the Go
@@ -63,21 +60,9 @@ func New(snapshot func() agent.Snapshot) *Metrics {
 			Name: "prefetch_docker_up",
 			Help: "1 while the Docker daemon answers, 0 from a failed call or a lost event subscription until it answers again (and before it first answered).",
 		}),
-		discovered: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "prefetch_discovered_images",
-			Help: "Images kept because a Nomad job that can run on this node names them (discovery, the nomad block).",
-		}),
-		nomadLive: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "prefetch_nomad_stream_up",
-			Help: "1 while discovery follows Nomad's Job events, 0 while it can't (the last known images are kept).",
-		}),
-		nomadIndex: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "prefetch_nomad_last_index",
-			Help: "The last Nomad index discovery applied.",
-		}),
 	}
 	states := prometheus.NewDesc("prefetch_images", "Images in the config by state (wanted, pulling, present, failed).", []string{"state"}, nil)
-	reg.MustRegister(m.pulls, m.pullDuration, m.reloads, m.lastConfig, m.imageEvents, m.dockerUp, m.discovered, m.nomadLive, m.nomadIndex,
+	reg.MustRegister(m.pulls, m.pullDuration, m.reloads, m.lastConfig, m.imageEvents, m.dockerUp,
 		newImageCollector(snapshot),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectorFunc{desc: states, collect: func(ch chan<- prometheus.Metric) {
@@ -126,17 +111,6 @@ type collectorFunc struct {
 
 func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }
-
-// Discovered records what discovery reports.
-func (m *Metrics) Discovered(images int, live bool, index uint64) {
-	m.discovered.Set(float64(images))
-	if live {
-		m.nomadLive.Set(1)
-	} else {
-		m.nomadLive.Set(0)
-	}
-	m.nomadIndex.Set(float64(index))
-}
 
 var _ agent.Observer = (*Metrics)(nil)
 
