@@ -5,8 +5,8 @@
 // stopped in the reverse order. Run is the whole of it; cmd/prefetch only
 // turns flags into Options and Run's error into an exit code.
 //
-// It sits on top of the agent, status, metrics, watch and lockfile packages
-// and must not be imported by any of them.
+// It sits on top of the agent, bundle, status, metrics, watch and lockfile
+// packages and must not be imported by any of them.
 package daemon
 
 import (
@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
+	"github.com/nomad-prefetch/nomad-prefetch/bundle"
 	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"github.com/nomad-prefetch/nomad-prefetch/lockfile"
 	"github.com/nomad-prefetch/nomad-prefetch/metrics"
@@ -95,6 +96,7 @@ func Run(ctx context.Context, o Options) error {
 	// Nothing here waits for dockerd: the status endpoints are served
 	// whatever it does, and the loop finds out (with deadlines) and says so.
 	loop := &agent.Loop{Docker: clients.Engine, Events: clients.Engine, Remote: clients.Remote, Auths: clients.Credentials, Log: o.Log}
+	loop.Bundles = bundle.NewLoader(clients.Engine, o.Log) // the bundle: sources, each loaded once while its file is unchanged
 	m := metrics.New(loop.Snapshot)
 	loop.Observer = m
 

@@ -32,6 +32,7 @@ Usage:
 Commands:
   run        the node agent: keep every image present, watch the config, serve status
   once       pull every image in the config once, print a summary, exit
+  bundle     write every image of the config into one file, for nodes no registry serves
   status     print what a running agent is doing
   validate   check a config file and print every problem with file:line:col
   version    print the version
@@ -42,6 +43,8 @@ Examples:
   prefetch run -config /local/config.hcl
   prefetch status
   prefetch once -config config.hcl traefik registry -json
+  prefetch bundle -config config.hcl -o bootstrap.tar
+  prefetch once -bundle /bootstrap/bootstrap.tar
 
 Run 'prefetch <command> -h' for a command's flags. Exit codes: 0 ok (for once
 and status: every image present), 1 some image could not be had or a runtime
@@ -59,6 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runDaemon(ctx, rest, stdout, stderr)
 	case "once":
 		return runOnce(ctx, rest, stdout, stderr)
+	case "bundle":
+		return runBundle(ctx, rest, stdout, stderr)
 	case "status":
 		return runStatus(ctx, rest, stdout, stderr)
 	case "validate":
