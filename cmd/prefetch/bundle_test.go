@@ -28,6 +28,7 @@ import (
 type bundled struct {
 	path, cfg string
 	expected  []string          // in config order
+	sources   []string          // the registry source of each
 	ids       map[string]string // expected → image ID on the writer
 }
 
@@ -53,6 +54,7 @@ func makeBundle(t *testing.T, name string) bundled {
 			cfg = strings.TrimSuffix(cfg, "}\n") + fmt.Sprintf("  digest = %q\n}\n", dgst)
 		}
 		b.expected = append(b.expected, exp)
+		b.sources = append(b.sources, proxy.Addr+"/"+name+"-"+img+":1")
 	}
 	b.cfg = writeFile(t, "config.hcl", cfg)
 	code, stdout, stderr := runCLI(t, "bundle", "-config", b.cfg, "-o", b.path, "-log-format", "text")
@@ -113,7 +115,10 @@ func TestBundleAirGapped(t *testing.T) {
 	}
 	b.removeAll(t)
 	// A tag already on the node, on other content: the load must leave it.
-	otherID, err := bed.Import(context.Background(), "airgap/keep:1", "airgap-keep", 4<<10)
+	// It is a name the image had on the writer (its source), which a save
+	// by name would carry and a load would move.
+	keep := b.sources[0]
+	otherID, err := bed.Import(context.Background(), keep, "airgap-keep", 4<<10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,8 +136,8 @@ func TestBundleAirGapped(t *testing.T) {
 			t.Errorf("summary lacks %s retagged from the bundle:\n%s", exp, stdout)
 		}
 	}
-	if got := localImageID(t, "airgap/keep:1"); got != otherID {
-		t.Errorf("airgap/keep:1 moved to %s, want it left on %s", got, otherID)
+	if got := localImageID(t, keep); got != otherID {
+		t.Errorf("%s moved to %s, want it left on %s", keep, got, otherID)
 	}
 	if n := strings.Count(stderr, `"msg":"bundle loaded"`); n != 1 {
 		t.Errorf("the bundle was loaded %d times for three images, want once:\n%s", n, stderr)
