@@ -96,6 +96,11 @@ type Fetcher struct {
 	// pulled and the sources are tried (Info; the daemon uses Debug, its
 	// failures being reported with throttling instead).
 	FallbackLevel slog.Level
+	// Bundles serves the `bundle:` sources; without it they fail.
+	Bundles Bundles
+	// Offline asks no registry: only bundle sources are tried (prefetch
+	// once -bundle, for a site no registry serves).
+	Offline bool
 
 	shareOnce sync.Once
 	sh        *shared // set by the daemon, else made on first use
@@ -155,42 +160,28 @@ func (f *Fetcher) fetch(ctx context.Context, img config.Image) Result {
 		have = &before
 	}
 	var tried []error
-	current, id, err := f.getAndSettle(ctx, img, img.Expected, have)
-	switch {
-	case err == nil && current:
-		return Result{Outcome: UpToDate, ImageID: before.ID}
-	case err == nil:
-		if present && before.ID == id {
-			return Result{Outcome: UpToDate, ImageID: id}
+	if f.Offline {
+		tried = append(tried, errOffline)
+	} else {
+		current, id, err := f.getAndSettle(ctx, img, img.Expected, have)
+		switch {
+		case err == nil && current:
+			return Result{Outcome: UpToDate, ImageID: before.ID}
+		case err == nil:
+			if present && before.ID == id {
+				return Result{Outcome: UpToDate, ImageID: id}
+			}
+			return Result{Outcome: Pulled, ImageID: id}
+		case isSettle(err):
+			return Result{Outcome: Failed, Err: err}
 		}
-		return Result{Outcome: Pulled, ImageID: id}
-	case isSettle(err):
-		return Result{Outcome: Failed, Err: err}
+		tried = append(tried, fmt.Errorf("expected: %w", err))
+		if len(img.Sources) > 0 && ctx.Err() == nil {
+			log.Log(ctx, f.FallbackLevel, "expected reference not available, trying sources", "error", err.Error())
+		}
 	}
-	tried = append(tried, fmt.Errorf("expected: %w", err))
-	if len(img.Sources) > 0 && ctx.Err() == nil {
-		log.Log(ctx, f.FallbackLevel, "expected reference not available, trying sources", "error", err.Error())
-	}
-
-	for _, src := range img.Sources {
-		if ctx.Err() != nil {
-			break
-		}
-		current, id, err := f.getAndSettle(ctx, img, src, have)
-		if isSettle(err) {
-			return Result{Outcome: Failed, Source: src, Err: err}
-		}
-		if err != nil {
-			tried = append(tried, fmt.Errorf("source %s: %w", src, err))
-			continue
-		}
-		if current {
-			return Result{Outcome: UpToDate, Source: src, ImageID: before.ID}
-		}
-		if present && before.ID == id {
-			return Result{Outcome: UpToDate, Source: src, ImageID: id}
-		}
-		return Result{Outcome: Retagged, Source: src, ImageID: id}
+	if res, ok := f.fromSources(ctx, img, have, &tried); ok {
+		return res
 	}
 
 	err = errors.Join(tried...)
@@ -201,6 +192,42 @@ func (f *Fetcher) fetch(ctx context.Context, img config.Image) Result {
 		return Result{Outcome: Failed, Err: fmt.Errorf("the local %s is not content %s, and no pull succeeded:\n%w", img.Expected, img.Digest, err)}
 	}
 	return Result{Outcome: Failed, Err: err}
+}
+
+// fromSources tries img's sources in order, registries and bundles alike
+// (only bundles when Offline), and returns the first that served it; ok is
+// false when none did, each failure appended to tried.
+func (f *Fetcher) fromSources(ctx context.Context, img config.Image, have *registry.Image, tried *[]error) (res Result, ok bool) {
+	for _, src := range img.Sources {
+		if ctx.Err() != nil {
+			break
+		}
+		var current bool
+		var id string
+		var err error
+		path, isBundle := config.BundlePath(src)
+		switch {
+		case isBundle:
+			id, err = f.fromBundle(ctx, img, path)
+		case f.Offline:
+			continue
+		default:
+			current, id, err = f.getAndSettle(ctx, img, src, have)
+		}
+		switch {
+		case isSettle(err):
+			return Result{Outcome: Failed, Source: src, Err: err}, true
+		case err != nil:
+			*tried = append(*tried, fmt.Errorf("source %s: %w", src, err))
+			continue
+		case current:
+			return Result{Outcome: UpToDate, Source: src, ImageID: have.ID}, true
+		case have != nil && have.ID == id:
+			return Result{Outcome: UpToDate, Source: src, ImageID: id}, true
+		}
+		return Result{Outcome: Retagged, Source: src, ImageID: id}, true
+	}
+	return Result{}, false
 }
 
 // settleError is a failure after a pull succeeded (inspecting or tagging

@@ -54,6 +54,7 @@ type Loop struct {
 	Events   ImageEventer
 	Remote   Digester   // optional
 	Auths    AuthSetter // optional: given the auth blocks of each config put in force
+	Bundles  Bundles    // optional: serves the bundle: sources
 	Observer Observer   // optional: told what happens, for the metrics
 	// Discoverer, when set, is run while the config has a nomad block.
 	Discoverer Discoverer
@@ -469,7 +470,7 @@ func (l *loopRun) start(ctx context.Context, e *entry) {
 	f := &Fetcher{
 		Docker: l.d.Docker, Remote: l.d.Remote,
 		PullTimeout: l.cfg.PullTimeout, StallTimeout: l.cfg.StallTimeout,
-		Log: l.d.Log, FallbackLevel: slog.LevelDebug, sh: l.d.shared,
+		Log: l.d.Log, FallbackLevel: slog.LevelDebug, sh: l.d.shared, Bundles: l.d.Bundles,
 	}
 	key, img, gen := e.img.Expected, e.img, e.gen
 	l.wg.Go(func() {

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/config"
@@ -14,6 +15,7 @@ func (f *Fetcher) Once(ctx context.Context, images []config.Image, concurrency i
 	results := make([]Result, len(images))
 	sem := make(chan struct{}, max(concurrency, 1))
 	var wg sync.WaitGroup
+	var done atomic.Int64
 	for i, img := range images {
 		select {
 		case sem <- struct{}{}:
@@ -24,19 +26,21 @@ func (f *Fetcher) Once(ctx context.Context, images []config.Image, concurrency i
 		wg.Go(func() {
 			defer func() { <-sem }()
 			results[i] = f.Fetch(ctx, img)
-			f.report(results[i])
+			f.report(results[i], done.Add(1), len(images))
 		})
 	}
 	wg.Wait()
 	return results
 }
 
-func (f *Fetcher) report(r Result) {
+// report logs r, the n-th result of total.
+func (f *Fetcher) report(r Result, n int64, total int) {
 	attrs := []any{
 		"image", r.Image.Expected,
 		"name", r.Image.Name,
 		"result", string(r.Outcome),
 		"duration", r.Duration.Round(time.Millisecond).String(),
+		"n", n, "of", total,
 	}
 	if r.Source != "" {
 		attrs = append(attrs, "source", r.Source)

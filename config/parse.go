@@ -498,12 +498,26 @@ func (p *parser) expected(name string, a *hcl.Attribute) (ref, dgst string) {
 
 // sources reads image name's sources, normalised, refusing one that is
 // expected itself, one listed twice, and one naming another digest than
-// dgst.
+// dgst. A bundle source ("bundle:/path") is checked as a file path, and
+// its errors point at the element itself.
 func (p *parser) sources(name string, a *hcl.Attribute, expected, dgst string) []string {
 	srcs, _ := p.stringListAttr(a)
 	var out []string
 	seen := map[string]bool{}
-	for _, s := range srcs {
+	for i, s := range srcs {
+		if strings.HasPrefix(s, BundlePrefix) {
+			norm, err := bundleSource(s)
+			switch {
+			case err != nil:
+				p.errorf(elementRange(a, i), "image %q: source %q: %v", name, s, err)
+			case seen[norm]:
+				p.errorf(elementRange(a, i), "image %q: source %q is listed twice", name, s)
+			default:
+				seen[norm] = true
+				out = append(out, norm)
+			}
+			continue
+		}
 		ref, err := reference.ParseNormalizedNamed(s)
 		if err != nil {
 			p.errorf(a.Expr.Range(), "image %q: source %q is not a valid image reference: %v", name, s, err)

@@ -5,7 +5,7 @@
 // stopped in the reverse order. Run is the whole of it; cmd/prefetch only
 // turns flags into Options and Run's error into an exit code.
 //
-// It sits on top of the agent, discovery, status, metrics, watch and lockfile
+// It sits on top of the agent, bundle, discovery, status, metrics, watch and lockfile
 // packages and must not be imported by any of them.
 package daemon
 
@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
+	"github.com/nomad-prefetch/nomad-prefetch/bundle"
 	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"github.com/nomad-prefetch/nomad-prefetch/discovery"
 	"github.com/nomad-prefetch/nomad-prefetch/lockfile"
@@ -98,6 +99,7 @@ func Run(ctx context.Context, o Options) error {
 	loop := &agent.Loop{
 		Docker: clients.Engine, Events: clients.Engine, Remote: clients.Remote, Auths: clients.Credentials, Log: o.Log,
 		Discoverer: &discovery.Discoverer{Log: o.Log},
+		Bundles:    bundle.NewLoader(clients.Engine, o.Log), // the bundle: sources, each loaded once while its file is unchanged
 	}
 	m := metrics.New(loop.Snapshot)
 	loop.Observer = m

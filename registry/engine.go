@@ -24,6 +24,7 @@ type Image struct {
 	ID          string
 	RepoTags    []string
 	RepoDigests []string // repo@sha256:... for each repository it was pulled from
+	Size        int64    // bytes, as the daemon counts them
 }
 
 // HasDigest reports whether the image was pulled by, or recorded with, the
@@ -170,7 +171,7 @@ func (e *Engine) Inspect(ctx context.Context, ref string) (Image, error) {
 		}
 		return Image{}, fmt.Errorf("inspecting %s: %w", ref, err)
 	}
-	return Image{ID: res.ID, RepoTags: res.RepoTags, RepoDigests: res.RepoDigests}, nil
+	return Image{ID: res.ID, RepoTags: res.RepoTags, RepoDigests: res.RepoDigests, Size: res.Size}, nil
 }
 
 // Tag points target (a repo:tag reference) at the local image source (an ID

@@ -32,6 +32,7 @@ Usage:
 Commands:
   run        the node agent: keep every image present, watch the config, serve status
   once       pull every image in the config once, print a summary, exit
+  bundle     write every image of the config into one file, for nodes no registry serves
   status     print what a running agent is doing (-cluster: every agent, as a matrix)
   wait       the deploy gate: block until every agent has an image (or all of its own)
   validate   check a config file and print every problem with file:line:col
@@ -45,6 +46,8 @@ Examples:
   prefetch status -cluster
   prefetch wait -timeout 15m -image registry.service.consul:5000/traefik:v3.1.3
   prefetch once -config config.hcl traefik registry -json
+  prefetch bundle -config config.hcl -o bootstrap.tar
+  prefetch once -bundle /bootstrap/bootstrap.tar
 
 Run 'prefetch <command> -h' for a command's flags. Exit codes: 0 ok (for once,
 status and wait: every image present), 1 some image could not be had (for
@@ -63,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runDaemon(ctx, rest, stdout, stderr)
 	case "once":
 		return runOnce(ctx, rest, stdout, stderr)
+	case "bundle":
+		return runBundle(ctx, rest, stdout, stderr)
 	case "status":
 		return runStatus(ctx, rest, stdout, stderr)
 	case "wait":

@@ -17,12 +17,22 @@ import (
 )
 
 const onceDoc = `Usage: prefetch once -config FILE [flags] [NAME...]
+       prefetch once -bundle FILE [flags] [NAME...]
 
 Pull every image in the config once, as a node being bootstrapped by hand
 needs: for each image, pull the expected reference; if that fails, pull each
 source in turn and tag the first that succeeds as the expected reference. With
 NAMEs, only the image blocks with those labels. Flags may come before or after
 the NAMEs; -- ends the flags (for a NAME that starts with -).
+
+-bundle FILE serves images from a bundle written by 'prefetch bundle'. With
+-config, it is tried after each image's own sources. Without -config, every
+image the bundle holds is made present from it alone, asking no registry at
+all (an air-gapped node); the Docker daemon is DOCKER_HOST's. The bundle is
+loaded into Docker once, each image tagged as expected only after checking
+that the Engine loaded the image ID the bundle's manifest names for it; a
+truncated or corrupt bundle is an error naming the file, and nothing of it is
+tagged.
 
 Prints a summary table on stdout (-json: a JSON document) and logs to stderr.
 Exits 0 when every image is present (pulled, up to date, retagged from a
@@ -31,28 +41,22 @@ a usage or config error.
 
 Example:
   prefetch once -config /etc/prefetch/config.hcl
+  prefetch once -bundle /bootstrap/bootstrap.tar
   DOCKER_HOST=unix:///run/docker.sock prefetch once -config config.hcl traefik -json
 `
 
 func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("once", onceDoc, stdout, stderr)
-	cfgPath := fs.String("config", "", "the config file (required)")
+	cfgPath := fs.String("config", "", "the config file (required unless -bundle is given)")
+	bundlePath := fs.String("bundle", "", "a bundle file (prefetch bundle): with -config, tried after each image's sources; alone, every image it holds, asking no registry")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	log, names, code, done := parseCommand("once", fs, args, stderr)
 	if done {
 		return code
 	}
-	cfg, ok := loadConfig("once", *cfgPath, stderr)
+	cfg, images, offline, code, ok := onceImages(*cfgPath, *bundlePath, names, log, stderr)
 	if !ok {
-		return exitUsage
-	}
-	for _, w := range cfg.Warnings {
-		log.Warn("config: "+w.Msg, "at", w.Pos.String())
-	}
-	images, err := selectImages(cfg.Images, names)
-	if err != nil {
-		fmt.Fprintf(stderr, "prefetch once: %v\n", err)
-		return exitUsage
+		return code
 	}
 
 	clients, err := agent.NewClients(cfg, dockerCallTimeout)
@@ -66,7 +70,8 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 
-	f := &agent.Fetcher{Docker: clients.Engine, Remote: clients.Remote, PullTimeout: cfg.PullTimeout, StallTimeout: cfg.StallTimeout, Log: log}
+	f := newFetcher(cfg, clients, log)
+	f.Offline = offline
 	results := f.Once(ctx, images, cfg.Concurrency)
 	if *asJSON {
 		err = writeJSON(stdout, results)
@@ -177,7 +182,17 @@ func writeJSON(w io.Writer, results []agent.Result) error {
 	doc := struct {
 		OK     bool         `json:"ok"`
 		Images []jsonResult `json:"images"`
-	}{OK: true, Images: []jsonResult{}}
+	}{}
+	doc.OK, doc.Images = jsonResults(results)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(doc)
+}
+
+// jsonResults is the images of the -json summary, and whether every one is
+// present.
+func jsonResults(results []agent.Result) (ok bool, images []jsonResult) {
+	ok, images = true, []jsonResult{}
 	for _, r := range results {
 		jr := jsonResult{
 			Name:     r.Image.Name,
@@ -191,10 +206,8 @@ func writeJSON(w io.Writer, results []agent.Result) error {
 		if r.Err != nil {
 			jr.Error = r.Err.Error()
 		}
-		doc.OK = doc.OK && r.OK()
-		doc.Images = append(doc.Images, jr)
+		ok = ok && r.OK()
+		images = append(images, jr)
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(doc)
+	return ok, images
 }

@@ -14,7 +14,7 @@ Check a config file without touching Docker: print every problem, each with
 file:line:col, errors and warnings alike (the first 20 of each, then how many
 more), then a one-line verdict. Each auth block's password_file or
 password_env is read as a pull would read it, here: one that can't be had is
-a warning. Exits 0 when the file is usable (warnings allowed), 2 when it is
+a warning, and so is a bundle: source whose file can't be read. Exits 0 when the file is usable (warnings allowed), 2 when it is
 not.
 
 Example:
@@ -32,7 +32,7 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cfg, err := config.Load(*cfgPath)
-	for _, w := range slices.Concat(cfg.Warnings, cfg.CheckPasswords()) {
+	for _, w := range slices.Concat(cfg.Warnings, cfg.CheckPasswords(), cfg.CheckBundles()) {
 		fmt.Fprintf(stdout, "%s: warning: %s\n", w.Pos, w.Msg)
 	}
 	if err != nil {

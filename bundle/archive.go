@@ -1,0 +1,223 @@
+package bundle
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"slices"
+	"strings"
+)
+
+// The members of a `docker save` archive that say what it holds and what a
+// load would tag, in both formats: Docker 20.10's (manifest.json, configs
+// as <hex>.json, layers as <id>/layer.tar, a repositories file when tags
+// were saved) and the OCI layout of Docker 25 and later (index.json,
+// blobs/sha256/<hex>, and manifest.json too).
+const (
+	dockerManifestName = "manifest.json"
+	indexName          = "index.json"
+	repositoriesName   = "repositories"
+	// maxMeta bounds each of those members, as containerd's importer does.
+	maxMeta = 20 << 20
+	// maxBlobJSON bounds a blob kept to find an image's config (a manifest
+	// or an index), and maxBlobsJSON all of them together: the writer
+	// holds no layer, whatever the bundle's size.
+	maxBlobJSON  = 4 << 20
+	maxBlobsJSON = 32 << 20
+)
+
+// dockerItem is one entry of manifest.json.
+type dockerItem struct {
+	Config   string
+	RepoTags []string
+	Layers   []string
+}
+
+// ociIndex is what is needed of index.json, or of an index or manifest
+// blob.
+type ociIndex struct {
+	Manifests []ociDescriptor `json:"manifests"`
+	Config    *ociDescriptor  `json:"config"`
+}
+
+type ociDescriptor struct {
+	Digest      string            `json:"digest"`
+	Annotations map[string]string `json:"annotations"`
+	Platform    *struct {
+		OS string `json:"os"`
+	} `json:"platform"`
+}
+
+// facts is what one pass over an archive learnt: every member's name, the
+// metadata members, and (for the writer) the small JSON blobs.
+type facts struct {
+	names        map[string]bool
+	docker       []dockerItem
+	index        *ociIndex
+	repositories []byte
+	manifest     []byte // ours
+	blobs        map[string][]byte
+	blobsSize    int64
+	last         string // the last member's name, for messages
+}
+
+func newFacts() *facts {
+	return &facts{names: map[string]bool{}, blobs: map[string][]byte{}}
+}
+
+// wants says whether a member's content must be read: the metadata
+// members always, small blobs that may be JSON when keepBlobs.
+func (f *facts) wants(hdr *tar.Header, keepBlobs bool) bool {
+	switch path.Clean(hdr.Name) {
+	case dockerManifestName, indexName, repositoriesName, MemberName:
+		return true
+	}
+	return keepBlobs && strings.HasPrefix(hdr.Name, "blobs/sha256/") && hdr.Size <= maxBlobJSON &&
+		f.blobsSize+hdr.Size <= maxBlobsJSON
+}
+
+// add records a member. data is its content when wants said so.
+func (f *facts) add(hdr *tar.Header, data []byte) error {
+	name := path.Clean(hdr.Name)
+	f.last = hdr.Name
+	if hdr.Typeflag == tar.TypeDir {
+		return nil
+	}
+	if f.names[name] {
+		return fmt.Errorf("member %s appears twice", hdr.Name)
+	}
+	f.names[name] = true
+	var err error
+	switch name {
+	case dockerManifestName:
+		err = json.Unmarshal(data, &f.docker)
+	case indexName:
+		f.index = &ociIndex{}
+		err = json.Unmarshal(data, f.index)
+	case repositoriesName:
+		f.repositories = data
+	case MemberName:
+		f.manifest = data
+	default:
+		if data != nil && bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
+			f.blobs["sha256:"+path.Base(name)] = data
+			f.blobsSize += int64(len(data))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("decoding member %s: %w", hdr.Name, err)
+	}
+	return nil
+}
+
+// readMember reads a member's content, refusing one larger than limit.
+func readMember(r io.Reader, hdr *tar.Header, limit int64) ([]byte, error) {
+	if hdr.Size > limit {
+		return nil, fmt.Errorf("member %s is %d bytes, more than the %d it may be", hdr.Name, hdr.Size, limit)
+	}
+	data := make([]byte, hdr.Size)
+	if _, err := io.ReadFull(r, data); err != nil {
+		return nil, fmt.Errorf("reading member %s: %w", hdr.Name, err)
+	}
+	return data, nil
+}
+
+// tags lists what loading the archive would tag: a prefetch bundle names
+// none, so that a load never moves a tag on the node.
+func (f *facts) tags() []string {
+	var out []string
+	for _, it := range f.docker {
+		out = append(out, it.RepoTags...)
+	}
+	if len(bytes.TrimSpace(f.repositories)) > 0 {
+		var repos map[string]map[string]string
+		if err := json.Unmarshal(f.repositories, &repos); err != nil || len(repos) > 0 {
+			out = append(out, "(the repositories file names tags)")
+		}
+	}
+	if f.index != nil {
+		for _, d := range f.index.Manifests {
+			for _, key := range []string{"io.containerd.image.name", "org.opencontainers.image.ref.name"} {
+				if v := d.Annotations[key]; v != "" {
+					out = append(out, v)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// holds reports whether the archive holds img's content under the ID the
+// manifest names: as its config (<hex>.json, blobs/sha256/<hex>) for the
+// classic store's kind, as a manifest or index blob for the containerd
+// store's.
+func (f *facts) holds(img Image) bool {
+	h := hexOf(img.ImageID)
+	if h == "" {
+		return false
+	}
+	if f.names["blobs/sha256/"+h] {
+		return true
+	}
+	return img.IDKind == KindConfig && f.names[h+".json"]
+}
+
+// identify says what the ID of an image the writer's daemon saved is in
+// this archive: the config of an entry of manifest.json (the classic
+// store), or an entry of index.json (the containerd store), whose config
+// is then looked up in the blobs kept.
+func (f *facts) identify(id string) (kind, config string, err error) {
+	h := hexOf(id)
+	for _, it := range f.docker {
+		if c := path.Base(it.Config); h != "" && (c == h+".json" || c == h) {
+			return KindConfig, id, nil
+		}
+	}
+	if f.index != nil && slices.ContainsFunc(f.index.Manifests, func(d ociDescriptor) bool { return d.Digest == id }) {
+		return KindManifest, f.configOf(id, 0), nil
+	}
+	return "", "", fmt.Errorf("the Engine's archive does not hold image %s (neither a config in manifest.json nor an entry of index.json)", id)
+}
+
+// configOf is the config digest of the manifest dgst, or of the one image
+// manifest of the index dgst that the archive holds (attestations aside);
+// "" when that is not one config.
+func (f *facts) configOf(dgst string, depth int) string {
+	data, ok := f.blobs[dgst]
+	if !ok || depth > 2 {
+		return ""
+	}
+	var m ociIndex
+	if json.Unmarshal(data, &m) != nil {
+		return ""
+	}
+	if m.Config != nil {
+		return m.Config.Digest
+	}
+	var held []string
+	for _, d := range m.Manifests {
+		attestation := d.Annotations["vnd.docker.reference.type"] == "attestation-manifest" ||
+			(d.Platform != nil && d.Platform.OS == "unknown")
+		if !attestation && f.names["blobs/sha256/"+hexOf(d.Digest)] {
+			held = append(held, d.Digest)
+		}
+	}
+	if len(held) != 1 {
+		return ""
+	}
+	return f.configOf(held[0], depth+1)
+}
+
+// vet refuses an archive whose load would tag something.
+func (f *facts) vet() error {
+	if tags := f.tags(); len(tags) > 0 {
+		return fmt.Errorf("loading it would tag %s: a bundle must name no tag (prefetch saves images by ID, so that loading one never moves a tag)", strings.Join(tags, ", "))
+	}
+	return nil
+}
+
+var errNoManifest = errors.New("it has no " + MemberName + " (the last member prefetch bundle writes): truncated, or not a prefetch bundle")

@@ -1,0 +1,409 @@
+package bundle
+
+// Tests of the format, the writer and the loader with a fake Engine that
+// saves and loads archives as a classic-store daemon does (an image's ID is
+// its config's digest). The real daemon is in cmd/prefetch's tests.
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nomad-prefetch/nomad-prefetch/registry"
+)
+
+func sha(data []byte) string { return fmt.Sprintf("sha256:%x", sha256.Sum256(data)) }
+
+// member is one archive member.
+type member struct {
+	name string
+	data []byte
+}
+
+func tarOf(t *testing.T, members ...member) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, m := range members {
+		if err := tw.WriteHeader(&tar.Header{Name: m.name, Mode: 0o644, Size: int64(len(m.data)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(m.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// fakeEngine keeps images by ID, saves them in Docker 20.10's format and
+// loads such archives, reporting the config digests as a classic daemon
+// does.
+type fakeEngine struct {
+	mu      sync.Mutex
+	configs map[string][]byte // ID → config
+	loads   int
+	loadErr error
+	extra   []member // added to every save
+}
+
+func newFakeEngine(configs ...string) (*fakeEngine, []string) {
+	e := &fakeEngine{configs: map[string][]byte{}}
+	var ids []string
+	for _, c := range configs {
+		id := sha([]byte(c))
+		e.configs[id] = []byte(c)
+		ids = append(ids, id)
+	}
+	return e, ids
+}
+
+func (e *fakeEngine) Save(_ context.Context, ids []string, _ registry.ArchiveOptions) (io.ReadCloser, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var members []member
+	var items []dockerItem
+	for _, id := range ids {
+		h := hexOf(id)
+		members = append(members, member{h + ".json", e.configs[id]}, member{h[:8] + "/layer.tar", bytes.Repeat([]byte{1}, 4096)})
+		items = append(items, dockerItem{Config: h + ".json", Layers: []string{h[:8] + "/layer.tar"}})
+	}
+	mj, _ := json.Marshal(items)
+	members = append(members, member{"manifest.json", mj})
+	members = append(members, e.extra...)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, m := range members {
+		_ = tw.WriteHeader(&tar.Header{Name: m.name, Mode: 0o644, Size: int64(len(m.data)), Typeflag: tar.TypeReg})
+		_, _ = tw.Write(m.data)
+	}
+	_ = tw.Close()
+	return io.NopCloser(&buf), nil
+}
+
+func (e *fakeEngine) Load(_ context.Context, archive io.Reader, _ registry.ArchiveOptions, _ func(int64)) (registry.LoadResult, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.loads++
+	if e.loadErr != nil {
+		return registry.LoadResult{}, e.loadErr
+	}
+	files := map[string][]byte{}
+	tr := tar.NewReader(archive)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return registry.LoadResult{}, err
+		}
+		files[hdr.Name], _ = io.ReadAll(tr)
+	}
+	var items []dockerItem
+	if err := json.Unmarshal(files["manifest.json"], &items); err != nil {
+		return registry.LoadResult{}, err
+	}
+	var res registry.LoadResult
+	for _, it := range items {
+		id := sha(files[it.Config])
+		e.configs[id] = files[it.Config]
+		res.IDs = append(res.IDs, id)
+	}
+	return res, nil
+}
+
+func (e *fakeEngine) Inspect(_ context.Context, ref string) (registry.Image, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.configs[ref]; !ok {
+		return registry.Image{}, fmt.Errorf("inspecting %s: %w", ref, registry.ErrNotFound)
+	}
+	return registry.Image{ID: ref}, nil
+}
+
+func (e *fakeEngine) remove(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.configs, id)
+}
+
+func (e *fakeEngine) loadCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.loads
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// writeTwo writes a bundle of two images and returns its path and their IDs.
+func writeTwo(t *testing.T) (*fakeEngine, string, []string) {
+	t.Helper()
+	e, ids := newFakeEngine(`{"a":1}`, `{"b":2}`)
+	path := filepath.Join(t.TempDir(), "b.tar")
+	entries := []Entry{
+		{Name: "a", Expected: "reg:5000/a:1", ImageID: ids[0], Digest: "sha256:" + strings.Repeat("d", 64)},
+		{Name: "b", Expected: "reg:5000/b:1", ImageID: ids[1]},
+	}
+	w, err := Write(context.Background(), e, path, entries, WriteOptions{Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() != w.Bytes {
+		t.Fatalf("bundle on disk: %v, %d bytes written", err, w.Bytes)
+	}
+	return e, path, ids
+}
+
+// TestWriteRead: the bundle is the Engine's save with the manifest last,
+// and Read gives back what was written.
+func TestWriteRead(t *testing.T) {
+	t.Parallel()
+	_, path, ids := writeTwo(t)
+	m, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Image{
+		{Name: "a", Expected: "reg:5000/a:1", ImageID: ids[0], IDKind: KindConfig, ConfigDigest: ids[0], Digest: "sha256:" + strings.Repeat("d", 64)},
+		{Name: "b", Expected: "reg:5000/b:1", ImageID: ids[1], IDKind: KindConfig, ConfigDigest: ids[1]},
+	}
+	if !slices.Equal(m.Images, want) {
+		t.Errorf("manifest images:\ngot  %+v\nwant %+v", m.Images, want)
+	}
+	data, _ := os.ReadFile(path)
+	var names []string
+	tr := tar.NewReader(bytes.NewReader(data))
+	for {
+		hdr, err := tr.Next()
+		if err != nil {
+			break
+		}
+		names = append(names, hdr.Name)
+	}
+	if len(names) < 2 || names[len(names)-1] != MemberName || names[len(names)-2] != "prefetch/" {
+		t.Errorf("members %v: want prefetch/ and %s last", names, MemberName)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
+		t.Errorf("files beside the bundle: %v, want none left", entries)
+	}
+}
+
+// TestWriteRefusesTags: an archive that would tag something on load is not
+// written (whatever the Engine did), and nothing is left behind.
+func TestWriteRefusesTags(t *testing.T) {
+	t.Parallel()
+	e, ids := newFakeEngine(`{"a":1}`)
+	e.extra = []member{{"repositories", []byte(`{"reg:5000/a":{"1":"x"}}`)}}
+	dir := t.TempDir()
+	_, err := Write(context.Background(), e, filepath.Join(dir, "b.tar"), []Entry{{Expected: "reg:5000/a:1", ImageID: ids[0]}}, WriteOptions{})
+	if err == nil || !strings.Contains(err.Error(), "loading it would tag") {
+		t.Errorf("got %v, want a refusal", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("left behind: %v", entries)
+	}
+}
+
+// TestReadRefuses: what Read refuses, each saying why.
+func TestReadRefuses(t *testing.T) {
+	t.Parallel()
+	_, path, ids := writeTwo(t)
+	good, _ := os.ReadFile(path)
+	cfgA := hexOf(ids[0]) + ".json"
+	manifest := func(images ...Image) member {
+		data, _ := json.Marshal(Manifest{Version: Version, Images: images})
+		return member{MemberName, data}
+	}
+	img := Image{Expected: "reg:5000/a:1", ImageID: ids[0], IDKind: KindConfig}
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"truncated", good[:len(good)/2], "the file is truncated"},
+		{"empty", nil, "has no " + MemberName},
+		{"not a tar", bytes.Repeat([]byte("x"), 2048), "the file is corrupt"},
+		{"no manifest", tarOf(t, member{cfgA, []byte(`{"a":1}`)}), "has no " + MemberName},
+		{"RepoTags", tarOf(t, member{"manifest.json", []byte(`[{"Config":"` + cfgA + `","RepoTags":["reg:5000/a:1"]}]`)}, manifest(img)), "loading it would tag reg:5000/a:1"},
+		{"index names", tarOf(t, member{"index.json", []byte(`{"manifests":[{"digest":"` + ids[0] + `","annotations":{"io.containerd.image.name":"x:1"}}]}`)}, manifest(img)), "loading it would tag x:1"},
+		{"image not held", tarOf(t, manifest(img)), "names images the archive does not hold"},
+		{"member twice", tarOf(t, member{cfgA, nil}, member{cfgA, nil}, manifest(img)), "appears twice"},
+		{"bad version", tarOf(t, member{cfgA, nil}, member{MemberName, []byte(`{"version":9}`)}), "has version 9"},
+		{"expected not normalised", tarOf(t, member{cfgA, nil}, manifest(Image{Expected: "a:1", ImageID: ids[0], IDKind: KindConfig})), "not a normalised"},
+		{"listed twice", tarOf(t, member{cfgA, nil}, manifest(img, img)), "listed twice"},
+		{"bad kind", tarOf(t, member{cfgA, nil}, manifest(Image{Expected: img.Expected, ImageID: ids[0], IDKind: "id"})), `image_id_kind "id"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := filepath.Join(t.TempDir(), "x.tar")
+			if err := os.WriteFile(p, tc.data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Read(p)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p) {
+				t.Errorf("got %v, want an error naming %s with %q", err, p, tc.want)
+			}
+		})
+	}
+}
+
+// TestIdentifyOCI: in an OCI-layout save (Docker 25+), an image whose ID
+// is an index.json entry (the containerd store) is of the manifest kind,
+// with its config digest found through its manifest, or through the one
+// image manifest of its index that the archive holds.
+func TestIdentifyOCI(t *testing.T) {
+	t.Parallel()
+	cfg := sha([]byte("config"))
+	mf := []byte(`{"config":{"digest":"` + cfg + `"}}`)
+	att := []byte(`{"config":{"digest":"` + sha([]byte("att")) + `"}}`)
+	idx := []byte(`{"manifests":[{"digest":"` + sha(mf) + `","platform":{"os":"linux"}},{"digest":"` + sha(att) + `","platform":{"os":"unknown"}},{"digest":"` + sha([]byte("absent")) + `","platform":{"os":"linux"}}]}`)
+	for _, tc := range []struct {
+		name, id string
+	}{{"manifest", sha(mf)}, {"index", sha(idx)}} {
+		fs := newFacts()
+		for _, b := range [][]byte{mf, att, idx} {
+			if err := fs.add(&tar.Header{Name: "blobs/sha256/" + hexOf(sha(b)), Size: int64(len(b))}, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fs.index = &ociIndex{Manifests: []ociDescriptor{{Digest: tc.id}}}
+		kind, config, err := fs.identify(tc.id)
+		if err != nil || kind != KindManifest || config != cfg {
+			t.Errorf("%s: got %q %q %v, want %q %q", tc.name, kind, config, err, KindManifest, cfg)
+		}
+	}
+	if _, _, err := newFacts().identify(cfg); err == nil {
+		t.Error("identify of an image the archive lacks: no error")
+	}
+}
+
+// TestVerify: each image gets the ID the Engine loaded among its own: the
+// writer's ID, or its config digest (a classic-store node loading a
+// containerd-store bundle); anything else refuses the whole bundle.
+func TestVerify(t *testing.T) {
+	t.Parallel()
+	m := &Manifest{Images: []Image{
+		{Expected: "r/a:1", ImageID: "sha256:aa", IDKind: KindManifest, ConfigDigest: "sha256:ac"},
+		{Expected: "r/b:1", ImageID: "sha256:bb", IDKind: KindConfig, ConfigDigest: "sha256:bb"},
+	}}
+	got, err := verify(m, registry.LoadResult{IDs: []string{"sha256:ac", "sha256:bb"}})
+	if err != nil || got["r/a:1"] != "sha256:ac" || got["r/b:1"] != "sha256:bb" {
+		t.Errorf("got %v %v", got, err)
+	}
+	got, err = verify(m, registry.LoadResult{IDs: []string{"sha256:aa", "sha256:bb"}})
+	if err != nil || got["r/a:1"] != "sha256:aa" {
+		t.Errorf("got %v %v", got, err)
+	}
+	if _, err := verify(m, registry.LoadResult{IDs: []string{"sha256:aa", "sha256:cc"}}); err == nil || !strings.Contains(err.Error(), "r/b:1: the manifest names sha256:bb") {
+		t.Errorf("a lying manifest: got %v", err)
+	}
+	if _, err := verify(m, registry.LoadResult{IDs: []string{"sha256:aa", "sha256:bb"}, Names: []string{"x:1"}}); err == nil {
+		t.Error("a load that tagged: no error")
+	}
+}
+
+// TestLoaderOncePerFile: however many images, and however concurrently,
+// a bundle is loaded once while its file and its images stay; again when
+// an image it served was removed, or when the file changes.
+func TestLoaderOncePerFile(t *testing.T) {
+	t.Parallel()
+	e, path, ids := writeTwo(t)
+	for _, id := range ids {
+		e.remove(id)
+	}
+	l := NewLoader(e, quiet)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range 8 {
+		for i, exp := range []string{"reg:5000/a:1", "reg:5000/b:1"} {
+			wg.Go(func() {
+				id, err := l.Image(ctx, path, exp, "", registry.ArchiveOptions{})
+				if err != nil || id != ids[i] {
+					t.Errorf("%s: got %q %v, want %s", exp, id, err, ids[i])
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if n := e.loadCount(); n != 1 || l.Loads(path) != 1 {
+		t.Errorf("16 requests: %d loads (loader says %d), want 1", n, l.Loads(path))
+	}
+
+	e.remove(ids[1]) // Nomad's GC
+	if id, err := l.Image(ctx, path, "reg:5000/b:1", "", registry.ArchiveOptions{}); err != nil || id != ids[1] {
+		t.Fatalf("after removal: %q %v", id, err)
+	}
+	if n := e.loadCount(); n != 2 {
+		t.Errorf("after a removal: %d loads, want 2", n)
+	}
+
+	later := time.Now().Add(time.Hour)
+	if err := os.Chtimes(path, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Image(ctx, path, "reg:5000/a:1", "", registry.ArchiveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.loadCount(); n != 3 {
+		t.Errorf("after the file changed: %d loads, want 3", n)
+	}
+}
+
+// TestLoaderErrors: what the Loader refuses, and which failures it
+// remembers (the file's) or not (the daemon's).
+func TestLoaderErrors(t *testing.T) {
+	t.Parallel()
+	e, path, ids := writeTwo(t)
+	l := NewLoader(e, quiet)
+	ctx := context.Background()
+	opts := registry.ArchiveOptions{}
+	if _, err := l.Image(ctx, path, "reg:5000/c:1", "", opts); err == nil || !strings.Contains(err.Error(), "loading reg:5000/c:1 from bundle "+path+": the bundle holds no image for it (it holds reg:5000/a:1, reg:5000/b:1)") {
+		t.Errorf("an image it lacks: %v", err)
+	}
+	if _, err := l.Image(ctx, path, "reg:5000/b:1", "sha256:"+strings.Repeat("e", 64), opts); err == nil || !strings.Contains(err.Error(), "the bundle records no digest") {
+		t.Errorf("a digest pin it can't meet: %v", err)
+	}
+	if id, err := l.Image(ctx, path, "reg:5000/a:1", "sha256:"+strings.Repeat("d", 64), opts); err != nil || id != ids[0] {
+		t.Errorf("a digest pin it meets: %q %v", id, err)
+	}
+
+	e2, path2, ids2 := writeTwo(t)
+	for _, id := range ids2 {
+		e2.remove(id)
+	}
+	l2 := NewLoader(e2, quiet)
+	e2.loadErr = &registry.DaemonTimeoutError{Host: "unix:///x", Op: "a load", After: time.Second}
+	if _, err := l2.Image(ctx, path2, "reg:5000/a:1", "", opts); err == nil {
+		t.Fatal("no error from a hung daemon")
+	}
+	e2.loadErr = errors.New("invalid diffID for layer 0")
+	for range 3 {
+		if _, err := l2.Image(ctx, path2, "reg:5000/a:1", "", opts); err == nil || !strings.Contains(err.Error(), "the Docker Engine refused it: invalid diffID") {
+			t.Errorf("a refused load: %v", err)
+		}
+	}
+	if n := e2.loadCount(); n != 2 {
+		t.Errorf("loads: %d, want 2 (the daemon's failure retried, the file's remembered)", n)
+	}
+	l2.now = func() time.Time { return time.Now().Add(RetryFailedLoad + time.Second) }
+	e2.loadErr = nil
+	if _, err := l2.Image(ctx, path2, "reg:5000/a:1", "", opts); err != nil {
+		t.Errorf("after RetryFailedLoad: %v", err)
+	}
+}

@@ -1,0 +1,40 @@
+// Package bundle owns prefetch's bundle file: one archive holding a whole
+// set of images, for a node that no registry can serve (an air-gapped site,
+// or a cluster whose registry path is down and whose upstream is out of
+// reach). It writes bundles (Write), reads and vets them (Read), and serves
+// images from them (Loader), loading a bundle into Docker once and tagging
+// nothing itself.
+//
+// A bundle is the Engine's own `docker save` archive, streamed through as it
+// comes (never held in memory), with one more member appended: the
+// manifest, prefetch/bundle.json, naming for each image its expected
+// reference, its image ID and what kind of ID that is, and the registry
+// digest when known. `docker load` reads a bundle as it reads any save
+// (both the classic and the containerd image stores skip a member they
+// don't know).
+//
+// Three decisions make loading safe:
+//
+//   - Images are saved by image ID, so the archive names no tag and loading
+//     it tags nothing: a load can never move a tag already on the node.
+//     Read refuses an archive that names one (RepoTags in manifest.json, a
+//     repositories file, name annotations in index.json), whoever made it.
+//   - What was loaded is verified before anything is tagged: the Engine
+//     reports the IDs it loaded ("Loaded image ID: ..."), and each expected
+//     reference gets the ID the manifest names for it only if the Engine
+//     loaded exactly that ID. IDs are content addresses (the config digest
+//     on the classic image store, the manifest or index digest on the
+//     containerd store), so the content is what the manifest says. The
+//     manifest says which kind its image_id is, and records the config
+//     digest too when the archive shows it, so a classic-store node can
+//     verify a bundle written on the containerd store.
+//   - A bundle that is truncated or corrupt fails as a whole: Read walks the
+//     whole archive's structure before the Engine sees a byte, the Engine
+//     reports a bad layer inside its answer, and no image of a failed load
+//     is tagged.
+//
+// It imports registry (the Engine's save, load and inspect, through the
+// small Engine interface it declares) and nothing else of the project's;
+// it must not import config, agent, daemon or cmd: the agent uses a Loader
+// through an interface of its own.
+package bundle

@@ -1,0 +1,273 @@
+package bundle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nomad-prefetch/nomad-prefetch/registry"
+)
+
+// Engine is what a Loader asks of the Docker Engine. *registry.Engine
+// implements it.
+type Engine interface {
+	Load(ctx context.Context, archive io.Reader, opts registry.ArchiveOptions, progress func(int64)) (registry.LoadResult, error)
+	Inspect(ctx context.Context, ref string) (registry.Image, error)
+}
+
+var _ Engine = (*registry.Engine)(nil)
+
+// RetryFailedLoad is how long a bundle whose load the Engine refused is
+// not loaded again while its file stays the same: the Engine's refusal is
+// most often the file's fault (a corrupt layer), sometimes the node's (a
+// full disk), so it is tried again, but not at every image's every retry.
+const RetryFailedLoad = 5 * time.Minute
+
+// Loader serves images from bundle files: the `bundle:` sources of a
+// config, and `prefetch once -bundle`. A bundle is loaded into Docker once
+// however many images come from it, and again only when its file changed
+// (size, modification time or inode) or an image it served has since been
+// removed from Docker (Nomad's image GC). Its methods may be called
+// concurrently; calls for one file take turns.
+type Loader struct {
+	engine Engine
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	files map[string]*bundleFile
+	now   func() time.Time
+}
+
+// NewLoader returns a Loader that loads through engine and logs each load
+// to log.
+func NewLoader(engine Engine, log *slog.Logger) *Loader {
+	return &Loader{engine: engine, log: log, files: map[string]*bundleFile{}, now: time.Now}
+}
+
+// bundleFile is what the Loader knows of one file.
+type bundleFile struct {
+	turn  chan struct{} // held while the file is read or loaded
+	loads int
+	fileData
+}
+
+// fileData is what holds for the file in one state: reset when it changes.
+type fileData struct {
+	state    fileState
+	manifest *Manifest
+	verified map[string]string // expected → the ID the last load gave it
+	err      error             // why the file in this state can't serve
+	errUntil time.Time         // zero: until the file changes
+}
+
+type fileState struct {
+	size  int64
+	mtime time.Time
+	ino   uint64
+}
+
+func statFile(path string) (fileState, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileState{}, err
+	}
+	st := fileState{size: fi.Size(), mtime: fi.ModTime()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.ino = sys.Ino
+	}
+	return st, nil
+}
+
+func (l *Loader) file(path string) *bundleFile {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	bf := l.files[path]
+	if bf == nil {
+		bf = &bundleFile{turn: make(chan struct{}, 1)}
+		l.files[path] = bf
+	}
+	return bf
+}
+
+// Loads returns how many times the bundle at path was loaded into Docker.
+func (l *Loader) Loads(path string) int {
+	bf := l.file(path)
+	bf.turn <- struct{}{}
+	defer func() { <-bf.turn }()
+	return bf.loads
+}
+
+// Image makes the image the bundle at path holds for expected present in
+// Docker and returns its ID, verified against the bundle's manifest (the
+// ID the manifest names, and the Engine said it loaded). It tags nothing.
+// With dgst set, the bundle's manifest must record that registry digest
+// for the image. Every error names the file and the image.
+func (l *Loader) Image(ctx context.Context, path, expected, dgst string, opts registry.ArchiveOptions) (string, error) {
+	id, err := l.image(ctx, path, expected, dgst, opts)
+	if err != nil {
+		return "", fmt.Errorf("loading %s from bundle %s: %w", expected, path, err)
+	}
+	return id, nil
+}
+
+func (l *Loader) image(ctx context.Context, path, expected, dgst string, opts registry.ArchiveOptions) (string, error) {
+	bf := l.file(path)
+	select {
+	case bf.turn <- struct{}{}:
+	case <-ctx.Done():
+		return "", fmt.Errorf("waiting for another load of the bundle: %w", context.Cause(ctx))
+	}
+	defer func() { <-bf.turn }()
+
+	st, err := statFile(path)
+	if err != nil {
+		return "", err
+	}
+	if st != bf.state {
+		bf.fileData = fileData{state: st}
+	}
+	if bf.err != nil && (bf.errUntil.IsZero() || l.now().Before(bf.errUntil)) {
+		return "", bf.err
+	}
+	bf.err = nil
+	if bf.manifest == nil {
+		if bf.manifest, err = Read(path); err != nil {
+			bf.err = errors.Unwrap(err) // Read's error names the file, as Image's does
+			return "", bf.err
+		}
+	}
+	img, ok := bf.manifest.Find(expected)
+	switch {
+	case !ok:
+		return "", fmt.Errorf("the bundle holds no image for it (it holds %s)", strings.Join(bf.manifest.Expected(), ", "))
+	case dgst != "" && img.Digest != dgst:
+		return "", fmt.Errorf("the config pins digest %s, and the bundle records %s for it", dgst, orNone(img.Digest))
+	}
+	if id, ok := bf.verified[expected]; ok {
+		present, err := l.present(ctx, id)
+		if err != nil || present {
+			return id, err
+		}
+		l.log.Info("an image of the bundle was removed from Docker; loading the bundle again", "file", path, "image", expected, "image_id", id)
+	}
+	if err := l.load(ctx, path, bf, opts); err != nil {
+		return "", err
+	}
+	return bf.verified[expected], nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no digest"
+	}
+	return s
+}
+
+// present reports whether the image id is in Docker.
+func (l *Loader) present(ctx context.Context, id string) (bool, error) {
+	im, err := l.engine.Inspect(ctx, id)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return im.ID == id, nil
+}
+
+// load loads the bundle and verifies what the Engine loaded against the
+// manifest, recording the outcome in bf.
+func (l *Loader) load(ctx context.Context, path string, bf *bundleFile, opts registry.ArchiveOptions) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	start := l.now()
+	log := l.log.With("file", path)
+	log.Info("loading bundle", "images", len(bf.manifest.Images), "size", FormatBytes(bf.state.size))
+	prog := &loadProgress{log: log, total: bf.state.size, every: 5 * time.Second, next: start.Add(5 * time.Second)}
+	res, err := l.engine.Load(ctx, f, opts, prog.read)
+	if st, serr := statFile(path); serr != nil || st != bf.state {
+		bf.manifest, bf.verified = nil, nil
+		return errors.New("the file changed while it was loaded; it is read again at the next try")
+	}
+	if err != nil {
+		if retryable(ctx, err) {
+			return err
+		}
+		bf.err, bf.errUntil = fmt.Errorf("the Docker Engine refused it: %w (not loaded again before %s unless the file changes)", err, l.now().Add(RetryFailedLoad).UTC().Format(time.RFC3339)), l.now().Add(RetryFailedLoad)
+		return bf.err
+	}
+	bf.loads++
+	verified, err := verify(bf.manifest, res)
+	if err != nil {
+		bf.err, bf.verified = err, nil
+		return err
+	}
+	bf.verified = verified
+	log.Info("bundle loaded", "images", len(verified), "duration", l.now().Sub(start).Round(time.Millisecond).String())
+	return nil
+}
+
+// retryable says whether a failed load says nothing about the file: the
+// caller gave up, or the Engine was unreachable, hung or silent.
+func retryable(ctx context.Context, err error) bool {
+	var stalled *registry.StalledError
+	var quiet *registry.QuietError
+	return ctx.Err() != nil || registry.IsDaemonDown(err) || errors.As(err, &stalled) || errors.As(err, &quiet)
+}
+
+// verify gives each image of m the ID the Engine loaded for it: one of the
+// image's own IDs (what the manifest names), never another. Any image
+// without one fails the whole bundle: its manifest is not what it holds.
+func verify(m *Manifest, res registry.LoadResult) (map[string]string, error) {
+	if len(res.Names) > 0 {
+		return nil, fmt.Errorf("loading it tagged %s, which a bundle never does", strings.Join(res.Names, ", "))
+	}
+	verified := map[string]string{}
+	var bad []string
+	for _, img := range m.Images {
+		i := slices.IndexFunc(img.IDs(), func(id string) bool { return slices.Contains(res.IDs, id) })
+		if i < 0 {
+			bad = append(bad, fmt.Sprintf("%s: the manifest names %s", img.Expected, img.describe()))
+			continue
+		}
+		verified[img.Expected] = img.IDs()[i]
+	}
+	if len(bad) > 0 {
+		loaded := "nothing"
+		if len(res.IDs) > 0 {
+			loaded = strings.Join(res.IDs, ", ")
+		}
+		return nil, fmt.Errorf("the Engine loaded %s, not what the bundle's manifest names, so nothing is tagged from it:\n  %s\n(if the bundle was written on a classic image store by Docker older than 25 and this daemon uses the containerd image store, its IDs can't be verified here: write the bundle with the nodes' Docker)",
+			loaded, strings.Join(bad, "\n  "))
+	}
+	return verified, nil
+}
+
+// loadProgress logs how much of a bundle the Engine has read.
+type loadProgress struct {
+	log   *slog.Logger
+	total int64
+	every time.Duration
+	mu    sync.Mutex
+	next  time.Time
+}
+
+func (p *loadProgress) read(n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if now := time.Now(); now.After(p.next) {
+		p.next = now.Add(p.every)
+		p.log.Info("loading bundle", "sent", FormatBytes(n), "of", FormatBytes(p.total))
+	}
+}
