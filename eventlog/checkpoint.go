@@ -28,12 +28,18 @@ import (
 // at most every -state-interval (a quiet stream's next event goes at once).
 // What is left is a window of one write to stdout: killed between the
 // checkpoint's answer and the end of that write, an instance loses what the
-// write held (docs/eventlog.md).
+// write held (docs/eventlog.md). A write that fits in the pipe is not cut
+// by a kill; so batches are kept to the pipe's size (growPipe raises it to
+// 1 MiB) by committing early when that much waits.
 
-// maxPending bounds the bytes of whole frames waiting for their checkpoint.
-// Half of it is committed at once, without waiting for the interval; all of
-// it holds the reading of the stream back until the committer catches up
-// (as a blocked stdout does).
+// batchBytes is the size of whole frames waiting that is committed at once,
+// without waiting for the interval: about what a pipe grown by growPipe
+// takes in one write.
+const batchBytes = 1 << 20
+
+// maxPending bounds the bytes of whole frames waiting for their checkpoint:
+// that much holds the reading of the stream back until the committer
+// catches up (as a blocked stdout does).
 const maxPending = 8 << 20
 
 // gate is the writer the Streamer writes to while the lock is held.
@@ -166,12 +172,12 @@ func (c *committer) hasWork() bool {
 }
 
 // pace waits until the interval since the last commit has passed, or until
-// half of maxPending waits.
+// batchBytes wait.
 func (c *committer) pace(ctx context.Context) error {
 	for {
 		n, _ := c.g.state()
 		wait := c.last.Add(c.interval).Sub(c.now())
-		if wait <= 0 || n >= maxPending/2 {
+		if wait <= 0 || n >= batchBytes {
 			return nil
 		}
 		t := time.NewTimer(wait)
