@@ -280,7 +280,10 @@ func (c *committer) checkpoint(idx uint64) error {
 // write.
 func (c *committer) resolve(idx uint64) (landed bool, err error) {
 	if err := c.lease.renew(context.Background()); err != nil {
-		return false, c.lease.held() // nil: unknown, the write is tried again
+		if lost := c.lease.held(); lost != nil {
+			return false, lost
+		}
+		// Not refused, just failed: the read below may still tell.
 	}
 	v, found, err := c.lock.Read(context.Background(), 0, 0)
 	switch {

@@ -201,10 +201,14 @@ func (h *ha) waitRelease(ctx context.Context, w *waiter) error {
 		case !found:
 			return nil
 		}
-		freed := w.index != 0 && v.ModifyIndex != w.index && w.sawLock && v.LockID == ""
+		changed := v.ModifyIndex != w.index
+		freed := w.index != 0 && changed && w.sawLock && v.LockID == ""
 		w.index, w.sawLock = v.ModifyIndex, v.LockID != ""
 		if freed {
 			return nil
+		}
+		if !changed && sleep(ctx, min(until.Sub(h.now()), 250*time.Millisecond)) != nil {
+			return ctx.Err() // a read that answered early without a change: not in a tight loop
 		}
 	}
 }
