@@ -123,7 +123,9 @@ func (l *lease) renew(ctx context.Context) error {
 }
 
 // keep renews the lock until ctx ends or the lock is lost: every third of
-// the TTL, and after a failed renewal every tenth (at least 100 ms).
+// the TTL, and after a failed renewal every tenth (at least 100 ms). The
+// first failure of a series is a WARN line, the next ones DEBUG; a success
+// after failures is an INFO line.
 func (l *lease) keep(ctx context.Context) {
 	failing := false
 	for {
@@ -141,9 +143,18 @@ func (l *lease) keep(ctx context.Context) {
 			l.held() // loses it, unless a renewal just moved the deadline
 		case <-renewT.C:
 			err := l.renew(ctx)
-			if failing = err != nil; failing && ctx.Err() == nil && l.held() == nil {
-				l.log.Debug("HA lock renewal failed; retrying until the lock's TTL has passed", "error", err.Error())
+			switch {
+			case err == nil && failing:
+				l.log.Info("HA lock renewed again")
+			case err != nil && ctx.Err() == nil && l.held() == nil:
+				level := slog.LevelDebug
+				if !failing {
+					level = slog.LevelWarn
+				}
+				l.log.Log(ctx, level, "HA lock renewal failed; retrying, and stopping if none succeeds before the deadline",
+					"error", err.Error(), "deadline", deadline.Format(time.RFC3339Nano))
 			}
+			failing = err != nil
 		}
 		renewT.Stop()
 		deadT.Stop()
