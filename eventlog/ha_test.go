@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,7 +9,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -240,5 +244,65 @@ func TestHABadCheckpoint(t *testing.T) {
 	}
 	if v, _ := srv.Variable(haPath); v.LockID != "" {
 		t.Errorf("the lock is still held after the failure")
+	}
+}
+
+// failingWriter takes its first write and fails every later one, as a
+// stdout whose reader went away.
+type failingWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	writes int
+	first  chan struct{}
+}
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.writes++; w.writes > 1 {
+		return 0, syscall.EPIPE
+	}
+	close(w.first)
+	return w.buf.Write(p)
+}
+
+// Stdout failing in HA mode: the checkpoint goes back to the last frame
+// written, the lock is released, and Run says stdout was closed; the next
+// holder would start right after what reached stdout.
+func TestHAStdoutClosed(t *testing.T) {
+	t.Parallel()
+	srv := haServer(t)
+	for i := range 5 {
+		srv.Publish(event(i))
+	}
+	o := haOptions(t, srv.URL, "a")
+	o.Listen = ""
+	w := &failingWriter{first: make(chan struct{})}
+	o.Stdout = w
+	done := make(chan error, 1)
+	go func() { done <- Run(context.Background(), o) }()
+	select {
+	case <-w.first:
+	case <-time.After(hang):
+		t.Fatal("nothing written")
+	}
+	for i := 5; i < 10; i++ {
+		srv.Publish(event(i))
+	}
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(hang):
+		t.Fatal("Run did not stop after stdout failed")
+	}
+	if !errors.Is(err, syscall.EPIPE) || !strings.Contains(err.Error(), "stdout was closed") {
+		t.Errorf("got %v, want stdout was closed", err)
+	}
+	w.mu.Lock()
+	got := lineIndexes(t, w.buf.String())
+	w.mu.Unlock()
+	v, _ := srv.Variable(haPath)
+	if last := got[len(got)-1]; v.Items["index"] != strconv.FormatUint(last, 10) || v.LockID != "" {
+		t.Errorf("variable: index %q, lock %q; want %d, the last frame written, and no lock", v.Items["index"], v.LockID, last)
 	}
 }
