@@ -6,6 +6,12 @@
 // written. It is a package of its own so that a test runs all of that with
 // one call, Run(ctx, Options), without flags, a process or an exit code.
 //
+// In HA mode (Options.HALock) the position is not in a state file but in
+// the items of a Nomad variable whose lock the instances contend for
+// (ha.go): the holder streams, renewing the lock (lease.go) and writing
+// events to stdout only once the variable holds their index (checkpoint.go);
+// the others wait as standbys, and a new holder resumes from the variable.
+//
 // Dependencies point one way: cmd/eventlog (flags, usage text, the logger,
 // the exit code) imports eventlog, which imports nomad (the stream) and
 // Nomad's api client settings. eventlog must not import cmd/eventlog or the

@@ -15,19 +15,21 @@ import (
 // itself only bumps atomics, so metrics cost it nothing per event.
 type collector struct {
 	stats *nomad.Stats
+	ha    *haState // nil without HA
 	start time.Time
 	now   func() time.Time
 
 	events, frames, heartbeats, duplicates, reconnects, refusals, gaps, resets, skipped, bytes *prometheus.Desc
 	lastIndex, flushedIndex, sinceFrame, live                                                  *prometheus.Desc
+	haActive, haLost, haCheckpoint                                                             *prometheus.Desc
 }
 
-func newCollector(stats *nomad.Stats, now func() time.Time) *collector {
+func newCollector(stats *nomad.Stats, ha *haState, now func() time.Time) *collector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("eventlog_"+name, help, labels, nil)
 	}
 	return &collector{
-		stats: stats, start: now(), now: now,
+		stats: stats, ha: ha, start: now(), now: now,
 		events:       d("events_written_total", "Events written to stdout, by topic.", "topic"),
 		frames:       d("frames_written_total", "Frames (raft indexes) written to stdout."),
 		heartbeats:   d("heartbeats_total", "Heartbeats received."),
@@ -42,6 +44,9 @@ func newCollector(stats *nomad.Stats, now func() time.Time) *collector {
 		flushedIndex: d("flushed_index", "Index of the last frame flushed to stdout (what the state file holds)."),
 		sinceFrame:   d("seconds_since_last_frame", "Seconds since the last frame was received (since start before the first)."),
 		live:         d("subscription_live", "1 while a subscription is live."),
+		haActive:     d("ha_active", "1 while this instance holds the HA lock and streams, 0 while it is a standby."),
+		haLost:       d("ha_lock_lost_total", "Times this instance lost the HA lock while holding it (it stopped writing, and waits as a standby)."),
+		haCheckpoint: d("ha_checkpoint_index", "The index this instance last wrote to the HA lock's variable: the last frame it wrote to stdout."),
 	}
 }
 
@@ -74,25 +79,38 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		since = s.LastFrame
 	}
 	gauge(c.sinceFrame, c.now().Sub(since).Seconds())
-	live := 0.0
-	if s.Live {
-		live = 1
+	gauge(c.live, b2f(s.Live))
+	if c.ha != nil {
+		gauge(c.haActive, b2f(c.ha.active.Load()))
+		counter(c.haLost, c.ha.lost.Load())
+		gauge(c.haCheckpoint, float64(c.ha.checkpoint.Load()))
 	}
-	gauge(c.live, live)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // handler serves /metrics from a registry of its own and /healthz.
 // Healthy: a subscription is live, or the stream is reconnecting and has
 // been down for less than grace (the backoff cap): a blip is not an outage.
-// A refused subscription or a longer outage is unhealthy.
-func handler(stats *nomad.Stats, now func() time.Time, grace time.Duration) http.Handler {
+// A refused subscription or a longer outage is unhealthy. In HA mode (ha
+// not nil) a standby is healthy too, unless its lock requests are refused
+// or have failed for longer than grace.
+func handler(stats *nomad.Stats, ha *haState, now func() time.Time, grace time.Duration) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newCollector(stats, now), collectors.NewGoCollector(),
+	reg.MustRegister(newCollector(stats, ha, now), collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		status, msg := health(stats.Snapshot(), now(), grace)
+		if ha != nil && !ha.active.Load() {
+			status, msg = ha.health(now(), grace)
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(status)
 		fmt.Fprintln(w, msg)

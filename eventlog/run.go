@@ -58,6 +58,18 @@ type Options struct {
 	// Version is logged at start.
 	Version string
 
+	// HALock is the path of a Nomad variable (Nomad ≥ 1.7) whose lock
+	// makes one of several instances the one that streams; the others wait
+	// as standbys. The holder keeps its checkpoint, the last index written,
+	// in the variable's items, written at most every StateInterval, and a
+	// new holder resumes from it. Empty: no HA, StateFile keeps the
+	// position. HANamespace is the variable's namespace ("": Nomad's
+	// default), HATTL and HALockDelay the lock's TTL and lock delay.
+	HALock      string
+	HANamespace string
+	HATTL       time.Duration
+	HALockDelay time.Duration
+
 	// Stdout receives the events, one per line.
 	Stdout io.Writer
 	// Logger receives eventlog's own logs; nil discards them.
@@ -84,10 +96,10 @@ func Run(ctx context.Context, o Options) error {
 	if len(o.Topics) == 0 {
 		o.Topics = DefaultTopics()
 	}
-	stats, err := stream(ctx, o)
+	written, err := stream(ctx, o)
 	var attrs []any
-	if stats != nil {
-		attrs = append(attrs, "index", stats.FlushedIndex())
+	if written != nil {
+		attrs = append(attrs, "index", written())
 	}
 	if err != nil {
 		o.Logger.Error("eventlog stopped", append(attrs, "error", err.Error())...)
@@ -97,19 +109,61 @@ func Run(ctx context.Context, o Options) error {
 	return nil
 }
 
-// stream wires the Streamer, the state file and the health endpoint. Its
-// stats are nil when it failed before streaming.
-func stream(ctx context.Context, o Options) (*nomad.Stats, error) {
+// stream wires the client, the health endpoint and then either the HA
+// lock or the state file around the Streamer. written, nil when it failed
+// before streaming, returns the index of the last frame written to stdout
+// and saved (in the state file or the HA checkpoint).
+func stream(ctx context.Context, o Options) (written func() uint64, err error) {
 	log := o.Logger
 	client, err := newClient(o.Address, o.TokenFile)
 	if err != nil {
 		return nil, err
 	}
+	var lock *nomad.VarLock
+	if o.HALock != "" {
+		if o.StateFile != "" {
+			return nil, &ConfigError{errors.New("a state file and an HA lock exclude each other: the HA checkpoint is kept in the lock's variable")}
+		}
+		if lock, err = client.VarLock(o.HALock, o.HANamespace); err != nil {
+			return nil, &ConfigError{fmt.Errorf("-ha-lock: %w", err)}
+		}
+		lock.CallTimeout = min(max(o.HATTL, time.Second), 10*time.Second)
+	}
+	stats := new(nomad.Stats)
+	var state *haState
+	if lock != nil {
+		state = new(haState)
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if o.Listen != "" {
+		if err := serve(ctx, &wg, o.Listen, stats, state, log); err != nil {
+			return nil, err
+		}
+	}
+	if lock != nil {
+		log.Info("eventlog starting", "version", o.Version, "address", client.Address(), "topics", o.Topics,
+			"namespace", o.Namespace, "ha_lock", lock.Path(), "ha_ttl", o.HATTL.String(), "ha_lock_delay", o.HALockDelay.String())
+		h := &ha{o: o, client: client, lock: lock, stats: stats, state: state, log: log, now: time.Now}
+		err := h.run(ctx)
+		if errors.Is(err, syscall.EPIPE) {
+			err = fmt.Errorf("stdout was closed (whatever reads eventlog's output exited or closed it): %w", err)
+		}
+		return state.checkpoint.Load, err
+	}
+	return streamAlone(ctx, o, client, stats)
+}
+
+// streamAlone streams without HA: the position in the state file, if any.
+func streamAlone(ctx context.Context, o Options, client *nomad.Client, stats *nomad.Stats) (func() uint64, error) {
+	log := o.Logger
 	start, err := startPosition(o.StateFile, o.Index)
 	if err != nil {
 		return nil, err
 	}
-	stats := new(nomad.Stats)
 	st := nomad.NewStreamer(client, nomad.Config{
 		Subscription:     nomad.Subscription{Topics: o.Topics, Namespace: o.Namespace},
 		HeartbeatTimeout: o.HeartbeatTimeout,
@@ -118,19 +172,12 @@ func stream(ctx context.Context, o Options) (*nomad.Stats, error) {
 		Logger:           log,
 		Stats:            stats,
 	})
-
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if o.Listen != "" {
-		if err := serve(ctx, &wg, o.Listen, stats, log); err != nil {
-			return nil, err
-		}
-	}
 	log.Info("eventlog starting", "version", o.Version, "address", client.Address(), "topics", o.Topics,
 		"namespace", o.Namespace, "index", indexString(start.Index), "resume", start.Written)
 
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	sv := &saver{path: o.StateFile, saved: start.Index, stats: stats}
 	if !start.Written {
 		sv.saved = 0
@@ -151,14 +198,14 @@ func stream(ctx context.Context, o Options) (*nomad.Stats, error) {
 	wg.Wait()
 	if o.StateFile != "" {
 		if saveErr != nil {
-			return stats, saveErr
+			return stats.FlushedIndex, saveErr
 		}
 		// What was flushed to stdout before a failure is saved too.
 		if serr := sv.save(); serr != nil && err == nil {
 			err = serr
 		}
 	}
-	return stats, err
+	return stats.FlushedIndex, err
 }
 
 func newClient(address, tokenFile string) (*nomad.Client, error) {
@@ -196,12 +243,12 @@ func startPosition(stateFile string, index uint64) (nomad.Position, error) {
 
 // serve serves /healthz and /metrics on addr until ctx is done; wg waits
 // for the server.
-func serve(ctx context.Context, wg *sync.WaitGroup, addr string, stats *nomad.Stats, log *slog.Logger) error {
+func serve(ctx context.Context, wg *sync.WaitGroup, addr string, stats *nomad.Stats, state *haState, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listening for health and metrics: %w", err)
 	}
-	srv := &http.Server{Handler: handler(stats, time.Now, nomad.DefaultBackoff.Max), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: handler(stats, state, time.Now, nomad.DefaultBackoff.Max), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("serving /healthz and /metrics", "address", ln.Addr().String())
 	wg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -17,9 +17,10 @@ import (
 	"github.com/hashicorp/nomad/api"
 )
 
-// Client opens event stream subscriptions. It is built once from the
-// standard Nomad client settings; the token is asked for again on every
-// connection, so a rotated workload identity token is picked up.
+// Client talks to Nomad's HTTP API: event stream subscriptions, and
+// variable locks (VarLock). It is built once from the standard Nomad client
+// settings; the token is asked for again on every request, so a rotated
+// workload identity token is picked up.
 type Client struct {
 	http    *http.Client
 	addr    string  // the address as given, its user information redacted
@@ -143,10 +144,6 @@ func (e *HTTPError) Error() string {
 // open starts a subscription at index (inclusive) and returns the response
 // once its status is 200.
 func (c *Client) open(ctx context.Context, sub Subscription, index uint64) (*http.Response, error) {
-	token, err := c.token()
-	if err != nil {
-		return nil, err
-	}
 	q := url.Values{}
 	q.Set("index", strconv.FormatUint(index, 10))
 	for _, t := range sub.Topics {
@@ -155,13 +152,32 @@ func (c *Client) open(ctx context.Context, sub Subscription, index uint64) (*htt
 	if sub.Namespace != "" {
 		q.Set("namespace", sub.Namespace)
 	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/event/stream", q, nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		resp.Body.Close()
+		return nil, &HTTPError{Status: resp.StatusCode, Body: strings.TrimSpace(string(body))}
+	}
+	return resp, nil
+}
+
+// do sends one request to Nomad with the client's token, headers, region
+// and credentials, and returns the response whatever its status.
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader) (*http.Response, error) {
+	token, err := c.token()
+	if err != nil {
+		return nil, err
+	}
 	if c.region != "" {
 		q.Set("region", c.region)
 	}
 	u := c.base
-	u.Path += "/v1/event/stream"
+	u.Path += path
 	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
 		return nil, err
 	}
@@ -183,11 +199,6 @@ func (c *Client) open(ctx context.Context, sub Subscription, index uint64) (*htt
 			err = uerr.Err
 		}
 		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-		resp.Body.Close()
-		return nil, &HTTPError{Status: resp.StatusCode, Body: strings.TrimSpace(string(body))}
 	}
 	return resp, nil
 }

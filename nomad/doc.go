@@ -1,7 +1,11 @@
 // Package nomad owns the conversation with Nomad's HTTP API. Today that is
 // the event stream (/v1/event/stream): a Streamer subscribes, copies every
 // event to a writer as one compact JSON line, and resumes after any drop from
-// the last index it fully wrote, so that nothing is lost and nothing repeated.
+// the last index it fully wrote, so that nothing is lost and nothing repeated;
+// and the variable locks (/v1/var/:path?lock-acquire, VarLock) that let one
+// of several eventlog instances stream while the others wait. VarLock is the
+// requests only: when to renew, when the lock counts as lost and what its
+// items hold are eventlog's to decide.
 //
 // The stream is read by hand rather than through api.EventStream because the
 // official client hides what exact resume needs: it drops the heartbeats (so

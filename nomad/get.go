@@ -21,38 +21,11 @@ const MaxAnswer = 32 << 20
 // absent). ctx bounds the whole call. A non-200 answer is an *HTTPError; a
 // 403 also wraps ErrRefused.
 func (c *Client) Get(ctx context.Context, path string, q url.Values, out any) (index uint64, err error) {
-	token, err := c.token()
-	if err != nil {
-		return 0, err
-	}
 	if q == nil {
 		q = url.Values{}
 	}
-	if c.region != "" && q.Get("region") == "" {
-		q.Set("region", c.region)
-	}
-	u := c.base
-	u.Path += path
-	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	resp, err := c.do(ctx, http.MethodGet, path, q, nil)
 	if err != nil {
-		return 0, err
-	}
-	for k, v := range c.headers {
-		req.Header[k] = v
-	}
-	if token != "" {
-		req.Header.Set("X-Nomad-Token", token)
-	}
-	if c.auth != nil {
-		req.SetBasicAuth(c.auth.Username, c.auth.Password)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err // the URL holds no credentials, but says nothing new
-		}
 		return 0, fmt.Errorf("GET %s: %w", path, err)
 	}
 	defer resp.Body.Close()

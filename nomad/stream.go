@@ -60,6 +60,13 @@ type Config struct {
 	Logger *slog.Logger // default: discard
 	Stats  *Stats       // default: a private one
 
+	// Flushed, if set, is called after each flush of the output with the
+	// index of the last frame whose events have all reached the writer:
+	// what the writer holds up to that call is exactly the frames up to
+	// that index. It may block; the stream is not read meanwhile, as when
+	// the writer blocks.
+	Flushed func(index uint64)
+
 	// Injectable for tests.
 	Now   func() time.Time
 	Sleep func(ctx context.Context, d time.Duration) error
@@ -594,6 +601,9 @@ func (s *Streamer) flush() error {
 	}
 	if s.known {
 		s.stats.flushedIndex.Store(s.last)
+		if s.cfg.Flushed != nil {
+			s.cfg.Flushed(s.last)
+		}
 	}
 	return nil
 }

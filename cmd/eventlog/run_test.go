@@ -42,6 +42,12 @@ func TestUsage(t *testing.T) {
 		{[]string{"-address", "ftp://x"}, exitUsage, "", "scheme must be http, https or unix"},
 		{[]string{"-max-frame-bytes", "1000"}, exitUsage, "", "-max-frame-bytes: want 1024 to 1073741824, got 1000"},
 		{[]string{"-h"}, exitOK, "-max-frame-bytes bytes", ""},
+		{[]string{"-h"}, exitOK, "-ha-lock PATH", ""},
+		{[]string{"-ha-lock", "x", "-state-file", "s"}, exitUsage, "", "-ha-lock and -state-file exclude each other"},
+		{[]string{"-ha-lock", "x", "-ha-ttl", "500ms"}, exitUsage, "", "-ha-ttl: want 1s to 24h (Nomad takes 10s at least), got 500ms"},
+		{[]string{"-ha-lock", "x", "-ha-lock-delay", "0s"}, exitUsage, "", "-ha-lock-delay: want 1s to 1h, got 0s"},
+		{[]string{"-ha-lock", "x", "-ha-namespace", "*"}, exitUsage, "", "not *"},
+		{[]string{"-ha-lock", "nomad/x", "-address", "http://127.0.0.1:1"}, exitUsage, "", "only nomad/jobs/ and below"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

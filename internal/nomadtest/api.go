@@ -142,7 +142,7 @@ func (s *Server) agentSelf(w http.ResponseWriter, r *http.Request) {
 	a := s.api()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	writeJSON(w, map[string]any{
+	writeJSON(w, http.StatusOK, 0, map[string]any{
 		"config": map[string]any{"Client": map[string]any{"Enabled": a.nodeID != ""}},
 		"member": map[string]any{"Name": "fake.global", "Status": "alive"},
 		"stats":  map[string]any{"client": map[string]any{"node_id": a.nodeID}},
@@ -157,7 +157,7 @@ func (s *Server) nodeInfo(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "node not found", http.StatusNotFound)
 		return
 	}
-	writeJSON(w, a.node)
+	writeJSON(w, http.StatusOK, 0, a.node)
 }
 
 // jobList answers /v1/jobs: the stubs of the namespace asked ("*": all).
@@ -187,7 +187,7 @@ func (s *Server) jobList(w http.ResponseWriter, r *http.Request) {
 		stub["Periodic"], stub["ParameterizedJob"] = j["Periodic"] != nil, j["ParameterizedJob"] != nil
 		stubs = append(stubs, stub)
 	}
-	writeJSON(w, stubs)
+	writeJSON(w, http.StatusOK, 0, stubs)
 }
 
 func (s *Server) job(w http.ResponseWriter, r *http.Request) (map[string]any, string, bool) {
@@ -208,7 +208,7 @@ func (s *Server) jobInfo(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if j, _, ok := s.job(w, r); ok {
-		writeJSON(w, j)
+		writeJSON(w, http.StatusOK, 0, j)
 	}
 }
 
@@ -222,14 +222,8 @@ func (s *Server) jobVersions(w http.ResponseWriter, r *http.Request) {
 		for i := range vs {
 			out[i] = vs[len(vs)-1-i] // newest first, as Nomad answers
 		}
-		writeJSON(w, map[string]any{"Diffs": nil, "KnownLeader": true, "LastContact": 0, "NextToken": "", "Versions": out})
+		writeJSON(w, http.StatusOK, 0, map[string]any{"Diffs": nil, "KnownLeader": true, "LastContact": 0, "NextToken": "", "Versions": out})
 	}
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
 }
 
 // clone deep-copies a decoded JSON object.

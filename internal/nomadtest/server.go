@@ -8,10 +8,17 @@
 // tails as Nomad ≤ 1.11.1 does), the 200-then-EOF of a refused subscription,
 // and slow subscribers cut off once their next index has left the buffer.
 //
+// It also serves Nomad's variables with their locks (/v1/var/:path, vars.go),
+// faithful to the answers recorded from Nomad 2.0.5 in testdata/: acquire,
+// 409 while held, renew, the TTL that lapses after twice its length, the lock
+// delay, CAS conflicts, the holder's writes and the release. Variable writes
+// take raft indexes from the same counter as the stream's frames.
+//
 // On top of that it injects the faults a client must survive: connections
 // cut between frames, inside a frame or between a frame and its newline,
-// frozen connections (TCP open, nothing written), refused subscriptions and a
-// history reset.
+// frozen connections (TCP open, nothing written), refused subscriptions, a
+// history reset, and a partition of one caller (by its token) from
+// everything it talks to.
 package nomadtest
 
 import (
@@ -98,6 +105,19 @@ type Options struct {
 	// CloseWhenDrained closes a subscription once it has sent every buffered
 	// frame (for benchmarks: the body then ends). Not Nomad's behaviour.
 	CloseWhenDrained bool
+
+	// Variable locks (vars.go). MinLockTTL is the shortest TTL an acquire
+	// may ask for (Nomad: 10 s); DefaultLockTTL and DefaultLockDelay are a
+	// lock's settings when the acquire gives none and after its holder
+	// writes the items (Nomad: 15 s each). Tests lower all three to keep
+	// failovers short.
+	MinLockTTL       time.Duration
+	DefaultLockTTL   time.Duration
+	DefaultLockDelay time.Duration
+	// HideVarLocks answers a GET without the variable's Lock, as Nomad
+	// answers an ACL token without management rights (a workload identity
+	// and a cluster without ACLs see it).
+	HideVarLocks bool
 }
 
 type storedFrame struct {
@@ -115,20 +135,23 @@ type Server struct {
 	srv  *http.Server
 	URL  string
 
-	mu         sync.Mutex
-	frames     []*storedFrame // ascending index
-	nextSeq    uint64
-	nextIndex  uint64
-	changed    chan struct{} // closed when frames or connections change
-	conns      map[*conn]struct{}
-	failStatus int
-	closed     bool
-	requests   []Request
-	cutoffs    int
-	cuts       int
-	bytes      atomic.Int64
-	wg         sync.WaitGroup // Serve
-	active     sync.WaitGroup // hijacked connections; Add under mu while !closed
+	mu          sync.Mutex
+	frames      []*storedFrame // ascending index
+	nextSeq     uint64
+	nextIndex   uint64
+	changed     chan struct{} // closed when frames or connections change
+	conns       map[*conn]struct{}
+	failStatus  int
+	closed      bool
+	requests    []Request
+	vars        map[string]*fakeVar
+	varOps      []VarOp
+	partitioned map[string]bool // tokens cut off by Partition
+	cutoffs     int
+	cuts        int
+	bytes       atomic.Int64
+	wg          sync.WaitGroup // Serve
+	active      sync.WaitGroup // hijacked connections; Add under mu while !closed
 
 	apiOnce sync.Once
 	apiS    *apiState // the job and node API (api.go)
@@ -145,6 +168,7 @@ type Request struct {
 
 type conn struct {
 	c      net.Conn
+	token  string
 	frozen bool
 	tail   *string // set: end the stream with this text
 	wake   chan struct{}
@@ -176,17 +200,29 @@ func NewWithListener(ln net.Listener, opts Options) *Server {
 	if opts.WriteTimeout == 0 {
 		opts.WriteTimeout = 40 * time.Second
 	}
+	if opts.MinLockTTL <= 0 {
+		opts.MinLockTTL = 10 * time.Second
+	}
+	if opts.DefaultLockTTL <= 0 {
+		opts.DefaultLockTTL = 15 * time.Second
+	}
+	if opts.DefaultLockDelay <= 0 {
+		opts.DefaultLockDelay = 15 * time.Second
+	}
 	s := &Server{
-		opts:      opts,
-		ln:        ln,
-		URL:       "http://" + ln.Addr().String(),
-		nextIndex: 1,
-		changed:   make(chan struct{}),
-		conns:     map[*conn]struct{}{},
+		opts:        opts,
+		ln:          ln,
+		URL:         "http://" + ln.Addr().String(),
+		nextIndex:   1,
+		changed:     make(chan struct{}),
+		conns:       map[*conn]struct{}{},
+		vars:        map[string]*fakeVar{},
+		partitioned: map[string]bool{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/event/stream", s.handle)
 	s.routeAPI(mux)
+	mux.HandleFunc("/v1/var/", s.handleVar)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s
 }
@@ -207,6 +243,7 @@ func (s *Server) Close() {
 	for c := range s.conns {
 		c.c.Close()
 	}
+	s.stopLockTimers()
 	s.broadcast()
 	s.mu.Unlock()
 	_ = s.srv.Close()
@@ -435,9 +472,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	token := r.Header.Get("X-Nomad-Token")
-	if token == "" {
-		token = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	token := requestToken(r)
+	if !s.waitPartition(r, token) {
+		return
 	}
 	s.mu.Lock()
 	req := Request{Query: q, Token: token}
@@ -487,7 +524,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	if tc, ok := nc.(*net.TCPConn); ok && s.opts.SendBuffer > 0 {
 		_ = tc.SetWriteBuffer(s.opts.SendBuffer)
 	}
-	c := &conn{c: nc, wake: make(chan struct{}, 1)}
+	c := &conn{c: nc, token: token, wake: make(chan struct{}, 1)}
 	hdr := s.opts.StatusLine + "\r\nContent-Type: application/json\r\n"
 	if s.opts.Mode == Chunked {
 		hdr += "Transfer-Encoding: chunked\r\n"
@@ -529,6 +566,14 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		s.active.Done()
 	}()
 	s.stream(c, brw.Writer, sub, next)
+}
+
+// requestToken is the request's token: X-Nomad-Token, else a bearer token.
+func requestToken(r *http.Request) string {
+	if t := r.Header.Get("X-Nomad-Token"); t != "" {
+		return t
+	}
+	return strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 }
 
 // startSeq applies the index rules; s.mu is held.
@@ -600,10 +645,10 @@ func (s *Server) stream(c *conn, bw *bufio.Writer, sub *subscription, next uint6
 			s.mu.Unlock()
 			return
 		}
-		if c.frozen {
+		if c.frozen || s.partitioned[c.token] {
 			changed := s.changed
 			s.mu.Unlock()
-			<-changed // until the server closes (the connection is closed then)
+			<-changed // until healed, or the server closes (the connection is closed then)
 			continue
 		}
 		if c.tail != nil {

@@ -1,10 +1,15 @@
 # eventlog: Nomad's event stream to stdout, one JSON object per line, for a
 # log shipper reading the task's stdout (nomad alloc logs, or the shipper's
-# Nomad integration). One instance; its position in the stream survives a
-# restart on the same node in a state file on sticky ephemeral disk.
+# Nomad integration). By default one instance; its position in the stream
+# survives a restart on the same node in a state file on sticky ephemeral
+# disk. With -var ha=true, two instances on two nodes contend for a Nomad
+# variable lock (Nomad 1.7 or later): one streams and keeps its position in
+# the lock's variable, the other takes over when it stops or its node dies,
+# without losing or repeating events (docs/eventlog.md, HA mode).
 #
 #   nomad acl policy apply -namespace default -job eventlog eventlog eventlog-policy.hcl
 #   nomad job run -var image=ghcr.io/acme/nomad-prefetch:v0.1.0 eventlog.nomad.hcl
+#   nomad job run -var image=ghcr.io/acme/nomad-prefetch:v0.1.0 -var ha=true eventlog.nomad.hcl
 #
 # It talks to Nomad through the task API socket with its workload identity,
 # so it needs no address and no token of its own (Nomad 1.5 or later).
@@ -41,17 +46,33 @@ variable "service_provider" {
   default = "nomad"
 }
 
+variable "ha" {
+  type        = bool
+  default     = false
+  description = "Two instances on two nodes, one streaming, one standby, contending for the lock of the Nomad variable nomad/jobs/eventlog/lock (Nomad 1.7 or later; eventlog-policy.hcl grants it)."
+}
+
 job "eventlog" {
   type        = "service"
   datacenters = var.datacenters
   node_pool   = var.node_pool
 
   group "eventlog" {
-    count = 1
+    # One instance, or with ha two that contend for the lock: only its
+    # holder writes events, so two never write an event twice.
+    count = var.ha ? 2 : 1
+
+    # The standby is there for when the holder's node dies: not on the same
+    # node.
+    constraint {
+      operator = "distinct_hosts"
+      value    = "true"
+    }
 
     # alloc/data survives a replacement on the same node (and is migrated
     # when the replacement lands elsewhere), so the state file lets a new
-    # allocation resume where the old one stopped.
+    # allocation resume where the old one stopped. With ha the position is
+    # in the lock's variable instead.
     ephemeral_disk {
       size    = 300
       sticky  = true
@@ -79,7 +100,8 @@ job "eventlog" {
       port     = "http"
 
       # 503 when Nomad refuses the subscription or has been unreachable for
-      # long: worth an alert, not a restart (a restart fixes neither).
+      # long: worth an alert, not a restart (a restart fixes neither). A
+      # standby is healthy.
       check {
         name     = "alive"
         type     = "http"
@@ -91,7 +113,9 @@ job "eventlog" {
 
     task "eventlog" {
       driver = "docker"
-      # SIGTERM flushes stdout and saves the state file.
+      # SIGTERM flushes stdout and saves the state file, or with ha writes
+      # the checkpoint and releases the lock, so that the standby takes
+      # over at once.
       kill_timeout = "30s"
 
       # The workload identity, as a file that eventlog reads again before
@@ -104,8 +128,13 @@ job "eventlog" {
         image        = var.image
         command      = "eventlog"
         network_mode = "host"
-        args = concat([
+        args = concat(var.ha ? [
+          # The lock, and the checkpoint in its items, in the job's own
+          # namespace (NOMAD_NAMESPACE). Keep in step with the policy.
+          "-ha-lock", "nomad/jobs/eventlog/lock",
+          ] : [
           "-state-file", "${NOMAD_ALLOC_DIR}/data/eventlog.state",
+          ], [
           "-token-file", "${NOMAD_SECRETS_DIR}/nomad_token",
           "-namespace", var.namespace,
           "-listen", "${NOMAD_ADDR_http}",

@@ -354,17 +354,57 @@ func TestPrefetchJob(t *testing.T) {
 
 func TestEventlogJob(t *testing.T) {
 	t.Parallel()
-	j := readJob(t, "eventlog.nomad.hcl", map[string]cty.Value{
-		"image":  cty.StringVal("registry.example:5000/nomad-prefetch:v1"),
-		"topics": cty.ListVal([]cty.Value{cty.StringVal("Job"), cty.StringVal("Allocation:*")}),
+	for _, ha := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ha=%v", ha), func(t *testing.T) {
+			t.Parallel()
+			j := readJob(t, "eventlog.nomad.hcl", map[string]cty.Value{
+				"image":  cty.StringVal("registry.example:5000/nomad-prefetch:v1"),
+				"topics": cty.ListVal([]cty.Value{cty.StringVal("Job"), cty.StringVal("Allocation:*")}),
+				"ha":     cty.BoolVal(ha),
+			})
+			checkEventlogJob(t, j, ha)
+		})
+	}
+
+	t.Run("default topics", func(t *testing.T) {
+		j := readJob(t, "eventlog.nomad.hcl", map[string]cty.Value{"image": cty.StringVal("x:1")})
+		args := value[[]string](j, j.block(j.block(j.block(j.block(j.body, "job", "eventlog"), "group", "eventlog"), "task", "eventlog"), "config"), "args")
+		if slices.Contains(args, "-topic") {
+			t.Errorf("with no topics set, args %q still pass -topic", args)
+		}
+		if slices.Contains(args, "-ha-lock") {
+			t.Errorf("HA is on by default: args %q", args)
+		}
 	})
+}
+
+// eventlogLock is the -ha-lock path the job passes with ha = true.
+func eventlogLock(t *testing.T) string {
+	j := readJob(t, "eventlog.nomad.hcl", map[string]cty.Value{"image": cty.StringVal("x:1"), "ha": cty.BoolVal(true)})
+	args := value[[]string](j, j.block(j.block(j.block(j.block(j.body, "job", "eventlog"), "group", "eventlog"), "task", "eventlog"), "config"), "args")
+	i := slices.Index(args, "-ha-lock")
+	if i < 0 || i+1 == len(args) {
+		t.Fatalf("with ha, args %q pass no -ha-lock", args)
+	}
+	return args[i+1]
+}
+
+func checkEventlogJob(t *testing.T, j *jobFile, ha bool) {
 	job := j.block(j.body, "job", "eventlog")
 	if got := value[string](j, job, "type"); got != "service" {
 		t.Errorf("type = %q, want service", got)
 	}
 	group := j.block(job, "group", "eventlog")
-	if got := value[int](j, group, "count"); got != 1 {
-		t.Errorf("count = %d, want 1: two would write every event twice", got)
+	count := value[int](j, group, "count")
+	switch {
+	case !ha && count != 1:
+		t.Errorf("count = %d, want 1 without ha: two would write every event twice", count)
+	case ha && count != 2:
+		t.Errorf("count = %d, want 2 with ha: a holder and a standby", count)
+	}
+	c := j.block(group, "constraint")
+	if value[string](j, c, "operator") != "distinct_hosts" || value[string](j, c, "value") != "true" {
+		t.Errorf("the group is not constrained to distinct hosts: a standby on the holder's node dies with it")
 	}
 	j.block(group, "restart")
 	disk := j.block(group, "ephemeral_disk")
@@ -386,8 +426,14 @@ func TestEventlogJob(t *testing.T) {
 	}
 	args := value[[]string](j, cfg, "args")
 	vals := argFlags(t, "eventlog", args, flags(t, "eventlog"))
-	if got := vals["-state-file"]; !strings.HasPrefix(got, "${NOMAD_ALLOC_DIR}/data/") {
-		t.Errorf("-state-file %q, want it in ${NOMAD_ALLOC_DIR}/data/, on the sticky disk", got)
+	_, stateFile := vals["-state-file"]
+	switch {
+	case !ha && !strings.HasPrefix(vals["-state-file"], "${NOMAD_ALLOC_DIR}/data/"):
+		t.Errorf("-state-file %q, want it in ${NOMAD_ALLOC_DIR}/data/, on the sticky disk", vals["-state-file"])
+	case ha && (stateFile || vals["-ha-lock"] == ""):
+		t.Errorf("with ha, args %q: want -ha-lock and no -state-file (eventlog refuses both)", args)
+	case !ha && vals["-ha-lock"] != "":
+		t.Errorf("without ha, args %q pass -ha-lock", args)
 	}
 	if got := strings.Join(args, " "); !strings.Contains(got, "-topic Job -topic Allocation:*") {
 		t.Errorf("args %q do not pass var.topics as -topic flags", got)
@@ -415,14 +461,6 @@ func TestEventlogJob(t *testing.T) {
 	if got := value[string](j, j.block(svc, "check"), "path"); got != "/healthz" {
 		t.Errorf("the service checks %q, want /healthz", got)
 	}
-
-	t.Run("default topics", func(t *testing.T) {
-		j := readJob(t, "eventlog.nomad.hcl", map[string]cty.Value{"image": cty.StringVal("x:1")})
-		args := value[[]string](j, j.block(j.block(j.block(j.block(j.body, "job", "eventlog"), "group", "eventlog"), "task", "eventlog"), "config"), "args")
-		if slices.Contains(args, "-topic") {
-			t.Errorf("with no topics set, args %q still pass -topic", args)
-		}
-	})
 }
 
 func TestEventlogPolicy(t *testing.T) {
@@ -435,6 +473,24 @@ func TestEventlogPolicy(t *testing.T) {
 		if got := value[string](j, j.block(j.body, typ), "policy"); got != "read" {
 			t.Errorf("%s policy = %q, want read", typ, got)
 		}
+	}
+	// Variables: exactly the lock's path, read and write, and nothing else
+	// in any namespace.
+	var paths []string
+	for _, ns := range blocks(j.body, "namespace") {
+		for _, vars := range blocks(ns, "variables") {
+			for _, b := range vars.Blocks {
+				paths = append(paths, strings.Join(b.Labels, ""))
+			}
+		}
+	}
+	lock := eventlogLock(t)
+	if !slices.Equal(paths, []string{lock}) {
+		t.Fatalf("variable paths %q, want exactly the job's -ha-lock %q", paths, lock)
+	}
+	caps := value[[]string](j, j.block(j.block(j.block(j.body, "namespace", "*"), "variables"), "path", lock), "capabilities")
+	if slices.Sort(caps); !slices.Equal(caps, []string{"read", "write"}) {
+		t.Errorf("%s capabilities %q, want read and write (the lock's operations and the checkpoint's reads), nothing more", lock, caps)
 	}
 }
 

@@ -1,0 +1,372 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nomad-prefetch/nomad-prefetch/nomad"
+	outagelog "github.com/nomad-prefetch/nomad-prefetch/outage"
+)
+
+// HA mode (-ha-lock): instances contend for a Nomad variable lock; the
+// holder streams and keeps its checkpoint in the lock's items
+// (checkpoint.go), the others wait as standbys. Losing the lock stops the
+// stream (lease.go) and makes the instance a standby again.
+
+// haState is what /healthz and /metrics show of the HA lock.
+type haState struct {
+	active     atomic.Bool
+	lost       atomic.Uint64
+	checkpoint atomic.Uint64
+
+	mu        sync.Mutex
+	lockErr   string    // the last failure of a standby's lock request; "" when they work
+	downSince time.Time // since when they fail
+	refused   bool      // Nomad refused them (token, ACL policy)
+}
+
+func (s *haState) failed(err error, refused bool, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lockErr, s.refused = err.Error(), refused
+	if s.downSince.IsZero() {
+		s.downSince = now
+	}
+}
+
+func (s *haState) ok() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lockErr, s.refused, s.downSince = "", false, time.Time{}
+}
+
+// haHealth is /healthz for a standby: healthy, unless its lock requests
+// are refused or have failed for longer than grace.
+func (s *haState) health(now time.Time, grace time.Duration) (int, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.refused:
+		return http.StatusServiceUnavailable, "standby, but Nomad refuses the HA lock's requests: " + s.lockErr
+	case !s.downSince.IsZero() && now.Sub(s.downSince) >= grace:
+		return http.StatusServiceUnavailable, fmt.Sprintf("standby, but the HA lock's requests have failed for %s: %s", now.Sub(s.downSince).Round(time.Second), s.lockErr)
+	case s.lockErr != "":
+		return http.StatusOK, "standby (the HA lock's requests fail: " + s.lockErr + ")"
+	}
+	return http.StatusOK, "standby: another instance holds the HA lock"
+}
+
+// ha runs an instance in HA mode.
+type ha struct {
+	o      Options
+	client *nomad.Client
+	lock   *nomad.VarLock
+	stats  *nomad.Stats
+	state  *haState
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// run alternates standby and holding until ctx ends or a failure stops
+// the instance.
+func (h *ha) run(ctx context.Context) error {
+	if n := growPipe(h.o.Stdout, batchBytes); n > 0 {
+		h.log.Debug("stdout is a pipe: its capacity raised, so that a checkpoint's batch is written in one go", "bytes", n)
+	}
+	for {
+		ls, err := h.standby(ctx)
+		if err != nil || ls == nil {
+			return err
+		}
+		err = h.hold(ctx, ls)
+		var lost *lostError
+		if !errors.As(err, &lost) {
+			return err
+		}
+		h.state.lost.Add(1)
+		if ctx.Err() != nil {
+			h.log.Warn("HA lock lost while stopping; the next holder resumes from the checkpoint",
+				"reason", lost.reason.Error(), "checkpoint", h.state.checkpoint.Load())
+			return nil
+		}
+		h.log.Error("HA lock lost: stopped writing events; another instance may take over, this one waits as a standby",
+			"reason", lost.reason.Error(), "checkpoint", h.state.checkpoint.Load())
+	}
+}
+
+// standby tries to acquire the lock until it does (a lease) or ctx ends
+// (nil, nil). While another holds it, it waits for the lock to go, trying
+// again at least every lock delay; a failing request is retried with
+// backoff, and reported as the stream's outages are.
+func (h *ha) standby(ctx context.Context) (*lease, error) {
+	var w waiter
+	var run outagelog.Log
+	announced := false
+	attempt := 0
+	for {
+		sent := h.now()
+		nl, err := h.lock.Acquire(ctx, h.o.HATTL, h.o.HALockDelay)
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		var he *nomad.HTTPError
+		switch {
+		case err == nil, errors.Is(err, nomad.ErrLockHeld):
+			h.state.ok()
+			if attempts, down, ok := run.Recovered(h.now()); ok {
+				h.log.Info("HA lock requests work again", "attempts", attempts, "downtime", down.Round(time.Millisecond).String())
+			}
+			if err == nil {
+				return newLease(h.lock, nl, h.o.HATTL, sent, h.now, h.log), nil
+			}
+			attempt = 0
+			if !announced {
+				announced = true
+				h.log.Info("standby: another instance holds the HA lock; taking over when it is released or lapses", "lock", h.lock.Path())
+			}
+			if h.waitRelease(ctx, &w) != nil {
+				return nil, nil
+			}
+			continue
+		case errors.As(err, &he) && he.Status == http.StatusBadRequest:
+			return nil, &ConfigError{fmt.Errorf("acquiring the HA lock %s: refused as a bad request (check -ha-lock, and -ha-ttl: Nomad takes 10s to 24h): %w", h.lock.Path(), err)}
+		}
+		refused := errors.As(err, &he) && (he.Status == http.StatusUnauthorized || he.Status == http.StatusForbidden)
+		attempt++
+		policy := nomad.DefaultBackoff
+		if refused {
+			policy = nomad.RefusedBackoff
+		}
+		delay := policy.Delay(attempt, rand.Float64())
+		h.reportLockFailure(&run, err, refused, attempt, delay)
+		if sleep(ctx, delay) != nil {
+			return nil, nil
+		}
+	}
+}
+
+// reportLockFailure logs a failed lock request without flooding, as the
+// stream's outages are logged.
+func (h *ha) reportLockFailure(run *outagelog.Log, err error, refused bool, attempt int, delay time.Duration) {
+	now := h.now()
+	h.state.failed(err, refused, now)
+	attrs := []any{"lock", h.lock.Path(), "error", err.Error(), "attempt", attempt, "retry_in", delay.Round(time.Millisecond).String()}
+	level := slog.LevelWarn
+	if refused {
+		level = slog.LevelError
+		attrs = append(attrs, "check", "the token's ACL policy must grant read and write on the variable path (nomad/jobs/eventlog-policy.hcl)")
+	}
+	switch run.Failed(now, err.Error(), h.o.AlertAfter) {
+	case outagelog.First, outagelog.Changed:
+		h.log.Log(context.Background(), level, "HA lock requests failing", attrs...)
+	case outagelog.Reminder:
+		h.log.Error("HA lock requests still failing", append(attrs, "down_for", now.Sub(run.Since()).Round(time.Second).String())...)
+	default:
+		h.log.Debug("HA lock requests still failing", attrs...)
+	}
+}
+
+// waiter is a standby's view of the lock's variable.
+type waiter struct {
+	index   uint64 // the ModifyIndex last seen
+	sawLock bool   // the last read showed a lock
+}
+
+// waitRelease waits, up to the lock delay, for the lock to go. Blocking
+// reads answer when the variable changes: when a change shows the lock gone
+// (Nomad shows it to a workload identity and without ACLs), the wait ends at
+// once; when Nomad hides locks from the token, every change looks alike, and
+// the next acquire waits for the lock delay.
+func (h *ha) waitRelease(ctx context.Context, w *waiter) error {
+	until := h.now().Add(h.o.HALockDelay)
+	for {
+		left := until.Sub(h.now())
+		if left <= 0 {
+			return nil
+		}
+		v, found, err := h.lock.Read(ctx, w.index, left)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			return sleep(ctx, left)
+		case !found:
+			return nil
+		}
+		changed := v.ModifyIndex != w.index
+		freed := w.index != 0 && changed && w.sawLock && v.LockID == ""
+		w.index, w.sawLock = v.ModifyIndex, v.LockID != ""
+		if freed {
+			return nil
+		}
+		if !changed && sleep(ctx, min(until.Sub(h.now()), 250*time.Millisecond)) != nil {
+			return ctx.Err() // a read that answered early without a change: not in a tight loop
+		}
+	}
+}
+
+// hold streams while the lease holds, from the lock's checkpoint.
+func (h *ha) hold(ctx context.Context, ls *lease) error {
+	h.state.active.Store(true)
+	defer h.state.active.Store(false)
+	items, cas, start, err := h.resume(ctx, ls)
+	if err != nil {
+		if ls.held() == nil {
+			h.release(ls)
+		}
+		return err
+	}
+	if ctx.Err() != nil {
+		h.release(ls)
+		return nil
+	}
+	h.state.checkpoint.Store(0)
+	if start.Written {
+		h.state.checkpoint.Store(start.Index)
+	}
+	h.log.Info("HA lock acquired: streaming", "lock", h.lock.Path(), "index", indexString(start.Index), "resume", start.Written)
+	c := &committer{
+		g: newGate(h.state.checkpoint.Load()), lease: ls, lock: h.lock, out: h.o.Stdout,
+		interval: max(h.o.StateInterval, time.Millisecond), now: h.now, log: h.log, state: h.state,
+		items: items, cas: cas, committed: h.state.checkpoint.Load(),
+	}
+	return h.term(ctx, ls, c, start)
+}
+
+// resume reads the checkpoint from the lock's variable, retrying while
+// the lock is held.
+func (h *ha) resume(ctx context.Context, ls *lease) (map[string]string, uint64, nomad.Position, error) {
+	var v nomad.Variable
+	for {
+		if err := ls.held(); err != nil {
+			return nil, 0, nomad.Position{}, err
+		}
+		var found bool
+		var err error
+		v, found, err = h.lock.Read(ctx, 0, 0)
+		if ctx.Err() != nil {
+			return nil, 0, nomad.Position{}, nil
+		}
+		if err == nil && !found {
+			ls.lose(errors.New("the lock's variable is gone"))
+			continue
+		}
+		if err == nil {
+			break
+		}
+		h.log.Debug("reading the HA checkpoint failed; retrying while the lock is held", "error", err.Error())
+		if sleep(ctx, 250*time.Millisecond) != nil {
+			return nil, 0, nomad.Position{}, nil
+		}
+	}
+	s, ok := v.Items["index"]
+	if !ok {
+		return v.Items, v.ModifyIndex, nomad.Position{Index: h.o.Index}, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return nil, 0, nomad.Position{}, &ConfigError{fmt.Errorf("the HA lock's variable %s holds index %q, want a raft index (fix or delete the item)", h.lock.Path(), s)}
+	}
+	return v.Items, v.ModifyIndex, nomad.Position{Index: n, Written: true}, nil
+}
+
+// term runs the stream, the lease's renewals and the committer until ctx
+// ends, the lock is lost or stdout fails; then, unless the lock was lost,
+// it commits what is left and releases the lock, so that a standby takes
+// over at once.
+func (h *ha) term(ctx context.Context, ls *lease, c *committer, start nomad.Position) error {
+	tctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		ls.keep(tctx)
+		if err := ls.held(); err != nil {
+			cancel(err)
+		}
+	})
+	var commitErr error
+	wg.Go(func() {
+		if commitErr = c.loop(tctx); commitErr != nil {
+			cancel(commitErr)
+		}
+	})
+	stopGate := context.AfterFunc(tctx, func() {
+		var lost *lostError
+		if cause := context.Cause(tctx); errors.As(cause, &lost) {
+			c.g.stop(cause)
+			return
+		}
+		c.g.stop(nil)
+	})
+	defer stopGate()
+	st := nomad.NewStreamer(h.client, h.streamConfig(c.g.flushed))
+	runErr := st.Run(tctx, c.g, start)
+	cancel(nil)
+	wg.Wait()
+
+	var we *nomad.WriteError
+	switch lost := ls.held(); {
+	case lost != nil:
+		return lost
+	case commitErr != nil:
+		if errors.As(commitErr, &we) {
+			h.release(ls)
+		}
+		return commitErr
+	case runErr != nil && !errors.As(runErr, new(*lostError)):
+		h.release(ls)
+		return runErr
+	}
+	if err := c.commit(); err != nil { // what came before the stop
+		if ls.held() == nil {
+			h.release(ls)
+		}
+		return err
+	}
+	h.release(ls)
+	return nil
+}
+
+func (h *ha) streamConfig(flushed func(uint64)) nomad.Config {
+	return nomad.Config{
+		Subscription:     nomad.Subscription{Topics: h.o.Topics, Namespace: h.o.Namespace},
+		HeartbeatTimeout: h.o.HeartbeatTimeout,
+		MaxFrameBytes:    h.o.MaxFrameBytes,
+		AlertAfter:       h.o.AlertAfter,
+		Logger:           h.log,
+		Stats:            h.stats,
+		Flushed:          flushed,
+	}
+}
+
+// release lets the lock go, so that a standby takes over without waiting
+// for the TTL and the lock delay.
+func (h *ha) release(ls *lease) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.lock.CallTimeout)
+	defer cancel()
+	if err := h.lock.Release(ctx, ls.id); err != nil {
+		h.log.Warn("HA lock not released: a standby takes over once it lapses", "lock", h.lock.Path(), "error", err.Error())
+		return
+	}
+	h.log.Info("HA lock released", "lock", h.lock.Path(), "checkpoint", h.state.checkpoint.Load())
+}
+
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
