@@ -337,6 +337,18 @@ func TestPrefetchJob(t *testing.T) {
 		})
 	}
 
+	t.Run("bundle_dir", func(t *testing.T) {
+		j := readJob(t, "prefetch.nomad.hcl", map[string]cty.Value{"image": cty.StringVal("x:1")})
+		cfg := j.block(j.block(j.block(j.block(j.body, "job", "prefetch"), "group", "prefetch"), "task", "prefetch"), "config")
+		if got := value[[]string](j, cfg, "volumes"); slices.ContainsFunc(got, func(v string) bool { return strings.Contains(v, "/bootstrap") }) {
+			t.Errorf("volumes %q mount /bootstrap without bundle_dir", got)
+		}
+		j.vars["bundle_dir"] = cty.StringVal("/srv/bundles")
+		if got := value[[]string](j, cfg, "volumes"); !slices.Contains(got, "/srv/bundles:/bootstrap:ro") {
+			t.Errorf("with bundle_dir: volumes %q, want /srv/bundles:/bootstrap:ro", got)
+		}
+	})
+
 	t.Run("config_source validation", func(t *testing.T) {
 		j := readJob(t, "prefetch.nomad.hcl", map[string]cty.Value{"image": cty.StringVal("x:1")})
 		cond := j.block(j.block(j.body, "variable", "config_source"), "validation").Attributes["condition"].Expr

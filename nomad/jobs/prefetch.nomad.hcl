@@ -75,6 +75,12 @@ variable "docker_gid" {
   description = "The Docker socket's group ID, added to the task's non-root user. The default is each node's client meta docker_gid, so nodes may differ."
 }
 
+variable "bundle_dir" {
+  type        = string
+  default     = ""
+  description = "A host directory holding bundle files (prefetch bundle), mounted read-only at /bootstrap so the config's bundle:/bootstrap/... sources work in the task; \"\" mounts nothing."
+}
+
 variable "lock_dir" {
   type        = string
   default     = "/run/lock"
@@ -208,12 +214,12 @@ job "prefetch" {
         ]
         # The image's user is 65532; the socket's group lets it talk to Docker.
         group_add = [var.docker_gid]
-        volumes = [
+        volumes = concat([
           "${var.docker_socket}:/var/run/docker.sock",
           # A host directory, so every allocation on a node takes the same lock:
           # one agent per node.
           "${var.lock_dir}:/run/prefetch-lock",
-        ]
+        ], var.bundle_dir == "" ? [] : ["${var.bundle_dir}:/bootstrap:ro"])
       }
 
       env {
