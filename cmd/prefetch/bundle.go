@@ -59,28 +59,15 @@ func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(stderr, "prefetch bundle: -o is required (see prefetch bundle -h)")
 		return exitUsage
 	}
-	cfg, ok := loadConfig("bundle", *cfgPath, stderr)
+	cfg, images, ok := configImages("bundle", *cfgPath, names, log, stderr)
 	if !ok {
 		return exitUsage
 	}
-	for _, w := range cfg.Warnings {
-		log.Warn("config: "+w.Msg, "at", w.Pos.String())
-	}
-	images, err := selectImages(cfg.Images, names)
-	if err != nil {
-		fmt.Fprintf(stderr, "prefetch bundle: %v\n", err)
-		return exitUsage
-	}
-	clients, err := agent.NewClients(cfg, dockerCallTimeout)
-	if err != nil {
-		log.Error(err.Error())
+	clients, ok := connectDocker(ctx, cfg, log)
+	if !ok {
 		return exitFailed
 	}
 	defer clients.Engine.Close()
-	if err := clients.Engine.Ping(ctx); err != nil {
-		log.Error(err.Error())
-		return exitFailed
-	}
 
 	f := newFetcher(cfg, clients, log)
 	results := f.Once(ctx, images, cfg.Concurrency)

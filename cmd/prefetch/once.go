@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -59,20 +60,16 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 
-	clients, err := agent.NewClients(cfg, dockerCallTimeout)
-	if err != nil {
-		log.Error(err.Error())
+	clients, ok := connectDocker(ctx, cfg, log)
+	if !ok {
 		return exitFailed
 	}
 	defer clients.Engine.Close()
-	if err := clients.Engine.Ping(ctx); err != nil {
-		log.Error(err.Error())
-		return exitFailed
-	}
 
 	f := newFetcher(cfg, clients, log)
 	f.Offline = offline
 	results := f.Once(ctx, images, cfg.Concurrency)
+	var err error
 	if *asJSON {
 		err = writeJSON(stdout, results)
 	} else {
@@ -86,6 +83,40 @@ func runOnce(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// connectDocker makes the clients cfg names and checks that the Docker
+// daemon answers; when it can't, it logs why and ok is false (exit 1).
+func connectDocker(ctx context.Context, cfg config.Config, log *slog.Logger) (clients agent.Clients, ok bool) {
+	clients, err := agent.NewClients(cfg, dockerCallTimeout)
+	if err != nil {
+		log.Error(err.Error())
+		return clients, false
+	}
+	if err := clients.Engine.Ping(ctx); err != nil {
+		log.Error(err.Error())
+		clients.Engine.Close()
+		return clients, false
+	}
+	return clients, true
+}
+
+// configImages loads the -config file of command cmd, logs its warnings and
+// returns the images named (all when names is empty); ok is false after a
+// usage error, said on stderr.
+func configImages(cmd, path string, names []string, log *slog.Logger, stderr io.Writer) (cfg config.Config, images []config.Image, ok bool) {
+	if cfg, ok = loadConfig(cmd, path, stderr); !ok {
+		return cfg, nil, false
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn("config: "+w.Msg, "at", w.Pos.String())
+	}
+	images, err := selectImages(cfg.Images, names)
+	if err != nil {
+		fmt.Fprintf(stderr, "prefetch %s: %v\n", cmd, err)
+		return cfg, nil, false
+	}
+	return cfg, images, true
 }
 
 // dockerCallTimeout bounds every Docker Engine call but a pull's stream; a

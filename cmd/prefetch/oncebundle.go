@@ -30,15 +30,7 @@ func onceImages(cfgPath, bundlePath string, names []string, log *slog.Logger, st
 	if cfgPath == "" && src != "" {
 		return bundleImages(src, names, log, stderr)
 	}
-	if cfg, ok = loadConfig("once", cfgPath, stderr); !ok {
-		return cfg, nil, false, exitUsage, false
-	}
-	for _, w := range cfg.Warnings {
-		log.Warn("config: "+w.Msg, "at", w.Pos.String())
-	}
-	images, err := selectImages(cfg.Images, names)
-	if err != nil {
-		fmt.Fprintf(stderr, "prefetch once: %v\n", err)
+	if cfg, images, ok = configImages("once", cfgPath, names, log, stderr); !ok {
 		return cfg, nil, false, exitUsage, false
 	}
 	if src != "" {
