@@ -417,7 +417,7 @@ func (f *Fetcher) settle(ctx context.Context, ref, expected string) (string, err
 	if byDigest {
 		got, err := f.Docker.Inspect(ctx, expected)
 		if err != nil || got.ID != im.ID {
-			return "", fmt.Errorf("tagged %s as %s, but %s does not name it (%v): this image store can't serve a digest-named image from a source", shortID(im.ID), target, expected, err)
+			return "", fmt.Errorf("tagged %s as %s, but %s does not name it (%v): this image store can't serve a digest-named image from a source", registry.ShortID(im.ID), target, expected, err)
 		}
 	}
 	return im.ID, nil
@@ -438,10 +438,4 @@ var _ ContainerdStoreTeller = (*registry.Engine)(nil)
 func (f *Fetcher) containerdStore(ctx context.Context) bool {
 	t, ok := f.Docker.(ContainerdStoreTeller)
 	return ok && t.ContainerdStore(ctx)
-}
-
-// shortID abbreviates an image ID for messages.
-func shortID(id string) string {
-	id = strings.TrimPrefix(id, "sha256:")
-	return id[:min(len(id), 12)]
 }

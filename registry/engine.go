@@ -74,11 +74,8 @@ type Engine struct {
 	creds   *Credentials
 	timeout time.Duration
 
-	insecureMu sync.Mutex
-	insecure   func(host string) bool // read from the daemon on first use
-
-	storeMu sync.Mutex
-	store   *bool // the containerd image store, read on first use
+	infoMu sync.Mutex
+	info   *client.SystemInfoResult // `docker info`, read on first success (Insecure, ContainerdStore)
 }
 
 // DaemonTimeoutError says the Docker daemon accepted a call and did not
@@ -182,7 +179,7 @@ func (e *Engine) Tag(ctx context.Context, source, target string) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("tagging %s as %s: %w", shortID(source), target, err)
+		return fmt.Errorf("tagging %s as %s: %w", ShortID(source), target, err)
 	}
 	return nil
 }
@@ -249,8 +246,8 @@ func (e *Engine) pull(ctx context.Context, ref string, opts client.ImagePullOpti
 	return ctx.Err()
 }
 
-// shortID abbreviates an image ID for messages; references pass unchanged.
-func shortID(s string) string {
+// ShortID abbreviates an image ID for messages; references pass unchanged.
+func ShortID(s string) string {
 	if id, ok := strings.CutPrefix(s, "sha256:"); ok && len(id) > 12 {
 		return id[:12]
 	}
@@ -321,17 +318,18 @@ func (e *Engine) ImageEvents(ctx context.Context) (<-chan ImageEvent, <-chan err
 // 127.0.0.0/8), where the daemon speaks plain HTTP. Remote uses it to ask
 // such a registry over HTTP too, as dockerd would.
 func (e *Engine) InsecureRegistries(ctx context.Context) (func(host string) bool, error) {
-	var info client.SystemInfoResult
-	err := e.call(ctx, "an info request", func(ctx context.Context) (err error) {
-		info, err = e.cli.Info(ctx, client.InfoOptions{})
-		return err
-	})
+	info, err := e.readInfo(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("reading the Docker daemon's registry configuration: %w", err)
 	}
+	return insecureIn(info), nil
+}
+
+// insecureIn is InsecureRegistries' answer from the daemon's info.
+func insecureIn(info client.SystemInfoResult) func(host string) bool {
 	rc := info.Info.RegistryConfig
 	if rc == nil {
-		return func(string) bool { return false }, nil
+		return func(string) bool { return false }
 	}
 	return func(host string) bool {
 		if idx, ok := rc.IndexConfigs[host]; ok && idx != nil {
@@ -351,7 +349,32 @@ func (e *Engine) InsecureRegistries(ctx context.Context) (func(host string) bool
 			}
 		}
 		return false
-	}, nil
+	}
+}
+
+// readInfo asks the daemon for `docker info`.
+func (e *Engine) readInfo(ctx context.Context) (client.SystemInfoResult, error) {
+	var info client.SystemInfoResult
+	err := e.call(ctx, "an info request", func(ctx context.Context) (err error) {
+		info, err = e.cli.Info(ctx, client.InfoOptions{})
+		return err
+	})
+	return info, err
+}
+
+// daemonInfo is readInfo, read once it succeeds and kept: the registry
+// configuration and the image store are the daemon's start-up settings.
+func (e *Engine) daemonInfo(ctx context.Context) (client.SystemInfoResult, error) {
+	e.infoMu.Lock()
+	defer e.infoMu.Unlock()
+	if e.info == nil {
+		info, err := e.readInfo(ctx)
+		if err != nil {
+			return info, err
+		}
+		e.info = &info
+	}
+	return *e.info, nil
 }
 
 // ContainerdStore reports whether the daemon keeps images in containerd's
@@ -361,26 +384,16 @@ func (e *Engine) InsecureRegistries(ctx context.Context) (func(host string) bool
 // first use (and again until that succeeds); a daemon that can't be asked
 // counts as classic.
 func (e *Engine) ContainerdStore(ctx context.Context) bool {
-	e.storeMu.Lock()
-	defer e.storeMu.Unlock()
-	if e.store == nil {
-		var info client.SystemInfoResult
-		err := e.call(ctx, "an info request", func(ctx context.Context) (err error) {
-			info, err = e.cli.Info(ctx, client.InfoOptions{})
-			return err
-		})
-		if err != nil {
-			return false
-		}
-		containerd := false
-		for _, kv := range info.Info.DriverStatus {
-			if kv[0] == "driver-type" && strings.HasPrefix(kv[1], "io.containerd.snapshotter") {
-				containerd = true
-			}
-		}
-		e.store = &containerd
+	info, err := e.daemonInfo(ctx)
+	if err != nil {
+		return false
 	}
-	return *e.store
+	for _, kv := range info.Info.DriverStatus {
+		if kv[0] == "driver-type" && strings.HasPrefix(kv[1], "io.containerd.snapshotter") {
+			return true
+		}
+	}
+	return false
 }
 
 // Insecure reports whether the daemon lists host as an insecure registry
@@ -388,16 +401,11 @@ func (e *Engine) ContainerdStore(ctx context.Context) bool {
 // and again at each use until that succeeds; a daemon that can't be asked
 // lists nothing.
 func (e *Engine) Insecure(host string) bool {
-	e.insecureMu.Lock()
-	defer e.insecureMu.Unlock()
-	if e.insecure == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		f, err := e.InsecureRegistries(ctx)
-		if err != nil {
-			return false
-		}
-		e.insecure = f
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := e.daemonInfo(ctx)
+	if err != nil {
+		return false
 	}
-	return e.insecure(host)
+	return insecureIn(info)(host)
 }
