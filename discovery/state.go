@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
@@ -99,15 +100,7 @@ func (st *state) set() agent.Discovered {
 		img.Name = usedBy[ref][0]
 		d.Images = append(d.Images, *img)
 	}
-	slices.SortFunc(d.Images, func(a, b config.Image) int {
-		switch {
-		case a.Expected < b.Expected:
-			return -1
-		case a.Expected > b.Expected:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(d.Images, func(a, b config.Image) int { return strings.Compare(a.Expected, b.Expected) })
 	d.Status = agent.DiscoveryStatus{
 		Node: st.node.name, Jobs: len(st.jobs), Images: len(d.Images), Index: st.index, Listed: st.listed,
 		Live: st.live, Error: st.err, Problems: slices.Clone(st.problems),
