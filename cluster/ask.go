@@ -90,8 +90,12 @@ func Ask(ctx context.Context, agents []Agent, o AskOptions) []Report {
 
 func askOne(ctx context.Context, o AskOptions, a Agent) Report {
 	r := Report{Agent: a}
-	if a.Down != "" {
+	switch {
+	case a.Down != "":
 		r.Err = errors.New(a.Down)
+		return r
+	case a.Invalid != "":
+		r.Err = errors.New(a.Invalid)
 		return r
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)

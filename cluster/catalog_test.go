@@ -7,11 +7,13 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	consul "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/nomad/api"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/catalogtest"
 )
@@ -24,8 +26,7 @@ func catalogOf(t *testing.T, c *catalogtest.Catalog, token string) Catalog {
 		o.Nomad = nomadConfig(c.URL)
 		o.Nomad.SecretID = token
 	} else {
-		env := map[string]string{"CONSUL_HTTP_ADDR": strings.TrimPrefix(c.URL, "http://"), "CONSUL_HTTP_TOKEN": token}
-		o.Getenv = func(k string) string { return env[k] }
+		o.Consul = &consul.Config{Address: strings.TrimPrefix(c.URL, "http://"), Token: token}
 	}
 	cat, err := NewCatalog(o)
 	if err != nil {
@@ -98,8 +99,7 @@ func TestConsulTokenFile(t *testing.T) {
 	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"CONSUL_HTTP_ADDR": c.URL, "CONSUL_HTTP_TOKEN_FILE": file}
-	cat, err := NewCatalog(CatalogOptions{Provider: ProviderConsul, Service: "prefetch", Getenv: func(k string) string { return env[k] }})
+	cat, err := NewCatalog(CatalogOptions{Provider: ProviderConsul, Service: "prefetch", Consul: &consul.Config{Address: c.URL, TokenFile: file}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,20 +215,85 @@ func TestCatalogSettings(t *testing.T) {
 		want string
 	}{
 		{"provider", CatalogOptions{Provider: "etcd", Service: "prefetch"}, `provider "etcd": want nomad or consul`},
-		{"nomad scheme", CatalogOptions{Provider: ProviderNomad, Service: "prefetch", Nomad: &api.Config{Address: "ftp://x"}}, `scheme "ftp"`},
-		{"nomad address with password", CatalogOptions{Provider: ProviderNomad, Service: "prefetch", Nomad: &api.Config{Address: "http://u:pa ss@h:1"}}, "parsing Nomad address (NOMAD_ADDR)"},
-		{"consul verify", CatalogOptions{Provider: ProviderConsul, Service: "prefetch", Getenv: func(k string) string {
-			return map[string]string{"CONSUL_HTTP_SSL_VERIFY": "maybe"}[k]
-		}}, `CONSUL_HTTP_SSL_VERIFY "maybe"`},
-		{"consul CA", CatalogOptions{Provider: ProviderConsul, Service: "prefetch", Getenv: func(k string) string {
-			return map[string]string{"CONSUL_CACERT": "/nonexistent/ca.pem", "CONSUL_HTTP_SSL": "true"}[k]
-		}}, "configuring TLS for Consul"},
+		{"nomad scheme", CatalogOptions{Provider: ProviderNomad, Service: "prefetch", Nomad: &api.Config{Address: "ftp://x"}}, `scheme must be http, https or unix`},
+		{"nomad address with password", CatalogOptions{Provider: ProviderNomad, Service: "prefetch", Nomad: &api.Config{Address: "http://u:pa ss@h:1"}}, "parsing Nomad address"},
+		{"consul scheme", CatalogOptions{Provider: ProviderConsul, Service: "prefetch", Consul: &consul.Config{Address: "ftp://x"}}, `scheme "ftp"`},
+		{"consul CA", CatalogOptions{Provider: ProviderConsul, Service: "prefetch", Consul: &consul.Config{Address: "127.0.0.1:8500", Scheme: "https",
+			TLSConfig: consul.TLSConfig{CAFile: "/nonexistent/ca.pem"}}}, "configuring TLS for Consul"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := NewCatalog(tc.o)
 			var ce *ConfigError
 			if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "pa ss") {
 				t.Errorf("got %v, want a ConfigError with %q and no password", err, tc.want)
+			}
+		})
+	}
+}
+
+// Only the job's own registrations are agents: another job registering the
+// same service name is left out, and a registration whose address is not
+// one is listed as invalid, not asked.
+func TestCatalogTrustsOnlyTheJob(t *testing.T) {
+	t.Parallel()
+	for _, provider := range []string{catalogtest.Nomad, catalogtest.Consul} {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			c := startCatalog(t, provider, "", "127.0.0.1:1001", "127.0.0.1:1002", "127.0.0.1:0")
+			c.SetJob("127.0.0.1:1002", "impostor")
+			agents, err := catalogOf(t, c, "").Agents(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var addrs []string
+			for _, a := range agents {
+				addrs = append(addrs, a.Address+"|"+a.Invalid)
+			}
+			want := []string{"127.0.0.1:0|the registration's port 0 is not a port", "127.0.0.1:1001|"}
+			if !slices.Equal(addrs, want) && !slices.Equal(addrs, []string{want[1], want[0]}) {
+				t.Errorf("got %q, want %q (the impostor left out)", addrs, want)
+			}
+		})
+	}
+}
+
+// A catalog that redirects to another host is not followed: the token
+// never reaches that host.
+func TestCatalogRedirectKeepsToken(t *testing.T) {
+	t.Parallel()
+	for _, provider := range []string{catalogtest.Nomad, catalogtest.Consul} {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			var leaked atomic.Int64
+			other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("X-Nomad-Token") != "" || r.Header.Get("X-Consul-Token") != "" {
+					leaked.Add(1)
+				}
+				w.Write([]byte("[]"))
+			}))
+			t.Cleanup(other.Close)
+			// 127.0.0.2 is another host to net/http, still loopback.
+			target := strings.Replace(other.URL, "127.0.0.1", "127.0.0.2", 1)
+			redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, target+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+			}))
+			t.Cleanup(redirector.Close)
+			o := CatalogOptions{Provider: provider, Service: "prefetch"}
+			if provider == catalogtest.Nomad {
+				o.Nomad = &api.Config{Address: redirector.URL, SecretID: "s3cr3t"}
+			} else {
+				o.Consul = &consul.Config{Address: strings.TrimPrefix(redirector.URL, "http://"), Token: "s3cr3t"}
+			}
+			cat, err := NewCatalog(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = cat.Agents(context.Background())
+			if err == nil || !strings.Contains(err.Error(), "redirected to 127.0.0.2") || !Permanent(err) {
+				t.Errorf("got %v, want a permanent refusal of the redirect", err)
+			}
+			if n := leaked.Load(); n != 0 {
+				t.Errorf("the other host got the token %d times", n)
 			}
 		})
 	}

@@ -73,17 +73,21 @@ func TestMatrix(t *testing.T) {
 		t.Errorf("unreachable: got %+v", n)
 	}
 
-	// Complete: every agent that answered has every image; one that could
-	// not be asked is listed, not counted; none answering is not complete.
-	ok := NewMatrix([]Report{clusterReports()[0], clusterReports()[6]})
-	if !ok.Complete() {
-		t.Error("a complete node and an unreachable one: want Complete")
+	// Complete: every agent answered and has every image. One that could
+	// not be asked makes it incomplete, but is not an image lacking.
+	if ok := NewMatrix([]Report{clusterReports()[0]}); !ok.Complete() || ok.Lacking() || ok.Unanswered() != 0 {
+		t.Error("one complete node: want Complete")
+	}
+	dark := NewMatrix([]Report{clusterReports()[0], clusterReports()[6]})
+	if dark.Complete() || dark.Lacking() || dark.Unanswered() != 1 {
+		t.Errorf("a complete node and an unreachable one: got complete %v, lacking %v, unanswered %d; want not complete, not lacking, 1 unanswered",
+			dark.Complete(), dark.Lacking(), dark.Unanswered())
 	}
 	if none := NewMatrix([]Report{clusterReports()[6]}); none.Complete() {
 		t.Error("no agent answered: want not Complete")
 	}
 	// Only what the agent reports counts: an image it no longer keeps is missing there.
-	if m := NewMatrix([]Report{clusterReports()[0], clusterReports()[3]}); m.Complete() {
+	if m := NewMatrix([]Report{clusterReports()[0], clusterReports()[3]}); m.Complete() || !m.Lacking() {
 		t.Error("a node whose config lacks b: want not Complete")
 	}
 }

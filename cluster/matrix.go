@@ -72,21 +72,33 @@ type Matrix struct {
 	Nodes  []Node  `json:"nodes"`  // columns, in the catalog's order
 }
 
-// Complete reports whether some agent answered and every agent that did
-// has every image: `prefetch status -cluster`'s exit code. Agents that
-// could not be asked are listed, not counted (the gate, `wait`, counts
-// them).
+// Complete reports whether every agent answered and has every image:
+// only then is the cluster known to be fine.
 func (m Matrix) Complete() bool {
-	answered := false
+	return len(m.Nodes) > 0 && !m.Lacking() && m.Unanswered() == 0
+}
+
+// Lacking reports whether an agent that answered lacks an image.
+func (m Matrix) Lacking() bool {
 	for _, n := range m.Nodes {
-		if n.Answered() {
-			answered = true
-			if !n.Complete(m.Images) {
-				return false
-			}
+		if n.Answered() && !n.Complete(m.Images) {
+			return true
 		}
 	}
-	return answered
+	return false
+}
+
+// Unanswered counts the agents that could not be asked (unreachable,
+// reported down by the catalog, or with a registration that is not an
+// agent's): what they hold is unknown.
+func (m Matrix) Unanswered() int {
+	n := 0
+	for _, node := range m.Nodes {
+		if !node.Answered() {
+			n++
+		}
+	}
+	return n
 }
 
 // NewMatrix lays the reports out as a matrix.

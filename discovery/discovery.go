@@ -168,52 +168,43 @@ func learnNode(ctx context.Context, c *nomad.Client, timeout time.Duration, id s
 			return node{}, err
 		}
 	}
-	var n api.Node
-	if err := get(ctx, c, timeout, "/v1/node/"+url.PathEscape(id), nil, &n); err != nil {
-		return node{}, fmt.Errorf("reading this node (%s): %w", id, err)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	n, _, err := c.API().Nodes().Info(url.PathEscape(id), nomad.Query(ctx, nil))
+	if err != nil {
+		return node{}, fmt.Errorf("reading this node (%s): %w", id, nomad.Err(err))
 	}
-	return newNode(&n), nil
+	return newNode(n), nil
 }
 
 // agentNode asks the agent c talks to which node it is.
 func agentNode(ctx context.Context, c *nomad.Client, timeout time.Duration) (string, error) {
-	var self struct {
-		Stats struct {
-			Client struct {
-				NodeID string `json:"node_id"`
-			} `json:"client"`
-		} `json:"stats"`
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	// Agent().Self takes no options, so no deadline: the same call through
+	// Raw, which does.
+	var self api.AgentSelf
+	if _, err := c.API().Raw().Query("/v1/agent/self", &self, nomad.Query(ctx, nil)); err != nil {
+		return "", fmt.Errorf("asking the Nomad agent which node it is (or set node_id): %w", nomad.Err(err))
 	}
-	if err := get(ctx, c, timeout, "/v1/agent/self", nil, &self); err != nil {
-		return "", fmt.Errorf("asking the Nomad agent which node it is (or set node_id): %w", err)
-	}
-	id := self.Stats.Client.NodeID
+	id := self.Stats["client"]["node_id"]
 	if id == "" {
 		return "", fmt.Errorf("the Nomad agent at %s is not a client (its /v1/agent/self has no node ID): discovery needs this node's own agent (NOMAD_ADDR, or the task API socket), or node_id", c.Address())
 	}
 	return id, nil
 }
 
-func get(ctx context.Context, c *nomad.Client, timeout time.Duration, path string, q url.Values, out any) error {
-	_, err := getIndex(ctx, c, timeout, path, q, out)
-	return err
-}
-
-func getIndex(ctx context.Context, c *nomad.Client, timeout time.Duration, path string, q url.Values, out any) (uint64, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	return c.Get(ctx, path, q, out)
-}
-
 // listJobs reads every job that is not stopped of the namespaces wanted, at
 // most 8 at a time, and returns what images makes of each, by job key, with
 // the index of the list.
 func listJobs(ctx context.Context, c *nomad.Client, wanted func(ns string) bool, images func(*api.Job) jobImages, timeout time.Duration) (map[string]jobImages, uint64, error) {
-	var stubs []api.JobListStub
-	index, err := getIndex(ctx, c, timeout, "/v1/jobs", url.Values{"namespace": {"*"}}, &stubs)
+	lctx, cancel := context.WithTimeout(ctx, timeout)
+	stubs, meta, err := c.API().Jobs().List(nomad.Query(lctx, &api.QueryOptions{Namespace: "*"}))
+	cancel()
 	if err != nil {
-		return nil, 0, fmt.Errorf("listing jobs: %w", err)
+		return nil, 0, fmt.Errorf("listing jobs: %w", nomad.Err(err))
 	}
+	index := meta.LastIndex
 	jobs := make([]jobImages, len(stubs))
 	found := make([]bool, len(stubs))
 	sem := make(chan struct{}, 8)
@@ -226,13 +217,14 @@ func listJobs(ctx context.Context, c *nomad.Client, wanted func(ns string) bool,
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			var job api.Job
-			q := url.Values{"namespace": {s.Namespace}}
-			if err := get(ctx, c, timeout, "/v1/job/"+url.PathEscape(s.ID), q, &job); err != nil {
-				errs[i] = fmt.Errorf("reading job %s/%s: %w", s.Namespace, s.ID, err)
+			jctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			job, _, err := c.API().Jobs().Info(s.ID, nomad.Query(jctx, &api.QueryOptions{Namespace: s.Namespace}))
+			if err != nil {
+				errs[i] = fmt.Errorf("reading job %s/%s: %w", s.Namespace, s.ID, nomad.Err(err))
 				return
 			}
-			jobs[i], found[i] = images(&job), true
+			jobs[i], found[i] = images(job), true
 		})
 	}
 	wg.Wait()

@@ -103,17 +103,32 @@ func (h *ha) run(ctx context.Context) error {
 }
 
 // standby tries to acquire the lock until it does (a lease) or ctx ends
-// (nil, nil). While another holds it, it waits for the lock to go, trying
-// again at least every lock delay; a failing request is retried with
-// backoff, and reported as the stream's outages are.
+// (nil, nil). Nomad writes the variable from an acquire's body, so an
+// acquire that sent no items would erase the checkpoint the last holder
+// left (recorded from Nomad 2.0.5: a lapse and a release keep the items,
+// an acquire without them does not). So each attempt reads the variable
+// first and acquires only when the read shows no lock (a variable without
+// a lock takes no item writes: what was read is what the last holder left),
+// carrying its items over. While another holds the lock, it waits for the
+// lock to go, trying again at least every lock delay; a failing request is
+// retried with backoff, and reported as the stream's outages are.
 func (h *ha) standby(ctx context.Context) (*lease, error) {
 	var w waiter
 	var run outagelog.Log
 	announced := false
 	attempt := 0
 	for {
+		var nl nomad.Lease
 		sent := h.now()
-		nl, err := h.lock.Acquire(ctx, h.o.HATTL, h.o.HALockDelay)
+		v, found, err := h.lock.Read(ctx, 0, 0)
+		if err == nil && found && v.LockID != "" {
+			err = nomad.ErrLockHeld // no acquire while the read shows a holder: it could only be refused
+			w.index, w.sawLock = v.ModifyIndex, true
+		}
+		if err == nil {
+			sent = h.now()
+			nl, err = h.lock.Acquire(ctx, h.o.HATTL, h.o.HALockDelay, v.Items)
+		}
 		if ctx.Err() != nil {
 			return nil, nil
 		}

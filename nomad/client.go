@@ -10,38 +10,56 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
 )
 
-// Client talks to Nomad's HTTP API: event stream subscriptions, and
-// variable locks (VarLock). It is built once from the standard Nomad client
-// settings; the token is asked for again on every request, so a rotated
-// workload identity token is picked up.
+// Client is the one way the project talks to Nomad: the official client
+// (github.com/hashicorp/nomad/api) with the few things this project needs
+// on top, all in its HTTP client so that every call gets them:
+//
+//   - the token is asked for again on every request (TokenFromEnvOrFile
+//     re-reads a workload identity's file, which Nomad rewrites when it
+//     rotates), and sent only to the Nomad address configured;
+//   - a redirect to another host is not followed, so X-Nomad-Token never
+//     leaves for a host nobody configured (net/http would copy it);
+//   - unix:// addresses (the task API socket) dial with a deadline;
+//   - answers are bounded (MaxAnswer; an error body to maxErrorBody), the
+//     event stream excepted, which is read line by line by the Streamer;
+//   - no gzip: over a local agent (the usual set-up) it costs CPU on both
+//     ends for nothing, and the stream is read as it comes.
 type Client struct {
-	http    *http.Client
-	addr    string  // the address as given, its user information redacted
-	base    url.URL // scheme and host; a unix socket is reached as http://127.0.0.1
-	region  string
-	auth    *api.HttpBasicAuth
-	headers http.Header
-	token   func() (string, error)
+	api  *api.Client
+	addr string // the address as given, its user information redacted
 }
 
+// MaxAnswer bounds one JSON answer: a job of hundreds of tasks is a few MB;
+// more is not an answer Nomad gives.
+const MaxAnswer = 32 << 20
+
+// maxErrorBody bounds the text of an answer other than 200 that is kept.
+const maxErrorBody = 4 << 10
+
+// StreamPath is the event stream's path: its answer is not bounded.
+const StreamPath = "/v1/event/stream"
+
 // NewClient builds a Client from cfg (usually api.DefaultConfig(): NOMAD_ADDR
-// including unix:// sockets, NOMAD_REGION, NOMAD_CACERT, NOMAD_CLIENT_CERT,
-// NOMAD_CLIENT_KEY, NOMAD_SKIP_VERIFY, NOMAD_TLS_SERVER_NAME,
-// NOMAD_HTTP_AUTH). token is called before each connection; nil means
-// cfg.SecretID.
+// including unix:// sockets, NOMAD_REGION, NOMAD_NAMESPACE, NOMAD_CACERT,
+// NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY, NOMAD_SKIP_VERIFY,
+// NOMAD_TLS_SERVER_NAME, NOMAD_HTTP_AUTH). An address without a scheme
+// (127.0.0.1:4646) is taken as http://. token is called before each request;
+// nil means cfg.SecretID. cfg.HttpClient, when set, is used as it is (tests).
 func NewClient(cfg *api.Config, token func() (string, error)) (*Client, error) {
-	addr := cfg.Address
-	if addr == "" {
-		addr = "http://127.0.0.1:4646"
+	conf := *cfg
+	if conf.Address == "" {
+		conf.Address = "http://127.0.0.1:4646"
 	}
-	u, err := url.Parse(addr)
+	if !strings.Contains(conf.Address, "://") {
+		conf.Address = "http://" + conf.Address
+	}
+	u, err := url.Parse(conf.Address)
 	if err != nil {
 		// url.Parse's error quotes the whole address, password included:
 		// keep only its reason.
@@ -51,59 +69,69 @@ func NewClient(cfg *api.Config, token func() (string, error)) (*Client, error) {
 		}
 		return nil, fmt.Errorf("parsing Nomad address (NOMAD_ADDR or -address): %w", err)
 	}
-	c := &Client{addr: redacted(u), region: cfg.Region, auth: cfg.HttpAuth, headers: cfg.Headers, token: token}
-	if c.token == nil {
-		secret := cfg.SecretID
-		c.token = func() (string, error) { return secret, nil }
+	c := &Client{addr: redacted(u)}
+	if token == nil {
+		secret := conf.SecretID
+		token = func() (string, error) { return secret, nil }
 	}
-	if u.User != nil {
-		pw, _ := u.User.Password()
-		c.auth = &api.HttpBasicAuth{Username: u.User.Username(), Password: pw}
-	}
+	conf.SecretID = "" // the transport sets the token, from token
 
 	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	host := u.Host
 	switch u.Scheme {
 	case "unix":
 		socket := u.Path
 		if socket == "" {
 			socket = u.Opaque
 		}
-		c.base = url.URL{Scheme: "http", Host: "127.0.0.1"}
-		var d net.Dialer
+		if socket == "" {
+			return nil, fmt.Errorf("parsing Nomad address %q: a unix:// address needs the socket's path", c.addr)
+		}
+		host = "127.0.0.1" // where the official client sends a socket's requests
 		dial = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, "unix", socket)
+			return dialer.DialContext(ctx, "unix", socket)
 		}
 	case "http", "https":
-		c.base = url.URL{Scheme: u.Scheme, Host: u.Host, Path: strings.TrimSuffix(u.Path, "/")}
-		dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		dial = dialer.DialContext
 	default:
 		return nil, fmt.Errorf("parsing Nomad address %q: scheme must be http, https or unix", c.addr)
 	}
-
-	if cfg.HttpClient != nil {
-		c.http = cfg.HttpClient
-		return c, nil
+	hc := conf.HttpClient
+	if hc == nil {
+		tr := &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			DialContext:         dial,
+			TLSHandshakeTimeout: 10 * time.Second,
+			TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12},
+			DisableCompression:  true,
+			MaxIdleConns:        8,
+			IdleConnTimeout:     90 * time.Second,
+		}
+		hc = &http.Client{Transport: tr}
+		if err := api.ConfigureTLS(hc, conf.TLSConfig); err != nil {
+			return nil, fmt.Errorf("configuring TLS: %w", err)
+		}
 	}
-	tr := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         dial,
-		TLSHandshakeTimeout: 10 * time.Second,
-		TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12},
-		// The stream is mostly JSON that compresses well, but over a local
-		// agent (the usual set-up) gzip costs CPU on both ends for nothing.
-		DisableCompression: true,
-		MaxIdleConns:       4,
-		IdleConnTimeout:    90 * time.Second,
+	hc = &http.Client{
+		Transport:     &transport{base: hc.Transport, host: host, token: token},
+		CheckRedirect: sameHostRedirect,
+		Jar:           hc.Jar,
 	}
-	c.http = &http.Client{Transport: tr}
-	if err := api.ConfigureTLS(c.http, cfg.TLSConfig); err != nil {
-		return nil, fmt.Errorf("configuring TLS: %w", err)
+	conf.HttpClient = hc
+	if c.api, err = api.NewClient(&conf); err != nil {
+		return nil, fmt.Errorf("building the Nomad client: %w", err)
 	}
 	return c, nil
 }
 
-// Address is the Nomad address with its password, if any, redacted: the
-// form to log.
+// API is the official client, for the calls the project makes. Pass every
+// call a deadline (QueryOptions.WithContext); errors are best read through
+// Err.
+func (c *Client) API() *api.Client { return c.api }
+
+// Address is the Nomad address with its user information, if any, redacted:
+// the form to log.
 func (c *Client) Address() string { return c.addr }
 
 // TokenFromEnvOrFile returns a token source for NewClient: the file's
@@ -112,7 +140,7 @@ func (c *Client) Address() string { return c.addr }
 func TokenFromEnvOrFile(file string) func() (string, error) {
 	return func() (string, error) {
 		if file == "" {
-			return api.DefaultConfig().SecretID, nil
+			return os.Getenv("NOMAD_TOKEN"), nil
 		}
 		b, err := os.ReadFile(file)
 		if err != nil {
@@ -122,13 +150,94 @@ func TokenFromEnvOrFile(file string) func() (string, error) {
 	}
 }
 
+// transport puts the token on requests to Nomad's own host and bounds what
+// is read of an answer.
+type transport struct {
+	base  http.RoundTripper
+	host  string
+	token func() (string, error)
+}
+
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	r := req.Clone(req.Context())
+	r.Header.Del("X-Nomad-Token")
+	r.Header.Del("Accept-Encoding") // the official client asks for gzip
+	if r.URL.Host == t.host {
+		tok, err := t.token()
+		if err != nil {
+			return nil, err
+		}
+		if tok != "" {
+			r.Header.Set("X-Nomad-Token", tok)
+		}
+	}
+	resp, err := t.base.RoundTrip(r)
+	if err != nil || resp.Body == nil {
+		return resp, err
+	}
+	switch {
+	case resp.StatusCode < 200 || resp.StatusCode > 299:
+		resp.Body = &boundedBody{rc: resp.Body, left: maxErrorBody, quiet: true}
+	case r.URL.Path != StreamPath:
+		resp.Body = &boundedBody{rc: resp.Body, left: MaxAnswer}
+	}
+	return resp, nil
+}
+
+// sameHostRedirect follows a redirect only within the host asked.
+func sameHostRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("stopped after 5 redirects from Nomad")
+	}
+	if req.URL.Host != via[0].URL.Host || req.URL.Scheme != via[0].URL.Scheme {
+		return &RedirectError{From: via[0].URL.Host, To: req.URL.Host}
+	}
+	return nil
+}
+
+// RedirectError is a redirect to another host, which is not followed: the
+// token would go with it.
+type RedirectError struct{ From, To string }
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("Nomad at %s redirected to %s: not followed, so that the token goes nowhere but the configured address", e.From, e.To)
+}
+
+// ErrAnswerTooLarge is an answer larger than MaxAnswer.
+var ErrAnswerTooLarge = fmt.Errorf("the answer is larger than %d MiB", MaxAnswer>>20)
+
+// boundedBody reads at most left bytes: past them, an error, or (quiet,
+// for an error's text) the end.
+type boundedBody struct {
+	rc    io.ReadCloser
+	left  int64
+	quiet bool
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		if b.quiet {
+			return 0, io.EOF
+		}
+		return 0, ErrAnswerTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *boundedBody) Close() error { return b.rc.Close() }
+
 // Subscription is what to ask Nomad for.
 type Subscription struct {
 	Topics    []string // Nomad's syntax, "Job", "Job:web"; none means "*" (management token)
 	Namespace string   // "" is Nomad's default ("default"); "*" is every namespace at subscribe time
 }
 
-// HTTPError is a non-200 answer to a subscription.
+// HTTPError is an answer other than 2xx.
 type HTTPError struct {
 	Status int
 	Body   string
@@ -141,66 +250,51 @@ func (e *HTTPError) Error() string {
 	return fmt.Sprintf("Nomad answered %d %s: %s", e.Status, http.StatusText(e.Status), e.Body)
 }
 
-// open starts a subscription at index (inclusive) and returns the response
-// once its status is 200.
-func (c *Client) open(ctx context.Context, sub Subscription, index uint64) (*http.Response, error) {
-	q := url.Values{}
-	q.Set("index", strconv.FormatUint(index, 10))
-	for _, t := range sub.Topics {
-		q.Add("topic", t)
+// ErrRefused marks an answer that says the token may not do what was asked
+// (403): retrying with the same token will not help.
+var ErrRefused = errors.New("refused by Nomad: the token lacks a permission (see the ACL policy)")
+
+// Err turns what the official client returned into the project's errors:
+// an answer other than 2xx becomes an *HTTPError (a 403 also wraps
+// ErrRefused), and the request URL net/http wraps an error in goes (the
+// caller says what it asked). nil stays nil.
+func Err(err error) error {
+	if err == nil {
+		return nil
 	}
-	if sub.Namespace != "" {
-		q.Set("namespace", sub.Namespace)
+	var ue api.UnexpectedResponseError
+	if errors.As(err, &ue) && ue.HasStatusCode() {
+		he := &HTTPError{Status: ue.StatusCode(), Body: strings.TrimSpace(ue.Body())}
+		if he.Status == http.StatusForbidden {
+			return errors.Join(he, ErrRefused)
+		}
+		return he
 	}
-	resp, err := c.do(ctx, http.MethodGet, "/v1/event/stream", q, nil)
-	if err != nil {
-		return nil, err
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		return uerr.Err
 	}
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-		resp.Body.Close()
-		return nil, &HTTPError{Status: resp.StatusCode, Body: strings.TrimSpace(string(body))}
-	}
-	return resp, nil
+	return err
 }
 
-// do sends one request to Nomad with the client's token, headers, region
-// and credentials, and returns the response whatever its status.
-func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader) (*http.Response, error) {
-	token, err := c.token()
-	if err != nil {
-		return nil, err
+// Query is a query's options with ctx.
+func Query(ctx context.Context, q *api.QueryOptions) *api.QueryOptions {
+	if q == nil {
+		q = &api.QueryOptions{}
 	}
-	if c.region != "" {
-		q.Set("region", c.region)
+	return q.WithContext(ctx)
+}
+
+// open starts a subscription at index (inclusive) and returns its body once
+// Nomad answered 200.
+func (c *Client) open(ctx context.Context, sub Subscription, index uint64) (io.ReadCloser, error) {
+	q := url.Values{}
+	q.Set("index", fmt.Sprint(index))
+	for _, t := range sub.Topics {
+		q.Add("topic", t) // repeated: QueryOptions.Params holds one value a key
 	}
-	u := c.base
-	u.Path += path
-	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
-	if err != nil {
-		return nil, err
-	}
-	for k, v := range c.headers {
-		req.Header[k] = v
-	}
-	if token != "" {
-		req.Header.Set("X-Nomad-Token", token)
-	}
-	if c.auth != nil {
-		req.SetBasicAuth(c.auth.Username, c.auth.Password)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		// The request URL holds nothing the caller does not know (and no
-		// credentials: base has no user info, they go in a header).
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err
-		}
-		return nil, err
-	}
-	return resp, nil
+	body, err := c.api.Raw().Response(StreamPath+"?"+q.Encode(), Query(ctx, &api.QueryOptions{Namespace: sub.Namespace}))
+	return body, Err(err)
 }
 
 // redacted is u for logs: url.URL.Redacted hides a password but shows a user

@@ -331,7 +331,7 @@ func (s *Streamer) session(ctx context.Context, index uint64) (live bool, err er
 		timer = time.AfterFunc(d, func() { cancel(errHeartbeat) })
 		defer timer.Stop()
 	}
-	resp, err := s.client.open(ctx, s.cfg.Subscription, index)
+	body, err := s.client.open(ctx, s.cfg.Subscription, index)
 	if timer != nil {
 		timer.Stop()
 	}
@@ -345,9 +345,9 @@ func (s *Streamer) session(ctx context.Context, index uint64) (live bool, err er
 		}
 		return false, fmt.Errorf("subscribing: %w", err)
 	}
-	defer resp.Body.Close()
+	defer body.Close()
 	s.log.Debug("subscribing", "index", index)
-	nr := &netReader{s: s, body: resp.Body, timer: timer, timeout: s.cfg.HeartbeatTimeout}
+	nr := &netReader{s: s, body: body, timer: timer, timeout: s.cfg.HeartbeatTimeout}
 	s.br.Reset(nr)
 	defer s.br.Reset(nil)
 

@@ -1,18 +1,15 @@
 package nomad
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hashicorp/nomad/api"
 )
 
 // VarLock is a lock on one Nomad variable (/v1/var/:path, Nomad ≥ 1.7),
@@ -90,33 +87,34 @@ func (e *NotHolderError) Unwrap() error { return e.Err }
 // the variable's, or the lock ID not the one it holds; Nomad does not say
 // which. Current is the variable as Nomad returned it, when it did.
 type ConflictError struct {
+	// Current is nil when Nomad answered with an empty variable (the lock
+	// ID was not the one the variable holds, or it holds none).
 	Current *Variable
-	Body    string
 }
 
 func (e *ConflictError) Error() string {
 	if e.Current != nil {
 		return fmt.Sprintf("Nomad refused the write with 409: the variable is at index %d, or the lock is not held", e.Current.ModifyIndex)
 	}
-	return "Nomad refused the write with 409: " + e.Body
+	return "Nomad refused the write with 409: the lock is not held"
 }
 
-// varJSON is a variable as Nomad's API encodes it.
-type varJSON struct {
-	Namespace   string            `json:",omitempty"`
-	Path        string            `json:",omitempty"`
-	Items       map[string]string `json:",omitempty"`
-	Lock        *lockJSON         `json:",omitempty"`
-	ModifyIndex uint64            `json:",omitempty"`
+func lease(l *api.VariableLock) (Lease, error) {
+	if l == nil || l.ID == "" {
+		return Lease{}, errors.New("the answer holds no lock")
+	}
+	ttl, err := time.ParseDuration(l.TTL)
+	if err != nil {
+		return Lease{}, fmt.Errorf("the answer's lock TTL %q: %w", l.TTL, err)
+	}
+	delay, err := time.ParseDuration(l.LockDelay)
+	if err != nil {
+		return Lease{}, fmt.Errorf("the answer's lock delay %q: %w", l.LockDelay, err)
+	}
+	return Lease{ID: l.ID, TTL: ttl, LockDelay: delay}, nil
 }
 
-type lockJSON struct {
-	ID        string `json:",omitempty"`
-	TTL       string `json:",omitempty"`
-	LockDelay string `json:",omitempty"`
-}
-
-func (v varJSON) variable() Variable {
+func variable(v *api.Variable) Variable {
 	out := Variable{Items: v.Items, ModifyIndex: v.ModifyIndex}
 	if v.Lock != nil {
 		out.LockID = v.Lock.ID
@@ -124,71 +122,64 @@ func (v varJSON) variable() Variable {
 	return out
 }
 
-func (v varJSON) lease() (Lease, error) {
-	if v.Lock == nil || v.Lock.ID == "" {
-		return Lease{}, errors.New("the answer holds no lock")
-	}
-	ttl, err := time.ParseDuration(v.Lock.TTL)
-	if err != nil {
-		return Lease{}, fmt.Errorf("the answer's lock TTL %q: %w", v.Lock.TTL, err)
-	}
-	delay, err := time.ParseDuration(v.Lock.LockDelay)
-	if err != nil {
-		return Lease{}, fmt.Errorf("the answer's lock delay %q: %w", v.Lock.LockDelay, err)
-	}
-	return Lease{ID: v.Lock.ID, TTL: ttl, LockDelay: delay}, nil
-}
-
-// Acquire takes the lock with ttl and delay (Nomad's defaults when zero),
-// leaving the variable's items as they are. It returns ErrLockHeld while
-// another holds it.
-func (l *VarLock) Acquire(ctx context.Context, ttl, delay time.Duration) (Lease, error) {
-	lk := &lockJSON{}
+// Acquire takes the lock with ttl and delay (Nomad's defaults when zero).
+// Nomad writes the variable from the acquire's body: an acquire without
+// items leaves the variable with none (recorded from Nomad 2.0.5), so
+// items must be what the variable holds, read before, for them to
+// survive. It returns ErrLockHeld while another holds the lock.
+func (l *VarLock) Acquire(ctx context.Context, ttl, delay time.Duration, items map[string]string) (Lease, error) {
+	lk := &api.VariableLock{}
 	if ttl > 0 {
 		lk.TTL = ttl.String()
 	}
 	if delay > 0 {
 		lk.LockDelay = delay.String()
 	}
-	v, status, body, err := l.put(ctx, url.Values{"lock-acquire": {""}}, varJSON{Lock: lk})
-	switch {
-	case err != nil:
-		return Lease{}, err
-	case status == http.StatusConflict:
+	ctx, cancel := context.WithTimeout(ctx, l.CallTimeout)
+	defer cancel()
+	v, _, err := l.c.api.Variables().AcquireLock(l.variable(items, lk), l.write(ctx))
+	switch err = Err(err); {
+	case status(err) == http.StatusConflict:
 		return Lease{}, ErrLockHeld
-	case status != http.StatusOK:
-		return Lease{}, &HTTPError{Status: status, Body: body}
+	case err != nil:
+		return Lease{}, l.errorf("acquiring", err)
 	}
-	return v.lease()
+	return lease(v.Lock)
 }
 
 // Renew extends the lock's lease; the answer's TTL is the one Nomad holds
 // now. A *NotHolderError says the lock is lost.
 func (l *VarLock) Renew(ctx context.Context, id string) (Lease, error) {
-	v, status, body, err := l.put(ctx, url.Values{"lock-renew": {""}}, varJSON{Lock: &lockJSON{ID: id}})
-	if err := holderStatus(status, body, err); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, l.CallTimeout)
+	defer cancel()
+	m, _, err := l.c.api.Variables().RenewLock(l.variable(nil, &api.VariableLock{ID: id}), l.write(ctx))
+	if err := l.holderError("renewing", err); err != nil {
 		return Lease{}, err
 	}
-	return v.lease()
+	return lease(m.Lock)
 }
 
-// Release lets the lock go, at once. A *NotHolderError says it was not
-// held any more.
+// Release lets the lock go, at once; the items stay. A *NotHolderError says
+// it was not held any more.
 func (l *VarLock) Release(ctx context.Context, id string) error {
-	_, status, body, err := l.put(ctx, url.Values{"lock-release": {""}}, varJSON{Lock: &lockJSON{ID: id}})
-	return holderStatus(status, body, err)
+	ctx, cancel := context.WithTimeout(ctx, l.CallTimeout)
+	defer cancel()
+	_, _, err := l.c.api.Variables().ReleaseLock(l.variable(nil, &api.VariableLock{ID: id}), l.write(ctx))
+	return l.holderError("releasing", err)
 }
 
-func holderStatus(status int, body string, err error) error {
+// holderError is err of an operation only the holder may do: a 409 or 404
+// is a *NotHolderError.
+func (l *VarLock) holderError(op string, err error) error {
+	err = Err(err)
+	var he *HTTPError
 	switch {
-	case err != nil:
-		return err
-	case status == http.StatusConflict, status == http.StatusNotFound:
-		return &NotHolderError{&HTTPError{Status: status, Body: body}}
-	case status != http.StatusOK:
-		return &HTTPError{Status: status, Body: body}
+	case err == nil:
+		return nil
+	case errors.As(err, &he) && (he.Status == http.StatusConflict || he.Status == http.StatusNotFound):
+		return &NotHolderError{he}
 	}
-	return nil
+	return l.errorf(op, err)
 }
 
 // Write replaces the items as the lock's holder, if the variable is still
@@ -196,87 +187,68 @@ func holderStatus(status int, body string, err error) error {
 // holds it after the write (its TTL reset to Nomad's default). A 409 is a
 // *ConflictError.
 func (l *VarLock) Write(ctx context.Context, id string, cas uint64, items map[string]string) (uint64, Lease, error) {
-	q := url.Values{"cas": {strconv.FormatUint(cas, 10)}}
-	v, status, body, err := l.put(ctx, q, varJSON{Items: items, Lock: &lockJSON{ID: id}})
+	ctx, cancel := context.WithTimeout(ctx, l.CallTimeout)
+	defer cancel()
+	in := l.variable(items, &api.VariableLock{ID: id})
+	in.ModifyIndex = cas
+	v, _, err := l.c.api.Variables().CheckedUpdate(in, l.write(ctx))
+	var ce api.ErrCASConflict
 	switch {
-	case err != nil:
-		return 0, Lease{}, err
-	case status == http.StatusConflict:
-		ce := &ConflictError{Body: body}
-		if v.Path != "" {
-			cur := v.variable()
-			ce.Current = &cur
+	case errors.As(err, &ce):
+		out := &ConflictError{}
+		if ce.Conflict != nil && ce.Conflict.ModifyIndex != 0 {
+			cur := variable(ce.Conflict)
+			out.Current = &cur
 		}
-		return 0, Lease{}, ce
-	case status != http.StatusOK:
-		return 0, Lease{}, &HTTPError{Status: status, Body: body}
+		return 0, Lease{}, out
+	case err != nil:
+		return 0, Lease{}, l.errorf("writing", Err(err))
 	}
-	lease, err := v.lease()
-	return v.ModifyIndex, lease, err
+	ls, err := lease(v.Lock)
+	return v.ModifyIndex, ls, err
 }
 
 // Read returns the variable; found is false when it does not exist. With
 // index > 0 it is a blocking read: Nomad answers once the variable's index
 // has passed index, or after wait.
 func (l *VarLock) Read(ctx context.Context, index uint64, wait time.Duration) (v Variable, found bool, err error) {
-	q := url.Values{}
 	timeout := l.CallTimeout
+	q := &api.QueryOptions{Namespace: l.namespace}
 	if index > 0 {
-		q.Set("index", strconv.FormatUint(index, 10))
-		q.Set("wait", wait.String())
+		q.WaitIndex, q.WaitTime = index, wait
 		timeout += wait
 	}
-	resp, body, err := l.call(ctx, timeout, http.MethodGet, q, nil)
-	switch {
-	case err != nil:
-		return Variable{}, false, err
-	case resp.StatusCode == http.StatusNotFound:
-		return Variable{}, false, nil
-	case resp.StatusCode != http.StatusOK:
-		return Variable{}, false, &HTTPError{Status: resp.StatusCode, Body: strings.TrimSpace(string(body))}
-	}
-	var vj varJSON
-	if err := json.Unmarshal(body, &vj); err != nil {
-		return Variable{}, false, fmt.Errorf("reading variable %s: %w", l.path, err)
-	}
-	return vj.variable(), true, nil
-}
-
-// put sends a PUT with the variable v; the answer's body is decoded when it
-// is a variable.
-func (l *VarLock) put(ctx context.Context, q url.Values, v varJSON) (varJSON, int, string, error) {
-	v.Namespace, v.Path = l.namespace, l.path
-	b, err := json.Marshal(v)
-	if err != nil {
-		return varJSON{}, 0, "", err
-	}
-	resp, body, err := l.call(ctx, l.CallTimeout, http.MethodPut, q, bytes.NewReader(b))
-	if err != nil {
-		return varJSON{}, 0, "", err
-	}
-	var out varJSON
-	if json.Unmarshal(body, &out) != nil {
-		out = varJSON{}
-	}
-	return out, resp.StatusCode, strings.TrimSpace(string(body)), nil
-}
-
-// call sends one request, bounded by timeout, and reads the answer (a
-// variable holds 64 KiB at most).
-func (l *VarLock) call(ctx context.Context, timeout time.Duration, method string, q url.Values, body io.Reader) (*http.Response, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if l.namespace != "" {
-		q.Set("namespace", l.namespace)
+	got, _, err := l.c.api.Variables().Peek(l.path, q.WithContext(ctx))
+	switch {
+	case err != nil:
+		return Variable{}, false, l.errorf("reading", Err(err))
+	case got == nil:
+		return Variable{}, false, nil
 	}
-	resp, err := l.c.do(ctx, method, "/v1/var/"+l.path, q, body)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s variable %s: %w", strings.ToLower(method), l.path, err)
+	return variable(got), true, nil
+}
+
+// variable is the request body for the variable with items and lock.
+func (l *VarLock) variable(items map[string]string, lk *api.VariableLock) *api.Variable {
+	return &api.Variable{Namespace: l.namespace, Path: l.path, Items: items, Lock: lk}
+}
+
+// write is the write options of one request.
+func (l *VarLock) write(ctx context.Context) *api.WriteOptions {
+	return (&api.WriteOptions{Namespace: l.namespace}).WithContext(ctx)
+}
+
+func (l *VarLock) errorf(op string, err error) error {
+	return fmt.Errorf("%s variable %s: %w", op, l.path, err)
+}
+
+// status is the HTTP status of an *HTTPError in err, 0 otherwise.
+func status(err error) int {
+	var he *HTTPError
+	if errors.As(err, &he) {
+		return he.Status
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s variable %s: reading the answer: %w", strings.ToLower(method), l.path, err)
-	}
-	return resp, b, nil
+	return 0
 }

@@ -66,11 +66,11 @@ func TestVarLockOperations(t *testing.T) {
 	if _, found, err := a.Read(ctx, 0, 0); found || err != nil {
 		t.Fatalf("read before any acquire: found %v, %v; want not found", found, err)
 	}
-	lease, err := a.Acquire(ctx, 40*time.Second, 5*time.Second)
+	lease, err := a.Acquire(ctx, 40*time.Second, 5*time.Second, nil)
 	if err != nil || lease.ID == "" || lease.TTL != 40*time.Second || lease.LockDelay != 5*time.Second {
 		t.Fatalf("acquire: got %+v, %v; want a lease of 40s, delay 5s", lease, err)
 	}
-	if _, err := b.Acquire(ctx, 40*time.Second, 5*time.Second); !errors.Is(err, ErrLockHeld) {
+	if _, err := b.Acquire(ctx, 40*time.Second, 5*time.Second, nil); !errors.Is(err, ErrLockHeld) {
 		t.Errorf("acquire while held: got %v, want ErrLockHeld", err)
 	}
 	v, found, err := a.Read(ctx, 0, 0)
@@ -104,7 +104,7 @@ func TestVarLockOperations(t *testing.T) {
 	if v, _, _ := b.Read(ctx, 0, 0); v.LockID != "" || v.Items["index"] != "42" {
 		t.Errorf("after the release: got %+v, want no lock and the items kept", v)
 	}
-	if _, err := b.Acquire(ctx, 10*time.Second, 0); err != nil {
+	if _, err := b.Acquire(ctx, 10*time.Second, 0, nil); err != nil {
 		t.Errorf("acquire after the release: %v", err)
 	}
 	for _, op := range srv.VarOps() {
@@ -119,7 +119,7 @@ func TestVarLockOperations(t *testing.T) {
 func TestVarLockTTLRefused(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, nomadtest.Options{})
-	_, err := varLock(t, srv.URL, "").Acquire(context.Background(), 2*time.Second, time.Second)
+	_, err := varLock(t, srv.URL, "").Acquire(context.Background(), 2*time.Second, time.Second, nil)
 	var he *HTTPError
 	if !errors.As(err, &he) || he.Status != http.StatusBadRequest || !strings.Contains(err.Error(), "TTL must be between 10 seconds and 24 hours") {
 		t.Errorf("acquire with a 2s TTL: got %v, want Nomad's 400 with its reason", err)
@@ -133,7 +133,7 @@ func TestVarLockBlockingRead(t *testing.T) {
 	srv := startServer(t, nomadtest.Options{})
 	ctx := context.Background()
 	a, b := varLock(t, srv.URL, "a"), varLock(t, srv.URL, "b")
-	lease, err := a.Acquire(ctx, 10*time.Second, time.Second)
+	lease, err := a.Acquire(ctx, 10*time.Second, time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,9 @@ const (
 	exitOK     = 0
 	exitFailed = 1 // some images could not be had, or a runtime failure
 	exitUsage  = 2 // bad flags or a bad config
+	// exitUnasked: status -cluster could not ask some agent (every one
+	// that answered has every image): what that node holds is unknown.
+	exitUnasked = 3
 )
 
 // version is stamped at build time: -ldflags "-X main.version=v1.2.3".

@@ -11,14 +11,15 @@ import (
 // clusterFlags are the flags of the commands that look at every agent
 // through the service catalog (status -cluster, wait).
 type clusterFlags struct {
-	provider, service string
-	parallel          int
-	agentTimeout      time.Duration
+	provider, service, job string
+	parallel               int
+	agentTimeout           time.Duration
 }
 
 func (c *clusterFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.provider, "provider", cluster.ProviderNomad, "the catalog the job registers its service in: nomad (NOMAD_ADDR, NOMAD_TOKEN, ...) or consul (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ...)")
 	fs.StringVar(&c.service, "service", "prefetch", "the agents' service name (the job file's service block)")
+	fs.StringVar(&c.job, "job", cluster.DefaultJob, "the job whose registrations of the service are agents (Nomad: the registration's job; Consul: the service meta "+cluster.ConsulJobMeta+" the job file sets)")
 	fs.IntVar(&c.parallel, "parallel", cluster.DefaultParallel, "agents asked at once")
 	fs.DurationVar(&c.agentTimeout, "agent-timeout", cluster.DefaultTimeout, "how long one agent may take to answer, a retry included")
 }
@@ -31,7 +32,7 @@ func (c *clusterFlags) catalog() (cluster.Catalog, error) {
 	if c.agentTimeout < 10*time.Millisecond {
 		return nil, fmt.Errorf("-agent-timeout %s: want at least 10ms", c.agentTimeout)
 	}
-	return cluster.NewCatalog(cluster.CatalogOptions{Provider: c.provider, Service: c.service})
+	return cluster.NewCatalog(cluster.CatalogOptions{Provider: c.provider, Service: c.service, Job: c.job})
 }
 
 func (c *clusterFlags) ask() cluster.AskOptions {
@@ -47,7 +48,7 @@ func clusterOnly(fs *flag.FlagSet, all bool) error {
 		case err != nil:
 		case all && f.Name == "addr":
 			err = fmt.Errorf("-addr asks one agent, -cluster every agent: give one of them")
-		case !all && (f.Name == "by-node" || f.Name == "provider" || f.Name == "service" || f.Name == "parallel" || f.Name == "agent-timeout"):
+		case !all && (f.Name == "by-node" || f.Name == "provider" || f.Name == "service" || f.Name == "job" || f.Name == "parallel" || f.Name == "agent-timeout"):
 			err = fmt.Errorf("-%s needs -cluster", f.Name)
 		}
 	})

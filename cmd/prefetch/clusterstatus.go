@@ -48,8 +48,11 @@ func runClusterStatus(ctx context.Context, cf *clusterFlags, asJSON, byNode bool
 		fmt.Fprintf(stderr, "prefetch status: %v\n", err)
 		return exitFailed
 	}
-	if !m.Complete() {
+	switch {
+	case m.Lacking():
 		return exitFailed
+	case m.Unanswered() > 0:
+		return exitUnasked
 	}
 	return exitOK
 }

@@ -11,7 +11,7 @@ import (
 )
 
 const statusDoc = `Usage: prefetch status [-addr HOST:PORT] [-json]
-       prefetch status -cluster [-by-node] [-json] [-provider nomad|consul] [-service prefetch]
+       prefetch status -cluster [-by-node] [-json] [-provider nomad|consul] [-service prefetch] [-job prefetch]
 
 Ask a running 'prefetch run' agent what it is doing and print it: per image,
 its state (wanted, pulling, present, failed), where the present content came
@@ -27,9 +27,14 @@ asked concurrently, -parallel at a time, each within -agent-timeout. It prints a
 matrix, one row per image and one column per node (-by-node: the other way
 round), each cell present, pulling, failed, missing (or not in the node's
 config) or unreachable (the agent did not answer, or its Docker daemon does
-not), then the agents it could not ask and why. Exits 0 when every agent that
-answered has every image, 1 when one lacks one, when none answered or the
-catalog can't be read, 2 on usage errors.
+not), then the agents it could not ask and why. Only registrations of the -job's
+own allocations count (another job may register the same service name).
+Exits 0 only when every agent answered and has every image; 1 when an
+agent that answered lacks one, or the catalog can't be read; 3 when every
+agent that answered has every image but some agent could not be asked (it
+did not answer, the catalog reports its node down, or its registration is
+not an agent's address): what that node holds is unknown; 2 on usage
+errors.
 
 Example:
   prefetch status

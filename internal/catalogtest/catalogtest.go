@@ -40,10 +40,11 @@ type Catalog struct {
 	Token    string // required in X-Nomad-Token or X-Consul-Token when set
 
 	mu       sync.Mutex
-	agents   []string        // host:port
-	down     map[string]bool // Consul: the node's serfHealth is critical
-	status   int             // answer this to every request, when set
-	fails    int             // answer 500 to this many requests first
+	agents   []string          // host:port
+	down     map[string]bool   // Consul: the node's serfHealth is critical
+	jobs     map[string]string // the job registering an address, when not the recorded one
+	status   int               // answer this to every request, when set
+	fails    int               // answer 500 to this many requests first
 	garbage  bool
 	recorded bool
 
@@ -52,7 +53,7 @@ type Catalog struct {
 
 // Start starts a catalog of provider listing service, on 127.0.0.1.
 func Start(provider, service, token string) *Catalog {
-	c := &Catalog{Provider: provider, Service: service, Token: token, down: map[string]bool{}}
+	c := &Catalog{Provider: provider, Service: service, Token: token, down: map[string]bool{}, jobs: map[string]string{}}
 	c.Server = httptest.NewServer(http.HandlerFunc(c.serve))
 	return c
 }
@@ -69,6 +70,15 @@ func (c *Catalog) SetDown(addr string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.down[addr] = true
+}
+
+// SetJob makes job the one that registers addr (Nomad: the registration's
+// JobID; Consul: its service meta nomad_job), as when another job
+// registers the same service name.
+func (c *Catalog) SetJob(addr, job string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.jobs[addr] = job
 }
 
 // AnswerStatus makes every request answer status (0: the real answer).
@@ -155,6 +165,9 @@ func (c *Catalog) answer() []map[string]any {
 			node, svc := e["Node"].(map[string]any), e["Service"].(map[string]any)
 			node["ID"], node["Node"], node["Address"] = id, fmt.Sprintf("client-%d", i+1), host
 			svc["ID"], svc["Service"], svc["Address"], svc["Port"] = "_nomad-task-"+id+"-group-prefetch-prefetch-http", c.Service, "", port
+			if job, ok := c.jobs[addr]; ok {
+				svc["Meta"].(map[string]any)["nomad_job"] = job
+			}
 			if c.down[addr] {
 				checks := e["Checks"].([]any)
 				checks[0].(map[string]any)["Status"] = "critical"
@@ -162,6 +175,9 @@ func (c *Catalog) answer() []map[string]any {
 		} else {
 			e["Address"], e["Port"], e["NodeID"], e["AllocID"], e["ServiceName"] = host, port, id, id, c.Service
 			e["ID"] = "_nomad-task-" + id + "-group-prefetch-prefetch-http"
+			if job, ok := c.jobs[addr]; ok {
+				e["JobID"] = job
+			}
 		}
 		out = append(out, e)
 	}
