@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/nomad-prefetch/nomad-prefetch/cluster"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/function"
@@ -333,6 +334,11 @@ func TestPrefetchJob(t *testing.T) {
 			}
 			if !slices.Contains(paths, "/readyz") {
 				t.Errorf("the service checks %q, want /readyz among them", paths)
+			}
+			// The cluster view's Consul filter (cluster.ConsulJobMeta) finds
+			// the agents by this meta; without it -provider consul sees none.
+			if got := value[string](j, j.block(svc, "meta"), cluster.ConsulJobMeta); got != "${NOMAD_JOB_ID}" {
+				t.Errorf("service meta %s = %q, want ${NOMAD_JOB_ID}", cluster.ConsulJobMeta, got)
 			}
 		})
 	}

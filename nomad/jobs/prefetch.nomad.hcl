@@ -172,6 +172,13 @@ job "prefetch" {
       provider = var.service_provider
       port     = "http"
 
+      # With Consul, `prefetch status -cluster` and `prefetch wait` count only
+      # the registrations whose meta nomad_job names their -job (Nomad's own
+      # catalog records the job itself). Nomad interpolates service meta.
+      meta {
+        nomad_job = "${NOMAD_JOB_ID}"
+      }
+
       check {
         name     = "ready"
         type     = "http"
