@@ -146,6 +146,8 @@ type Server struct {
 	requests    []Request
 	vars        map[string]*fakeVar
 	varOps      []VarOp
+	varIndex    uint64 // the variables table's index: its last write
+	lastVarTime int64
 	partitioned map[string]bool // tokens cut off by Partition
 	cutoffs     int
 	cuts        int

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"slices"
@@ -13,38 +14,38 @@ import (
 	"time"
 )
 
-// Nomad's variables with their locks (/v1/var/:path, Nomad ≥ 1.7), as the
-// answers recorded from Nomad 2.0.5 (testdata/nomad-2.0.5) show them and as
-// Nomad's source describes what the recording cannot show:
+// Nomad's variables with their locks (/v1/var/:path, Nomad >= 1.7), as a
+// real Nomad 2.0.5 answered them request by request
+// (testdata/nomad-2.0.5/transcripts/A1..A8; conform_test.go replays them
+// against this fake and compares every answer). A comment names the
+// scenario a behaviour comes from; "Nomad's source, not recorded" marks the
+// few the recording does not show (bounds of the TTL, a missing variable,
+// a malformed cas, an empty write), kept because a test needs an answer.
 //
-//   - PUT ?lock-acquire: 200 with the lock's ID; while the variable holds a
-//     lock (even one whose TTL lapsed, during its lock delay), 409 with an
-//     empty variable. Items in the request replace the variable's; without
-//     them its items are kept. The answer's Items are the request's. A TTL
-//     below Options.MinLockTTL (Nomad: 10 s) or above 24 h is a 400.
-//   - PUT ?lock-renew with {"Lock":{"ID":...}}: 200 with the metadata and the
-//     lock, no Items. Nomad's TTL timer runs for twice the TTL: a lock not
-//     renewed within 2 × TTL lapses, a renewal is then refused (409), and
-//     the lock is removed from the variable once the lock delay armed at the
-//     acquire has passed; only then can another caller acquire it. A renewal
-//     re-arms the timer with twice the TTL the variable holds now.
-//   - PUT ?cas=N (a plain write): a locked variable takes it only with the
-//     holder's lock ID and nothing else in Lock (a TTL or LockDelay there is
-//     a 400), and then shows TTL and LockDelay reset to the defaults
-//     (Options.DefaultLockTTL and DefaultLockDelay; Nomad: 15 s each),
-//     whatever the acquire asked; without the ID, 409. A CAS index that is
-//     not the variable's ModifyIndex is a 409 with the variable.
-//   - PUT ?lock-release with the lock ID and no Items: 200, the variable
-//     without its lock; with Items, 400.
-//   - GET: the variable with its Items and Lock (ACLs off, as recorded; with
-//     HideVarLocks, without the Lock, as Nomad answers a token without
-//     management rights), X-Nomad-Index its ModifyIndex; ?index=N&wait=D
-//     blocks until the ModifyIndex passes N, at most D.
+//   - PUT ?lock-acquire: the acquire's Items replace the variable's, and an
+//     acquire without Items leaves none (A2, A6); 200 with the variable and
+//     the lock's server-made ID. Held by another (any body): 409 with the
+//     zero variable as text/plain (A3). The holder with its own ID: 200,
+//     the same lock (A3). ?cas= with an acquire: 400 (A6).
+//   - The lock lapses twice its TTL after the acquire or the last renewal
+//     and is removed once the acquire's lock delay has passed, keeping the
+//     Items (A6: free about 23 s after an acquire of TTL 10 s, delay 3 s).
+//   - PUT ?lock-renew: 200 with metadata and Lock, no Items and no
+//     X-Nomad-Index; the errors of A5.
+//   - PUT ?lock-release: 200 without Items or Lock, ModifyTime kept (A2);
+//     the errors of A7.
+//   - PUT (a plain write, ?cas=N or not): a locked variable takes it only
+//     from its holder, whose Lock then reads the default TTL and LockDelay
+//     (A4); a stale cas is a 409 with the current variable (A4).
+//   - DELETE: 409 while locked, else 204 (A7).
+//   - GET: the variable with its Items and Lock (HideVarLocks: without the
+//     Lock, which is an assumption no recording shows: Nomad's source hides
+//     it from tokens without write on the path), X-Nomad-Index its
+//     ModifyIndex; ?index=N&wait=D blocks until the ModifyIndex passes N, at
+//     most D (A8). A missing variable: 404 with the table's index (A2, A7).
 //
 // Every write takes the next raft index, shared with the event stream's
-// frames as in Nomad (a variable write leaves a hole in the indexes the
-// stream's subscribers see). Error bodies take the one form recorded,
-// "RPC Error:: CODE,RPC Error:: CODE,message".
+// frames, and so does a refused write (A3, A4, A7), as in Nomad.
 
 // fakeVar is one stored variable.
 type fakeVar struct {
@@ -190,14 +191,35 @@ func (s *Server) waitPartition(r *http.Request, token string) bool {
 	}
 }
 
-// rpcError writes a Nomad RPC error in the recorded form (no newline).
-func rpcError(w http.ResponseWriter, code int, msg string) {
+// answerText writes a text answer as Nomad does (text/plain, no newline);
+// index "" sends no X-Nomad-Index.
+func answerText(w http.ResponseWriter, code int, index, text string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if index != "" {
+		w.Header().Set("X-Nomad-Index", index)
+	}
 	w.WriteHeader(code)
-	fmt.Fprintf(w, "RPC Error:: %d,RPC Error:: %d,%s", code, code, msg)
+	_, _ = io.WriteString(w, text)
 }
 
-// writeJSON writes v as Nomad does, compact and without a newline.
+// rpcError writes the form Nomad's 400s take, "RPC Error:: 400,..." (A4
+// has it twice, A7 once: prefixes gives how many).
+func rpcError(w http.ResponseWriter, code, prefixes int, msg string) {
+	answerText(w, code, "0", strings.Repeat(fmt.Sprintf("RPC Error:: %d,", code), prefixes)+msg)
+}
+
+// conflictJSON writes a refused write's 409: a variable as JSON, sent as
+// text/plain, as Nomad does.
+func conflictJSON(w http.ResponseWriter, index string, v varJSON) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	answerText(w, http.StatusConflict, index, string(b))
+}
+
+// writeJSON writes v as Nomad does, compact and without a newline; index 0
+// sends no X-Nomad-Index.
 func writeJSON(w http.ResponseWriter, code int, index uint64, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -209,6 +231,12 @@ func writeJSON(w http.ResponseWriter, code int, index uint64, v any) {
 	}
 	w.WriteHeader(code)
 	_, _ = w.Write(b)
+}
+
+// queryMeta sets the headers Nomad's reads carry besides X-Nomad-Index.
+func queryMeta(w http.ResponseWriter) {
+	w.Header().Set("X-Nomad-Knownleader", "true")
+	w.Header().Set("X-Nomad-Lastcontact", "0")
 }
 
 // handleVar serves /v1/var/:path.
@@ -224,8 +252,11 @@ func (s *Server) handleVar(w http.ResponseWriter, r *http.Request) {
 		ns = "default"
 	}
 	op := putOp(q)
-	if r.Method == http.MethodGet {
+	switch r.Method {
+	case http.MethodGet:
 		op = "read"
+	case http.MethodDelete:
+		op = "delete"
 	}
 	rec := VarOp{Op: op, Path: path, Token: token}
 	defer func() {
@@ -236,17 +267,19 @@ func (s *Server) handleVar(w http.ResponseWriter, r *http.Request) {
 	status := func(code int) { rec.Status = code }
 	if s.opts.Authorize != nil && !s.opts.Authorize(token) {
 		status(http.StatusForbidden)
-		http.Error(w, "Permission denied", http.StatusForbidden)
+		answerText(w, http.StatusForbidden, "", "Permission denied") // E
 		return
 	}
 	switch r.Method {
 	case http.MethodGet:
 		status(s.readVar(w, r, ns, path))
+	case http.MethodDelete:
+		status(s.deleteVar(w, q, ns, path))
 	case http.MethodPut, http.MethodPost:
 		var body varRequest
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil && err != io.EOF {
 			status(http.StatusBadRequest)
-			rpcError(w, http.StatusBadRequest, "failed to parse request: "+err.Error())
+			answerText(w, http.StatusBadRequest, "", "failed to parse request: "+err.Error())
 			return
 		}
 		if body.Lock != nil {
@@ -255,7 +288,7 @@ func (s *Server) handleVar(w http.ResponseWriter, r *http.Request) {
 		status(s.putVar(w, q, ns, path, op, body, &rec.LockID))
 	default:
 		status(http.StatusMethodNotAllowed)
-		http.Error(w, "Invalid method", http.StatusMethodNotAllowed)
+		answerText(w, http.StatusMethodNotAllowed, "", "Invalid method")
 	}
 }
 
@@ -285,15 +318,17 @@ func (s *Server) readVar(w http.ResponseWriter, r *http.Request, ns, path string
 		if ok {
 			s.advanceLock(v, time.Now())
 		}
-		closed, changed := s.closed, s.changed
+		closed, changed, table := s.closed, s.changed, s.varIndex
 		if !ok || closed || after == 0 || v.modifyIndex > after {
 			var out varJSON
 			if ok {
 				out = s.encodeVar(v, true, !s.opts.HideVarLocks)
 			}
 			s.mu.Unlock()
+			queryMeta(w)
 			if !ok {
-				rpcError(w, http.StatusNotFound, "variable not found")
+				// A2, A7: the variables' table index.
+				answerText(w, http.StatusNotFound, strconv.FormatUint(table, 10), "variable not found")
 				return http.StatusNotFound
 			}
 			writeJSON(w, http.StatusOK, out.ModifyIndex, out)
@@ -314,18 +349,21 @@ func (s *Server) readVar(w http.ResponseWriter, r *http.Request, ns, path string
 func (s *Server) putVar(w http.ResponseWriter, q map[string][]string, ns, path, op string, body varRequest, lockID *string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
 	v := s.vars[varKey(ns, path)]
 	if v != nil {
-		s.advanceLock(v, now)
+		s.advanceLock(v, time.Now())
 	}
 	switch op {
 	case "lock-acquire":
+		if _, ok := q["cas"]; ok { // A6: held or free, right or stale
+			answerText(w, http.StatusBadRequest, "", "CAS can't be used with lock operations")
+			return http.StatusBadRequest
+		}
 		return s.acquire(w, ns, path, v, body, lockID)
 	case "lock-renew":
 		return s.renew(w, v, body)
 	case "lock-release":
-		return s.release(w, v, body)
+		return s.release(w, ns, path, v, body)
 	}
 	return s.write(w, q, ns, path, v, body)
 }
@@ -342,14 +380,15 @@ func (s *Server) acquire(w http.ResponseWriter, ns, path string, v *fakeVar, bod
 			}
 			d, err := time.ParseDuration(f.s)
 			if err != nil {
-				rpcError(w, http.StatusBadRequest, "failed to parse request: "+err.Error())
+				answerText(w, http.StatusBadRequest, "", "failed to parse request: "+err.Error())
 				return http.StatusBadRequest
 			}
 			*f.d = d
 		}
 	}
+	// Nomad's source, not recorded: the TTL's bounds.
 	if ttl < 0 || delay < 0 {
-		rpcError(w, http.StatusBadRequest, "Lock delay and TTL must be positive")
+		rpcError(w, http.StatusBadRequest, 2, "Lock delay and TTL must be positive")
 		return http.StatusBadRequest
 	}
 	if ttl == 0 { // Nomad takes 0 for "not given"
@@ -359,63 +398,80 @@ func (s *Server) acquire(w http.ResponseWriter, ns, path string, v *fakeVar, bod
 		delay = s.opts.DefaultLockDelay
 	}
 	if ttl < s.opts.MinLockTTL || ttl > 24*time.Hour {
-		rpcError(w, http.StatusBadRequest, "TTL must be between "+spelled(s.opts.MinLockTTL)+" and 24 hours")
+		rpcError(w, http.StatusBadRequest, 2, "TTL must be between "+spelled(s.opts.MinLockTTL)+" and 24 hours")
 		return http.StatusBadRequest
 	}
-	if v != nil && v.lock != nil {
-		writeJSON(w, http.StatusConflict, 0, varJSON{Namespace: ns, Path: path})
+	held := v != nil && v.lock != nil
+	if held && (body.Lock == nil || body.Lock.ID != v.lock.id) {
+		// A3: held by another, with or without Items, or an empty body;
+		// the refusal takes a raft index all the same.
+		s.burnIndex()
+		conflictJSON(w, "", varJSON{Namespace: ns, Path: path})
 		return http.StatusConflict
 	}
 	if v == nil {
-		v = &fakeVar{ns: ns, path: path, items: map[string]string{}}
+		v = &fakeVar{ns: ns, path: path}
 		s.vars[varKey(ns, path)] = v
 	}
-	if len(body.Items) > 0 {
-		v.items = maps.Clone(body.Items)
+	// A2, A6: the acquire's Items replace the variable's, and an acquire
+	// without Items leaves none.
+	v.items = maps.Clone(body.Items)
+	if held {
+		// A3: the holder again, with its own ID: the same lock, its TTL
+		// and LockDelay as asked (the defaults when not given).
+		v.lock.ttl, v.lock.delay, v.lock.lapseDelay = ttl, delay, delay
+		v.lock.expires = time.Now().Add(2 * ttl)
+	} else {
+		v.lock = &fakeLock{id: newLockID(), ttl: ttl, delay: delay, lapseDelay: delay, expires: time.Now().Add(2 * ttl)}
 	}
-	v.lock = &fakeLock{id: newLockID(), ttl: ttl, delay: delay, lapseDelay: delay, expires: time.Now().Add(2 * ttl)}
 	*lockID = v.lock.id
-	s.modified(v)
+	s.modified(v, true)
 	s.armLock(v)
-	out := s.encodeVar(v, false, true)
-	out.Items = maps.Clone(body.Items) // the answer carries the request's items
-	if out.Items == nil {
-		out.Items = map[string]string{}
-	}
+	out := s.encodeVar(v, true, true)
 	writeJSON(w, http.StatusOK, out.ModifyIndex, out)
 	return http.StatusOK
 }
 
 func (s *Server) renew(w http.ResponseWriter, v *fakeVar, body varRequest) int {
-	if code, msg := s.checkHolder(v, body); code != 0 {
-		rpcError(w, code, msg)
-		return code
-	}
-	if v.lock.lapsed {
-		rpcError(w, http.StatusConflict, "attempting to modify locked variable")
+	switch {
+	case body.Lock == nil || body.Lock.ID == "": // A5
+		answerText(w, http.StatusInternalServerError, "", "1 error occurred:\n\t* missing lock ID\n\n")
+		return http.StatusInternalServerError
+	case v == nil: // Nomad's source, not recorded
+		answerText(w, http.StatusNotFound, "", "variable doesn't exist")
+		return http.StatusNotFound
+	case v.lock == nil: // A5, after release
+		answerText(w, http.StatusConflict, "", "variable doesn't hold a lock")
+		return http.StatusConflict
+	case body.Lock.ID != v.lock.id, v.lock.lapsed: // A5; lapsed: Nomad's source
+		answerText(w, http.StatusConflict, "", "attempting to modify locked variable")
 		return http.StatusConflict
 	}
 	v.lock.expires = time.Now().Add(2 * v.lock.ttl)
 	s.armLock(v)
-	writeJSON(w, http.StatusOK, v.modifyIndex, s.encodeVar(v, false, true))
+	writeJSON(w, http.StatusOK, 0, s.encodeVar(v, false, true)) // A5: no index, no Items
 	return http.StatusOK
 }
 
-func (s *Server) release(w http.ResponseWriter, v *fakeVar, body varRequest) int {
-	if len(body.Items) > 0 {
-		rpcError(w, http.StatusBadRequest, "lock release operation doesn't take variable items")
+func (s *Server) release(w http.ResponseWriter, ns, path string, v *fakeVar, body varRequest) int {
+	switch {
+	case len(body.Items) > 0: // A7
+		rpcError(w, http.StatusBadRequest, 1, "lock release operation doesn't take variable items")
 		return http.StatusBadRequest
-	}
-	if body.Lock == nil || body.Lock.ID == "" {
-		rpcError(w, http.StatusBadRequest, "release requires all lock information")
-		return http.StatusBadRequest
-	}
-	if code, msg := s.checkHolder(v, body); code != 0 {
-		rpcError(w, code, msg)
-		return code
+	case v == nil: // Nomad's source, not recorded
+		answerText(w, http.StatusNotFound, "", "variable doesn't exist")
+		return http.StatusNotFound
+	case v.lock == nil: // A7: nothing held
+		s.burnIndex()
+		answerText(w, http.StatusInternalServerError, "0", "variable doesn't hold a lock")
+		return http.StatusInternalServerError
+	case body.Lock == nil || body.Lock.ID != v.lock.id: // A7: a wrong ID
+		s.burnIndex()
+		conflictJSON(w, "", varJSON{Namespace: ns, Path: path})
+		return http.StatusConflict
 	}
 	s.unlock(v)
-	writeJSON(w, http.StatusOK, v.modifyIndex, s.encodeVar(v, false, false))
+	writeJSON(w, http.StatusOK, v.modifyIndex, s.encodeVar(v, false, false)) // A2: neither Items nor Lock
 	return http.StatusOK
 }
 
@@ -427,46 +483,40 @@ func spelled(d time.Duration) string {
 	return d.String()
 }
 
-// checkHolder checks that body carries the lock ID v holds.
-func (s *Server) checkHolder(v *fakeVar, body varRequest) (int, string) {
-	switch {
-	case v == nil:
-		return http.StatusNotFound, "variable doesn't exist"
-	case v.lock == nil:
-		return http.StatusConflict, "variable doesn't hold a lock"
-	case body.Lock == nil || body.Lock.ID != v.lock.id:
-		return http.StatusConflict, "attempting to modify locked variable"
+// casConflict checks ?cas=N against v (s.mu held): 0 when it holds or is
+// not asked, else the status written.
+func (s *Server) casConflict(w http.ResponseWriter, q map[string][]string, ns, path string, v *fakeVar) int {
+	cas, ok := q["cas"]
+	if !ok {
+		return 0
 	}
-	return 0, ""
+	n, err := strconv.ParseUint(strings.Join(cas, ""), 10, 64)
+	switch {
+	case err != nil: // Nomad's source, not recorded
+		answerText(w, http.StatusBadRequest, "", "failed to parse cas: "+err.Error())
+		return http.StatusBadRequest
+	case v == nil && n != 0: // Nomad's source, not recorded
+		s.burnIndex()
+		conflictJSON(w, "0", varJSON{Namespace: ns, Path: path})
+		return http.StatusConflict
+	case v != nil && n != v.modifyIndex:
+		// A4: the current variable, its index in X-Nomad-Index.
+		s.burnIndex()
+		conflictJSON(w, strconv.FormatUint(v.modifyIndex, 10), s.encodeVar(v, true, true))
+		return http.StatusConflict
+	}
+	return 0
 }
 
 // write is a plain PUT, with or without ?cas.
 func (s *Server) write(w http.ResponseWriter, q map[string][]string, ns, path string, v *fakeVar, body varRequest) int {
-	if body.Lock != nil && (body.Lock.TTL != "" || body.Lock.LockDelay != "") {
-		rpcError(w, http.StatusBadRequest, "variable should not contain lock definition")
+	if body.Lock != nil && (body.Lock.TTL != "" || body.Lock.LockDelay != "") { // A4
+		rpcError(w, http.StatusBadRequest, 2, "variable should not contain lock definition")
 		return http.StatusBadRequest
 	}
-	if len(body.Items) == 0 {
-		rpcError(w, http.StatusBadRequest, "empty variables are invalid")
+	if len(body.Items) == 0 { // Nomad's source, not recorded
+		rpcError(w, http.StatusBadRequest, 2, "empty variables are invalid")
 		return http.StatusBadRequest
-	}
-	conflict := func() int {
-		out := varJSON{Namespace: ns, Path: path}
-		if v != nil {
-			out = s.encodeVar(v, true, false)
-		}
-		writeJSON(w, http.StatusConflict, 0, out)
-		return http.StatusConflict
-	}
-	if cas, ok := q["cas"]; ok {
-		n, err := strconv.ParseUint(strings.Join(cas, ""), 10, 64)
-		switch {
-		case err != nil:
-			rpcError(w, http.StatusBadRequest, "failed to parse cas: "+err.Error())
-			return http.StatusBadRequest
-		case v == nil && n != 0, v != nil && n != v.modifyIndex:
-			return conflict()
-		}
 	}
 	id := ""
 	if body.Lock != nil {
@@ -474,33 +524,78 @@ func (s *Server) write(w http.ResponseWriter, q map[string][]string, ns, path st
 	}
 	switch {
 	case v != nil && v.lock != nil && id != v.lock.id:
-		return conflict() // a locked variable takes writes from its holder only
-	case id != "" && (v == nil || v.lock == nil):
-		rpcError(w, http.StatusConflict, "variable doesn't hold a lock")
+		// A4: a locked variable takes writes from its holder only, cas or
+		// not; the refusal is the zero variable, X-Nomad-Index 0.
+		s.burnIndex()
+		conflictJSON(w, "0", varJSON{Namespace: ns, Path: path})
 		return http.StatusConflict
+	case id != "" && (v == nil || v.lock == nil): // Nomad's source, not recorded
+		answerText(w, http.StatusConflict, "", "variable doesn't hold a lock")
+		return http.StatusConflict
+	}
+	if code := s.casConflict(w, q, ns, path, v); code != 0 {
+		return code
 	}
 	if v == nil {
 		v = &fakeVar{ns: ns, path: path}
 		s.vars[varKey(ns, path)] = v
 	}
 	v.items = maps.Clone(body.Items)
-	if v.lock != nil { // Nomad fills the lock's settings in again, with its defaults
+	if v.lock != nil { // A4: Nomad fills the lock's settings in again, with its defaults
 		v.lock.ttl, v.lock.delay = s.opts.DefaultLockTTL, s.opts.DefaultLockDelay
 	}
-	s.modified(v)
+	s.modified(v, true)
 	writeJSON(w, http.StatusOK, v.modifyIndex, s.encodeVar(v, true, v.lock != nil))
 	return http.StatusOK
 }
 
-// modified stamps v with the next raft index; s.mu is held.
-func (s *Server) modified(v *fakeVar) {
+// deleteVar is a DELETE, with or without ?cas.
+func (s *Server) deleteVar(w http.ResponseWriter, q map[string][]string, ns, path string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.vars[varKey(ns, path)]
+	if v != nil {
+		s.advanceLock(v, time.Now())
+	}
+	if v != nil && v.lock != nil { // A7: plain or with the right cas
+		s.burnIndex()
+		conflictJSON(w, "0", varJSON{Namespace: ns, Path: path})
+		return http.StatusConflict
+	}
+	if code := s.casConflict(w, q, ns, path, v); code != 0 {
+		return code
+	}
+	delete(s.vars, varKey(ns, path))
+	s.burnIndex()
+	s.varIndex = s.nextIndex - 1
+	// A7: 204, no body, no Content-Type, the delete's index.
+	w.Header().Set("X-Nomad-Index", strconv.FormatUint(s.varIndex, 10))
+	w.WriteHeader(http.StatusNoContent)
+	return http.StatusNoContent
+}
+
+// burnIndex takes a raft index for a refused write, as Nomad does (A3, A4,
+// A7); s.mu is held.
+func (s *Server) burnIndex() {
+	s.nextIndex++
+}
+
+// modified stamps v with the next raft index, and with now as its
+// ModifyTime if stamp (a release keeps the acquire's, A2, A6); s.mu is held.
+func (s *Server) modified(v *fakeVar, stamp bool) {
 	idx := s.nextIndex
 	s.nextIndex++
-	now := time.Now().UnixNano()
+	s.varIndex = idx
+	// Strictly increasing, as Nomad's wall clock is between two writes;
+	// synctest's clock stands still between them.
+	now := max(time.Now().UnixNano(), s.lastVarTime+1)
 	if v.createIndex == 0 {
 		v.createIndex, v.createTime = idx, now
 	}
-	v.modifyIndex, v.modifyTime = idx, now
+	v.modifyIndex = idx
+	if stamp || v.modifyTime == 0 {
+		v.modifyTime, s.lastVarTime = now, now
+	}
 	s.broadcast()
 }
 
@@ -510,7 +605,7 @@ func (s *Server) unlock(v *fakeVar) {
 		v.lock.timer.Stop()
 	}
 	v.lock = nil
-	s.modified(v)
+	s.modified(v, false)
 }
 
 // advanceLock applies Nomad's timers to v's lock at now; s.mu is held.
