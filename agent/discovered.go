@@ -46,8 +46,20 @@ type DiscoveryStatus struct {
 	Error      string     `json:"error,omitempty"`
 	ErrorSince *time.Time `json:"error_since,omitempty"`
 	// Problems are the jobs' images that can't be kept, and why (one per
-	// image and job version), the newest last, at most a few dozen.
+	// image and job version; a job or group whose placement can't be
+	// decided, an image outside the allowed prefixes), the newest last, at
+	// most a few dozen.
 	Problems []string `json:"problems,omitempty"`
+	// MaxImages is the nomad block's max_images; LeftOut how many of the
+	// images the jobs name here are not kept because of it (those of the
+	// newest jobs), and LeftOutImages the first of them in that order, at
+	// most a few dozen, each with a task naming it and why.
+	MaxImages     int      `json:"max_images"`
+	LeftOut       int      `json:"left_out"`
+	LeftOutImages []string `json:"left_out_images,omitempty"`
+	// HoldReadiness is the nomad block's hold_readiness: when false, a
+	// discovered image whose fetch failed does not make Ready false.
+	HoldReadiness bool `json:"hold_readiness"`
 }
 
 // Discoverer finds images elsewhere than in the config: Nomad's jobs. Run

@@ -61,8 +61,9 @@ type Snapshot struct {
 }
 
 // Ready reports whether Nomad could start every image's job on this node
-// now: the Docker daemon answers and every image is present. When not, why
-// says so in a line.
+// now: the Docker daemon answers and every image is present (a discovered
+// image that failed to fetch counts only with hold_readiness, see
+// holdsReadiness). When not, why says so in a line.
 func (s Snapshot) Ready() (ok bool, why string) {
 	if s.ConfigLoaded.IsZero() {
 		return false, "starting: no config applied yet"
@@ -83,10 +84,29 @@ func (s Snapshot) Ready() (ok bool, why string) {
 		}
 		return false, "discovering: " + why
 	}
-	if missing := s.Missing(); len(missing) > 0 {
-		return false, fmt.Sprintf("%d image(s) missing", len(missing))
+	held, failed := 0, 0
+	for _, img := range s.Missing() {
+		if s.holdsReadiness(img) {
+			held++
+		} else {
+			failed++
+		}
+	}
+	switch {
+	case held > 0:
+		return false, fmt.Sprintf("%d image(s) missing", held)
+	case failed > 0:
+		return true, fmt.Sprintf("every image is present but %d discovered image(s) that can't be fetched (they don't hold readiness: nomad hold_readiness = false)", failed)
 	}
 	return true, "every image is present"
+}
+
+// holdsReadiness says whether img, missing, makes Ready false: a config
+// image always; a discovered one until its first fetch failed, or always
+// with the nomad block's hold_readiness. Any job submitter can name an
+// image that can't be pulled, and that must not hold every node's /readyz.
+func (s Snapshot) holdsReadiness(img ImageStatus) bool {
+	return img.Origin != OriginNomad || s.Nomad == nil || s.Nomad.HoldReadiness || img.Attempts == 0
 }
 
 // Missing returns the images that are not present locally: the ones a Nomad

@@ -39,7 +39,45 @@ type Nomad struct {
 	// Nomad's default for the node's architecture
 	// (registry.k8s.io/pause-ARCH:3.3), "" turns it off.
 	InfraImage *string
-	Pos        Pos
+	// MaxImages bounds the images kept for the jobs (the infra image
+	// aside): past it, the images of the newest jobs are left out, and
+	// the status says which (default DefaultMaxDiscoveredImages).
+	MaxImages int
+	// IncludeUndecided keeps the images of jobs (and groups) whose
+	// placement this agent can't decide (a version or semver constraint,
+	// an operator or target it does not know); by default they are
+	// skipped and reported.
+	IncludeUndecided bool
+	// AllowedPrefixes, when set, are the only registries or repository
+	// prefixes a job's image may come from ("registry.service.consul:5000",
+	// "ghcr.io/acme/"), matched on the normalised reference at a component
+	// boundary; an image outside them is skipped and reported.
+	AllowedPrefixes []string
+	// HoldReadiness makes a discovered image that can't be fetched hold
+	// /readyz at 503, as a config image does; by default only its first
+	// fetch does.
+	HoldReadiness bool
+	Pos           Pos
+}
+
+// DefaultMaxDiscoveredImages and MaxDiscoveredImages are max_images'
+// default and ceiling: a node rarely runs more than a few dozen distinct
+// images, and each kept image is disk, a resync HEAD and metric series.
+const (
+	DefaultMaxDiscoveredImages = 100
+	MaxDiscoveredImages        = 10000
+)
+
+// AllowedPrefix reports whether the normalised reference ref is under
+// prefix: ref starts with it, and either prefix ends with "/" or ref goes
+// on with "/", ":" or "@" (so "ghcr.io/acme" does not admit
+// "ghcr.io/acmeevil/x", nor "reg.example" "reg.example.evil.io/x").
+func AllowedPrefix(ref, prefix string) bool {
+	rest, ok := strings.CutPrefix(ref, prefix)
+	if !ok {
+		return false
+	}
+	return strings.HasSuffix(prefix, "/") || rest == "" || strings.ContainsRune("/:@", rune(rest[0]))
 }
 
 // Rewrite is one rewrite block of the nomad block.
@@ -60,6 +98,7 @@ var (
 			{Name: "ca_cert"}, {Name: "client_cert"}, {Name: "client_key"},
 			{Name: "tls_server_name"}, {Name: "tls_skip_verify"}, {Name: "node_id"},
 			{Name: "namespaces"}, {Name: "include"}, {Name: "exclude"}, {Name: "infra_image"},
+			{Name: "max_images"}, {Name: "include_undecided"}, {Name: "allowed_prefixes"}, {Name: "hold_readiness"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{{Type: "rewrite"}},
 	}
@@ -72,7 +111,7 @@ var (
 func (p *parser) nomad(b *hcl.Block) *Nomad {
 	content, ds := b.Body.Content(nomadSchema)
 	p.diags(ds)
-	n := &Nomad{Namespaces: []string{"*"}, Pos: p.pos(b.DefRange)}
+	n := &Nomad{Namespaces: []string{"*"}, MaxImages: DefaultMaxDiscoveredImages, Pos: p.pos(b.DefRange)}
 	for name, dst := range map[string]*string{
 		"address": &n.Address, "region": &n.Region, "token_file": &n.TokenFile,
 		"ca_cert": &n.CACert, "client_cert": &n.ClientCert, "client_key": &n.ClientKey,
@@ -114,12 +153,58 @@ func (p *parser) nomad(b *hcl.Block) *Nomad {
 			n.InfraImage = &s
 		}
 	}
+	p.nomadBounds(content.Attributes, n)
 	for _, rb := range content.Blocks {
 		if rw, ok := p.rewrite(rb); ok {
 			n.Rewrites = append(n.Rewrites, rw)
 		}
 	}
 	return n
+}
+
+// nomadBounds reads the settings that bound what the jobs can make a node
+// keep: max_images, include_undecided, allowed_prefixes, hold_readiness.
+func (p *parser) nomadBounds(attrs hcl.Attributes, n *Nomad) {
+	if a, ok := attrs["max_images"]; ok {
+		if v, ok := p.intAttr(a); ok {
+			if v < 1 || v > MaxDiscoveredImages {
+				p.errorf(a.Expr.Range(), "nomad: max_images must be between 1 and %d, got %d", MaxDiscoveredImages, v)
+			}
+			n.MaxImages = v
+		}
+	}
+	for name, dst := range map[string]*bool{"include_undecided": &n.IncludeUndecided, "hold_readiness": &n.HoldReadiness} {
+		if a, ok := attrs[name]; ok {
+			*dst, _ = p.boolAttr(a)
+		}
+	}
+	if a, ok := attrs["allowed_prefixes"]; ok {
+		prefixes, ok := p.stringListAttr(a)
+		if ok && len(prefixes) == 0 {
+			p.errorf(a.Expr.Range(), "nomad: allowed_prefixes must not be empty (leave it out to allow every registry)")
+		}
+		for _, s := range prefixes {
+			if !validPrefix(s) {
+				p.errorf(a.Expr.Range(), "nomad: allowed_prefixes: %q: want a registry host, optionally with a repository prefix, as in normalised references (\"registry.service.consul:5000\", \"docker.io/library/\", \"ghcr.io/acme/\")", s)
+				continue
+			}
+			n.AllowedPrefixes = append(n.AllowedPrefixes, s)
+		}
+	}
+}
+
+// validPrefix: a prefix of normalised references starts with a registry
+// host (a name with a dot or a port, or localhost) and holds no spaces,
+// globs, tags or digests.
+func validPrefix(s string) bool {
+	if s == "" || strings.ContainsAny(s, " \t*?@") {
+		return false
+	}
+	host, rest, _ := strings.Cut(s, "/")
+	if strings.Contains(rest, ":") {
+		return false
+	}
+	return host == "localhost" || strings.HasPrefix(host, "localhost:") || strings.ContainsAny(host, ".:")
 }
 
 // rewrite reads one rewrite block: a prefix and the prefixes replacing it.

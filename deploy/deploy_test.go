@@ -99,7 +99,7 @@ func scrapePrefetch(t *testing.T) string {
 	snap := agent.Snapshot{Config: "c.hcl", ConfigLoaded: now, ConfigError: "c.hcl:1:1: broken", Images: []agent.ImageStatus{
 		{Name: "a", Expected: "reg:5000/a:1", State: agent.StatePresent, ImageID: "sha256:a"},
 		{Name: "b", Expected: "reg:5000/b:1", State: agent.StateFailed, FailingSince: &since},
-	}, Nomad: &agent.DiscoveryStatus{Listed: true, Images: 1, Index: 42}} // discovery on: its series too
+	}, Nomad: &agent.DiscoveryStatus{Listed: true, Images: 1, Index: 42, MaxImages: 100}} // discovery on: its series too
 	m := metrics.New(func() agent.Snapshot { return snap })
 	var obs agent.Observer = m
 	obs.Fetched(string(agent.Pulled), "expected", time.Second)

@@ -4,9 +4,15 @@
 // and then follows the Job event stream with the exact-resume reader of the
 // nomad package, keeping the images of every docker task of every job that
 // can be placed on this node (datacenters, node pool and constraints, as
-// Nomad's scheduler decides them; what it can't decide counts as "may run
-// here"). Images are interpolated from the node and the job's meta, and
-// mapped to sources by the nomad block's rewrites.
+// Nomad's scheduler decides them; what it can't decide is skipped unless
+// include_undecided). Images are interpolated from the node and the job's
+// meta, and mapped to sources by the nomad block's rewrites.
+//
+// Any job submitter can make nodes keep images, so what they can make a
+// node keep is bounded: only images under allowed_prefixes when it is set,
+// and at most max_images of them, the oldest jobs' first (by CreateIndex,
+// which Nomad assigns and a re-registration keeps), with what is left out
+// listed in the status.
 //
 // It implements agent.Discoverer and reports agent.Discovered sets; losing
 // Nomad never drops images (the last known set stays), and a gap in the
@@ -132,6 +138,7 @@ func (d *Discoverer) session(ctx context.Context, c *nomad.Client, st *state, pu
 	pub.with(func() {
 		st.node, st.known = n, true
 		st.jobs = map[string]jobImages{}
+		st.forgetReported(jobs)
 		for key, ji := range jobs {
 			st.put(key, ji)
 		}

@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"reflect"
 	"regexp"
@@ -109,8 +110,8 @@ func TestImagesOfFixtureJob(t *testing.T) {
 	}})
 	ji := r.imagesOf(&job, n)
 	want := []found{
-		{expected: "registry.service.consul:5000/traefik:v3.1.3", sources: []string{"docker.io/library/traefik:v3.1.3", "ghcr.io/acme/traefik:v3.1.3"}, usedBy: "default/web/frontend/proxy"},
-		{expected: "docker.io/library/busybox:1.36", usedBy: "default/web/frontend/sidecar"},
+		{expected: "registry.service.consul:5000/traefik:v3.1.3", sources: []string{"docker.io/library/traefik:v3.1.3", "ghcr.io/acme/traefik:v3.1.3"}, usedBy: "default/web/frontend/proxy", rank: 158},
+		{expected: "docker.io/library/busybox:1.36", usedBy: "default/web/frontend/sidecar", rank: 158},
 	}
 	if !reflect.DeepEqual(ji.images, want) {
 		t.Errorf("got %+v\nwant %+v", ji.images, want)
@@ -248,6 +249,11 @@ func webJob(t *testing.T, id, image string) map[string]any {
 
 func runDiscoverer(t *testing.T, settings config.Nomad) *sets {
 	t.Helper()
+	return runDiscovererWith(t, settings, nil)
+}
+
+func runDiscovererWith(t *testing.T, settings config.Nomad, log *slog.Logger) *sets {
+	t.Helper()
 	if len(settings.Namespaces) == 0 {
 		settings.Namespaces = []string{"*"}
 	}
@@ -256,7 +262,7 @@ func runDiscoverer(t *testing.T, settings config.Nomad) *sets {
 	s := &sets{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	d := &Discoverer{Retry: fastRetry}
+	d := &Discoverer{Retry: fastRetry, Log: log}
 	go func() { defer close(done); d.Run(ctx, settings, s.found) }()
 	t.Cleanup(func() {
 		cancel()

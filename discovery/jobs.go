@@ -19,10 +19,20 @@ type rules struct {
 	include, exclude []*regexp.Regexp
 	rewrites         []config.Rewrite
 	infraImage       *string
+	maxImages        int
+	includeUndecided bool
+	allowed          []string
+	holdReadiness    bool
 }
 
 func compile(s config.Nomad) rules {
-	r := rules{rewrites: s.Rewrites, infraImage: s.InfraImage}
+	r := rules{
+		rewrites: s.Rewrites, infraImage: s.InfraImage, maxImages: s.MaxImages,
+		includeUndecided: s.IncludeUndecided, allowed: s.AllowedPrefixes, holdReadiness: s.HoldReadiness,
+	}
+	if r.maxImages <= 0 {
+		r.maxImages = config.DefaultMaxDiscoveredImages
+	}
 	for _, g := range s.Namespaces {
 		r.namespaces = append(r.namespaces, glob(g))
 	}
@@ -41,6 +51,7 @@ type found struct {
 	sources  []string // from the rewrites
 	usedBy   string   // namespace/job/group/task
 	pinned   bool     // expected names a digest
+	rank     uint64   // the job's CreateIndex: the older job's images are kept first
 }
 
 // jobImages is what one job version contributes: its images for this node,
@@ -52,15 +63,32 @@ type jobImages struct {
 }
 
 // imagesOf returns the images of every docker task of job that can run on
-// n, after the rules. A stopped job has none.
+// n, after the rules. A stopped job has none; nor has a job, or a group,
+// whose placement can't be decided here, unless includeUndecided.
 func (r rules) imagesOf(job *api.Job, n node) jobImages {
 	out := jobImages{version: deref(job.Version)}
-	if deref(job.Stop) || !r.placeable(job, n) {
+	if deref(job.Stop) {
 		return out
 	}
 	ns, id := deref(job.Namespace), deref(job.ID)
+	v, why := r.placeable(job, n)
+	if v == forbids {
+		return out
+	}
+	if v == undecided && !r.includeUndecided {
+		out.problems = append(out.problems, fmt.Sprintf("%s/%s (version %d): %s", ns, id, out.version, r.skipUndecided(why)))
+		return out
+	}
 	for _, g := range job.TaskGroups {
-		if g == nil || !n.allows(g.Constraints) || !tasksAllow(g.Tasks, n) {
+		if g == nil {
+			continue
+		}
+		v, why := groupPlacement(g, n)
+		if v == forbids {
+			continue
+		}
+		if v == undecided && !r.includeUndecided {
+			out.problems = append(out.problems, fmt.Sprintf("%s/%s/%s (version %d): %s", ns, id, deref(g.Name), out.version, r.skipUndecided(why)))
 			continue
 		}
 		for _, t := range g.Tasks {
@@ -73,7 +101,7 @@ func (r rules) imagesOf(job *api.Job, n node) jobImages {
 				out.problems = append(out.problems, fmt.Sprintf("%s (version %d): %s", usedBy, out.version, problem))
 			}
 			if f.expected != "" {
-				f.usedBy = usedBy
+				f.usedBy, f.rank = usedBy, deref(job.CreateIndex)
 				out.images = append(out.images, f)
 			}
 		}
@@ -81,34 +109,46 @@ func (r rules) imagesOf(job *api.Job, n node) jobImages {
 	return out
 }
 
-// placeable reports whether the job's datacenters, node pool and
-// constraints let it run on n.
-func (r rules) placeable(job *api.Job, n node) bool {
+func (r rules) skipUndecided(why string) string {
+	return fmt.Sprintf("placement can't be decided here (%s): its images are skipped (nomad include_undecided = true keeps them)", why)
+}
+
+// placeable says whether the job's datacenters, node pool and constraints
+// let it run on n, and when undecided, which constraint is why.
+func (r rules) placeable(job *api.Job, n node) (verdict, string) {
 	dcs := job.Datacenters
 	if len(dcs) == 0 {
 		dcs = []string{"*"} // Nomad's default since 1.5
 	}
 	if !slices.ContainsFunc(dcs, func(dc string) bool { return glob(dc).MatchString(n.datacenter) }) {
-		return false
+		return forbids, ""
 	}
 	pool := deref(job.NodePool)
 	if pool == "" {
 		pool = "default"
 	}
 	if pool != "all" && pool != n.pool {
-		return false
+		return forbids, ""
 	}
-	return n.allows(job.Constraints)
+	return n.decide(job.Constraints)
 }
 
-// tasksAllow: a task's constraints bind its whole group's placement.
-func tasksAllow(tasks []*api.Task, n node) bool {
-	for _, t := range tasks {
-		if t != nil && !n.allows(t.Constraints) {
-			return false
+// groupPlacement is what the constraints of g and of its tasks (a task's
+// bind its whole group's placement) say of n.
+func groupPlacement(g *api.TaskGroup, n node) (verdict, string) {
+	v, why := n.decide(g.Constraints)
+	for _, t := range g.Tasks {
+		if v == forbids {
+			break
+		}
+		if t == nil {
+			continue
+		}
+		if tv, twhy := n.decide(t.Constraints); tv == forbids || (tv == undecided && v == allows) {
+			v, why = tv, twhy
 		}
 	}
-	return true
+	return v, why
 }
 
 // image returns the image of task t as this node would pull it, or a
@@ -137,6 +177,9 @@ func (r rules) image(job *api.Job, g *api.TaskGroup, t *api.Task, n node) (found
 	ref := named.String()
 	if (len(r.include) > 0 && !anyGlob(r.include, ref)) || anyGlob(r.exclude, ref) {
 		return found{}, ""
+	}
+	if len(r.allowed) > 0 && !slices.ContainsFunc(r.allowed, func(p string) bool { return config.AllowedPrefix(ref, p) }) {
+		return found{}, fmt.Sprintf("image %s is not under nomad allowed_prefixes (%s): skipped", ref, strings.Join(r.allowed, ", "))
 	}
 	f := found{expected: ref, pinned: pinned, sources: r.sourcesFor(ref)}
 	forcePull, _ := t.Config["force_pull"].(bool)

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -74,8 +75,9 @@ const (
 
 // check evaluates one constraint the way Nomad's scheduler does
 // (scheduler/feasible: checkConstraint). Operators it does not know, and
-// version constraints, are undecided: counted as allowing, since fetching
-// one image too many is cheap and missing one is what prefetch prevents.
+// version constraints, are undecided: the job (or group) is skipped unless
+// include_undecided, since every job submitter could otherwise make every
+// node keep an image.
 func (n node) check(c *api.Constraint) verdict {
 	l, lFound := n.resolve(c.LTarget)
 	r, rFound := n.resolve(c.RTarget)
@@ -152,15 +154,32 @@ func containsAll(have, want []string) bool {
 	return true
 }
 
-// allows reports whether every constraint allows the node (an undecided one
-// does).
-func (n node) allows(cs []*api.Constraint) bool {
+// decide is what constraints cs say of the node together: forbids if one
+// does, else undecided if one is (why names the first such), else allows.
+func (n node) decide(cs []*api.Constraint) (v verdict, why string) {
+	v = allows
 	for _, c := range cs {
-		if c != nil && n.check(c) == forbids {
-			return false
+		if c == nil {
+			continue
+		}
+		switch n.check(c) {
+		case forbids:
+			return forbids, ""
+		case undecided:
+			if v == allows {
+				v, why = undecided, clip(fmt.Sprintf("constraint %s %s %q", c.LTarget, c.Operand, c.RTarget), 200)
+			}
 		}
 	}
-	return true
+	return v, why
+}
+
+// clip bounds s, a string a job submitter chose, to max bytes.
+func clip(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	return strings.ToValidUTF8(s[:max], "") + "..."
 }
 
 // glob compiles a glob where * matches any run of characters, / included,

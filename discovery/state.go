@@ -1,6 +1,8 @@
 package discovery
 
 import (
+	"cmp"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sort"
@@ -13,8 +15,15 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/config"
 )
 
-// maxProblems bounds the problems the status lists (the newest are kept).
-const maxProblems = 50
+// Bounds on what the status lists: problems (the newest are kept), the
+// images left out over max_images (the first in order), the tasks naming one
+// image, and one problem's length.
+const (
+	maxProblems     = 50
+	maxLeftOutShown = 20
+	maxUsedBy       = 10
+	maxProblemLen   = 512
+)
 
 // state is what discovery knows: this node, and per job the images it
 // names here. Only Discoverer.Run's goroutine touches it.
@@ -27,9 +36,10 @@ type state struct {
 	index  uint64
 	listed bool // every job was listed once
 
-	problems []string        // newest last
-	reported map[string]bool // problems already logged, per job version
+	problems []string            // newest last
+	reported map[string][]string // per job key, the problems of its version last logged
 	log      *slog.Logger
+	leftOut  int // images left out over max_images at the last set, to log changes once
 
 	live       bool
 	err        string
@@ -37,7 +47,7 @@ type state struct {
 }
 
 func newState(s config.Nomad, log *slog.Logger) *state {
-	return &state{rules: compile(s), nodeID: s.NodeID, jobs: map[string]jobImages{}, reported: map[string]bool{}, log: log}
+	return &state{rules: compile(s), nodeID: s.NodeID, jobs: map[string]jobImages{}, reported: map[string][]string{}, log: log}
 }
 
 func jobKey(ns, id string) string { return ns + "/" + id }
@@ -54,17 +64,25 @@ func (st *state) upsert(job *api.Job) {
 	st.put(jobKey(ns, id), st.rules.imagesOf(job, st.node))
 }
 
-// put records the images of the job at key, reporting its problems once.
+// put records the images of the job at key, logging each of its problems
+// once (per job version, as its text names it). What is remembered is per
+// job, so re-registrations don't make it grow.
 func (st *state) put(key string, ji jobImages) {
-	for _, p := range ji.problems {
-		if !st.reported[p] {
-			st.reported[p] = true
+	for i, p := range ji.problems {
+		p = clip(p, maxProblemLen)
+		ji.problems[i] = p
+		if !slices.Contains(st.reported[key], p) {
 			st.log.Warn("discovery: "+p, "job", key)
 			st.problems = append(st.problems, p)
 			if len(st.problems) > maxProblems {
 				st.problems = st.problems[len(st.problems)-maxProblems:]
 			}
 		}
+	}
+	if len(ji.problems) > 0 {
+		st.reported[key] = ji.problems
+	} else {
+		delete(st.reported, key)
 	}
 	if len(ji.images) == 0 {
 		delete(st.jobs, key)
@@ -73,43 +91,105 @@ func (st *state) put(key string, ji jobImages) {
 	st.jobs[key] = ji
 }
 
-// remove forgets a deregistered job.
-func (st *state) remove(ns, id string) { delete(st.jobs, jobKey(ns, id)) }
+// forgetReported drops what was logged for jobs not in keep (a new list).
+func (st *state) forgetReported(keep map[string]jobImages) {
+	for key := range st.reported {
+		if _, ok := keep[key]; !ok {
+			delete(st.reported, key)
+		}
+	}
+}
 
-// set is the discovered set as the loop takes it.
+// remove forgets a deregistered job.
+func (st *state) remove(ns, id string) {
+	delete(st.jobs, jobKey(ns, id))
+	delete(st.reported, jobKey(ns, id))
+}
+
+// set is the discovered set as the loop takes it. At most max_images of
+// the images the jobs name are in it (the infra image aside): ordered by the
+// CreateIndex of the oldest job naming each, then by reference, so a flood
+// of new jobs can't push out the images of the jobs already there, and
+// every node of the same jobs leaves out the same ones. The status lists
+// what was left out, and the log says so once each time it starts and ends.
 func (st *state) set() agent.Discovered {
-	byRef := map[string]*config.Image{}
-	usedBy := map[string][]string{}
+	type kept struct {
+		img    config.Image
+		rank   uint64
+		usedBy []string
+	}
+	byRef := map[string]*kept{}
 	for _, ji := range st.jobs {
 		for _, f := range ji.images {
-			if _, ok := byRef[f.expected]; !ok {
-				byRef[f.expected] = &config.Image{Expected: f.expected, Sources: f.sources, Platform: st.node.platform()}
+			k, ok := byRef[f.expected]
+			if !ok {
+				k = &kept{img: config.Image{Expected: f.expected, Sources: f.sources, Platform: st.node.platform()}, rank: f.rank}
+				byRef[f.expected] = k
 			}
-			usedBy[f.expected] = append(usedBy[f.expected], f.usedBy)
+			k.rank = min(k.rank, f.rank)
+			k.usedBy = append(k.usedBy, f.usedBy)
 		}
+	}
+	all := make([]*kept, 0, len(byRef))
+	for _, k := range byRef {
+		sort.Strings(k.usedBy)
+		if len(k.usedBy) > maxUsedBy {
+			k.usedBy = append(k.usedBy[:maxUsedBy], fmt.Sprintf("and %d more", len(k.usedBy)-maxUsedBy))
+		}
+		k.img.Name = k.usedBy[0]
+		all = append(all, k)
+	}
+	slices.SortFunc(all, func(a, b *kept) int {
+		return cmp.Or(cmp.Compare(a.rank, b.rank), strings.Compare(a.img.Expected, b.img.Expected))
+	})
+	limit := st.rules.maxImages
+	var leftOut []string
+	if len(all) > limit {
+		for _, k := range all[limit:min(len(all), limit+maxLeftOutShown)] {
+			leftOut = append(leftOut, fmt.Sprintf("%s (used by %s): over nomad max_images (%d)", k.img.Expected, k.img.Name, limit))
+		}
+		all = all[:limit]
+	}
+	st.logLeftOut(len(byRef)-len(all), leftOut)
+
+	usedBy := make(map[string][]string, len(all)+1)
+	d := agent.Discovered{UsedBy: usedBy, Images: make([]config.Image, 0, len(all)+1)}
+	for _, k := range all {
+		d.Images = append(d.Images, k.img)
+		usedBy[k.img.Expected] = k.usedBy
 	}
 	if infra := st.infraImage(); infra != "" {
-		if _, ok := byRef[infra]; !ok {
-			byRef[infra] = &config.Image{Expected: infra, Platform: st.node.platform()}
+		if _, ok := usedBy[infra]; !ok {
+			d.Images = append(d.Images, config.Image{Expected: infra, Name: infraUse, Platform: st.node.platform()})
 		}
-		usedBy[infra] = append(usedBy[infra], "nomad infra_image (the pause container of bridge networking)")
-	}
-	d := agent.Discovered{UsedBy: usedBy, Images: make([]config.Image, 0, len(byRef))}
-	for ref, img := range byRef {
-		sort.Strings(usedBy[ref])
-		img.Name = usedBy[ref][0]
-		d.Images = append(d.Images, *img)
+		usedBy[infra] = append(usedBy[infra], infraUse)
 	}
 	slices.SortFunc(d.Images, func(a, b config.Image) int { return strings.Compare(a.Expected, b.Expected) })
 	d.Status = agent.DiscoveryStatus{
 		Node: st.node.name, Jobs: len(st.jobs), Images: len(d.Images), Index: st.index, Listed: st.listed,
 		Live: st.live, Error: st.err, Problems: slices.Clone(st.problems),
+		MaxImages: limit, LeftOut: len(byRef) - len(all), LeftOutImages: leftOut, HoldReadiness: st.rules.holdReadiness,
 	}
 	if st.err != "" {
 		t := st.errorSince
 		d.Status.ErrorSince = &t
 	}
 	return d
+}
+
+const infraUse = "nomad infra_image (the pause container of bridge networking)"
+
+// logLeftOut logs, once, that images started being left out over
+// max_images, and when none are any more.
+func (st *state) logLeftOut(n int, first []string) {
+	switch {
+	case n > 0 && st.leftOut == 0:
+		st.log.Warn("discovery: the jobs that can run here name more images than nomad max_images; the newest jobs' are left out (see /v1/status nomad.left_out_images)",
+			"max_images", st.rules.maxImages, "left_out", n, "first_left_out", first[:min(len(first), 3)])
+	case n == 0 && st.leftOut > 0:
+		st.log.Info("discovery: every image the jobs name is kept again", "max_images", st.rules.maxImages)
+	}
+	st.leftOut = n
 }
 
 // infraImage is the pause image to keep, "" for none.

@@ -21,14 +21,20 @@ import (
 // and, only while the config has a nomad block (discovery):
 //
 //   - prefetch_discovered_images: images kept for Nomad's jobs;
+//   - prefetch_discovered_images_max: the nomad block's max_images;
+//   - prefetch_discovered_images_left_out: images the jobs name here that
+//     max_images leaves out;
 //   - prefetch_nomad_stream_up: 1 while the Job events are followed;
 //   - prefetch_nomad_last_index: the last Nomad index applied.
 //
-// Their cardinality is the config's: one to three series per image.
+// Their cardinality is one to three series per image kept: the config's,
+// and at most max_images (plus the infra image) discovered ones, since any
+// job submitter chooses those; what is left out is only counted.
 type imageCollector struct {
 	snapshot                             func() agent.Snapshot
 	state, present, failingSince, cfgErr *prometheus.Desc
 	discovered, nomadUp, nomadIndex      *prometheus.Desc
+	discoveredMax, leftOut               *prometheus.Desc
 }
 
 func newImageCollector(snapshot func() agent.Snapshot) *imageCollector {
@@ -43,6 +49,10 @@ func newImageCollector(snapshot func() agent.Snapshot) *imageCollector {
 			"When the image's current run of failed fetches began, as a Unix timestamp; absent while it is not failing.", labels, nil),
 		discovered: prometheus.NewDesc("prefetch_discovered_images",
 			"Images kept because a Nomad job that can run on this node names them (discovery, the nomad block; absent without it).", nil, nil),
+		discoveredMax: prometheus.NewDesc("prefetch_discovered_images_max",
+			"The most images discovery keeps for Nomad's jobs (the nomad block's max_images; absent without discovery).", nil, nil),
+		leftOut: prometheus.NewDesc("prefetch_discovered_images_left_out",
+			"Images Nomad's jobs that can run here name but max_images leaves out, the newest jobs' (/v1/status nomad.left_out_images lists them; absent without discovery).", nil, nil),
 		nomadUp: prometheus.NewDesc("prefetch_nomad_stream_up",
 			"1 while discovery follows Nomad's Job events, 0 while it can't (the last known images are kept); absent without discovery.", nil, nil),
 		nomadIndex: prometheus.NewDesc("prefetch_nomad_last_index",
@@ -60,6 +70,8 @@ func (c *imageCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.discovered
 	ch <- c.nomadUp
 	ch <- c.nomadIndex
+	ch <- c.discoveredMax
+	ch <- c.leftOut
 }
 
 func (c *imageCollector) Collect(ch chan<- prometheus.Metric) {
@@ -93,6 +105,8 @@ func (c *imageCollector) Collect(ch chan<- prometheus.Metric) {
 			up = 1
 		}
 		gauge(c.discovered, float64(n.Images))
+		gauge(c.discoveredMax, float64(n.MaxImages))
+		gauge(c.leftOut, float64(n.LeftOut))
 		gauge(c.nomadUp, up)
 		gauge(c.nomadIndex, float64(n.Index))
 	}

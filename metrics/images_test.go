@@ -51,3 +51,28 @@ func TestImageMetrics(t *testing.T) {
 		t.Error("prefetch_config_error: want 0 once the config loads")
 	}
 }
+
+// With discovery, the limit and what it leaves out are counted, not
+// labelled: only kept images have series of their own.
+func TestDiscoveryMetrics(t *testing.T) {
+	t.Parallel()
+	snap := agent.Snapshot{ConfigLoaded: time.Now(),
+		Nomad: &agent.DiscoveryStatus{Listed: true, Live: true, Images: 1, MaxImages: 1, LeftOut: 2, LeftOutImages: []string{
+			"reg:5000/flood-1:1 (used by default/flood-1/g/t): over nomad max_images (1)",
+			"reg:5000/flood-2:1 (used by default/flood-2/g/t): over nomad max_images (1)",
+		}},
+		Images: []agent.ImageStatus{{Name: "default/web/g/t", Expected: "reg:5000/web:1", State: agent.StatePresent, ImageID: "sha256:w", Origin: agent.OriginNomad}},
+	}
+	m := New(func() agent.Snapshot { return snap })
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{"prefetch_discovered_images 1", "prefetch_discovered_images_max 1", "prefetch_discovered_images_left_out 2"} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(body, "flood") {
+		t.Error("/metrics has a series for an image left out")
+	}
+}

@@ -6,8 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,9 +48,13 @@ var ErrRemoteNotFound = errors.New("manifest unknown to the registry")
 // converged node cost no pull (Docker Hub does not count HEADs against its
 // pull rate limit, while a pull's manifest GET is counted).
 //
-// Registries on loopback and private addresses, and those the daemon lists
-// as insecure (Insecure), are spoken to over plain HTTP, as dockerd does;
-// every other host over HTTPS. A registry that can't be asked (it needs a
+// Registries on loopback (127.0.0.0/8, ::1, localhost) and those the daemon
+// lists as insecure (Insecure) are spoken to over plain HTTP, as dockerd
+// does; every other host only over HTTPS. go-containerregistry on its own
+// would also try plain HTTP for private-range addresses (10/8, 172.16/12,
+// 192.168/16) and *.local names, sending a registry's credentials in the
+// clear where dockerd never would: Remote refuses every plain-HTTP request
+// to such a host with a *PlainHTTPError instead. A registry that can't be asked (it needs a
 // client certificate, it is insecure because of a self-signed certificate
 // rather than plain HTTP, ...) just makes the agent pull as before.
 //
@@ -96,7 +103,7 @@ type authedTransport struct {
 // registry. A 429 is a *RateLimitedError; a 404 wraps ErrRemoteNotFound.
 func (r *Remote) Digest(ctx context.Context, ref string) (string, error) {
 	nref, err := name.ParseReference(ref)
-	if err == nil && r.Insecure != nil && r.Insecure(nref.Context().RegistryStr()) {
+	if err == nil && r.plainHTTP(nref.Context().RegistryStr()) {
 		nref, err = name.ParseReference(ref, name.Insecure)
 	}
 	if err != nil {
@@ -180,13 +187,75 @@ func (r *Remote) transport(ctx context.Context, repo name.Repository) (http.Roun
 	if base == nil {
 		base = remote.DefaultTransport
 	}
-	inner := transport.NewUserAgent(&retryAfterTransport{base: base}, "nomad-prefetch")
+	guard := &plainHTTPGuard{base: base, allowed: r.plainHTTP, credentials: auth != authn.Anonymous}
+	inner := transport.NewUserAgent(&retryAfterTransport{base: guard}, "nomad-prefetch")
 	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, inner, []string{repo.Scope(transport.PullScope)})
 	if err != nil {
 		return nil, err
 	}
 	c.rt, c.repos = rt, map[string]bool{name: true}
 	return rt, nil
+}
+
+// plainHTTP reports whether dockerd speaks plain HTTP to host (host[:port]):
+// a loopback address or localhost, or a registry the daemon lists as
+// insecure (by name or CIDR, Insecure).
+func (r *Remote) plainHTTP(host string) bool {
+	return isLoopback(host) || (r.Insecure != nil && r.Insecure(host))
+}
+
+// isLoopback reports whether host (host[:port], an IPv6 address in
+// brackets) is localhost or a loopback address.
+func isLoopback(host string) bool {
+	hostname := host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		hostname = h
+	}
+	hostname = strings.TrimSuffix(strings.TrimPrefix(hostname, "["), "]")
+	if strings.EqualFold(hostname, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(hostname)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// PlainHTTPError is a plain-HTTP request Remote refused: host is neither
+// loopback nor one of the daemon's insecure registries, so dockerd would
+// speak only HTTPS to it, and the agent does not send it anything (least
+// of all its credentials) in the clear.
+type PlainHTTPError struct {
+	// Registry is the host:port the request was for.
+	Registry string
+	// Credentials is set when the agent has credentials for the registry.
+	Credentials bool
+}
+
+func (e *PlainHTTPError) Error() string {
+	what := "speak plain HTTP to registry " + e.Registry
+	if e.Credentials {
+		what = "send the credentials for registry " + e.Registry + " over plain HTTP"
+	}
+	return "refusing to " + what + ": dockerd speaks plain HTTP only to loopback addresses and its insecure-registries (docker info); serve it over HTTPS, or list it in the daemon's insecure-registries"
+}
+
+// plainHTTPGuard is the bottom of every registry transport: a plain-HTTP
+// request to a host that is not allowed (plainHTTP) fails with a
+// *PlainHTTPError before anything is sent. It sits below the auth layers,
+// so it sees the ping, the token exchange and every HEAD.
+type plainHTTPGuard struct {
+	base        http.RoundTripper
+	allowed     func(host string) bool
+	credentials bool
+}
+
+func (g *plainHTTPGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" && !g.allowed(req.URL.Host) {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, &PlainHTTPError{Registry: req.URL.Host, Credentials: g.credentials}
+	}
+	return g.base.RoundTrip(req)
 }
 
 type retryAfterKey struct{}

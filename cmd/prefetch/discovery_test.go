@@ -204,3 +204,39 @@ func TestRunNomadDownAtStart(t *testing.T) {
 		t.Error("no log line says discovery can't follow Nomad")
 	}
 }
+
+// A job naming an image nobody can pull: once its fetch failed it does not
+// hold /readyz (any job submitter could otherwise hold every node's), until
+// the nomad block says hold_readiness = true.
+func TestRunDiscoveredImageDoesNotHoldReadiness(t *testing.T) {
+	testbed.Need(t, bed)
+	cluster, cp := startProxied(t, "disc-ready")
+	sideID := seed(t, cluster.Addr+"/side:1.36", "disc-ready-side")
+	t.Cleanup(func() { _ = bed.Remove(context.Background(), sideID) })
+	srv := fakeCluster(t)
+	srv.RegisterJob(webJob(t, "web", cp.Addr+"/nowhere:1", cp.Addr+"/side:${NOMAD_META_bbver}"))
+
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.hcl")
+	write := func(extra string) {
+		cfg := daemonSettings() + fmt.Sprintf("nomad {\n  address = %q\n  infra_image = \"\"\n%s}\n", srv.URL, extra)
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("")
+	a := startAgent(t, cfgPath, filepath.Join(dir, "lock"))
+	waitFor(t, "the unpullable image failed and the sidecar present", 30*time.Second, func() bool {
+		imgs := a.images(t)
+		return imgs[cp.Addr+"/nowhere:1"].State == agent.StateFailed && imgs[cp.Addr+"/side:1.36"].State == agent.StatePresent
+	})
+	if code, body := a.get("/readyz"); code != http.StatusOK || !strings.Contains(body, "but 1 discovered image(s) that can't be fetched") {
+		t.Errorf("/readyz: got %d %q, want 200 saying one discovered image can't be fetched", code, body)
+	}
+
+	write("  hold_readiness = true\n")
+	waitFor(t, "/readyz 503 with hold_readiness", 30*time.Second, func() bool {
+		code, body := a.get("/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "nowhere:1")
+	})
+}

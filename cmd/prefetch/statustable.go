@@ -83,6 +83,12 @@ func writeDiscovery(w io.Writer, d agent.DiscoveryStatus, now time.Time) {
 	default:
 		fmt.Fprintf(w, "nomad: following the jobs of node %s: %d job(s) name %d image(s) kept here, index %d\n", d.Node, d.Jobs, d.Images, d.Index)
 	}
+	if d.LeftOut > 0 {
+		fmt.Fprintf(w, "  %d image(s) left out, over max_images (%d): the newest jobs' (prefetch status -json lists the first %d)\n", d.LeftOut, d.MaxImages, len(d.LeftOutImages))
+		if len(d.LeftOutImages) > 0 {
+			fmt.Fprintf(w, "  the next in line: %s\n", d.LeftOutImages[0])
+		}
+	}
 	const show = 5 // the newest
 	problems := d.Problems
 	if n := len(problems) - show; n > 0 {

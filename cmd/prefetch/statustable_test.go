@@ -64,3 +64,25 @@ func TestStatusTableShortIDAndDocker(t *testing.T) {
 		t.Errorf("Ready: got %v %q", ok, why)
 	}
 }
+
+// Images discovery leaves out over max_images are said, not hidden.
+func TestStatusTableLeftOut(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	s := agent.Snapshot{Config: "c.hcl", ConfigLoaded: now, Nomad: &agent.DiscoveryStatus{
+		Node: "vm", Listed: true, Live: true, Jobs: 40, Images: 5, MaxImages: 5, LeftOut: 37,
+		LeftOutImages: []string{"reg:5000/flood-03:1 (used by default/flood-03/frontend/proxy): over nomad max_images (5)", "reg:5000/flood-04:1 (...)"},
+	}}
+	var b bytes.Buffer
+	if err := writeStatusTable(&b, s, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"  37 image(s) left out, over max_images (5): the newest jobs' (prefetch status -json lists the first 2)\n",
+		"  the next in line: reg:5000/flood-03:1 (used by default/flood-03/frontend/proxy): over nomad max_images (5)\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+}

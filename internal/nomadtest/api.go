@@ -64,12 +64,13 @@ func (s *Server) RegisterJob(job map[string]any) uint64 {
 	s.mu.Lock()
 	index := s.nextIndex
 	s.mu.Unlock()
-	version := 0
+	version, created := 0, any(index)
 	if prev, ok := a.jobs[key]; ok {
-		version = int(toFloat(prev["Version"])) + 1
-	} else {
-		job["CreateIndex"] = index
+		// A new version keeps the job's CreateIndex (job-web-versions.json:
+		// 158 for versions 0 and 1).
+		version, created = int(toFloat(prev["Version"]))+1, prev["CreateIndex"]
 	}
+	job["CreateIndex"] = created
 	job["Version"], job["Stop"], job["ModifyIndex"], job["JobModifyIndex"] = version, false, index, index
 	a.jobs[key] = job
 	a.hist[key] = append(a.hist[key], clone(job))

@@ -1,0 +1,71 @@
+package config
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseNomadBounds(t *testing.T) {
+	t.Parallel()
+	got, err := Parse("c.hcl", []byte("nomad {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := got.Nomad; n.MaxImages != DefaultMaxDiscoveredImages || n.IncludeUndecided || n.HoldReadiness || n.AllowedPrefixes != nil {
+		t.Errorf("defaults: got %+v", *n)
+	}
+	got, err = Parse("c.hcl", []byte(`nomad {
+  max_images        = 7
+  include_undecided = true
+  hold_readiness    = true
+  allowed_prefixes  = ["registry.service.consul:5000", "ghcr.io/acme/", "localhost:5000/x"]
+}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := got.Nomad
+	if n.MaxImages != 7 || !n.IncludeUndecided || !n.HoldReadiness ||
+		!reflect.DeepEqual(n.AllowedPrefixes, []string{"registry.service.consul:5000", "ghcr.io/acme/", "localhost:5000/x"}) {
+		t.Errorf("set: got %+v", *n)
+	}
+
+	for src, want := range map[string]string{
+		`max_images = 0`:                      "c.hcl:2:16: nomad: max_images must be between 1 and 10000, got 0",
+		`max_images = 10001`:                  "max_images must be between 1 and 10000, got 10001",
+		`max_images = "5"`:                    "max_images",
+		`allowed_prefixes = []`:               "nomad: allowed_prefixes must not be empty",
+		`allowed_prefixes = ["traefik"]`:      `allowed_prefixes: "traefik": want a registry host`,
+		`allowed_prefixes = ["ghcr.io/*"]`:    `allowed_prefixes: "ghcr.io/*"`,
+		`allowed_prefixes = ["ghcr.io/a:v1"]`: `allowed_prefixes: "ghcr.io/a:v1"`,
+		`include_undecided = "yes"`:           "include_undecided",
+	} {
+		_, err := Parse("c.hcl", []byte("nomad {\n  "+src+"\n}\n"))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want an error with %q", src, err, want)
+		}
+	}
+}
+
+func TestAllowedPrefix(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		ref, prefix string
+		want        bool
+	}{
+		{"registry.service.consul:5000/traefik:v3", "registry.service.consul:5000", true},
+		{"registry.service.consul:5000/traefik:v3", "registry.service.consul:5000/", true},
+		{"registry.service.consul:50001/traefik:v3", "registry.service.consul:5000", false},
+		{"reg.example.evil.io/x:1", "reg.example", false},
+		{"ghcr.io/acme/app:1", "ghcr.io/acme", true},
+		{"ghcr.io/acmeevil/app:1", "ghcr.io/acme", false},
+		{"ghcr.io/acme:1", "ghcr.io/acme", true},
+		{"ghcr.io/acme@sha256:00", "ghcr.io/acme", true},
+		{"docker.io/library/busybox:1", "ghcr.io/", false},
+	} {
+		if got := AllowedPrefix(tc.ref, tc.prefix); got != tc.want {
+			t.Errorf("AllowedPrefix(%q, %q): got %v, want %v", tc.ref, tc.prefix, got, tc.want)
+		}
+	}
+}
