@@ -395,14 +395,24 @@ func (s *Streamer) ended(ctx context.Context, line []byte, rerr error, live, fir
 			s.log.Debug("stream cut in the middle of a frame", "bytes", len(line))
 		}
 	}
+	// Nomad answers a subscription it refuses (no token, an unknown one, a
+	// policy without read on the topic) with 200 and then nothing, not even
+	// the `{}` it sends within milliseconds of accepting one, and closes
+	// the connection about 30 s later (recorded from Nomad 2.0.5). So a
+	// stream that ends, or stays silent past the heartbeat bound, before its
+	// first `{}` was refused, not cut.
+	const why = "(check the token, that its ACL policy may read the requested topics and namespace, and that the event broker is enabled)"
 	switch {
+	case context.Cause(ctx) == errHeartbeat && !*live:
+		return &RefusedError{Reason: fmt.Sprintf("Nomad answered but sent nothing, not even a heartbeat, for %s: "+
+			"the subscription was refused or the token has no permission %s", s.cfg.HeartbeatTimeout, why)}
 	case context.Cause(ctx) == errHeartbeat:
 		return fmt.Errorf("no frame and no heartbeat for %s: the connection is dead", s.cfg.HeartbeatTimeout)
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case rerr == io.EOF && !*live:
-		return &RefusedError{Reason: "Nomad closed the stream before its first heartbeat: the subscription was refused " +
-			"(check the token, that its ACL policy may read the requested topics and namespace, and that the event broker is enabled)"}
+		return &RefusedError{Reason: "Nomad closed the stream before its first heartbeat: " +
+			"the subscription was refused or the token has no permission " + why}
 	case rerr == io.EOF:
 		return &ClosedError{}
 	}

@@ -185,31 +185,40 @@ func TestRefusedAndErrorTails(t *testing.T) {
 		tail    string // CloseAll with this once live
 		want    []string
 		refused bool
+		// heartbeat is the fake's interval, after which it also closes a
+		// refused stream (E); timeout is the reader's HeartbeatTimeout.
+		heartbeat, timeout time.Duration
 	}{
+		// Nomad closes a refused stream about 30 s after its silent 200.
 		{"bad token, close-delimited", nomadtest.CloseDelimited, "bad", "",
-			[]string{"ERROR event stream down", "before its first heartbeat", "check the token"}, true},
+			[]string{"ERROR event stream down", "before its first heartbeat", "refused or the token has no permission", "check the token"}, true,
+			50 * time.Millisecond, time.Hour},
+		// The reader's bound comes first: still refused, not "dead".
+		{"bad token, silent past the heartbeat bound", nomadtest.CloseDelimited, "bad", "",
+			[]string{"ERROR event stream down", "sent nothing, not even a heartbeat, for 200ms", "refused or the token has no permission"}, true,
+			time.Hour, 200 * time.Millisecond},
 		{"bad token, chunked", nomadtest.Chunked, "bad", "",
-			[]string{"ERROR event stream down", "403 Forbidden: Permission denied"}, true},
+			[]string{"ERROR event stream down", "403 Forbidden: Permission denied"}, true, 0, 0},
 		{"subscription closed", nomadtest.Chunked, "good", "subscription closed by server, client should resubscribe",
-			[]string{"WARN event stream down", `"subscription closed by server, client should resubscribe"`, "resubscribing"}, false},
+			[]string{"WARN event stream down", `"subscription closed by server, client should resubscribe"`, "resubscribing"}, false, 0, 0},
 		{"token expired", nomadtest.Chunked, "good", "ACL token expired",
-			[]string{"ERROR event stream down", `"ACL token expired"`, "reading it again"}, true},
+			[]string{"ERROR event stream down", `"ACL token expired"`, "reading it again"}, true, 0, 0},
 		{"dropped from buffer", nomadtest.Chunked, "good", "event dropped from buffer",
-			[]string{"WARN event stream down", `"event dropped from buffer"`, "fell too far behind"}, false},
+			[]string{"WARN event stream down", `"event dropped from buffer"`, "fell too far behind"}, false, 0, 0},
 		{"permission denied", nomadtest.Chunked, "good", "Permission denied",
-			[]string{"ERROR event stream down", `"Permission denied"`, "may not read"}, true},
+			[]string{"ERROR event stream down", `"Permission denied"`, "may not read"}, true, 0, 0},
 		{"close-delimited EOF", nomadtest.CloseDelimited, "good", "ignored",
-			[]string{"WARN event stream down", "Nomad closed the stream ("}, false},
+			[]string{"WARN event stream down", "Nomad closed the stream ("}, false, 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			srv := startServer(t, nomadtest.Options{Mode: tt.mode, Authorize: func(tok string) bool { return tok == "good" }})
+			srv := startServer(t, nomadtest.Options{Mode: tt.mode, Heartbeat: tt.heartbeat, Authorize: func(tok string) bool { return tok == "good" }})
 			e := smallEvent("Job", "web", 1)
 			srv.Publish(e)
 			out := newLineSink()
 			token := func() (string, error) { return tt.token, nil }
-			r := startStreamer(t, srv.URL, token, Config{}, out, Position{Index: 0})
+			r := startStreamer(t, srv.URL, token, Config{HeartbeatTimeout: tt.timeout}, out, Position{Index: 0})
 			if tt.tail != "" {
 				out.wait(t, 1)
 				r.logs.wait(t, "INFO event stream subscribed")

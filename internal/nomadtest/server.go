@@ -541,7 +541,31 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !authorized {
-		return // close-delimited: the 200 went out before the ACL check
+		// E: Nomad's 200 goes out before its ACL check, then not one byte,
+		// not even `{}`, until it closes the connection about 30 s later
+		// (its heartbeat interval: every refused stream of the recording
+		// closed at the same moment).
+		s.mu.Lock()
+		changed, closed := s.changed, s.closed
+		s.mu.Unlock()
+		if closed {
+			return
+		}
+		t := time.NewTimer(s.opts.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				return
+			case <-changed:
+				s.mu.Lock()
+				changed, closed = s.changed, s.closed
+				s.mu.Unlock()
+				if closed {
+					return
+				}
+			}
+		}
 	}
 
 	s.mu.Lock()

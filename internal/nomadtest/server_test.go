@@ -190,7 +190,8 @@ func TestRefused(t *testing.T) {
 	for _, mode := range []Mode{CloseDelimited, Chunked} {
 		t.Run(mode.String(), func(t *testing.T) {
 			t.Parallel()
-			s := start(t, Options{Mode: mode, Authorize: func(tok string) bool { return tok == "good" }})
+			// E: a refused stream closes after a heartbeat interval.
+			s := start(t, Options{Mode: mode, Heartbeat: 50 * time.Millisecond, Authorize: func(tok string) bool { return tok == "good" }})
 			st, err := subscribe(t, s, "topic=Job", "bad")
 			if err != nil {
 				t.Fatal(err)
