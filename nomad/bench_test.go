@@ -29,7 +29,7 @@ func benchStream(b *testing.B) []byte {
 			e.Index = uint64(i + 1)
 			evs = append(evs, nomadtest.Encode(e))
 		}
-		fmt.Fprintf(&buf, `{"Index":%d,"Events":[%s]}`+"\n", i+1, bytes.Join(evs, []byte(",")))
+		fmt.Fprintf(&buf, `{"Events":[%s],"Index":%d}`+"\n", bytes.Join(evs, []byte(",")), i+1) // as Nomad writes it
 	}
 	return buf.Bytes()
 }

@@ -13,6 +13,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -215,7 +216,7 @@ var errHeartbeat = errors.New("heartbeat timeout")
 // frameTooLarge is a line longer than MaxFrameBytes, read to its end (or to
 // the end of the stream) without being kept.
 type frameTooLarge struct {
-	index   uint64 // read from the frame's first bytes
+	index   uint64 // read from the frame's end or start
 	indexOK bool
 	read    int   // bytes read, the newline included when it came
 	err     error // what ended the stream before the newline; nil when it came
@@ -477,8 +478,16 @@ func (s *Streamer) admit(idx uint64, first bool) bool {
 // skip reports a frame over MaxFrameBytes and moves the resume index past
 // it, so that a resume does not read it again: Nomad sends it first, as the
 // frame at the resume index, and admit drops it.
+//
+// A frame cut off by the end of the stream before its index was read is not
+// skipped: the resume asks for it again, and it is judged whole then (Nomad
+// writes the index last, so a cut frame's index is rarely known).
 func (s *Streamer) skip(big *frameTooLarge, first *bool) {
 	s.stats.lastFrame.Store(s.cfg.Now().UnixNano())
+	if !big.indexOK && big.err != nil {
+		s.log.Debug("an oversize frame was cut off before its index: the resume reads it again", "bytes_read", big.read)
+		return
+	}
 	wasFirst := *first
 	*first = false
 	attrs := []any{"last_written", s.last}
@@ -640,7 +649,7 @@ func (s *Streamer) readLine() ([]byte, error) {
 			content = line[:len(line)-1]
 		}
 		if len(content) > limit {
-			return nil, s.discard(line, len(line), err)
+			return nil, s.discard(line, line, len(line), err)
 		}
 		return content, err
 	}
@@ -659,7 +668,7 @@ func (s *Streamer) readLine() ([]byte, error) {
 			if n > 0 {
 				prefix = s.pieces[0]
 			}
-			return nil, s.discard(prefix, n+len(line), err)
+			return nil, s.discard(prefix, line, n+len(line), err)
 		}
 		s.keep(content)
 		n += len(content)
@@ -714,19 +723,76 @@ func (s *Streamer) join(n int) []byte {
 }
 
 // discard reads the rest of an oversize line and drops it. prefix is its
-// first bytes (where Nomad writes the Index), read how many were read, err
-// the last read's error.
-func (s *Streamer) discard(prefix []byte, read int, err error) *frameTooLarge {
+// first bytes, last the latest bytes read, read how many were read, err the
+// last read's error. The frame's index is read from its end, where Nomad
+// 2.0.5 writes it (`{"Events":[...],"Index":N}`, recorded in transcripts
+// B1–B3), or from its start, where other encoders put it.
+func (s *Streamer) discard(prefix, last []byte, read int, err error) *frameTooLarge {
 	big := &frameTooLarge{read: read}
 	big.index, big.indexOK = leadingIndex(prefix)
 	s.pieces, s.held = nil, 0 // their memory can go now
+	var tail [tailBytes]byte
+	t := appendTail(tail[:0], last)
 	for err == bufio.ErrBufferFull {
 		var line []byte
 		line, err = s.br.ReadSlice('\n')
 		big.read += len(line)
+		t = appendTail(t, line)
 	}
 	big.err = err
+	if !big.indexOK && err == nil {
+		big.index, big.indexOK = trailingIndex(t)
+	}
 	return big
+}
+
+// tailBytes is how much of a dropped frame's end is kept to read its index:
+// `],"Index":18446744073709551615}` and the newline fit.
+const tailBytes = 48
+
+// appendTail appends b to t and keeps the last tailBytes bytes, in t's
+// array (cap tailBytes).
+func appendTail(t, b []byte) []byte {
+	if len(b) >= tailBytes {
+		return append(t[:0], b[len(b)-tailBytes:]...)
+	}
+	if drop := len(t) + len(b) - tailBytes; drop > 0 {
+		t = append(t[:0], t[drop:]...)
+	}
+	return append(t, b...)
+}
+
+// trailingIndex reads N from a line that ends `],"Index":N}`, as Nomad
+// writes every frame: the `]` closing the Events array keeps an "Index"
+// nested in the last event's payload from being taken for it.
+func trailingIndex(b []byte) (uint64, bool) {
+	b = bytes.TrimRight(b, " \t\r\n")
+	b, ok := bytes.CutSuffix(b, []byte("}"))
+	if !ok {
+		return 0, false
+	}
+	b = bytes.TrimRight(b, " \t\r\n")
+	i := len(b)
+	for i > 0 && b[i-1] >= '0' && b[i-1] <= '9' {
+		i--
+	}
+	digits := b[i:]
+	if len(digits) == 0 || len(digits) > 20 || (len(digits) > 1 && digits[0] == '0') {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(digits), 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	rest := bytes.TrimRight(b[:i], " \t\r\n")
+	for _, want := range []string{":", `"Index"`, ",", "]"} {
+		var ok bool
+		if rest, ok = bytes.CutSuffix(rest, []byte(want)); !ok {
+			return 0, false
+		}
+		rest = bytes.TrimRight(rest, " \t\r\n")
+	}
+	return n, true
 }
 
 // leadingIndex reads N from a frame that starts `{"Index":N,`, as Nomad

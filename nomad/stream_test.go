@@ -114,7 +114,7 @@ func TestFrozenConnectionResumes(t *testing.T) {
 
 func TestGapReportedWithRange(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, nomadtest.Options{BufferSize: 5})
+	srv := startServer(t, nomadtest.Options{BufferSize: 4}) // keeps 5, as Nomad keeps size+1
 	out := newLineSink()
 	r := startStreamer(t, srv.URL, nil, Config{}, out, Position{Index: 0})
 	var want []string

@@ -58,14 +58,17 @@ func (m Mode) String() string {
 }
 
 // Event is one event as Nomad encodes it (field order included).
+//
+// Its fields are in the order Nomad writes them: alphabetical, as Go's
+// encoding of Nomad's event map (recorded in transcripts B1–B3).
 type Event struct {
-	Topic      string
-	Type       string
-	Key        string
-	Namespace  string
 	FilterKeys []string
 	Index      uint64
+	Key        string
+	Namespace  string
 	Payload    json.RawMessage
+	Topic      string
+	Type       string
 }
 
 // CutWhere says where a connection is cut, relative to a frame.
@@ -289,7 +292,9 @@ func (s *Server) publishLocked(index uint64, events []Event) uint64 {
 	s.nextSeq++
 	s.nextIndex = index + 1
 	s.frames = append(s.frames, f)
-	if n := len(s.frames) - s.opts.BufferSize; n > 0 {
+	// Nomad 2.0.5 with event_buffer_size 100 kept the last 101 indexes
+	// (transcript B3): the buffer holds one more than its size.
+	if n := len(s.frames) - (s.opts.BufferSize + 1); n > 0 {
 		clear(s.frames[:n])
 		s.frames = s.frames[n:]
 	}
@@ -311,14 +316,15 @@ func encode(e Event) []byte {
 }
 
 func frameLine(index uint64, events [][]byte) []byte {
-	b := []byte(`{"Index":` + strconv.FormatUint(index, 10) + `,"Events":[`)
+	// Nomad writes Events before Index (transcripts B1–B3).
+	b := []byte(`{"Events":[`)
 	for i, e := range events {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = append(b, e...)
 	}
-	return append(b, "]}"...)
+	return append(append(b, `],"Index":`...), strconv.FormatUint(index, 10)+"}"...)
 }
 
 // Reset empties the buffer and restarts the index history at next, as a
