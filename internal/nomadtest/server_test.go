@@ -79,7 +79,7 @@ func ev(topic, key, ns string, filterKeys ...string) Event {
 
 func TestStartIndexRules(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{BufferSize: 2}) // keeps 3, as Nomad keeps size+1 (B3)
+	s := start(t, Options{BufferSize: 2})          // keeps 3, as Nomad keeps size+1 (B3)
 	for _, idx := range []uint64{10, 12, 15, 18} { // 10 is evicted
 		s.PublishAt(idx, ev("Job", "web", "default"))
 	}
