@@ -38,20 +38,41 @@ func (e *HeldError) Error() string {
 
 // Acquire takes the lock at path, creating the file (and its directory) if
 // needed. It fails at once with a *HeldError if another process holds it.
+//
+// The file is opened without following a symlink and must be a regular
+// file: in a directory others may write (/run/lock), a name planted there
+// must not redirect the agent's writes. It is made mode 0660, never
+// world-writable: the agent's users (a systemd unit's and a Nomad task's)
+// share it through a group, the Docker socket's in the shipped setups
+// (docs/bootstrap.md); a world-writable file someone else owns is refused.
 func Acquire(path string) (*Lock, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("creating the lock file's directory: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o660)
 	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("opening the lock file %s: it is a symlink, refused", path)
+		}
 		return nil, fmt.Errorf("opening the lock file: %w", err)
 	}
-	// Readable and writable by all, whatever the umask: the agent may run as
-	// a systemd unit's user on one boot and as a Nomad task's user the next,
-	// and each must be able to open the other's lock file to contend for it
-	// (it lives in /run/lock, which is sticky). Only the owner can chmod.
-	if fi, err := f.Stat(); err == nil && fi.Mode().Perm() != 0o666 {
-		_ = f.Chmod(0o666)
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("opening the lock file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("the lock file %s is not a regular file (%s), refused", path, fi.Mode().Type())
+	}
+	// 0660 whatever the umask, so the other agent user of the group can
+	// open it; only the owner (or root) can chmod. Another user's file open
+	// to the world is refused.
+	if perm := fi.Mode().Perm(); perm != 0o660 {
+		if err := f.Chmod(0o660); err != nil && perm&0o007 != 0 {
+			f.Close()
+			return nil, fmt.Errorf("the lock file %s is mode %04o, open to every user, and is not ours to fix (%w): remove it, or use a directory only the agent's users may write", path, perm, err)
+		}
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		defer f.Close()

@@ -176,7 +176,10 @@ func testOnce(ctx context.Context, t *testing.T, d docker) {
 		}
 	}
 
-	stdout, stderr, err := d.run(ctx, 3*time.Minute, args("--group-add", fmt.Sprint(gid))...)
+	// As the job file runs it: read-only root, no capabilities, no new
+	// privileges (nomad/jobs/prefetch.nomad.hcl).
+	stdout, stderr, err := d.run(ctx, 3*time.Minute, args("--group-add", fmt.Sprint(gid),
+		"--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")...)
 	if err != nil {
 		t.Fatalf("prefetch once in the container: %v\n%s\n%s", err, stdout, stderr)
 	}

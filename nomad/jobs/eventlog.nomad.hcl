@@ -143,6 +143,11 @@ job "eventlog" {
           # would not be), and is far above any Job or Allocation event.
           "-max-frame-bytes", "16777216",
         ], flatten([for t in var.topics : ["-topic", t]]))
+        # It writes only to stdout and the alloc dir, and needs no
+        # capability.
+        readonly_rootfs = true
+        cap_drop        = ["all"]
+        security_opt    = ["no-new-privileges"]
       }
 
       env {

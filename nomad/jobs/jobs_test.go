@@ -176,6 +176,103 @@ func value[T any](j *jobFile, body *hclsyntax.Body, name string) T {
 	return out
 }
 
+// hostMount is where a task's mount comes from: a host volume's source
+// (the client's host_volume name), and whether the mount or the volume is
+// read-only.
+type hostMount struct {
+	source   string
+	readOnly bool
+}
+
+// volumeMounts returns the task's mounts by destination, each resolved to
+// the group's host volume it mounts; dynamic blocks are expanded as Nomad
+// expands them when the job is submitted. A mount of anything but a host
+// volume fails the test.
+func volumeMounts(j *jobFile, group, task *hclsyntax.Body) map[string]hostMount {
+	j.t.Helper()
+	vols := map[string]hostMount{}
+	for _, v := range expand(j, group, "volume") {
+		if got := value[string](j, v.body, "type"); got != "host" {
+			j.t.Errorf("volume %q is of type %q, want host", v.label, got)
+		}
+		m := hostMount{source: v.str("source")}
+		if has(v.body, "read_only") {
+			m.readOnly = v.bool("read_only")
+		}
+		vols[v.label] = m
+	}
+	out := map[string]hostMount{}
+	for _, m := range expand(j, task, "volume_mount") {
+		name := m.str("volume")
+		vol, ok := vols[name]
+		if !ok {
+			j.t.Errorf("volume_mount of %q: the group has no such volume", name)
+			continue
+		}
+		if has(m.body, "read_only") && m.bool("read_only") {
+			vol.readOnly = true
+		}
+		out[m.str("destination")] = vol
+	}
+	return out
+}
+
+// expanded is one block of a type, written out or produced by a dynamic
+// block, with the iterator's value when it is one.
+type expanded struct {
+	j     *jobFile
+	label string
+	body  *hclsyntax.Body
+	iter  string    // the dynamic block's iterator name, "" when written out
+	val   cty.Value // its value
+}
+
+func (e expanded) eval(name string) cty.Value {
+	e.j.t.Helper()
+	a, ok := e.body.Attributes[name]
+	if !ok {
+		e.j.t.Fatalf("%s: no %s at line %d", e.j.name, name, e.body.SrcRange.Start.Line)
+	}
+	if e.iter != "" {
+		if tr, ok := a.Expr.(*hclsyntax.ScopeTraversalExpr); ok && tr.Traversal.RootName() == e.iter {
+			return e.val
+		}
+	}
+	return e.j.eval(a.Expr)
+}
+
+func (e expanded) str(name string) string { return e.eval(name).AsString() }
+func (e expanded) bool(name string) bool  { return e.eval(name).True() }
+
+// expand returns body's blocks of type typ, with its dynamic "typ" blocks
+// expanded over their for_each (a list; labels evaluated without the
+// iterator, which is all the job files need).
+func expand(j *jobFile, body *hclsyntax.Body, typ string) []expanded {
+	j.t.Helper()
+	var out []expanded
+	for _, b := range body.Blocks {
+		switch {
+		case b.Type == typ:
+			label := ""
+			if len(b.Labels) > 0 {
+				label = b.Labels[0]
+			}
+			out = append(out, expanded{j: j, label: label, body: b.Body})
+		case b.Type == "dynamic" && b.Labels[0] == typ:
+			label := ""
+			if a, ok := b.Body.Attributes["labels"]; ok {
+				label = j.eval(a.Expr).Index(cty.NumberIntVal(0)).AsString()
+			}
+			content := j.block(b.Body, "content")
+			for it := j.eval(b.Body.Attributes["for_each"].Expr).ElementIterator(); it.Next(); {
+				_, v := it.Element()
+				out = append(out, expanded{j: j, label: label, body: content, iter: typ, val: v})
+			}
+		}
+	}
+	return out
+}
+
 // has reports whether body sets attribute name.
 func has(body *hclsyntax.Body, name string) bool {
 	_, ok := body.Attributes[name]
@@ -279,17 +376,27 @@ func TestPrefetchJob(t *testing.T) {
 			}
 			vals := argFlags(t, "prefetch run", args[1:], flags(t, "prefetch", "run"))
 
-			// The socket, the lock's directory and the socket's group.
-			volumes := value[[]string](j, cfg, "volumes")
-			if !slices.Contains(volumes, "/var/run/docker.sock:/var/run/docker.sock") {
-				t.Errorf("volumes = %q, want the Docker socket mounted at /var/run/docker.sock", volumes)
+			// The socket and the lock's directory through host volumes, the
+			// socket's group, and a hardened task.
+			mounts := volumeMounts(j, group, task)
+			if got := mounts["/var/run/docker.sock"]; got != (hostMount{source: "prefetch-docker-sock"}) {
+				t.Errorf("/var/run/docker.sock mounted from %+v, want the read-write host volume prefetch-docker-sock", got)
 			}
 			lockDir := filepath.Dir(vals["-lock-file"])
-			if !slices.ContainsFunc(volumes, func(v string) bool { return strings.HasSuffix(v, ":"+lockDir) }) {
-				t.Errorf("-lock-file %q is not on a host path (volumes %q): two allocations on a node would not share it", vals["-lock-file"], volumes)
+			if got := mounts[lockDir]; got != (hostMount{source: "prefetch-lock"}) {
+				t.Errorf("-lock-file %q: its directory is mounted from %+v, want the host volume prefetch-lock: two allocations on a node would not share it", vals["-lock-file"], got)
 			}
 			if got := value[[]string](j, cfg, "group_add"); !slices.Equal(got, []string{"${meta.docker_gid}"}) {
 				t.Errorf("group_add = %q, want the node's meta.docker_gid", got)
+			}
+			if !value[bool](j, cfg, "readonly_rootfs") {
+				t.Errorf("readonly_rootfs is not true")
+			}
+			if got := value[[]string](j, cfg, "cap_drop"); !slices.Equal(got, []string{"all"}) {
+				t.Errorf("cap_drop = %q, want [all]", got)
+			}
+			if got := value[[]string](j, cfg, "security_opt"); !slices.Contains(got, "no-new-privileges") {
+				t.Errorf("security_opt = %q, want no-new-privileges", got)
 			}
 
 			// The config: rendered where -config reads it, never restarting.
@@ -343,15 +450,16 @@ func TestPrefetchJob(t *testing.T) {
 		})
 	}
 
-	t.Run("bundle_dir", func(t *testing.T) {
+	t.Run("bundle_volume", func(t *testing.T) {
 		j := readJob(t, "prefetch.nomad.hcl", map[string]cty.Value{"image": cty.StringVal("x:1")})
-		cfg := j.block(j.block(j.block(j.block(j.body, "job", "prefetch"), "group", "prefetch"), "task", "prefetch"), "config")
-		if got := value[[]string](j, cfg, "volumes"); slices.ContainsFunc(got, func(v string) bool { return strings.Contains(v, "/bootstrap") }) {
-			t.Errorf("volumes %q mount /bootstrap without bundle_dir", got)
+		group := j.block(j.block(j.body, "job", "prefetch"), "group", "prefetch")
+		task := j.block(group, "task", "prefetch")
+		if got, ok := volumeMounts(j, group, task)["/bootstrap"]; ok {
+			t.Errorf("/bootstrap mounted from %+v without bundle_volume", got)
 		}
-		j.vars["bundle_dir"] = cty.StringVal("/srv/bundles")
-		if got := value[[]string](j, cfg, "volumes"); !slices.Contains(got, "/srv/bundles:/bootstrap:ro") {
-			t.Errorf("with bundle_dir: volumes %q, want /srv/bundles:/bootstrap:ro", got)
+		j.vars["bundle_volume"] = cty.StringVal("prefetch-bundles")
+		if got := volumeMounts(j, group, task)["/bootstrap"]; got != (hostMount{source: "prefetch-bundles", readOnly: true}) {
+			t.Errorf("with bundle_volume: /bootstrap mounted from %+v, want the host volume prefetch-bundles, read-only", got)
 		}
 	})
 
@@ -520,5 +628,87 @@ func TestPrefetchPolicy(t *testing.T) {
 	}
 	if got := value[string](j, j.block(j.body, "node"), "policy"); got != "read" {
 		t.Errorf("node policy = %q, want read", got)
+	}
+}
+
+// No job file binds host paths through the docker driver (which would need
+// plugin "docker" { config { volumes { enabled = true } } } on every
+// client, letting every job of every namespace mount any host path), every
+// docker task is hardened, and the docs never ask for docker volumes.
+func TestNoDockerVolumes(t *testing.T) {
+	t.Parallel()
+	files, err := filepath.Glob("*.nomad.hcl")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no job files: %v", err)
+	}
+	for _, name := range files {
+		j := readJob(t, name, map[string]cty.Value{"image": cty.StringVal("x:1")})
+		for _, job := range blocks(j.body, "job") {
+			for _, group := range blocks(job, "group") {
+				for _, task := range blocks(group, "task") {
+					if value[string](j, task, "driver") != "docker" {
+						continue
+					}
+					cfg := j.block(task, "config")
+					if has(cfg, "volumes") || len(blocks(cfg, "mount")) > 0 || len(blocks(cfg, "mounts")) > 0 {
+						t.Errorf("%s: a docker task binds host paths in its config (volumes/mount): that needs docker volumes enabled on every client", name)
+					}
+					if !has(cfg, "readonly_rootfs") || !value[bool](j, cfg, "readonly_rootfs") {
+						t.Errorf("%s: readonly_rootfs is not true", name)
+					}
+					if !has(cfg, "cap_drop") || !slices.Equal(value[[]string](j, cfg, "cap_drop"), []string{"all"}) {
+						t.Errorf("%s: cap_drop is not [all]", name)
+					}
+					if !has(cfg, "security_opt") || !slices.Contains(value[[]string](j, cfg, "security_opt"), "no-new-privileges") {
+						t.Errorf("%s: security_opt lacks no-new-privileges", name)
+					}
+				}
+			}
+		}
+	}
+	enabled := regexp.MustCompile(`(?s)volumes\s*\{[^}]*enabled\s*=\s*true`)
+	docs, _ := filepath.Glob("../../docs/*.md")
+	for _, name := range append(append(docs, "../../README.md", "../../config.hcl.example"), files...) {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if loc := enabled.FindIndex(b); loc != nil {
+			t.Errorf("%s:%d asks for docker volumes enabled", name, 1+strings.Count(string(b[:loc[0]]), "\n"))
+		}
+	}
+}
+
+// The deployer's policy grants exactly the host volumes the job mounts by
+// default (and the bundles one), each with the least capability the mount
+// needs, and no wildcard.
+func TestDeployPolicy(t *testing.T) {
+	t.Parallel()
+	p := readJob(t, "prefetch-deploy-policy.hcl", nil)
+	granted := map[string][]string{}
+	for _, b := range p.body.Blocks {
+		if b.Type == "host_volume" {
+			if strings.ContainsAny(b.Labels[0], "*?") {
+				t.Errorf("host_volume %q: a wildcard would grant host volumes this job does not mount", b.Labels[0])
+			}
+			granted[b.Labels[0]] = value[[]string](p, b.Body, "capabilities")
+		}
+		if b.Type == "namespace" && has(b.Body, "policy") {
+			t.Errorf("namespace %q: a policy, not a capability list", b.Labels[0])
+		}
+	}
+	j := readJob(t, "prefetch.nomad.hcl", map[string]cty.Value{"image": cty.StringVal("x:1"), "bundle_volume": cty.StringVal("prefetch-bundles")})
+	group := j.block(j.block(j.body, "job", "prefetch"), "group", "prefetch")
+	mounts := volumeMounts(j, group, j.block(group, "task", "prefetch"))
+	want := map[string][]string{}
+	for _, m := range mounts {
+		c := "mount-readwrite"
+		if m.readOnly {
+			c = "mount-readonly"
+		}
+		want[m.source] = []string{c}
+	}
+	if !maps.EqualFunc(granted, want, slices.Equal) {
+		t.Errorf("the deploy policy grants %v, the job mounts %v", granted, want)
 	}
 }

@@ -11,11 +11,20 @@
 # (file() reads the template relative to the working directory; from
 # elsewhere, pass -var template_file=path/to/prefetch.ctmpl.)
 #
-# What each node needs:
-#   - the docker driver allowed to bind host paths:
-#       plugin "docker" { config { volumes { enabled = true } } }
-#   - the Docker socket's group ID, in the client's meta (or -var docker_gid):
-#       client { meta { docker_gid = "999" } }   # stat -c %g /var/run/docker.sock
+# What each node needs (docs/bootstrap.md, "The job"):
+#   - the Docker socket and a lock directory as Nomad host volumes; the
+#     docker driver's volumes stay disabled, so no other job can bind host
+#     paths:
+#       client {
+#         host_volume "prefetch-docker-sock" { path = "/var/run/docker.sock" }
+#         host_volume "prefetch-lock" { path = "/var/lib/nomad-prefetch" }
+#         meta { docker_gid = "999" }   # stat -c %g /var/run/docker.sock
+#       }
+#     with /var/lib/nomad-prefetch made by
+#       install -d -o 65532 -g 65532 -m 0700 /var/lib/nomad-prefetch
+#   - with ACLs, the submitting token allowed to mount them (Nomad checks a
+#     host volume against the token that submits the job, whatever its
+#     namespace): prefetch-deploy-policy.hcl, on the deployer's token only.
 #   - the prefetch image itself present or pullable without the in-cluster
 #     registry: list it in the config too, with an upstream source.
 
@@ -64,9 +73,10 @@ variable "template_file" {
   description = "The consul-template template, read when the job is submitted (relative to the working directory)."
 }
 
-variable "docker_socket" {
-  type    = string
-  default = "/var/run/docker.sock"
+variable "docker_socket_volume" {
+  type        = string
+  default     = "prefetch-docker-sock"
+  description = "The client host volume holding the Docker socket (host_volume \"prefetch-docker-sock\" { path = \"/var/run/docker.sock\" }), mounted at /var/run/docker.sock."
 }
 
 variable "docker_gid" {
@@ -75,16 +85,16 @@ variable "docker_gid" {
   description = "The Docker socket's group ID, added to the task's non-root user. The default is each node's client meta docker_gid, so nodes may differ."
 }
 
-variable "bundle_dir" {
+variable "bundle_volume" {
   type        = string
   default     = ""
-  description = "A host directory holding bundle files (prefetch bundle), mounted read-only at /bootstrap so the config's bundle:/bootstrap/... sources work in the task; \"\" mounts nothing."
+  description = "A client host volume holding bundle files (prefetch bundle), mounted read-only at /bootstrap so the config's bundle:/bootstrap/... sources work in the task; \"\" mounts nothing."
 }
 
-variable "lock_dir" {
+variable "lock_volume" {
   type        = string
-  default     = "/run/lock"
-  description = "A host directory the image's user (65532) may create files in, holding the lock that keeps one agent per node. Debian's and Ubuntu's /run/lock is (mode 1777); elsewhere make one: install -d -o 65532 -g 65532 /run/prefetch."
+  default     = "prefetch-lock"
+  description = "The client host volume of a directory only the image's user (65532) may write (install -d -o 65532 -g 65532 -m 0700 /var/lib/nomad-prefetch), holding the lock that keeps one agent per node."
 }
 
 variable "discovery" {
@@ -150,6 +160,31 @@ job "prefetch" {
   group "prefetch" {
     network {
       port "http" {}
+    }
+
+    # Host volumes, not docker volumes: Nomad lets only a token granted
+    # these names (prefetch-deploy-policy.hcl) submit a job that mounts
+    # them, and places the job only on nodes that define them.
+    volume "docker-sock" {
+      type   = "host"
+      source = var.docker_socket_volume
+    }
+
+    # A host directory, so every allocation on a node takes the same lock:
+    # one agent per node.
+    volume "lock" {
+      type   = "host"
+      source = var.lock_volume
+    }
+
+    dynamic "volume" {
+      for_each = var.bundle_volume == "" ? [] : [var.bundle_volume]
+      labels   = ["bundles"]
+      content {
+        type      = "host"
+        source    = volume.value
+        read_only = true
+      }
     }
 
     # On stop, the service is deregistered first and the task signalled 5s
@@ -221,12 +256,30 @@ job "prefetch" {
         ]
         # The image's user is 65532; the socket's group lets it talk to Docker.
         group_add = [var.docker_gid]
-        volumes = concat([
-          "${var.docker_socket}:/var/run/docker.sock",
-          # A host directory, so every allocation on a node takes the same lock:
-          # one agent per node.
-          "${var.lock_dir}:/run/prefetch-lock",
-        ], var.bundle_dir == "" ? [] : ["${var.bundle_dir}:/bootstrap:ro"])
+        # It writes nothing but the lock, needs no capability (the socket is
+        # reached through its group) and never gains privileges.
+        readonly_rootfs = true
+        cap_drop        = ["all"]
+        security_opt    = ["no-new-privileges"]
+      }
+
+      volume_mount {
+        volume      = "docker-sock"
+        destination = "/var/run/docker.sock"
+      }
+
+      volume_mount {
+        volume      = "lock"
+        destination = "/run/prefetch-lock"
+      }
+
+      dynamic "volume_mount" {
+        for_each = var.bundle_volume == "" ? [] : ["bundles"]
+        content {
+          volume      = volume_mount.value
+          destination = "/bootstrap"
+          read_only   = true
+        }
       }
 
       env {
