@@ -18,12 +18,15 @@ import (
 )
 
 // DefaultTopics is every topic a token without management rights may
-// subscribe to (the ACL topics need management; Variable is left out: its
-// events are not readable with a namespace read-job policy). Listing them
-// keeps "*" from ever being sent by default.
+// subscribe to, as Nomad's event endpoint checks them (nomad/event_endpoint.go
+// validateNsOp): Job, Evaluation, Allocation, Deployment, Service and
+// CSIPlugin need read-job, CSIVolume csi-read-volume, HostVolume
+// host-volume-read, Node node:read. NodePool and the ACL topics need a
+// management token, and Variable is left out (its events are secrets).
+// Listing them keeps "*" from ever being sent by default.
 func DefaultTopics() []string {
 	return []string{
-		"Job", "Evaluation", "Allocation", "Deployment", "Node", "NodePool",
+		"Job", "Evaluation", "Allocation", "Deployment", "Node",
 		"Service", "CSIVolume", "CSIPlugin", "HostVolume",
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/nomad-prefetch/nomad-prefetch/cluster"
+	"github.com/nomad-prefetch/nomad-prefetch/eventlog"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/function"
@@ -589,19 +590,53 @@ func checkEventlogJob(t *testing.T, j *jobFile, ha bool) {
 	}
 }
 
+// topicNeeds is what Nomad 2.0's event endpoint checks for each topic
+// (nomad/event_endpoint.go validateNsOp): a namespace capability, node:read,
+// or a management token ("").
+var topicNeeds = map[string]string{
+	"Job": "read-job", "Evaluation": "read-job", "Allocation": "read-job",
+	"Deployment": "read-job", "Service": "read-job", "CSIPlugin": "read-job",
+	"CSIVolume": "csi-read-volume", "HostVolume": "host-volume-read",
+	"Node": "node:read", "NodePool": "", "ACLToken": "", "ACLPolicy": "", "ACLRole": "",
+}
+
 func TestEventlogPolicy(t *testing.T) {
 	t.Parallel()
 	j := readJob(t, "eventlog-policy.hcl", nil)
-	if got := value[string](j, j.block(j.body, "namespace", "*"), "policy"); got != "read" {
-		t.Errorf(`namespace "*" policy = %q, want read`, got)
-	}
-	for _, typ := range []string{"node", "plugin"} {
-		if got := value[string](j, j.block(j.body, typ), "policy"); got != "read" {
-			t.Errorf("%s policy = %q, want read", typ, got)
+	// Each default topic is allowed, by capability lists, in every
+	// namespace, the job's own included (Nomad applies the most specific
+	// namespace rule alone, not merged with "*").
+	want := map[string]bool{}
+	for _, topic := range eventlog.DefaultTopics() {
+		need, ok := topicNeeds[topic]
+		switch {
+		case !ok:
+			t.Errorf("default topic %s: what Nomad checks for it is not known here", topic)
+		case need == "":
+			t.Errorf("default topic %s needs a management token: the policy can't grant it, and Nomad refuses the whole subscription", topic)
+		case need != "node:read":
+			want[need] = true
 		}
 	}
-	// Variables: exactly the lock's path, read and write, and nothing else
-	// in any namespace.
+	for _, ns := range []string{"*", "default"} {
+		b := j.block(j.body, "namespace", ns)
+		if has(b, "policy") {
+			t.Errorf(`namespace %q: a coarse policy; want a capability list`, ns)
+		}
+		got := value[[]string](j, b, "capabilities")
+		granted := map[string]bool{}
+		for _, c := range got {
+			granted[c] = true
+		}
+		if !maps.Equal(want, granted) {
+			t.Errorf("namespace %q capabilities %q, want exactly %v", ns, got, slices.Sorted(maps.Keys(want)))
+		}
+	}
+	if got := value[string](j, j.block(j.body, "node"), "policy"); got != "read" {
+		t.Errorf("node policy = %q, want read (Node events)", got)
+	}
+	// Variables: exactly the lock's path, read and write, in the job's
+	// namespace, and nothing else in any namespace.
 	var paths []string
 	for _, ns := range blocks(j.body, "namespace") {
 		for _, vars := range blocks(ns, "variables") {
@@ -614,7 +649,7 @@ func TestEventlogPolicy(t *testing.T) {
 	if !slices.Equal(paths, []string{lock}) {
 		t.Fatalf("variable paths %q, want exactly the job's -ha-lock %q", paths, lock)
 	}
-	caps := value[[]string](j, j.block(j.block(j.block(j.body, "namespace", "*"), "variables"), "path", lock), "capabilities")
+	caps := value[[]string](j, j.block(j.block(j.block(j.body, "namespace", "default"), "variables"), "path", lock), "capabilities")
 	if slices.Sort(caps); !slices.Equal(caps, []string{"read", "write"}) {
 		t.Errorf("%s capabilities %q, want read and write (the lock's operations and the checkpoint's reads), nothing more", lock, caps)
 	}
