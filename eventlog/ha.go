@@ -359,6 +359,7 @@ func (h *ha) streamConfig(flushed func(uint64)) nomad.Config {
 		Logger:           h.log,
 		Stats:            h.stats,
 		Flushed:          flushed,
+		Transform:        transform(h.o),
 	}
 }
 

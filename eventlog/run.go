@@ -73,10 +73,24 @@ type Options struct {
 	HATTL       time.Duration
 	HALockDelay time.Duration
 
+	// Unredacted writes the secrets of job specs (RedactedFields: env,
+	// docker auth, inline templates, artifact credentials, check headers,
+	// dispatch payloads) as Nomad sent them; by default each string in them
+	// is replaced by "REDACTED".
+	Unredacted bool
+
 	// Stdout receives the events, one per line.
 	Stdout io.Writer
 	// Logger receives eventlog's own logs; nil discards them.
 	Logger *slog.Logger
+}
+
+// transform is the event rewrite o asks for: redaction unless Unredacted.
+func transform(o Options) func(string, []byte) ([]byte, error) {
+	if o.Unredacted {
+		return nil
+	}
+	return NewRedactor().Redact
 }
 
 // ConfigError is a failure that is the options' fault, found before
@@ -174,6 +188,7 @@ func streamAlone(ctx context.Context, o Options, client *nomad.Client, stats *no
 		AlertAfter:       o.AlertAfter,
 		Logger:           log,
 		Stats:            stats,
+		Transform:        transform(o),
 	})
 	log.Info("eventlog starting", "version", o.Version, "address", client.Address(), "topics", o.Topics,
 		"namespace", o.Namespace, "index", indexString(start.Index), "resume", start.Written)

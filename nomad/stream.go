@@ -61,6 +61,12 @@ type Config struct {
 	Logger *slog.Logger // default: discard
 	Stats  *Stats       // default: a private one
 
+	// Transform, if set, is given each event (compact, as Nomad sent it)
+	// with its topic, and returns the line to write in its place (e.g.
+	// with secrets redacted); the result need only be valid until the next
+	// call. An error stops the stream.
+	Transform func(topic string, event []byte) ([]byte, error)
+
 	// Flushed, if set, is called after each flush of the output with the
 	// index of the last frame whose events have all reached the writer:
 	// what the writer holds up to that call is exactly the frames up to
@@ -85,19 +91,20 @@ type Streamer struct {
 	outage outage
 
 	// Owned by Run.
-	parser  frameParser
-	out     *bufio.Writer
-	br      *bufio.Reader
-	long    []byte   // a line longer than the read buffer, whole
-	pieces  [][]byte // such a line while it is read
-	cur     int      // the piece being filled
-	held    int      // the capacity of the pieces
-	compact bytes.Buffer
-	last    uint64 // index of the last frame fully written to out
-	known   bool   // last is meaningful
-	topics  map[string]*atomic.Uint64
-	seed    maphash.Seed
-	hashes  map[uint64][]int
+	parser     frameParser
+	out        *bufio.Writer
+	br         *bufio.Reader
+	long       []byte   // a line longer than the read buffer, whole
+	pieces     [][]byte // such a line while it is read
+	cur        int      // the piece being filled
+	held       int      // the capacity of the pieces
+	compact    bytes.Buffer
+	last       uint64 // index of the last frame fully written to out
+	known      bool   // last is meaningful
+	topics     map[string]*atomic.Uint64
+	topicNames map[string]string // see topicName
+	seed       maphash.Seed
+	hashes     map[uint64][]int
 }
 
 // NewStreamer returns a Streamer reading through client.
@@ -542,10 +549,17 @@ func (s *Streamer) frame(line []byte, first bool) error {
 			}
 			raw = s.compact.Bytes()
 		}
+		topic := line[ev.topicStart:ev.topicEnd]
+		if s.cfg.Transform != nil {
+			var err error
+			if raw, err = s.cfg.Transform(s.topicName(topic), raw); err != nil {
+				return fmt.Errorf("event at index %d: %w", idx, err)
+			}
+		}
 		if err := s.writeLine(raw); err != nil {
 			return err
 		}
-		s.topicCounter(line[ev.topicStart:ev.topicEnd]).Add(1)
+		s.topicCounter(topic).Add(1)
 		written++
 	}
 	s.stats.events.Add(uint64(written))
@@ -582,6 +596,23 @@ func (s *Streamer) repeated(line []byte, k int) bool {
 	}
 	s.hashes[h] = append(s.hashes[h], k)
 	return false
+}
+
+// topicName returns topic as a string, kept from one event to the next
+// (a map lookup by string(b) does not allocate). The map is bounded as the
+// counters are: by the topics subscribed to.
+func (s *Streamer) topicName(topic []byte) string {
+	if n, ok := s.topicNames[string(topic)]; ok {
+		return n
+	}
+	if s.topicNames == nil {
+		s.topicNames = map[string]string{}
+	}
+	n := string(topic)
+	if len(s.topicNames) < 64 {
+		s.topicNames[n] = n
+	}
+	return n
 }
 
 func (s *Streamer) topicCounter(topic []byte) *atomic.Uint64 {

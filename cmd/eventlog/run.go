@@ -175,6 +175,7 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	fs.StringVar(&o.HANamespace, "ha-namespace", haNamespaceDefault(), "the `namespace` of the -ha-lock variable; NOMAD_NAMESPACE sets the default, else Nomad's default namespace")
 	fs.DurationVar(&o.HATTL, "ha-ttl", 15*time.Second, "the -ha-lock's TTL: renewed every third of it; a holder that could not renew it for this long stops writing (Nomad takes 10s to 24h, and uses 15s once the holder has written its checkpoint)")
 	fs.DurationVar(&o.HALockDelay, "ha-lock-delay", 5*time.Second, "the -ha-lock's lock delay: once a lock lapses, Nomad keeps it this long before another instance may take it; a standby tries again at least this often")
+	redact := fs.Bool("redact", true, "replace each string in the secrets job specs carry (env, docker auth, inline templates, artifact credentials, check headers and bodies, dispatch payloads) with REDACTED, in Job and Allocation events; -redact=false writes them as Nomad sent them")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {} // the flag package calls it on every error
 	if err := fs.Parse(args); err != nil {
@@ -193,6 +194,7 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return o, usagef("unexpected argument %q (eventlog -h for help)", fs.Arg(0))
 	}
+	o.Unredacted = !*redact
 	if o.logFormat != "json" && o.logFormat != "text" {
 		return o, usagef("-log-format: want json or text, got %q", o.logFormat)
 	}
