@@ -615,6 +615,10 @@ func NormalizeHost(host string) (string, error) {
 // value evaluates an attribute with no variables or functions available and
 // converts it to want. Problems are recorded; ok is false if there was one.
 func (p *parser) value(a *hcl.Attribute, want cty.Type, what string) (cty.Value, bool) {
+	if r, ok := literal(a.Expr, 0); !ok {
+		p.errorf(r, "%s: only literal values are allowed here (strings, numbers, bools, and lists and maps of them), not expressions, templates or for loops", a.Name)
+		return cty.NilVal, false
+	}
 	v, ds := a.Expr.Value(nil)
 	if p.diags(ds) {
 		return cty.NilVal, false
@@ -629,6 +633,67 @@ func (p *parser) value(a *hcl.Attribute, want cty.Type, what string) (cty.Value,
 		return cty.NilVal, false
 	}
 	return cv, true
+}
+
+// maxNesting bounds how deep lists and maps may nest in a config value.
+const maxNesting = 16
+
+// literal reports whether e is a literal value: a string without
+// interpolation or directives, a number (negative too), a bool, null, or a
+// list or map of those, nested at most maxNesting deep. Anything else (a
+// for expression, a function call, a conditional, a reference) is refused
+// before it is evaluated: a few hundred bytes of nested for expressions can
+// take minutes to evaluate, and the config may come from a KV store others
+// write. When it is not, the range is the offending part's.
+func literal(e hcl.Expression, depth int) (hcl.Range, bool) {
+	if depth > maxNesting {
+		return e.Range(), false
+	}
+	switch e := e.(type) {
+	case *hclsyntax.LiteralValueExpr:
+		return hcl.Range{}, true
+	case *hclsyntax.TemplateExpr:
+		for _, part := range e.Parts {
+			if _, ok := part.(*hclsyntax.LiteralValueExpr); !ok {
+				return part.Range(), false
+			}
+		}
+		return hcl.Range{}, true
+	case *hclsyntax.UnaryOpExpr:
+		if _, ok := e.Val.(*hclsyntax.LiteralValueExpr); ok && e.Op == hclsyntax.OpNegate {
+			return hcl.Range{}, true
+		}
+	case *hclsyntax.ParenthesesExpr:
+		return literal(e.Expression, depth+1)
+	case *hclsyntax.TupleConsExpr:
+		for _, x := range e.Exprs {
+			if r, ok := literal(x, depth+1); !ok {
+				return r, false
+			}
+		}
+		return hcl.Range{}, true
+	case *hclsyntax.ObjectConsExpr:
+		for _, item := range e.Items {
+			k, ok := item.KeyExpr.(*hclsyntax.ObjectConsKeyExpr)
+			if !ok {
+				return item.KeyExpr.Range(), false
+			}
+			if k.ForceNonLiteral {
+				return k.Range(), false
+			}
+			// A bare word is the key's name; anything else must be a literal.
+			if _, bare := k.Wrapped.(*hclsyntax.ScopeTraversalExpr); !bare || len(k.Wrapped.(*hclsyntax.ScopeTraversalExpr).Traversal) != 1 {
+				if r, ok := literal(k.Wrapped, depth+1); !ok {
+					return r, false
+				}
+			}
+			if r, ok := literal(item.ValueExpr, depth+1); !ok {
+				return r, false
+			}
+		}
+		return hcl.Range{}, true
+	}
+	return e.Range(), false
 }
 
 // sameKind refuses HCL's silent conversions between primitive types: in a

@@ -185,7 +185,11 @@ func TestParseErrors(t *testing.T) {
 		{"expected not a string", "image \"a\" { expected = [\"a:1\"] }", []string{`c.hcl:1:24: expected must be a string, got tuple`}},
 		{"number for a string", "image \"a\" { expected = 1 }", []string{`c.hcl:1:24: expected must be a string, got number`}},
 		{"string for a number", "concurrency = \"2\"" + img, []string{`c.hcl:1:15: concurrency must be a whole number, got string`}},
-		{"variable not allowed", "image \"a\" { expected = var.x }", []string{`c.hcl:1:24: Variables not allowed`}},
+		{"variable not allowed", "image \"a\" { expected = var.x }", []string{`c.hcl:1:24: expected: only literal values are allowed here (strings, numbers, bools, and lists and maps of them), not expressions, templates or for loops`}},
+		{"function not allowed", "image \"a\" { expected = lower(\"A:1\") }", []string{`c.hcl:1:24: expected: only literal values are allowed here (strings, numbers, bools, and lists and maps of them), not expressions, templates or for loops`}},
+		{"interpolation not allowed", "image \"a\" { expected = \"a:${x}\" }", []string{`c.hcl:1:29: expected: only literal values are allowed here (strings, numbers, bools, and lists and maps of them), not expressions, templates or for loops`}},
+		{"for expression not allowed", "image \"a\" {\n expected = \"a:1\"\n sources = [for s in [\"b:1\"] : s]\n}", []string{`c.hcl:3:12: sources: only literal values are allowed here (strings, numbers, bools, and lists and maps of them), not expressions, templates or for loops`}},
+		{"conditional inside a list", "image \"a\" {\n expected = \"a:1\"\n sources = [\"b:1\", true ? \"c:1\" : \"d:1\"]\n}", []string{`c.hcl:3:20: sources: only literal values are allowed here (strings, numbers, bools, and lists and maps of them), not expressions, templates or for loops`}},
 		{"malformed digest", "image \"a\" {\n expected = \"a:1\"\n digest = \"sha256:1234\"\n}", []string{`c.hcl:3:11: image "a": digest "sha256:1234" is malformed`}},
 		{"digest algorithm", "image \"a\" {\n expected = \"a:1\"\n digest = \"md5:d41d8cd98f00b204e9800998ecf8427e\"\n}", []string{`c.hcl:3:11: image "a": digest "md5:d41d8cd98f00b204e9800998ecf8427e" is malformed`}},
 		{"digest disagrees with expected", "image \"a\" {\n expected = \"a@" + d + "\"\n digest = \"sha256:" + strings.Repeat("0", 64) + "\"\n}", []string{`c.hcl:2:13: image "a": expected names digest ` + d}},
@@ -535,5 +539,22 @@ func TestParseDigestedSourceDropsTag(t *testing.T) {
 	want := []string{"ghcr.io/acme/a@" + d, "quay.io/acme/a@" + d}
 	if got := cfg.Images[0].Sources; !reflect.DeepEqual(got, want) {
 		t.Errorf("got sources %q, want %q", got, want)
+	}
+}
+
+// A small config whose value would take minutes to evaluate (nested for
+// expressions, each multiplying the work) is refused before evaluation, at
+// its line: the config may come from a KV store others write.
+func TestExpensiveExpressionRefused(t *testing.T) {
+	t.Parallel()
+	list := `["a","b","c","d","e","f","g","h","i","j"]`
+	expr := list
+	for i := range 8 {
+		expr = fmt.Sprintf(`[for x%d in %s : [for y%d in %s : y%d]]`, i, expr, i, list, i)
+	}
+	src := "image \"a\" {\n expected = \"a:1\"\n sources = " + expr + "\n}\n"
+	_, err := Parse("c.hcl", []byte(src))
+	if err == nil || !strings.Contains(err.Error(), "c.hcl:3:") || !strings.Contains(err.Error(), "only literal values") {
+		t.Fatalf("%d-byte config of nested for expressions: got %v, want it refused at line 3", len(src), err)
 	}
 }
