@@ -8,7 +8,8 @@
 #                  the alerting rules in deploy/; the package's server is not
 #                  needed), and, with go install into $(go env GOPATH)/bin at
 #                  pinned versions, the real consul-template (the tests render
-#                  configs with it) and staticcheck (scripts/test.sh runs it).
+#                  configs with it), staticcheck and govulncheck
+#                  (scripts/test.sh runs them).
 #
 # Go itself (1.26) must already be on PATH.
 set -euo pipefail
@@ -33,6 +34,10 @@ if $want_go_tools; then
   if ! "$gobin/staticcheck" -version 2>/dev/null | grep -qF '(0.8.2)'; then
     echo "deps: installing staticcheck v0.8.2 into $gobin" >&2
     GOBIN="$gobin" GOFLAGS=-buildvcs=false go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+  fi
+  if ! "$gobin/govulncheck" -version 2>/dev/null | grep -qF 'v1.9.0'; then
+    echo "deps: installing govulncheck v1.9.0 into $gobin" >&2
+    GOBIN="$gobin" GOFLAGS=-buildvcs=false go install golang.org/x/vuln/cmd/govulncheck@v1.9.0
   fi
 fi
 
