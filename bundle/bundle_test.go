@@ -278,7 +278,7 @@ func TestIdentifyOCI(t *testing.T) {
 	}{{"manifest", sha(mf)}, {"index", sha(idx)}} {
 		fs := newFacts()
 		for _, b := range [][]byte{mf, att, idx} {
-			if err := fs.add(&tar.Header{Name: "blobs/sha256/" + hexOf(sha(b)), Size: int64(len(b))}, b); err != nil {
+			if err := fs.add(&tar.Header{Typeflag: tar.TypeReg, Name: "blobs/sha256/" + hexOf(sha(b)), Size: int64(len(b))}, b); err != nil {
 				t.Fatal(err)
 			}
 		}
