@@ -369,7 +369,7 @@ func TestLoaderOncePerFile(t *testing.T) {
 // remembers (the file's) or not (the daemon's).
 func TestLoaderErrors(t *testing.T) {
 	t.Parallel()
-	e, path, ids := writeTwo(t)
+	e, path, _ := writeTwo(t)
 	l := NewLoader(e, quiet)
 	ctx := context.Background()
 	opts := registry.ArchiveOptions{}
@@ -379,8 +379,14 @@ func TestLoaderErrors(t *testing.T) {
 	if _, err := l.Image(ctx, path, "reg:5000/b:1", "sha256:"+strings.Repeat("e", 64), opts); err == nil || !strings.Contains(err.Error(), "the bundle records no digest") {
 		t.Errorf("a digest pin it can't meet: %v", err)
 	}
-	if id, err := l.Image(ctx, path, "reg:5000/a:1", "sha256:"+strings.Repeat("d", 64), opts); err != nil || id != ids[0] {
-		t.Errorf("a digest pin it meets: %q %v", id, err)
+	// The manifest records the pin, and that is all: the archive holds no
+	// blob of it (see TestRealDigestPin and TestProveDigest for proofs).
+	var unprovenErr *UnprovenError
+	if id, err := l.Image(ctx, path, "reg:5000/a:1", "sha256:"+strings.Repeat("d", 64), opts); !errors.As(err, &unprovenErr) || !strings.Contains(err.Error(), "the pin is unproven: the archive holds no blob sha256:ddd") {
+		t.Errorf("a digest pin it only claims: %q %v", id, err)
+	}
+	if n := e.loadCount(); n != 0 {
+		t.Errorf("loads: %d, want none for pins it can't meet", n)
 	}
 
 	e2, path2, ids2 := writeTwo(t)
@@ -405,5 +411,51 @@ func TestLoaderErrors(t *testing.T) {
 	e2.loadErr = nil
 	if _, err := l2.Image(ctx, path2, "reg:5000/a:1", "", opts); err != nil {
 		t.Errorf("after RetryFailedLoad: %v", err)
+	}
+}
+
+// TestProveDigest: what a pinned digest's blob proves: itself, a
+// manifest's config, and through an index each manifest the archive holds
+// (hashing to its name), never a manifest it lacks or one of another
+// content.
+func TestProveDigest(t *testing.T) {
+	t.Parallel()
+	cfg := sha([]byte("config"))
+	mf := []byte(`{"config":{"digest":"` + cfg + `"}}`)
+	absent := sha([]byte("absent"))
+	idx := []byte(`{"manifests":[{"digest":"` + sha(mf) + `"},{"digest":"` + absent + `"}]}`)
+	blob := func(name string, data []byte) member { return member{"blobs/sha256/" + hexOf(name), data} }
+	for _, tc := range []struct {
+		name    string
+		members []member
+		dgst    string
+		want    []string
+		err     string
+	}{
+		{"a manifest", []member{blob(sha(mf), mf)}, sha(mf), []string{sha(mf), cfg}, ""},
+		{"an index", []member{blob(sha(mf), mf), blob(sha(idx), idx)}, sha(idx), []string{sha(idx), sha(mf), cfg}, ""},
+		{"an index without its manifest", []member{blob(sha(idx), idx)}, sha(idx), []string{sha(idx)}, ""},
+		{"no blob", []member{blob(sha(mf), mf)}, sha(idx), nil, "holds no blob " + sha(idx)},
+		{"a blob of other content", []member{blob(sha(mf), idx)}, sha(mf), nil, "does not hash to its name"},
+		{"an index's manifest of other content", []member{blob(sha(mf), idx), blob(sha(idx), idx)}, sha(idx), nil, "does not hash to its name"},
+		{"not sha256", nil, "sha512:" + strings.Repeat("a", 128), nil, "not a sha256 digest"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := filepath.Join(t.TempDir(), "x.tar")
+			if err := os.WriteFile(p, tarOf(t, tc.members...), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, err := proveDigest(p, tc.dgst)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Errorf("got %v %v, want an error with %q", got, err, tc.err)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tc.want) {
+				t.Errorf("got %v %v, want %v", got, err, tc.want)
+			}
+		})
 	}
 }
