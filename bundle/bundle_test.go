@@ -459,3 +459,73 @@ func TestProveDigest(t *testing.T) {
 		})
 	}
 }
+
+// TestReadRefusesMembers: the member rules beyond those the real daemon
+// shows (TestRealRefusesNames): a layer link must point at a regular
+// member, nothing may lie below a link, a metadata name is a regular file,
+// a name spelt two ways is one member, and no other member type passes.
+func TestReadRefusesMembers(t *testing.T) {
+	t.Parallel()
+	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	cfg := strings.Repeat("c", 64)
+	manifest, _ := json.Marshal(Manifest{Version: Version, Images: []Image{{Expected: "reg:5000/a:1", ImageID: "sha256:" + cfg, IDKind: KindConfig}}})
+	base := []tarMember{regular(cfg+".json", []byte(`{}`)), dir(a + "/"), regular(a+"/layer.tar", []byte("layer"))}
+	end := []tarMember{dir("prefetch/"), regular(MemberName, manifest)}
+	for _, tc := range []struct {
+		name    string
+		members []tarMember
+		want    string // "" for accepted
+	}{
+		{"a layer link to a layer", []tarMember{dir(b + "/"), symlink(b+"/layer.tar", "../"+a+"/layer.tar")}, ""},
+		{"a layer link to nothing", []tarMember{dir(b + "/"), symlink(b+"/layer.tar", "../"+strings.Repeat("d", 64)+"/layer.tar")}, "not a regular member"},
+		{"a layer link to a link", []tarMember{symlink(b+"/layer.tar", "../"+a+"/layer.tar"), symlink(strings.Repeat("d", 64)+"/layer.tar", "../"+b+"/layer.tar")}, "not a regular member"},
+		{"a layer link to itself", []tarMember{symlink(b+"/layer.tar", "../"+b+"/layer.tar")}, "is a symlink"},
+		{"a layer link to a blob it lacks", []tarMember{symlink(b+"/layer.tar", "../blobs/sha256/"+b)}, "not a regular member"},
+		{"a member below a layer link", []tarMember{symlink(b+"/layer.tar", "../"+a+"/layer.tar"), regular(b+"/layer.tar/x", nil)}, "below the layer link"},
+		{"a directory below a layer link", []tarMember{symlink(b+"/layer.tar", "../"+a+"/layer.tar"), dir(b + "/layer.tar/x/")}, "below the layer link"},
+		{"a layer link elsewhere", []tarMember{symlink("blobs/sha256/"+b, a+"/layer.tar")}, "is a symlink"},
+		{"a layer link absolute", []tarMember{symlink(b+"/layer.tar", "/"+a+"/layer.tar")}, "is a symlink"},
+		{"manifest.json a directory", []tarMember{dir("manifest.json/")}, "not a regular file (directory)"},
+		{"index.json below the root", []tarMember{regular("blobs/index.json", []byte(`{}`))}, "not at the root"},
+		{"oci-layout below the root", []tarMember{regular(a+"/oci-layout", []byte(`{}`))}, "not at the root"},
+		{"a name spelt two ways", []tarMember{regular("./"+cfg+".json", []byte(`{}`))}, "appears twice"},
+		{"a device", []tarMember{{hdr: tar.Header{Typeflag: tar.TypeChar, Name: "tty", Mode: 0o644}}}, "character device"},
+		{"a fifo", []tarMember{{hdr: tar.Header{Typeflag: tar.TypeFifo, Name: "f", Mode: 0o644}}}, "fifo"},
+		{"a .. that stays inside", []tarMember{regular(a+"/../x", nil)}, "has a .. in its name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := filepath.Join(t.TempDir(), "x.tar")
+			writeMembers(t, p, slices.Concat(base, tc.members, end))
+			_, err := Read(p)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p)):
+				t.Errorf("got %v, want an error naming %s with %q", err, p, tc.want)
+			}
+		})
+	}
+}
+
+// TestWriteWarnsUnprovable: a digest the Engine's save holds no blob of is
+// recorded, and the writer says the bundle can't prove it.
+func TestWriteWarnsUnprovable(t *testing.T) {
+	t.Parallel()
+	e, ids := newFakeEngine(`{"a":1}`, `{"b":2}`)
+	var log bytes.Buffer
+	entries := []Entry{
+		{Expected: "reg:5000/a:1", ImageID: ids[0], Digest: "sha256:" + strings.Repeat("d", 64)},
+		{Expected: "reg:5000/b:1", ImageID: ids[1]},
+	}
+	w, err := Write(context.Background(), e, filepath.Join(t.TempDir(), "b.tar"), entries, WriteOptions{Log: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Manifest.Images[0].Digest != entries[0].Digest {
+		t.Errorf("the digest is not recorded: %+v", w.Manifest.Images[0])
+	}
+	if n := strings.Count(log.String(), "can't prove it"); n != 1 || !strings.Contains(log.String(), "image=reg:5000/a:1") {
+		t.Errorf("%d warnings, want one for reg:5000/a:1:\n%s", n, log.String())
+	}
+}
