@@ -343,3 +343,53 @@ func TestRealLayerLinks(t *testing.T) {
 		})
 	}
 }
+
+// TestRealSharedLayer: the real daemon's save of two images sharing a
+// layer writes the second as a layer link (Docker 20.10:
+// <id>/layer.tar -> ../<id>/layer.tar); the writer and the reader accept
+// it, and the bundle serves both images.
+func TestRealSharedLayer(t *testing.T) {
+	t.Parallel()
+	testbed.Need(t, bed)
+	ctx := context.Background()
+	eng, err := registry.NewEngine(registry.Options{Host: bed.Host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	var entries []Entry
+	for _, n := range []string{"one", "two"} {
+		id, err := bed.Import(ctx, "127.0.0.1:1/shared-"+n+"-src:1", "shared", 8<<10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries = append(entries, Entry{Expected: "127.0.0.1:1/shared-" + n + ":1", ImageID: id})
+	}
+	if entries[0].ImageID == entries[1].ImageID {
+		t.Fatalf("the two imports are one image %s", entries[0].ImageID)
+	}
+	path := filepath.Join(t.TempDir(), "shared.tar")
+	if _, err := Write(ctx, eng, path, entries, WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var links []string
+	for _, m := range readMembers(t, path) {
+		if m.hdr.Typeflag == tar.TypeSymlink {
+			links = append(links, m.hdr.Name+" -> "+m.hdr.Linkname)
+		}
+	}
+	t.Logf("the daemon's save links %q", links)
+	if len(links) != 1 {
+		t.Errorf("layer links in the daemon's save: %q, want one", links)
+	}
+	if err := bed.Remove(ctx, entries[0].ImageID, entries[1].ImageID); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bed.Remove(context.Background(), entries[0].ImageID, entries[1].ImageID) })
+	l := NewLoader(eng, quiet)
+	for _, e := range entries {
+		if id, err := l.Image(ctx, path, e.Expected, "", registry.ArchiveOptions{}); err != nil || id != e.ImageID {
+			t.Errorf("%s: got %q %v, want %s", e.Expected, id, err, e.ImageID)
+		}
+	}
+}
