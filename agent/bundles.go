@@ -14,7 +14,9 @@ type Bundles interface {
 	// Image makes the image the bundle at path holds for expected present
 	// in Docker, loading the bundle when it must, and returns its ID,
 	// verified against the bundle's manifest. It tags nothing. With dgst
-	// set, the bundle must record that registry digest for the image.
+	// set, the bundle must prove the image is that registry digest (the
+	// blob dgst in the archive, leading to the ID loaded), not merely
+	// record it: a bundle that only claims the pin serves nothing.
 	Image(ctx context.Context, path, expected, dgst string, opts registry.ArchiveOptions) (string, error)
 }
 

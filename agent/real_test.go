@@ -7,10 +7,12 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nomad-prefetch/nomad-prefetch/bundle"
 	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
@@ -282,5 +284,45 @@ func TestRealSecondRunPullsNothing(t *testing.T) {
 	wantOutcome(t, res[1], UpToDate, upstream.ref("b:1"))
 	if n := cluster.Count("GET blob") + upstream.Count("GET blob"); n != 0 {
 		t.Errorf("second run fetched %d blobs, want none", n)
+	}
+}
+
+// TestRealBundlePinUnproven: a bundle whose manifest claims the pinned
+// digest for other content (and holds no blob of it) serves nothing, and
+// the expected tag is not set; the same bundle serves the image when the
+// config pins nothing. A real bundle Loader on the real dockerd.
+func TestRealBundlePinUnproven(t *testing.T) {
+	testbed.Need(t, bed)
+	ctx := context.Background()
+	f, _ := realFetcher(t, time.Minute)
+	e := f.Docker.(*registry.Engine)
+	const exp = "127.0.0.1:1/agent-pin:1"
+	id, err := bed.Import(ctx, "127.0.0.1:1/agent-pin-src:1", "agent-pin", 8<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin := "sha256:" + strings.Repeat("5", 64) // the registry's, of other content
+	path := filepath.Join(t.TempDir(), "b.tar")
+	if _, err := bundle.Write(ctx, e, path, []bundle.Entry{{Expected: exp, ImageID: id, Digest: pin}}, bundle.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.Remove(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bed.Remove(context.Background(), id) })
+	f.Bundles = bundle.NewLoader(e, f.Log)
+	f.Offline = true
+
+	res := f.Fetch(ctx, config.Image{Expected: exp, Digest: pin, Sources: []string{"bundle:" + path}})
+	if res.Outcome != Failed || res.Err == nil || !strings.Contains(res.Err.Error(), "the pin is unproven") || !strings.Contains(res.Err.Error(), path) {
+		t.Errorf("pinned: got %q (%v), want failed, the pin unproven", res.Outcome, res.Err)
+	}
+	if got := localID(t, exp); got != "" {
+		t.Errorf("%s is tagged (%s) from a bundle that does not prove its pin", exp, got)
+	}
+
+	res = f.Fetch(ctx, config.Image{Expected: exp, Sources: []string{"bundle:" + path}})
+	if res.Outcome != Retagged || localID(t, exp) != id {
+		t.Errorf("unpinned: got %q (%v), %s on %q, want retagged on %s", res.Outcome, res.Err, exp, localID(t, exp), id)
 	}
 }

@@ -55,7 +55,11 @@ type ociDescriptor struct {
 // facts is what one pass over an archive learnt: every member's name, the
 // metadata members, and (for the writer) the small JSON blobs.
 type facts struct {
-	names        map[string]bool
+	names        map[string]bool   // every member but directories
+	regular      map[string]bool   // the regular files among them
+	links        []string          // the layer links among them
+	targets      map[string]string // link → its target, as written
+	dirs         []string
 	docker       []dockerItem
 	index        *ociIndex
 	repositories []byte
@@ -66,32 +70,46 @@ type facts struct {
 }
 
 func newFacts() *facts {
-	return &facts{names: map[string]bool{}, blobs: map[string][]byte{}}
+	return &facts{names: map[string]bool{}, regular: map[string]bool{}, targets: map[string]string{}, blobs: map[string][]byte{}}
 }
 
 // wants says whether a member's content must be read: the metadata
 // members always, small blobs that may be JSON when keepBlobs.
 func (f *facts) wants(hdr *tar.Header, keepBlobs bool) bool {
-	switch path.Clean(hdr.Name) {
+	if hdr.Typeflag != tar.TypeReg {
+		return false
+	}
+	name := path.Clean("/" + hdr.Name)[1:]
+	switch name {
 	case dockerManifestName, indexName, repositoriesName, MemberName:
 		return true
 	}
-	return keepBlobs && strings.HasPrefix(hdr.Name, "blobs/sha256/") && hdr.Size <= maxBlobJSON &&
+	return keepBlobs && strings.HasPrefix(name, "blobs/sha256/") && hdr.Size <= maxBlobJSON &&
 		f.blobsSize+hdr.Size <= maxBlobsJSON
 }
 
-// add records a member. data is its content when wants said so.
+// add records a member, after checkMember. data is its content when wants
+// said so.
 func (f *facts) add(hdr *tar.Header, data []byte) error {
-	name := path.Clean(hdr.Name)
 	f.last = hdr.Name
+	name, err := checkMember(hdr)
+	if err != nil {
+		return err
+	}
 	if hdr.Typeflag == tar.TypeDir {
+		f.dirs = append(f.dirs, name)
 		return nil
 	}
 	if f.names[name] {
-		return fmt.Errorf("member %s appears twice", hdr.Name)
+		return fmt.Errorf("member %q appears twice", hdr.Name)
 	}
 	f.names[name] = true
-	var err error
+	if hdr.Typeflag == tar.TypeSymlink {
+		f.links = append(f.links, name)
+		f.targets[name] = hdr.Linkname
+		return nil
+	}
+	f.regular[name] = true
 	switch name {
 	case dockerManifestName:
 		err = json.Unmarshal(data, &f.docker)
@@ -109,7 +127,7 @@ func (f *facts) add(hdr *tar.Header, data []byte) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("decoding member %s: %w", hdr.Name, err)
+		return fmt.Errorf("decoding member %q: %w", hdr.Name, err)
 	}
 	return nil
 }
@@ -117,11 +135,11 @@ func (f *facts) add(hdr *tar.Header, data []byte) error {
 // readMember reads a member's content, refusing one larger than limit.
 func readMember(r io.Reader, hdr *tar.Header, limit int64) ([]byte, error) {
 	if hdr.Size > limit {
-		return nil, fmt.Errorf("member %s is %d bytes, more than the %d it may be", hdr.Name, hdr.Size, limit)
+		return nil, fmt.Errorf("member %q is %d bytes, more than the %d it may be", hdr.Name, hdr.Size, limit)
 	}
 	data := make([]byte, hdr.Size)
 	if _, err := io.ReadFull(r, data); err != nil {
-		return nil, fmt.Errorf("reading member %s: %w", hdr.Name, err)
+		return nil, fmt.Errorf("reading member %q: %w", hdr.Name, err)
 	}
 	return data, nil
 }
@@ -160,10 +178,10 @@ func (f *facts) holds(img Image) bool {
 	if h == "" {
 		return false
 	}
-	if f.names["blobs/sha256/"+h] {
+	if f.regular["blobs/sha256/"+h] {
 		return true
 	}
-	return img.IDKind == KindConfig && f.names[h+".json"]
+	return img.IDKind == KindConfig && f.regular[h+".json"]
 }
 
 // identify says what the ID of an image the writer's daemon saved is in
@@ -202,7 +220,7 @@ func (f *facts) configOf(dgst string, depth int) string {
 	for _, d := range m.Manifests {
 		attestation := d.Annotations["vnd.docker.reference.type"] == "attestation-manifest" ||
 			(d.Platform != nil && d.Platform.OS == "unknown")
-		if !attestation && f.names["blobs/sha256/"+hexOf(d.Digest)] {
+		if !attestation && f.regular["blobs/sha256/"+hexOf(d.Digest)] {
 			held = append(held, d.Digest)
 		}
 	}
@@ -212,8 +230,12 @@ func (f *facts) configOf(dgst string, depth int) string {
 	return f.configOf(held[0], depth+1)
 }
 
-// vet refuses an archive whose load would tag something.
+// vet refuses an archive whose load would tag something, or whose layer
+// links lead nowhere a layer is.
 func (f *facts) vet() error {
+	if err := f.vetLinks(); err != nil {
+		return err
+	}
 	if tags := f.tags(); len(tags) > 0 {
 		return fmt.Errorf("loading it would tag %s: a bundle must name no tag (prefetch saves images by ID, so that loading one never moves a tag)", strings.Join(tags, ", "))
 	}

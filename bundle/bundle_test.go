@@ -278,7 +278,7 @@ func TestIdentifyOCI(t *testing.T) {
 	}{{"manifest", sha(mf)}, {"index", sha(idx)}} {
 		fs := newFacts()
 		for _, b := range [][]byte{mf, att, idx} {
-			if err := fs.add(&tar.Header{Name: "blobs/sha256/" + hexOf(sha(b)), Size: int64(len(b))}, b); err != nil {
+			if err := fs.add(&tar.Header{Typeflag: tar.TypeReg, Name: "blobs/sha256/" + hexOf(sha(b)), Size: int64(len(b))}, b); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -369,7 +369,7 @@ func TestLoaderOncePerFile(t *testing.T) {
 // remembers (the file's) or not (the daemon's).
 func TestLoaderErrors(t *testing.T) {
 	t.Parallel()
-	e, path, ids := writeTwo(t)
+	e, path, _ := writeTwo(t)
 	l := NewLoader(e, quiet)
 	ctx := context.Background()
 	opts := registry.ArchiveOptions{}
@@ -379,8 +379,14 @@ func TestLoaderErrors(t *testing.T) {
 	if _, err := l.Image(ctx, path, "reg:5000/b:1", "sha256:"+strings.Repeat("e", 64), opts); err == nil || !strings.Contains(err.Error(), "the bundle records no digest") {
 		t.Errorf("a digest pin it can't meet: %v", err)
 	}
-	if id, err := l.Image(ctx, path, "reg:5000/a:1", "sha256:"+strings.Repeat("d", 64), opts); err != nil || id != ids[0] {
-		t.Errorf("a digest pin it meets: %q %v", id, err)
+	// The manifest records the pin, and that is all: the archive holds no
+	// blob of it (see TestRealDigestPin and TestProveDigest for proofs).
+	var unprovenErr *UnprovenError
+	if id, err := l.Image(ctx, path, "reg:5000/a:1", "sha256:"+strings.Repeat("d", 64), opts); !errors.As(err, &unprovenErr) || !strings.Contains(err.Error(), "the pin is unproven: the archive holds no blob sha256:ddd") {
+		t.Errorf("a digest pin it only claims: %q %v", id, err)
+	}
+	if n := e.loadCount(); n != 0 {
+		t.Errorf("loads: %d, want none for pins it can't meet", n)
 	}
 
 	e2, path2, ids2 := writeTwo(t)
@@ -405,5 +411,121 @@ func TestLoaderErrors(t *testing.T) {
 	e2.loadErr = nil
 	if _, err := l2.Image(ctx, path2, "reg:5000/a:1", "", opts); err != nil {
 		t.Errorf("after RetryFailedLoad: %v", err)
+	}
+}
+
+// TestProveDigest: what a pinned digest's blob proves: itself, a
+// manifest's config, and through an index each manifest the archive holds
+// (hashing to its name), never a manifest it lacks or one of another
+// content.
+func TestProveDigest(t *testing.T) {
+	t.Parallel()
+	cfg := sha([]byte("config"))
+	mf := []byte(`{"config":{"digest":"` + cfg + `"}}`)
+	absent := sha([]byte("absent"))
+	idx := []byte(`{"manifests":[{"digest":"` + sha(mf) + `"},{"digest":"` + absent + `"}]}`)
+	blob := func(name string, data []byte) member { return member{"blobs/sha256/" + hexOf(name), data} }
+	for _, tc := range []struct {
+		name    string
+		members []member
+		dgst    string
+		want    []string
+		err     string
+	}{
+		{"a manifest", []member{blob(sha(mf), mf)}, sha(mf), []string{sha(mf), cfg}, ""},
+		{"an index", []member{blob(sha(mf), mf), blob(sha(idx), idx)}, sha(idx), []string{sha(idx), sha(mf), cfg}, ""},
+		{"an index without its manifest", []member{blob(sha(idx), idx)}, sha(idx), []string{sha(idx)}, ""},
+		{"no blob", []member{blob(sha(mf), mf)}, sha(idx), nil, "holds no blob " + sha(idx)},
+		{"a blob of other content", []member{blob(sha(mf), idx)}, sha(mf), nil, "does not hash to its name"},
+		{"an index's manifest of other content", []member{blob(sha(mf), idx), blob(sha(idx), idx)}, sha(idx), nil, "does not hash to its name"},
+		{"not sha256", nil, "sha512:" + strings.Repeat("a", 128), nil, "not a sha256 digest"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := filepath.Join(t.TempDir(), "x.tar")
+			if err := os.WriteFile(p, tarOf(t, tc.members...), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, err := proveDigest(p, tc.dgst)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Errorf("got %v %v, want an error with %q", got, err, tc.err)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tc.want) {
+				t.Errorf("got %v %v, want %v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestReadRefusesMembers: the member rules beyond those the real daemon
+// shows (TestRealRefusesNames): a layer link must point at a regular
+// member, nothing may lie below a link, a metadata name is a regular file,
+// a name spelt two ways is one member, and no other member type passes.
+func TestReadRefusesMembers(t *testing.T) {
+	t.Parallel()
+	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	cfg := strings.Repeat("c", 64)
+	manifest, _ := json.Marshal(Manifest{Version: Version, Images: []Image{{Expected: "reg:5000/a:1", ImageID: "sha256:" + cfg, IDKind: KindConfig}}})
+	base := []tarMember{regular(cfg+".json", []byte(`{}`)), dir(a + "/"), regular(a+"/layer.tar", []byte("layer"))}
+	end := []tarMember{dir("prefetch/"), regular(MemberName, manifest)}
+	for _, tc := range []struct {
+		name    string
+		members []tarMember
+		want    string // "" for accepted
+	}{
+		{"a layer link to a layer", []tarMember{dir(b + "/"), symlink(b+"/layer.tar", "../"+a+"/layer.tar")}, ""},
+		{"a layer link to nothing", []tarMember{dir(b + "/"), symlink(b+"/layer.tar", "../"+strings.Repeat("d", 64)+"/layer.tar")}, "not a regular member"},
+		{"a layer link to a link", []tarMember{symlink(b+"/layer.tar", "../"+a+"/layer.tar"), symlink(strings.Repeat("d", 64)+"/layer.tar", "../"+b+"/layer.tar")}, "not a regular member"},
+		{"a layer link to itself", []tarMember{symlink(b+"/layer.tar", "../"+b+"/layer.tar")}, "is a symlink"},
+		{"a layer link to a blob it lacks", []tarMember{symlink(b+"/layer.tar", "../blobs/sha256/"+b)}, "not a regular member"},
+		{"a member below a layer link", []tarMember{symlink(b+"/layer.tar", "../"+a+"/layer.tar"), regular(b+"/layer.tar/x", nil)}, "below the layer link"},
+		{"a directory below a layer link", []tarMember{symlink(b+"/layer.tar", "../"+a+"/layer.tar"), dir(b + "/layer.tar/x/")}, "below the layer link"},
+		{"a layer link elsewhere", []tarMember{symlink("blobs/sha256/"+b, a+"/layer.tar")}, "is a symlink"},
+		{"a layer link absolute", []tarMember{symlink(b+"/layer.tar", "/"+a+"/layer.tar")}, "is a symlink"},
+		{"manifest.json a directory", []tarMember{dir("manifest.json/")}, "not a regular file (directory)"},
+		{"index.json below the root", []tarMember{regular("blobs/index.json", []byte(`{}`))}, "not at the root"},
+		{"oci-layout below the root", []tarMember{regular(a+"/oci-layout", []byte(`{}`))}, "not at the root"},
+		{"a name spelt two ways", []tarMember{regular("./"+cfg+".json", []byte(`{}`))}, "appears twice"},
+		{"a device", []tarMember{{hdr: tar.Header{Typeflag: tar.TypeChar, Name: "tty", Mode: 0o644}}}, "character device"},
+		{"a fifo", []tarMember{{hdr: tar.Header{Typeflag: tar.TypeFifo, Name: "f", Mode: 0o644}}}, "fifo"},
+		{"a .. that stays inside", []tarMember{regular(a+"/../x", nil)}, "has a .. in its name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := filepath.Join(t.TempDir(), "x.tar")
+			writeMembers(t, p, slices.Concat(base, tc.members, end))
+			_, err := Read(p)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p)):
+				t.Errorf("got %v, want an error naming %s with %q", err, p, tc.want)
+			}
+		})
+	}
+}
+
+// TestWriteWarnsUnprovable: a digest the Engine's save holds no blob of is
+// recorded, and the writer says the bundle can't prove it.
+func TestWriteWarnsUnprovable(t *testing.T) {
+	t.Parallel()
+	e, ids := newFakeEngine(`{"a":1}`, `{"b":2}`)
+	var log bytes.Buffer
+	entries := []Entry{
+		{Expected: "reg:5000/a:1", ImageID: ids[0], Digest: "sha256:" + strings.Repeat("d", 64)},
+		{Expected: "reg:5000/b:1", ImageID: ids[1]},
+	}
+	w, err := Write(context.Background(), e, filepath.Join(t.TempDir(), "b.tar"), entries, WriteOptions{Log: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Manifest.Images[0].Digest != entries[0].Digest {
+		t.Errorf("the digest is not recorded: %+v", w.Manifest.Images[0])
+	}
+	if n := strings.Count(log.String(), "can't prove it"); n != 1 || !strings.Contains(log.String(), "image=reg:5000/a:1") {
+		t.Errorf("%d warnings, want one for reg:5000/a:1:\n%s", n, log.String())
 	}
 }

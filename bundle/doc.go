@@ -13,12 +13,17 @@
 // (both the classic and the containerd image stores skip a member they
 // don't know).
 //
-// Three decisions make loading safe:
+// Four decisions make loading safe:
 //
 //   - Images are saved by image ID, so the archive names no tag and loading
 //     it tags nothing: a load can never move a tag already on the node.
 //     Read refuses an archive that names one (RepoTags in manifest.json, a
-//     repositories file, name annotations in index.json), whoever made it.
+//     repositories file, name annotations in index.json), whoever made it,
+//     and reads member names as the Engine extracts them, so that no other
+//     spelling or link can hand the Engine a manifest Read did not see: no
+//     absolute name, no "..", metadata names only as regular files at the
+//     root, no hard link, and no symlink but the layer links docker save
+//     writes (see checkMember).
 //   - What was loaded is verified before anything is tagged: the Engine
 //     reports the IDs it loaded ("Loaded image ID: ..."), and each expected
 //     reference gets the ID the manifest names for it only if the Engine
@@ -28,6 +33,9 @@
 //     manifest says which kind its image_id is, and records the config
 //     digest too when the archive shows it, so a classic-store node can
 //     verify a bundle written on the containerd store.
+//   - A config's digest pin is met only by proof, not by the manifest's
+//     word: the archive holds the blob of that digest, it hashes to it, and
+//     it leads to the ID the Engine loaded (see proveDigest).
 //   - A bundle that is truncated or corrupt fails as a whole: Read walks the
 //     whole archive's structure before the Engine sees a byte, the Engine
 //     reports a bad layer inside its answer, and no image of a failed load

@@ -59,11 +59,18 @@ type bundleFile struct {
 	fileData
 }
 
+// proof is what proveDigest found for a digest.
+type proof struct {
+	ids []string
+	err error
+}
+
 // fileData is what holds for the file in one state: reset when it changes.
 type fileData struct {
 	state    fileState
 	manifest *Manifest
 	verified map[string]string // expected → the ID the last load gave it
+	proofs   map[string]proof  // digest → what the archive proves to be it
 	err      error             // why the file in this state can't serve
 	errUntil time.Time         // zero: until the file changes
 }
@@ -108,8 +115,11 @@ func (l *Loader) Loads(path string) int {
 // Image makes the image the bundle at path holds for expected present in
 // Docker and returns its ID, verified against the bundle's manifest (the
 // ID the manifest names, and the Engine said it loaded). It tags nothing.
-// With dgst set, the bundle's manifest must record that registry digest
-// for the image. Every error names the file and the image.
+// With dgst set, the bundle must prove the image is that registry digest:
+// its manifest records dgst, the archive holds the blob dgst, and the
+// blob leads to the ID loaded (see proveDigest); an image whose pin the
+// bundle only claims is refused before the load. Every error names the
+// file and the image.
 func (l *Loader) Image(ctx context.Context, path, expected, dgst string, opts registry.ArchiveOptions) (string, error) {
 	id, err := l.image(ctx, path, expected, dgst, opts)
 	if err != nil {
@@ -151,6 +161,25 @@ func (l *Loader) image(ctx context.Context, path, expected, dgst string, opts re
 	case dgst != "" && img.Digest != dgst:
 		return "", fmt.Errorf("the config pins digest %s, and the bundle records %s for it", dgst, orNone(img.Digest))
 	}
+	var proved []string
+	if dgst != "" {
+		if proved, err = l.prove(bf, path, dgst, img); err != nil {
+			return "", err
+		}
+	}
+	id, err := l.loaded(ctx, path, bf, expected, opts)
+	if err != nil {
+		return "", err
+	}
+	if dgst != "" && !slices.Contains(proved, id) {
+		return "", unproven(dgst, fmt.Errorf("the Engine loaded it as %s, which blob %s does not lead to (it leads to %s)", id, dgst, strings.Join(proved, ", ")))
+	}
+	return id, nil
+}
+
+// loaded returns the ID the bundle's image for expected has in Docker,
+// loading the bundle unless it was loaded and the image is still there.
+func (l *Loader) loaded(ctx context.Context, path string, bf *bundleFile, expected string, opts registry.ArchiveOptions) (string, error) {
 	if id, ok := bf.verified[expected]; ok {
 		present, err := l.present(ctx, id)
 		if err != nil || present {
@@ -163,6 +192,41 @@ func (l *Loader) image(ctx context.Context, path, expected, dgst string, opts re
 	}
 	return bf.verified[expected], nil
 }
+
+// prove returns the IDs the bundle proves to be dgst (see proveDigest),
+// refusing, before any load, a bundle that proves none of img's IDs.
+func (l *Loader) prove(bf *bundleFile, path, dgst string, img Image) ([]string, error) {
+	p, ok := bf.proofs[dgst]
+	if !ok {
+		p.ids, p.err = proveDigest(path, dgst)
+		if bf.proofs == nil {
+			bf.proofs = map[string]proof{}
+		}
+		bf.proofs[dgst] = p
+	}
+	if p.err != nil {
+		return nil, unproven(dgst, p.err)
+	}
+	if !slices.ContainsFunc(img.IDs(), func(id string) bool { return slices.Contains(p.ids, id) }) {
+		return nil, unproven(dgst, fmt.Errorf("blob %s leads to %s, and the bundle's image is %s", dgst, strings.Join(p.ids, ", "), img.describe()))
+	}
+	return p.ids, nil
+}
+
+// UnprovenError is why a bundle does not serve an image whose config pins
+// a digest: the bundle does not prove its image is that digest.
+type UnprovenError struct {
+	Digest string
+	Err    error
+}
+
+func (e *UnprovenError) Error() string {
+	return fmt.Sprintf("the config pins digest %s, and the pin is unproven: %v; nothing is tagged from this bundle for it", e.Digest, e.Err)
+}
+
+func (e *UnprovenError) Unwrap() error { return e.Err }
+
+func unproven(dgst string, err error) error { return &UnprovenError{Digest: dgst, Err: err} }
 
 func orNone(s string) string {
 	if s == "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"strings"
 )
 
@@ -71,7 +72,7 @@ func walk(f *os.File) (*facts, error) {
 		var data []byte
 		if fs.wants(hdr, false) {
 			limit := int64(maxMeta)
-			if hdr.Name == MemberName {
+			if path.Clean(hdr.Name) == MemberName {
 				limit = maxManifest
 			}
 			if data, err = readMember(tr, hdr, limit); err != nil {

@@ -123,6 +123,12 @@ func stream(ctx context.Context, eng Saver, w io.Writer, entries []Entry, opts W
 	if err != nil {
 		return Manifest{}, err
 	}
+	for _, img := range m.Images {
+		if img.Digest != "" && !fs.regular["blobs/sha256/"+hexOf(img.Digest)] && opts.Log != nil {
+			opts.Log.Warn("the bundle records the image's registry digest but can't prove it: the Engine's save holds no blob of it (the classic image store keeps no registry manifest), so a config pinning that digest won't be served from this bundle",
+				"image", img.Expected, "digest", img.Digest)
+		}
+	}
 	if err := writeManifest(tw, m); err != nil {
 		return Manifest{}, err
 	}
