@@ -136,6 +136,30 @@ variable "discovery_infra_image" {
   description = "discovery: the clients' infra_image (the pause container of bridge networking): \"\" for Nomad's default, registry.k8s.io/pause-ARCH:3.3; \"none\" to keep none."
 }
 
+variable "discovery_max_images" {
+  type        = number
+  default     = 100
+  description = "discovery: at most this many discovered images per node (1 to 10000); the newest jobs' beyond it are left out, listed and counted."
+}
+
+variable "discovery_include_undecided" {
+  type        = bool
+  default     = false
+  description = "discovery: also keep the images of jobs whose placement can't be decided on the node (a version constraint, an unknown operator)."
+}
+
+variable "discovery_allowed_prefixes" {
+  type        = list(string)
+  default     = []
+  description = "discovery: keep only images under these normalised prefixes (\"registry.service.consul:5000\", \"docker.io/library/\"); empty: every registry."
+}
+
+variable "discovery_hold_readiness" {
+  type        = bool
+  default     = false
+  description = "discovery: a discovered image that can't be fetched holds /readyz at 503."
+}
+
 variable "service_provider" {
   type        = string
   default     = "nomad"
@@ -299,6 +323,11 @@ job "prefetch" {
         PREFETCH_NOMAD_EXCLUDE     = jsonencode(var.discovery_exclude)
         PREFETCH_NOMAD_INFRA_IMAGE = var.discovery_infra_image
         PREFETCH_NOMAD_REWRITES    = jsonencode(var.discovery_rewrites)
+
+        PREFETCH_NOMAD_MAX_IMAGES         = var.discovery_max_images
+        PREFETCH_NOMAD_INCLUDE_UNDECIDED  = var.discovery_include_undecided
+        PREFETCH_NOMAD_HOLD_READINESS     = var.discovery_hold_readiness
+        PREFETCH_NOMAD_ALLOWED_PREFIXES   = jsonencode(var.discovery_allowed_prefixes)
       }
 
       # The workload identity's token in secrets/nomad_token, for discovery

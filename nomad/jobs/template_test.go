@@ -324,12 +324,20 @@ func TestDiscoveryBlock(t *testing.T) {
 		`PREFETCH_NOMAD_EXCLUDE=["*:latest"]`,
 		"PREFETCH_NOMAD_INFRA_IMAGE=none",
 		`PREFETCH_NOMAD_REWRITES=[{"from":"registry.service.consul:5000/","sources":["docker.io/library/","ghcr.io/acme/"]}]`,
+		"PREFETCH_NOMAD_MAX_IMAGES=250",
+		"PREFETCH_NOMAD_INCLUDE_UNDECIDED=true",
+		"PREFETCH_NOMAD_HOLD_READINESS=false",
+		`PREFETCH_NOMAD_ALLOWED_PREFIXES=["registry.service.consul:5000","docker.io/library/"]`,
 	}, "-config", cfgFile)
 	cfg, err = config.Parse("config.hcl", rendered)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, rendered)
 	}
 	n := cfg.Nomad
+	if n == nil || n.MaxImages != 250 || !n.IncludeUndecided || n.HoldReadiness ||
+		!slices.Equal(n.AllowedPrefixes, []string{"registry.service.consul:5000", "docker.io/library/"}) {
+		t.Fatalf("discovery bounds: got nomad block %+v from\n%s", n, rendered)
+	}
 	if n == nil || n.Address != "unix:///secrets/api.sock" || n.TokenFile != "/secrets/nomad_token" || n.NodeID == "" ||
 		!slices.Equal(n.Namespaces, []string{"default", "team-*"}) || !slices.Equal(n.Exclude, []string{"*:latest"}) ||
 		n.InfraImage == nil || *n.InfraImage != "" || len(n.Rewrites) != 1 || !slices.Equal(n.Rewrites[0].Sources, []string{"docker.io/library/", "ghcr.io/acme/"}) {
