@@ -40,10 +40,12 @@ type Options struct {
 	// otherwise (a node's address, where Nomad's and Consul's checks reach
 	// it) /healthz and /readyz to anyone, /metrics and /v1/status (the
 	// inventory) only with the bearer token of StatusTokenFile, and the
-	// whole of them on LocalListen.
+	// whole of them on LocalListen. On every interface (0.0.0.0, ":PORT")
+	// it serves everything to connections that arrive on loopback and the
+	// rest as on a node's address, and LocalListen is not opened.
 	Listen string
 	// LocalListen is the loopback address serving every endpoint to
-	// anyone, opened only when Listen is not on loopback; empty opens
+	// anyone, opened only when Listen is a node's address; empty opens
 	// none. An address that is not loopback is a UsageError.
 	LocalListen string
 	// StatusTokenFile holds the bearer token that reads /metrics and
@@ -125,7 +127,7 @@ func Run(ctx context.Context, o Options) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stopServer, err := serve(o, status.Endpoints{Snapshot: loop.Snapshot, Alive: loop.Alive, Metrics: m.Handler()}, token, loopback)
+	stopServer, err := serve(o, status.Endpoints{Snapshot: loop.Snapshot, Alive: loop.Alive, Metrics: m.Handler()}, token, reachOf)
 	if err != nil {
 		return err
 	}
@@ -179,10 +181,31 @@ func newServer(h http.Handler, t timeouts) *http.Server {
 	}
 }
 
+// reach is who can connect to a bound address.
+type reach int
+
+const (
+	reachLocal  reach = iota // loopback: this host only
+	reachAny                 // the unspecified address: every interface, loopback among them
+	reachOthers              // a node's address
+)
+
+// reachOf classifies a listener's bound address.
+func reachOf(a net.Addr) reach {
+	tcp, ok := a.(*net.TCPAddr)
+	switch {
+	case ok && tcp.IP.IsLoopback():
+		return reachLocal
+	case ok && tcp.IP.IsUnspecified():
+		return reachAny
+	}
+	return reachOthers
+}
+
 // serve serves the endpoints on o.Listen, if set, and on o.LocalListen
-// when o.Listen is not a loopback address (isLoopback says which a bound
-// address is), until the returned stop is called.
-func serve(o Options, e status.Endpoints, token *status.Token, isLoopback func(net.Addr) bool) (stop func(), err error) {
+// when o.Listen is a node's address (reachOf says which a bound address
+// is), until the returned stop is called.
+func serve(o Options, e status.Endpoints, token *status.Token, reachOf func(net.Addr) reach) (stop func(), err error) {
 	if o.Listen == "" {
 		return func() {}, nil
 	}
@@ -190,9 +213,19 @@ func serve(o Options, e status.Endpoints, token *status.Token, isLoopback func(n
 	if err != nil {
 		return nil, fmt.Errorf("listening for the status endpoints on %s: %w", o.Listen, err)
 	}
-	if isLoopback(ln.Addr()) {
+	inventory := "with the bearer token of -status-token-file"
+	if token == nil {
+		inventory = "to nobody (no -status-token-file)"
+	}
+	switch reachOf(ln.Addr()) {
+	case reachLocal:
 		o.Log.Info("serving status", "listen", ln.Addr().String(), "endpoints", "all (loopback)")
 		return start(ln, e.Local()), nil
+	case reachAny:
+		// Every interface: a -local-listen on the same port could not be
+		// bound, and is not needed.
+		o.Log.Info("serving status", "listen", ln.Addr().String(), "endpoints", "all to connections on loopback; to others /healthz, /readyz, and /metrics and /v1/status "+inventory)
+		return start(ln, byLocalAddr(e.Local(), e.Public(token))), nil
 	}
 	var local net.Listener
 	if o.LocalListen != "" {
@@ -200,18 +233,11 @@ func serve(o Options, e status.Endpoints, token *status.Token, isLoopback func(n
 			ln.Close()
 			return nil, fmt.Errorf("listening for the status endpoints on -local-listen %s: %w", o.LocalListen, err)
 		}
-		if !isLoopback(local.Addr()) {
+		if reachOf(local.Addr()) != reachLocal {
 			ln.Close()
 			local.Close()
 			return nil, &UsageError{fmt.Errorf("-local-listen %s is %s, not a loopback address: it serves the inventory to anyone", o.LocalListen, local.Addr())}
 		}
-	}
-	inventory := "on " + o.LocalListen + " only (no -status-token-file)"
-	switch {
-	case token != nil:
-		inventory = "with the bearer token of " + token.Path()
-	case local == nil:
-		inventory = "nowhere (no -local-listen, no -status-token-file)"
 	}
 	o.Log.Info("serving status", "listen", ln.Addr().String(), "endpoints", "/healthz, /readyz; /metrics and /v1/status "+inventory)
 	stopPublic := start(ln, e.Public(token))
@@ -223,11 +249,16 @@ func serve(o Options, e status.Endpoints, token *status.Token, isLoopback func(n
 	return func() { stopPublic(); stopLocal() }, nil
 }
 
-// loopback reports whether a listener's address is a loopback one: what
-// it serves is reachable from this host only.
-func loopback(a net.Addr) bool {
-	tcp, ok := a.(*net.TCPAddr)
-	return ok && tcp.IP.IsLoopback()
+// byLocalAddr serves local to the connections that arrived on a loopback
+// address, public to the others: a listener on every interface.
+func byLocalAddr(local, public http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && reachOf(a) == reachLocal {
+			local.ServeHTTP(w, r)
+			return
+		}
+		public.ServeHTTP(w, r)
+	})
 }
 
 // start serves h on ln until the returned stop is called.

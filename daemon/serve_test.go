@@ -2,10 +2,12 @@ package daemon
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,10 +45,8 @@ func code(t *testing.T, url, token string) int {
 	return resp.StatusCode
 }
 
-var (
-	nothingLoopback  = func(net.Addr) bool { return false }
-	everyAddrIsLocal = func(net.Addr) bool { return true }
-)
+// reachAs classifies every address as r.
+func reachAs(r reach) func(net.Addr) reach { return func(net.Addr) reach { return r } }
 
 // What each address serves, with and without the token. Only loopback
 // addresses can be bound here, so -listen's is taken for a node's address
@@ -76,8 +76,13 @@ func TestServeSplitsPublicAndLocal(t *testing.T) {
 			o := options(t, "")
 			local := freeAddr(t)
 			o.LocalListen = local
-			isLoopback := func(a net.Addr) bool { return a.String() == local }
-			stop, err := serve(o, endpoints(), tc.token, isLoopback)
+			reachOf := func(a net.Addr) reach {
+				if a.String() == local {
+					return reachLocal
+				}
+				return reachOthers
+			}
+			stop, err := serve(o, endpoints(), tc.token, reachOf)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -106,7 +111,7 @@ func TestServeLoopbackListen(t *testing.T) {
 	t.Parallel()
 	o := options(t, "")
 	o.LocalListen = freeAddr(t)
-	stop, err := serve(o, endpoints(), nil, everyAddrIsLocal)
+	stop, err := serve(o, endpoints(), nil, reachAs(reachLocal))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,13 +125,51 @@ func TestServeLoopbackListen(t *testing.T) {
 
 	o = options(t, "")
 	o.LocalListen = freeAddr(t)
-	_, err = serve(o, endpoints(), nil, nothingLoopback)
+	_, err = serve(o, endpoints(), nil, reachAs(reachOthers))
 	var usage *UsageError
 	if !errors.As(err, &usage) || !strings.Contains(err.Error(), "not a loopback address") {
 		t.Errorf("-local-listen not on loopback: %v, want a UsageError", err)
 	}
 	if got := code(t, "http://"+o.Listen+"/healthz", ""); got != 0 {
 		t.Errorf("-listen still answers %d after the refusal", got)
+	}
+}
+
+// A -listen on every interface (0.0.0.0:9105, :9105) serves everything to
+// connections that arrive on loopback and opens no -local-listen (which
+// could not be bound on the same port); others get the public endpoints.
+func TestServeEveryInterface(t *testing.T) {
+	t.Parallel()
+	o := options(t, "")
+	o.LocalListen = freeAddr(t)
+	stop, err := serve(o, endpoints(), nil, reachAs(reachAny))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if got := code(t, "http://"+o.Listen+"/v1/status", ""); got != 200 {
+		t.Errorf("/v1/status from loopback on an every-interface -listen: %d, want 200", got)
+	}
+	if got := code(t, "http://"+o.LocalListen+"/healthz", ""); got != 0 {
+		t.Errorf("-local-listen answered %d beside an every-interface -listen, want nothing listening", got)
+	}
+
+	h := byLocalAddr(endpoints().Local(), endpoints().Public(nil))
+	for _, tc := range []struct {
+		local string
+		want  int
+	}{{"127.0.0.1:9105", 200}, {"[::1]:9105", 200}, {"10.0.0.5:9105", 403}, {"[fd00::5]:9105", 403}} {
+		addr, err := net.ResolveTCPAddr("tcp", tc.local)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := httptest.NewRequest(http.MethodGet, "/v1/status", nil)
+		req = req.WithContext(context.WithValue(req.Context(), http.LocalAddrContextKey, addr))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("/v1/status on a connection to %s: %d, want %d", tc.local, rec.Code, tc.want)
+		}
 	}
 }
 

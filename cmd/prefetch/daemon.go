@@ -57,7 +57,9 @@ Nomad's and Consul's checks reach it) serves /healthz and /readyz to anyone
 only to "Authorization: Bearer TOKEN" with the token in -status-token-file
 (read again at every request: rotate it by rewriting the file); without
 -status-token-file, not at all there. Beside such a -listen, -local-listen
-(loopback only) serves everything to anyone on the node.
+(loopback only) serves everything to anyone on the node. A -listen on every
+interface (0.0.0.0:PORT, :PORT) serves everything to connections arriving on
+loopback, the rest as on the node's address, and opens no -local-listen.
 
 SIGINT or SIGTERM stop it: pulls in flight are cancelled, the lock released,
 exit 0.
@@ -70,7 +72,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := newFlagSet("run", runDoc, stdout, stderr)
 	cfgPath := fs.String("config", "", "the config file (required); its directory is watched")
 	listen := fs.String("listen", defaultListen, "address of the endpoints; not on loopback, /metrics and /v1/status need the bearer token there; empty disables all")
-	localListen := fs.String("local-listen", defaultListen, "loopback address serving every endpoint without a token, opened when -listen is not loopback; empty: none")
+	localListen := fs.String("local-listen", defaultListen, "loopback address serving every endpoint without a token, opened when -listen is a node's address (not loopback, not every interface); empty: none")
 	tokenFile := fs.String("status-token-file", "", "a file holding the bearer token that reads /metrics and /v1/status on a -listen that is not loopback (at least 16 characters)")
 	lockPath := fs.String("lock-file", defaultLockFile, "the lock that keeps one agent per node")
 	log, rest, code, done := parseCommand("run", fs, args, stderr)
