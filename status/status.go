@@ -22,10 +22,15 @@ import (
 // MaxStatus is how much of an agent's /v1/status is read at most.
 const MaxStatus = 8 << 20
 
-// client asks one agent. It follows no redirect: an agent never sends one,
-// and the bearer token must go nowhere but the address asked.
+// client asks one agent. It follows no redirect (an agent never sends
+// one) and uses no proxy (agents are on the nodes' addresses, as for the
+// cluster view): the bearer token goes nowhere but the address asked.
 var client = &http.Client{
-	Transport: http.DefaultTransport,
+	Transport: func() http.RoundTripper {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.Proxy = nil
+		return t
+	}(),
 	CheckRedirect: func(req *http.Request, via []*http.Request) error {
 		return fmt.Errorf("redirected to %s: not followed (an agent does not redirect; the token goes nowhere else)", req.URL.Redacted())
 	},
