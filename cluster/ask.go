@@ -32,6 +32,10 @@ type AskOptions struct {
 	Timeout time.Duration
 	// Client makes the requests; nil: NewClient(Parallel).
 	Client *http.Client
+	// Token, when set, is sent to every agent as "Authorization: Bearer
+	// Token": the agents' -status-token-file, which /v1/status on a
+	// node's address needs.
+	Token string
 }
 
 // Report is one agent's answer, or why there is none.
@@ -42,13 +46,15 @@ type Report struct {
 }
 
 // NewClient returns an HTTP client for asking agents: plain HTTP (the
-// agents serve no TLS), no proxy (they are on the nodes' addresses), and a
-// pool of idle connections as large as the fan-out, for `wait`'s rounds.
+// agents serve no TLS), no proxy (they are on the nodes' addresses), no
+// redirect followed (an agent never sends one, and the token must reach
+// no other address), and a pool of idle connections as large as the
+// fan-out, for `wait`'s rounds.
 func NewClient(parallel int) *http.Client {
 	if parallel <= 0 {
 		parallel = DefaultParallel
 	}
-	return &http.Client{Transport: &http.Transport{
+	return &http.Client{CheckRedirect: refuseRedirect, Transport: &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: DefaultTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        parallel,
 		MaxIdleConnsPerHost: 1,
@@ -103,19 +109,27 @@ func askOne(ctx context.Context, o AskOptions, a Agent) Report {
 	url := "http://" + a.Address + "/v1/status"
 	for attempt := 1; ; attempt++ {
 		var retry bool
-		r.Snapshot, retry, r.Err = fetchStatus(ctx, o.Client, url, o.Timeout)
+		r.Snapshot, retry, r.Err = fetchStatus(ctx, o.Client, url, o.Token, o.Timeout)
 		if r.Err == nil || !retry || attempt == 2 || sleep(ctx, retryPause) != nil {
 			return r
 		}
 	}
 }
 
+// refuseRedirect is an agent client's CheckRedirect.
+func refuseRedirect(req *http.Request, via []*http.Request) error {
+	return &RedirectError{API: "the agent", From: via[0].URL.Host, To: req.URL.Host}
+}
+
 // fetchStatus makes one request; retry says whether another may help.
 // limit is the agent's timeout, for messages.
-func fetchStatus(ctx context.Context, c *http.Client, url string, limit time.Duration) (s agent.Snapshot, retry bool, err error) {
+func fetchStatus(ctx context.Context, c *http.Client, url, token string, limit time.Duration) (s agent.Snapshot, retry bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return s, false, fmt.Errorf("asking %s: %w", url, err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -125,7 +139,16 @@ func fetchStatus(ctx context.Context, c *http.Client, url string, limit time.Dur
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		return s, resp.StatusCode >= 500, fmt.Errorf("asking %s: answered %s: %q", url, resp.Status, strings.TrimSpace(string(body)))
+		err := fmt.Errorf("asking %s: answered %s: %q", url, resp.Status, strings.TrimSpace(string(body)))
+		switch {
+		case resp.StatusCode == http.StatusUnauthorized && token == "":
+			err = fmt.Errorf("%w (give the agents' token with -token-file)", err)
+		case resp.StatusCode == http.StatusUnauthorized:
+			err = fmt.Errorf("%w (the token of -token-file is not this agent's)", err)
+		case resp.StatusCode == http.StatusForbidden:
+			err = fmt.Errorf("%w (the agent serves its status on the node's address only with -status-token-file)", err)
+		}
+		return s, resp.StatusCode >= 500, err
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxStatus)).Decode(&s); err != nil {
 		return s, false, fmt.Errorf("asking %s: the answer is not an agent's status: %w", url, netError(err, limit))

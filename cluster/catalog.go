@@ -311,16 +311,31 @@ func badJSON(err error) bool {
 	return errors.As(err, &se) || errors.As(err, &te)
 }
 
-// hostname is what an agent's registered address may be besides an IP.
-var hostname = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$`)
+// hostname is what an agent's registered address may be besides an IP;
+// numericName is one that a resolver may read as an IP address in a short
+// or hexadecimal form (0, 127.1, 0x7f.1), which no host name is (RFC 1123:
+// its last label is not all digits).
+var (
+	hostname    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$`)
+	numericName = regexp.MustCompile(`(?i)(^|\.)(0x[0-9a-f]*|[0-9]+)$`)
+)
 
-// invalidAddress says why host:port can't be an agent's, "" when it can.
+// invalidAddress says why host:port can't be an agent's, "" when it can:
+// a port out of range, an address that is neither an IP address nor a host
+// name, or an IP address no agent listens on (0.0.0.0 and :: reach the
+// asking machine itself; multicast and broadcast reach many).
 func invalidAddress(host string, port int) string {
+	ip := net.ParseIP(host)
 	switch {
 	case port < 1 || port > 65535:
 		return fmt.Sprintf("the registration's port %d is not a port", port)
-	case net.ParseIP(host) == nil && !hostname.MatchString(host):
+	case ip == nil && (!hostname.MatchString(host) || numericName.MatchString(host)):
 		return fmt.Sprintf("the registration's address %.80q is not an IP address or a host name", host)
+	case ip == nil:
+	case ip.IsUnspecified():
+		return fmt.Sprintf("the registration's address %s is the unspecified address, not a node's", host)
+	case ip.IsMulticast() || ip.IsInterfaceLocalMulticast() || ip.Equal(net.IPv4bcast):
+		return fmt.Sprintf("the registration's address %s is a multicast or broadcast address, not a node's", host)
 	}
 	return ""
 }

@@ -35,9 +35,23 @@ import (
 type Options struct {
 	// ConfigPath is the config file; its directory is watched.
 	ConfigPath string
-	// Listen is the address of /healthz, /readyz, /metrics and /v1/status;
-	// empty serves nothing.
+	// Listen is the address of the status endpoints; empty serves nothing.
+	// Bound to a loopback address it serves all of them to anyone;
+	// otherwise (a node's address, where Nomad's and Consul's checks reach
+	// it) /healthz and /readyz to anyone, /metrics and /v1/status (the
+	// inventory) only with the bearer token of StatusTokenFile, and the
+	// whole of them on LocalListen. On every interface (0.0.0.0, ":PORT")
+	// it serves everything to connections that arrive on loopback and the
+	// rest as on a node's address, and LocalListen is not opened.
 	Listen string
+	// LocalListen is the loopback address serving every endpoint to
+	// anyone, opened only when Listen is a node's address; empty opens
+	// none. An address that is not loopback is a UsageError.
+	LocalListen string
+	// StatusTokenFile holds the bearer token that reads /metrics and
+	// /v1/status on a Listen that is not loopback, read again at every
+	// request; empty: they are not served there.
+	StatusTokenFile string
 	// LockFile is the flock that keeps one agent per node.
 	LockFile string
 	// DockerCallTimeout bounds every Docker call but a pull's stream; zero
@@ -88,6 +102,13 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer lock.Release()
 
+	var token *status.Token
+	if o.StatusTokenFile != "" {
+		if token, err = status.OpenToken(o.StatusTokenFile, o.Log); err != nil {
+			return &UsageError{err}
+		}
+	}
+
 	clients, err := agent.NewClients(cfg, o.DockerCallTimeout)
 	if err != nil {
 		return err
@@ -106,7 +127,7 @@ func Run(ctx context.Context, o Options) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stopServer, err := serve(o, status.Handler(loop.Snapshot, loop.Alive, m.Handler()))
+	stopServer, err := serve(o, status.Endpoints{Snapshot: loop.Snapshot, Alive: loop.Alive, Metrics: m.Handler()}, token, reachOf)
 	if err != nil {
 		return err
 	}
@@ -141,8 +162,50 @@ func Run(ctx context.Context, o Options) error {
 	return err
 }
 
-// serve serves h on o.Listen, if set, until the returned stop is called.
-func serve(o Options, h http.Handler) (stop func(), err error) {
+// timeouts bound a status server: a client that sends its headers
+// slowly, reads the answer slowly or keeps an idle connection open holds a
+// goroutine and a socket for that long at most.
+type timeouts struct{ readHeader, read, write, idle time.Duration }
+
+var defaultTimeouts = timeouts{readHeader: 5 * time.Second, read: 10 * time.Second, write: 30 * time.Second, idle: 60 * time.Second}
+
+// maxHeaderBytes bounds a request's headers (the endpoints read none but
+// Authorization).
+const maxHeaderBytes = 16 << 10
+
+// newServer is an HTTP server for the status endpoints, bounded by t.
+func newServer(h http.Handler, t timeouts) *http.Server {
+	return &http.Server{
+		Handler: h, ReadHeaderTimeout: t.readHeader, ReadTimeout: t.read, WriteTimeout: t.write, IdleTimeout: t.idle,
+		MaxHeaderBytes: maxHeaderBytes,
+	}
+}
+
+// reach is who can connect to a bound address.
+type reach int
+
+const (
+	reachLocal  reach = iota // loopback: this host only
+	reachAny                 // the unspecified address: every interface, loopback among them
+	reachOthers              // a node's address
+)
+
+// reachOf classifies a listener's bound address.
+func reachOf(a net.Addr) reach {
+	tcp, ok := a.(*net.TCPAddr)
+	switch {
+	case ok && tcp.IP.IsLoopback():
+		return reachLocal
+	case ok && tcp.IP.IsUnspecified():
+		return reachAny
+	}
+	return reachOthers
+}
+
+// serve serves the endpoints on o.Listen, if set, and on o.LocalListen
+// when o.Listen is a node's address (reachOf says which a bound address
+// is), until the returned stop is called.
+func serve(o Options, e status.Endpoints, token *status.Token, reachOf func(net.Addr) reach) (stop func(), err error) {
 	if o.Listen == "" {
 		return func() {}, nil
 	}
@@ -150,16 +213,65 @@ func serve(o Options, h http.Handler) (stop func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening for the status endpoints on %s: %w", o.Listen, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	inventory := "with the bearer token of -status-token-file"
+	if token == nil {
+		inventory = "to nobody (no -status-token-file)"
+	}
+	switch reachOf(ln.Addr()) {
+	case reachLocal:
+		o.Log.Info("serving status", "listen", ln.Addr().String(), "endpoints", "all (loopback)")
+		return start(ln, e.Local()), nil
+	case reachAny:
+		// Every interface: a -local-listen on the same port could not be
+		// bound, and is not needed.
+		o.Log.Info("serving status", "listen", ln.Addr().String(), "endpoints", "all to connections on loopback; to others /healthz, /readyz, and /metrics and /v1/status "+inventory)
+		return start(ln, byLocalAddr(e.Local(), e.Public(token))), nil
+	}
+	var local net.Listener
+	if o.LocalListen != "" {
+		if local, err = net.Listen("tcp", o.LocalListen); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("listening for the status endpoints on -local-listen %s: %w", o.LocalListen, err)
+		}
+		if reachOf(local.Addr()) != reachLocal {
+			ln.Close()
+			local.Close()
+			return nil, &UsageError{fmt.Errorf("-local-listen %s is %s, not a loopback address: it serves the inventory to anyone", o.LocalListen, local.Addr())}
+		}
+	}
+	o.Log.Info("serving status", "listen", ln.Addr().String(), "endpoints", "/healthz, /readyz; /metrics and /v1/status "+inventory)
+	stopPublic := start(ln, e.Public(token))
+	if local == nil {
+		return stopPublic, nil
+	}
+	o.Log.Info("serving status", "listen", local.Addr().String(), "endpoints", "all (loopback)")
+	stopLocal := start(local, e.Local())
+	return func() { stopPublic(); stopLocal() }, nil
+}
+
+// byLocalAddr serves local to the connections that arrived on a loopback
+// address, public to the others: a listener on every interface.
+func byLocalAddr(local, public http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && reachOf(a) == reachLocal {
+			local.ServeHTTP(w, r)
+			return
+		}
+		public.ServeHTTP(w, r)
+	})
+}
+
+// start serves h on ln until the returned stop is called.
+func start(ln net.Listener, h http.Handler) (stop func()) {
+	srv := newServer(h, defaultTimeouts)
 	served := make(chan struct{})
 	go func() { defer close(served); _ = srv.Serve(ln) }()
-	o.Log.Info("serving status", "listen", ln.Addr().String())
 	return func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
 		_ = srv.Shutdown(sctx)
 		<-served
-	}, nil
+	}
 }
 
 // notify is the watcher's callback: one pending change at most, since a

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -20,6 +22,7 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/eventlog"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/nomadtest"
 	"github.com/nomad-prefetch/nomad-prefetch/metrics"
+	"github.com/nomad-prefetch/nomad-prefetch/status"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -407,7 +410,11 @@ func TestScrapeConfig(t *testing.T) {
 	var cfg struct {
 		RuleFiles     []string `yaml:"rule_files"`
 		ScrapeConfigs []struct {
-			JobName        string `yaml:"job_name"`
+			JobName       string `yaml:"job_name"`
+			Authorization *struct {
+				Type            string
+				CredentialsFile string `yaml:"credentials_file"`
+			}
 			RelabelConfigs []struct {
 				SourceLabels []string `yaml:"source_labels"`
 				Regex        string
@@ -444,6 +451,44 @@ func TestScrapeConfig(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("%s: no scrape job %q keeping the service %q", scrapeFile, job, job)
+		}
+	}
+
+	// prefetch's /metrics on a node's address answers the bearer token of
+	// the agent's -status-token-file only: a scrape as configured (its
+	// scheme, the credentials file's content) is let in, one without is not.
+	for _, sc := range cfg.ScrapeConfigs {
+		if sc.JobName != "prefetch" {
+			continue
+		}
+		if sc.Authorization == nil || sc.Authorization.CredentialsFile == "" {
+			t.Fatalf("%s: the prefetch scrape job has no authorization.credentials_file: every agent would refuse it", scrapeFile)
+		}
+		const token = "0123456789abcdef0123456789abcdef"
+		path := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tok, err := status.OpenToken(path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap := func() agent.Snapshot { return agent.Snapshot{} }
+		srv := httptest.NewServer(status.Endpoints{Snapshot: snap, Alive: func() bool { return true }, Metrics: metrics.New(snap).Handler()}.Public(tok))
+		defer srv.Close()
+		for _, auth := range []string{cmp.Or(sc.Authorization.Type, "Bearer") + " " + token, ""} {
+			req, _ := http.NewRequest(http.MethodGet, srv.URL+"/metrics", nil)
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if want := map[bool]int{true: http.StatusOK, false: http.StatusUnauthorized}[auth != ""]; resp.StatusCode != want {
+				t.Errorf("a scrape with Authorization %q: %d, want %d", auth, resp.StatusCode, want)
+			}
 		}
 	}
 }

@@ -6,7 +6,8 @@
 //     agent down, eventlog unable to follow Nomad or losing events);
 //   - prometheus/prefetch-rules.test.yml: their `promtool test rules` cases;
 //   - prometheus/scrape.yml: an example scrape configuration finding both
-//     programs through Nomad's service catalog;
+//     programs through Nomad's service catalog, with the bearer token
+//     prefetch's /metrics needs on a node's address;
 //   - grafana/prefetch.json: a dashboard (per node and per image states,
 //     fetches by result, reloads, eventlog's throughput and lag).
 //

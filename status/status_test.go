@@ -39,7 +39,7 @@ func TestHandler(t *testing.T) {
 	m.Fetched("retagged", "source", 2*time.Second)
 	m.Reloaded("ok", now)
 	m.Reloaded("failed", now)
-	srv := httptest.NewServer(Handler(current, alive.Load, m.Handler()))
+	srv := httptest.NewServer(Endpoints{Snapshot: current, Alive: alive.Load, Metrics: m.Handler()}.Local())
 	defer srv.Close()
 	get := func(path string) (int, string) {
 		resp, err := http.Get(srv.URL + path)
@@ -78,7 +78,7 @@ func TestHandler(t *testing.T) {
 		}
 	}
 
-	got, err := Fetch(context.Background(), strings.TrimPrefix(srv.URL, "http://"))
+	got, err := Fetch(context.Background(), strings.TrimPrefix(srv.URL, "http://"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,11 +97,11 @@ func TestFetchErrors(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewServer(http.NotFoundHandler())
 	defer srv.Close()
-	if _, err := Fetch(context.Background(), srv.URL); err == nil || !strings.Contains(err.Error(), "404") {
+	if _, err := Fetch(context.Background(), srv.URL, ""); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Errorf("got %v, want an error with the status", err)
 	}
 	srv.Close()
-	if _, err := Fetch(context.Background(), srv.URL); err == nil || !strings.Contains(err.Error(), "asking the agent") {
+	if _, err := Fetch(context.Background(), srv.URL, ""); err == nil || !strings.Contains(err.Error(), "asking the agent") {
 		t.Errorf("got %v, want a connection error", err)
 	}
 }

@@ -6,12 +6,14 @@ import (
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/cluster"
+	"github.com/nomad-prefetch/nomad-prefetch/status"
 )
 
 // clusterFlags are the flags of the commands that look at every agent
 // through the service catalog (status -cluster, wait).
 type clusterFlags struct {
 	provider, service, job string
+	tokenFile              string
 	parallel               int
 	agentTimeout           time.Duration
 }
@@ -20,6 +22,7 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.provider, "provider", cluster.ProviderNomad, "the catalog the job registers its service in: nomad (NOMAD_ADDR, NOMAD_TOKEN, ...) or consul (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ...)")
 	fs.StringVar(&c.service, "service", "prefetch", "the agents' service name (the job file's service block)")
 	fs.StringVar(&c.job, "job", cluster.DefaultJob, "the job whose registrations of the service are agents (Nomad: the registration's job; Consul: the service meta "+cluster.ConsulJobMeta+" the job file sets)")
+	fs.StringVar(&c.tokenFile, "token-file", "", "a file holding the bearer token of the agents' -status-token-file, sent to every agent asked")
 	fs.IntVar(&c.parallel, "parallel", cluster.DefaultParallel, "agents asked at once")
 	fs.DurationVar(&c.agentTimeout, "agent-timeout", cluster.DefaultTimeout, "how long one agent may take to answer, a retry included")
 }
@@ -35,8 +38,18 @@ func (c *clusterFlags) catalog() (cluster.Catalog, error) {
 	return cluster.NewCatalog(cluster.CatalogOptions{Provider: c.provider, Service: c.service, Job: c.job})
 }
 
-func (c *clusterFlags) ask() cluster.AskOptions {
-	return cluster.AskOptions{Parallel: c.parallel, Timeout: c.agentTimeout, Client: cluster.NewClient(c.parallel)}
+// ask returns the options of asking the agents, with the token of
+// -token-file, or why the file can't be used.
+func (c *clusterFlags) ask() (cluster.AskOptions, error) {
+	o := cluster.AskOptions{Parallel: c.parallel, Timeout: c.agentTimeout, Client: cluster.NewClient(c.parallel)}
+	if c.tokenFile != "" {
+		tok, err := status.ReadToken(c.tokenFile)
+		if err != nil {
+			return o, fmt.Errorf("-token-file: %w", err)
+		}
+		o.Token = tok
+	}
+	return o, nil
 }
 
 // clusterOnly refuses the flags of one mode used in the other: -addr with

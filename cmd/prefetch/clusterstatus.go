@@ -21,18 +21,23 @@ func runClusterStatus(ctx context.Context, cf *clusterFlags, asJSON, byNode bool
 		fmt.Fprintf(stderr, "prefetch status: %v (see prefetch status -h)\n", err)
 		return exitUsage
 	}
+	ask, err := cf.ask()
+	if err != nil {
+		fmt.Fprintf(stderr, "prefetch status: %v\n", err)
+		return exitUsage
+	}
 	cctx, cancel := context.WithTimeout(ctx, catalogTimeout)
 	agents, err := cat.Agents(cctx)
 	cancel()
 	if err != nil {
-		fmt.Fprintf(stderr, "prefetch status: reading %s: %v\n", cat, err)
+		fmt.Fprintf(stderr, "prefetch status: reading %s: %s\n", cat, clean(err.Error(), maxText))
 		return exitFailed
 	}
 	if len(agents) == 0 {
 		fmt.Fprintf(stderr, "prefetch status: no agent is registered in %s: is the prefetch job running, and is -service or -provider right?\n", cat)
 		return exitFailed
 	}
-	m := cluster.NewMatrix(cluster.Ask(ctx, agents, cf.ask()))
+	m := cluster.NewMatrix(cluster.Ask(ctx, agents, ask))
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

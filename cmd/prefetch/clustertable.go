@@ -9,7 +9,8 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/cluster"
 )
 
-// writeMatrix prints the cluster's matrix for a person: a summary line,
+// writeMatrix prints the cluster's matrix for a person (every string of an
+// agent's or a registration's through clean): a summary line,
 // one row per image and one column per node (byNode: the other way
 // round), then the agents that could not be asked and why, the agents
 // that are not ready and why, and the failures.
@@ -40,11 +41,11 @@ func writeMatrix(w io.Writer, catalog string, m cluster.Matrix, byNode bool) err
 func writeByImage(w io.Writer, m cluster.Matrix) {
 	head := []string{"IMAGE", "EXPECTED"}
 	for _, n := range m.Nodes {
-		head = append(head, n.Node)
+		head = append(head, clean(n.Node, maxField))
 	}
 	fmt.Fprintln(w, strings.Join(head, "\t"))
 	for _, img := range m.Images {
-		row := []string{img.Name, img.Expected}
+		row := []string{clean(img.Name, maxField), clean(img.Expected, maxField)}
 		for _, n := range m.Nodes {
 			row = append(row, string(n.Images[img.Expected]))
 		}
@@ -55,11 +56,11 @@ func writeByImage(w io.Writer, m cluster.Matrix) {
 func writeByNode(w io.Writer, m cluster.Matrix) {
 	head := []string{"NODE", "ADDRESS"}
 	for _, img := range m.Images {
-		head = append(head, img.Name)
+		head = append(head, clean(img.Name, maxField))
 	}
 	fmt.Fprintln(w, strings.Join(head, "\t"))
 	for _, n := range m.Nodes {
-		row := []string{n.Node, n.Address}
+		row := []string{clean(n.Node, maxField), clean(n.Address, maxField)}
 		for _, img := range m.Images {
 			row = append(row, string(n.Images[img.Expected]))
 		}
@@ -73,16 +74,16 @@ func writeNotes(w io.Writer, m cluster.Matrix) {
 	for _, n := range m.Nodes {
 		switch {
 		case !n.Answered():
-			unasked = append(unasked, fmt.Sprintf("%s %s: %s", n.Node, n.Address, n.Error))
+			unasked = append(unasked, fmt.Sprintf("%s %s: %s", clean(n.Node, maxField), clean(n.Address, maxField), clean(n.Error, maxText)))
 		case !n.Ready:
-			unready = append(unready, fmt.Sprintf("%s %s: %s", n.Node, n.Address, n.Why))
+			unready = append(unready, fmt.Sprintf("%s %s: %s", clean(n.Node, maxField), clean(n.Address, maxField), clean(n.Why, maxText)))
 		}
 		if n.ConfigError != "" {
-			configs = append(configs, fmt.Sprintf("%s: %s", n.Node, firstLine(n.ConfigError)))
+			configs = append(configs, fmt.Sprintf("%s: %s", clean(n.Node, maxField), clean(firstLine(n.ConfigError), maxText)))
 		}
 		for _, img := range m.Images {
 			if e, ok := n.Failures[img.Expected]; ok {
-				failures = append(failures, fmt.Sprintf("%s %s: %s", n.Node, img.Name, firstLine(e)))
+				failures = append(failures, fmt.Sprintf("%s %s: %s", clean(n.Node, maxField), clean(img.Name, maxField), clean(firstLine(e), maxText)))
 			}
 		}
 	}

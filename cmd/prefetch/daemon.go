@@ -42,24 +42,38 @@ file missing at start is an error (exit 2); missing later, a warning.
 
 Only one agent runs per node: a second one exits 2 naming the holder's PID.
 
-Endpoints on -listen:
+Endpoints:
   /healthz    200 while the agent's loop answers
   /readyz     200 when Docker answers and every image is present, else 503
               saying why (Docker unreachable since ..., images missing)
   /metrics    Prometheus metrics
   /v1/status  per-image state as JSON (what 'prefetch status' prints)
 
+/metrics and /v1/status name every image the node keeps and, with discovery,
+every namespace's jobs: the cluster's inventory. A -listen on a loopback
+address serves everything. A -listen on another address (the node's, where
+Nomad's and Consul's checks reach it) serves /healthz and /readyz to anyone
+(/readyz then counts images and names none), and /metrics and /v1/status
+only to "Authorization: Bearer TOKEN" with the token in -status-token-file
+(read again at every request: rotate it by rewriting the file); without
+-status-token-file, not at all there. Beside such a -listen, -local-listen
+(loopback only) serves everything to anyone on the node. A -listen on every
+interface (0.0.0.0:PORT, :PORT) serves everything to connections arriving on
+loopback, the rest as on the node's address, and opens no -local-listen.
+
 SIGINT or SIGTERM stop it: pulls in flight are cancelled, the lock released,
 exit 0.
 
 Example:
-  prefetch run -config /local/config.hcl -listen 0.0.0.0:9105 -lock-file /run/lock/prefetch.lock
+  prefetch run -config /local/config.hcl -listen 10.0.0.5:9105 -status-token-file /secrets/status_token
 `
 
 func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("run", runDoc, stdout, stderr)
 	cfgPath := fs.String("config", "", "the config file (required); its directory is watched")
-	listen := fs.String("listen", defaultListen, "address for /healthz, /readyz, /metrics and /v1/status; empty disables")
+	listen := fs.String("listen", defaultListen, "address of the endpoints; not on loopback, /metrics and /v1/status need the bearer token there; empty disables all")
+	localListen := fs.String("local-listen", defaultListen, "loopback address serving every endpoint without a token, opened when -listen is a node's address (not loopback, not every interface); empty: none")
+	tokenFile := fs.String("status-token-file", "", "a file holding the bearer token that reads /metrics and /v1/status on a -listen that is not loopback (at least 16 characters)")
 	lockPath := fs.String("lock-file", defaultLockFile, "the lock that keeps one agent per node")
 	log, rest, code, done := parseCommand("run", fs, args, stderr)
 	if done {
@@ -79,7 +93,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	signal.Ignore(syscall.SIGPIPE)
 
 	err := daemon.Run(ctx, daemon.Options{
-		ConfigPath: *cfgPath, Listen: *listen, LockFile: *lockPath,
+		ConfigPath: *cfgPath, Listen: *listen, LocalListen: *localListen, StatusTokenFile: *tokenFile, LockFile: *lockPath,
 		DockerCallTimeout: dockerCallTimeout, Log: log, Version: version,
 	})
 	var usage *daemon.UsageError

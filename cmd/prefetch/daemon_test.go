@@ -91,7 +91,7 @@ func (a *agentProc) get(path string) (int, string) {
 
 func (a *agentProc) status(t *testing.T) agent.Snapshot {
 	t.Helper()
-	s, err := status.Fetch(context.Background(), a.addr)
+	s, err := status.Fetch(context.Background(), a.addr, "")
 	if err != nil {
 		t.Fatal(err)
 	}

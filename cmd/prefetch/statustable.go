@@ -11,15 +11,16 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
 )
 
-// writeStatusTable prints an agent's snapshot for a person.
+// writeStatusTable prints an agent's snapshot for a person; every string
+// of the agent's goes through clean or cleanLines.
 func writeStatusTable(w io.Writer, s agent.Snapshot, now time.Time) error {
-	fmt.Fprintf(w, "config %s, loaded %s ago\n", s.Config, now.Sub(s.ConfigLoaded).Round(time.Second))
+	fmt.Fprintf(w, "config %s, loaded %s ago\n", clean(s.Config, maxField), now.Sub(s.ConfigLoaded).Round(time.Second))
 	if s.ConfigError != "" {
-		fmt.Fprintf(w, "the file on disk is not in use:\n  %s\n", strings.ReplaceAll(s.ConfigError, "\n", "\n  "))
+		fmt.Fprintf(w, "the file on disk is not in use:\n  %s\n", strings.ReplaceAll(cleanLines(s.ConfigError, maxText), "\n", "\n  "))
 	}
 	if s.DockerError != "" {
 		_, why := s.Ready()
-		fmt.Fprintf(w, "NOT READY: %s\n(the states below are the last known)\n", why)
+		fmt.Fprintf(w, "NOT READY: %s\n(the states below are the last known)\n", clean(why, maxText))
 	}
 	if s.Nomad != nil {
 		writeDiscovery(w, *s.Nomad, now)
@@ -49,21 +50,22 @@ func writeStatusTable(w io.Writer, s agent.Snapshot, now time.Time) error {
 			next = "in " + img.NextRetry.Sub(now).Round(time.Second).String()
 		}
 		if origin {
-			fmt.Fprintf(tw, "%s\t", img.Origin)
+			fmt.Fprintf(tw, "%s\t", clean(img.Origin, maxField))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", img.Name, img.State, img.Expected, from, id, img.Attempts, next)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", clean(img.Name, maxField), clean(img.State, maxField), clean(img.Expected, maxField),
+			clean(from, maxField), clean(id, maxField), img.Attempts, next)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	for _, img := range s.Images {
 		if len(img.UsedBy) > 1 || (len(img.UsedBy) == 1 && img.UsedBy[0] != img.Name) {
-			fmt.Fprintf(w, "\n%s is used by: %s\n", img.Name, strings.Join(img.UsedBy, ", "))
+			fmt.Fprintf(w, "\n%s is used by: %s\n", clean(img.Name, maxField), clean(strings.Join(img.UsedBy, ", "), maxText))
 		}
 	}
 	for _, img := range s.Images {
 		if img.LastError != "" {
-			fmt.Fprintf(w, "\n%s: %s\n", img.Name, strings.ReplaceAll(img.LastError, "\n", "\n  "))
+			fmt.Fprintf(w, "\n%s: %s\n", clean(img.Name, maxField), strings.ReplaceAll(cleanLines(img.LastError, maxText), "\n", "\n  "))
 		}
 	}
 	return nil
@@ -73,20 +75,20 @@ func writeStatusTable(w io.Writer, s agent.Snapshot, now time.Time) error {
 func writeDiscovery(w io.Writer, d agent.DiscoveryStatus, now time.Time) {
 	switch {
 	case !d.Listed:
-		fmt.Fprintf(w, "nomad: NOT READY, the jobs were never listed: %s\n", cmp.Or(d.Error, "listing them"))
+		fmt.Fprintf(w, "nomad: NOT READY, the jobs were never listed: %s\n", clean(cmp.Or(d.Error, "listing them"), maxText))
 	case d.Error != "":
 		since := ""
 		if d.ErrorSince != nil {
 			since = " for " + now.Sub(*d.ErrorSince).Round(time.Second).String()
 		}
-		fmt.Fprintf(w, "nomad: not followed%s, the last known images kept: %s\n", since, d.Error)
+		fmt.Fprintf(w, "nomad: not followed%s, the last known images kept: %s\n", since, clean(d.Error, maxText))
 	default:
-		fmt.Fprintf(w, "nomad: following the jobs of node %s: %d job(s) name %d image(s) kept here, index %d\n", d.Node, d.Jobs, d.Images, d.Index)
+		fmt.Fprintf(w, "nomad: following the jobs of node %s: %d job(s) name %d image(s) kept here, index %d\n", clean(d.Node, maxField), d.Jobs, d.Images, d.Index)
 	}
 	if d.LeftOut > 0 {
 		fmt.Fprintf(w, "  %d image(s) left out, over max_images (%d): the newest jobs' (prefetch status -json lists the first %d)\n", d.LeftOut, d.MaxImages, len(d.LeftOutImages))
 		if len(d.LeftOutImages) > 0 {
-			fmt.Fprintf(w, "  the next in line: %s\n", d.LeftOutImages[0])
+			fmt.Fprintf(w, "  the next in line: %s\n", clean(d.LeftOutImages[0], maxField))
 		}
 	}
 	const show = 5 // the newest
@@ -96,6 +98,6 @@ func writeDiscovery(w io.Writer, d agent.DiscoveryStatus, now time.Time) {
 		problems = problems[n:]
 	}
 	for _, p := range problems {
-		fmt.Fprintf(w, "  %s\n", p)
+		fmt.Fprintf(w, "  %s\n", clean(p, maxText))
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/cluster"
 )
 
-const waitDoc = `Usage: prefetch wait [-timeout 10m] [-image REF]... [-provider nomad|consul] [-service prefetch]
+const waitDoc = `Usage: prefetch wait [-timeout 10m] [-image REF]... [-provider nomad|consul] [-service prefetch] [-job prefetch] [-token-file FILE]
 
 The deploy gate: blocks until every live agent (every one the service
 catalog lists; with Consul, but those on nodes Consul reports down) reports
@@ -35,6 +35,9 @@ missing it and why) or when the catalog refuses the token or can't be used,
 Catalog settings come from the standard environment, as for
 'prefetch status -cluster': NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, ... or,
 with -provider consul, CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT, ...
+Only the -job's own registrations are agents. The agents serve /v1/status on
+the node's address only to the bearer token of their -status-token-file:
+give it with -token-file (read once, at start).
 `
 
 // progressEvery is how often an unchanged progress line is said again.
@@ -70,11 +73,16 @@ func runWait(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "prefetch wait: %v (see prefetch wait -h)\n", err)
 		return exitUsage
 	}
+	ask, err := cf.ask()
+	if err != nil {
+		fmt.Fprintf(stderr, "prefetch wait: %v\n", err)
+		return exitUsage
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	p := &progress{w: stderr, what: waitingFor(images)}
 	last, err := cluster.Wait(ctx, cat, cluster.WaitOptions{
-		Gate: cluster.Gate{Images: images}, Ask: cf.ask(), Interval: *interval, Progress: p.round,
+		Gate: cluster.Gate{Images: images}, Ask: ask, Interval: *interval, Progress: p.round,
 	})
 	switch {
 	case err == nil:
@@ -84,7 +92,7 @@ func runWait(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "wait: timed out after %s waiting for %s\n", *timeout, p.what)
 		writePending(stderr, last)
 	default:
-		fmt.Fprintf(stderr, "prefetch wait: %v\n", err)
+		fmt.Fprintf(stderr, "prefetch wait: %s\n", clean(err.Error(), maxText))
 		writePending(stderr, last)
 	}
 	return exitFailed
@@ -111,7 +119,7 @@ func (p *progress) round(r cluster.Round) {
 	var line string
 	switch {
 	case r.Err != nil:
-		line = "catalog: " + r.Err.Error()
+		line = "catalog: " + clean(r.Err.Error(), maxText)
 	case r.Verdict.Live == 0:
 		line = "no live agent is registered yet"
 	default:
@@ -120,7 +128,7 @@ func (p *progress) round(r cluster.Round) {
 		if len(v.Pending) > 0 {
 			var names []string
 			for _, pd := range v.Pending[:min(len(v.Pending), 10)] {
-				names = append(names, pd.Node)
+				names = append(names, clean(pd.Node, maxField))
 			}
 			line += "; waiting for " + strings.Join(names, ", ")
 			if len(v.Pending) > 10 {
@@ -138,7 +146,7 @@ func (p *progress) round(r cluster.Round) {
 // writePending lists the nodes the gate still waits for, and why.
 func writePending(w io.Writer, r cluster.Round) {
 	if r.Err != nil {
-		fmt.Fprintf(w, "the last look at the catalog failed: %v\n", r.Err)
+		fmt.Fprintf(w, "the last look at the catalog failed: %s\n", clean(r.Err.Error(), maxText))
 		return
 	}
 	v := r.Verdict
@@ -149,10 +157,10 @@ func writePending(w io.Writer, r cluster.Round) {
 	if len(v.Pending) > 0 {
 		fmt.Fprintf(w, "%d of %d node(s) still missing it:\n", len(v.Pending), v.Live)
 		for _, pd := range v.Pending {
-			fmt.Fprintf(w, "  %s %s: %s\n", pd.Node, pd.Address, pd.Why)
+			fmt.Fprintf(w, "  %s %s: %s\n", clean(pd.Node, maxField), clean(pd.Address, maxField), clean(pd.Why, maxText))
 		}
 	}
 	for _, pd := range v.Ignored {
-		fmt.Fprintf(w, "  (not waited for: %s %s: %s)\n", pd.Node, pd.Address, pd.Why)
+		fmt.Fprintf(w, "  (not waited for: %s %s: %s)\n", clean(pd.Node, maxField), clean(pd.Address, maxField), clean(pd.Why, maxText))
 	}
 }

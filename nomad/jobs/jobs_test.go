@@ -464,6 +464,42 @@ func TestPrefetchJob(t *testing.T) {
 		}
 	})
 
+	// The status token: without status_token_var none (the inventory on
+	// loopback only); with it, rendered into the secrets directory from the
+	// variable and passed to -status-token-file.
+	t.Run("status_token_var", func(t *testing.T) {
+		j := readJob(t, "prefetch.nomad.hcl", map[string]cty.Value{"image": cty.StringVal("x:1")})
+		task := j.block(j.block(j.block(j.body, "job", "prefetch"), "group", "prefetch"), "task", "prefetch")
+		cfg := j.block(task, "config")
+		dyn := j.block(task, "dynamic", "template")
+		if vals := argFlags(t, "prefetch run", value[[]string](j, cfg, "args")[1:], flags(t, "prefetch", "run")); vals["-status-token-file"] != "" {
+			t.Errorf("without status_token_var: -status-token-file %q, want none", vals["-status-token-file"])
+		}
+		if got := value[[]string](j, dyn, "for_each"); len(got) != 0 {
+			t.Errorf("without status_token_var: the token template renders for %q, want not at all", got)
+		}
+
+		j.vars["status_token_var"] = cty.StringVal("nomad/jobs/prefetch/prefetch")
+		vals := argFlags(t, "prefetch run", value[[]string](j, cfg, "args")[1:], flags(t, "prefetch", "run"))
+		if got := value[[]string](j, dyn, "for_each"); !slices.Equal(got, []string{"nomad/jobs/prefetch/prefetch"}) {
+			t.Errorf("with status_token_var: for_each %q, want the variable", got)
+		}
+		tmpl := j.block(dyn, "content")
+		dest := value[string](j, tmpl, "destination")
+		if dest != "secrets/status_token" || vals["-status-token-file"] != "${NOMAD_SECRETS_DIR}/status_token" {
+			t.Errorf("token template destination %q, -status-token-file %q; want secrets/status_token, read as ${NOMAD_SECRETS_DIR}/status_token", dest, vals["-status-token-file"])
+		}
+		if got := value[string](j, tmpl, "data"); got != `{{ with nomadVar "${template.value}" }}{{ .status_token }}{{ end }}` {
+			t.Errorf("token template data %q, want the variable's status_token item", got)
+		}
+		if got := value[string](j, tmpl, "change_mode"); got != "noop" {
+			t.Errorf("token template change_mode %q, want noop: the agent reads the file at every request", got)
+		}
+		if got := value[string](j, tmpl, "perms"); got != "0400" {
+			t.Errorf("token template perms %q, want 0400", got)
+		}
+	})
+
 	t.Run("config_source validation", func(t *testing.T) {
 		j := readJob(t, "prefetch.nomad.hcl", map[string]cty.Value{"image": cty.StringVal("x:1")})
 		cond := j.block(j.block(j.body, "variable", "config_source"), "validation").Attributes["condition"].Expr

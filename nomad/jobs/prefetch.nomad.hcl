@@ -160,6 +160,12 @@ variable "discovery_hold_readiness" {
   description = "discovery: a discovered image that can't be fetched holds /readyz at 503."
 }
 
+variable "status_token_var" {
+  type        = string
+  default     = ""
+  description = "A Nomad variable whose item status_token (at least 16 characters) is the bearer token that reads /metrics and /v1/status on the node's address: for prefetch status -cluster -token-file, prefetch wait -token-file and Prometheus. \"\": those are served on each node's loopback only (127.0.0.1:9105). The task reads nomad/jobs/prefetch/prefetch without a policy; it must exist before the job runs."
+}
+
 variable "service_provider" {
   type        = string
   default     = "nomad"
@@ -272,12 +278,14 @@ job "prefetch" {
         # needs it, and it is one of the images this job provides), and the
         # status endpoint on the node's address.
         network_mode = "host"
-        args = [
+        # On the node's address: /healthz and /readyz to anyone, /metrics and
+        # /v1/status to the bearer token only; everything on 127.0.0.1:9105.
+        args = concat([
           "run",
           "-config", "/local/config.hcl",
           "-listen", "${NOMAD_ADDR_http}",
           "-lock-file", "/run/prefetch-lock/prefetch.lock",
-        ]
+        ], var.status_token_var == "" ? [] : ["-status-token-file", "${NOMAD_SECRETS_DIR}/status_token"])
         # The image's user is 65532; the socket's group lets it talk to Docker.
         group_add = [var.docker_gid]
         # It writes nothing but the lock, needs no capability (the socket is
@@ -342,6 +350,20 @@ job "prefetch" {
         # The agent watches the file and reloads by itself; a restart would
         # cancel its pulls.
         change_mode = "noop"
+      }
+
+      # The status token, re-read by the agent at every request: rewriting
+      # the variable rotates it without a restart.
+      dynamic "template" {
+        for_each = var.status_token_var == "" ? [] : [var.status_token_var]
+        content {
+          data        = "{{ with nomadVar \"${template.value}\" }}{{ .status_token }}{{ end }}"
+          destination = "secrets/status_token"
+          change_mode = "noop"
+          perms       = "0400"
+          uid         = 65532 # the image's user
+          gid         = 65532
+        }
       }
 
       resources {
