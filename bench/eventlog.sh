@@ -80,14 +80,16 @@ baseline_run() {
 	echo "$secs"
 }
 
-# eventlog_run N [BIN]: eventlog (or BIN) under /usr/bin/time -v into count,
-# stopped by SIGTERM once count has seen every event.
+# eventlog_run N [BIN [ARGS...]]: eventlog (or BIN, with ARGS) under
+# /usr/bin/time -v into count, stopped by SIGTERM once count has seen every
+# event.
 eventlog_run() {
 	local i=$1 bin=${2:-$W/eventlog} tp ep
+	shift $(($# < 2 ? $# : 2))
 	rm -f "$W/fifo"
 	mkfifo "$W/fifo"
 	NOMAD_ADDR=$URL /usr/bin/time -v -o "$W/time.$i" "$bin" -index 0 -topic Job -topic Allocation \
-		-log-level warn >"$W/fifo" 2>"$W/eventlog.$i.err" &
+		-log-level warn "$@" >"$W/fifo" 2>"$W/eventlog.$i.err" &
 	tp=$!
 	timeout 120 "$W/count" -n "$EVENTS" <"$W/fifo" >"$W/eventlog.$i.count" || true
 	ep=$(pgrep -P "$tp" || true)
@@ -104,6 +106,8 @@ for i in $(seq "$RUNS"); do curl_count_run; done >"$W/curlcount.s"
 for i in $(seq "$RUNS"); do baseline_run; done >"$W/baseline.s"
 for i in $(seq "$RUNS"); do
 	eventlog_run "$i" >>"$W/eventlog.s"
+	# Redaction (on by default) walks every Job and Allocation event.
+	eventlog_run "nr$i" "$W/eventlog" -redact=false >>"$W/eventlog-noredact.s"
 	[ -z "${BASE_REV:-}" ] || eventlog_run "base$i" "$W/eventlog-base" >>"$W/eventlog-base.s"
 done
 RSS_FULL=$(for i in $(seq "$RUNS"); do awk '/Maximum resident/ { print $NF }' "$W/time.$i"; done | sort -n | tail -1)
@@ -123,6 +127,7 @@ idle_rss() {
 }
 RSS_IDLE=$(idle_rss "$W/eventlog" -log-level warn)
 RSS_IDLE_BASE=$(idle_rss "$W/baseline")
+[ -z "${BASE_REV:-}" ] || RSS_IDLE_ELB=$(idle_rss "$W/eventlog-base" -log-level warn)
 
 T_COPY=$(median <"$W/copy.s")
 T_CURL=$(median <"$W/curlcount.s")
@@ -140,6 +145,7 @@ row 'curl -sN URL \| cat (copy limit)' "$T_COPY"
 row 'curl -sN URL \| count' "$T_CURL"
 row 'api.EventStream logger \| count' "$T_BASE"
 row 'eventlog \| count' "$T_EL"
+row 'eventlog -redact=false \| count' "$(median <"$W/eventlog-noredact.s")"
 if [ -n "${BASE_REV:-}" ]; then
 	T_ELB=$(median <"$W/eventlog-base.s")
 	row "eventlog $BASE_REV \\| count" "$T_ELB"
@@ -149,7 +155,7 @@ echo "eventlog vs api.EventStream logger: $(awk -v a="$T_BASE" -v b="$T_EL" 'BEG
 echo "eventlog vs copy limit (curl | cat): $(awk -v a="$T_COPY" -v b="$T_EL" 'BEGIN { printf "%.2fx", a / b }') of its speed (goal >= 0.3x)"
 echo "eventlog RSS: idle $(awk -v k="$RSS_IDLE" 'BEGIN { printf "%.1f", k / 1024 }') MiB (goal <= 8), full rate max $(awk -v k="$RSS_FULL" 'BEGIN { printf "%.1f", k / 1024 }') MiB (goal <= 16)"
 if [ -n "${BASE_REV:-}" ]; then
-	echo "eventlog $BASE_REV vs api.EventStream logger: $(awk -v a="$T_BASE" -v b="$T_ELB" 'BEGIN { printf "%.1fx", a / b }'), vs copy limit: $(awk -v a="$T_COPY" -v b="$T_ELB" 'BEGIN { printf "%.2fx", a / b }'), full rate max RSS $(for i in $(seq "$RUNS"); do awk '/Maximum resident/ { print $NF }' "$W/time.base$i"; done | sort -n | tail -1 | awk '{ printf "%.1f", $1 / 1024 }') MiB"
+	echo "eventlog $BASE_REV vs api.EventStream logger: $(awk -v a="$T_BASE" -v b="$T_ELB" 'BEGIN { printf "%.1fx", a / b }'), vs copy limit: $(awk -v a="$T_COPY" -v b="$T_ELB" 'BEGIN { printf "%.2fx", a / b }'), full rate max RSS $(for i in $(seq "$RUNS"); do awk '/Maximum resident/ { print $NF }' "$W/time.base$i"; done | sort -n | tail -1 | awk '{ printf "%.1f", $1 / 1024 }') MiB, idle RSS $(awk -v k="$RSS_IDLE_ELB" 'BEGIN { printf "%.1f", k / 1024 }') MiB"
 fi
 echo "api.EventStream logger RSS idle: $(awk -v k="$RSS_IDLE_BASE" 'BEGIN { printf "%.1f", k / 1024 }') MiB"
 for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done # the servers: quiet machine for go test
