@@ -266,8 +266,14 @@ func (s *Server) handleVar(w http.ResponseWriter, r *http.Request) {
 	}()
 	status := func(code int) { rec.Status = code }
 	if s.opts.Authorize != nil && !s.opts.Authorize(token) {
+		// E: a refused read has no X-Nomad-Index, a refused PUT (an
+		// acquire, a plain write) has X-Nomad-Index 0.
+		index := ""
+		if r.Method == http.MethodPut || r.Method == http.MethodPost {
+			index = "0"
+		}
 		status(http.StatusForbidden)
-		answerText(w, http.StatusForbidden, "", "Permission denied") // E
+		answerText(w, http.StatusForbidden, index, "Permission denied")
 		return
 	}
 	switch r.Method {
