@@ -96,13 +96,12 @@ var indexParam = regexp.MustCompile(`index=(\d+)`)
 
 // jobsReplay holds what one replay of B5's registrations and C knows.
 type jobsReplay struct {
-	mu        sync.Mutex
-	s         *Server
-	regs      map[uint64]uint64 // a registration's index in Nomad → the fake's
-	lastReg   uint64            // Nomad's index of the last registration
-	answers   map[uint64]uint64 // an X-Nomad-Index Nomad answered → the fake's, at the time
-	lastFake  uint64            // the fake's last registration
-	lastIndex uint64
+	mu       sync.Mutex
+	s        *Server
+	regs     map[uint64]uint64 // a registration's index in Nomad → the fake's
+	lastReg  uint64            // Nomad's index of the last registration
+	answers  map[uint64]uint64 // an X-Nomad-Index Nomad answered → the fake's, at the time
+	lastFake uint64            // the fake's last registration
 }
 
 // register applies a POST /v1/jobs to the fake.
