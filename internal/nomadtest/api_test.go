@@ -76,7 +76,9 @@ func TestStopMovesModifyIndex(t *testing.T) {
 	s.mu.Lock()
 	f := s.frames[len(s.frames)-1]
 	s.mu.Unlock()
-	var p struct{ Job struct{ ModifyIndex, JobModifyIndex uint64 } }
+	var p struct {
+		Job struct{ ModifyIndex, JobModifyIndex uint64 }
+	}
 	if err := json.Unmarshal(f.events[0].Payload, &p); err != nil {
 		t.Fatal(err)
 	}
