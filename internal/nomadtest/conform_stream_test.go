@@ -24,8 +24,19 @@ import (
 // again: the fake must send the same lines where the recording kept them
 // verbatim, and the same frames, by index, in the same order, as Nomad
 // did, and then nothing else (a marker published afterwards must be the
-// next frame). Timing is not compared (B4's 30 s heartbeat is the fake's
-// default interval).
+// next frame). B5's subscriptions (key filter, namespaces, an unknown
+// topic, the two 400s) are replayed the same way against B5's frames
+// (TestConformsToNomadStreamFilters). Timing is compared on a synctest
+// clock, with the handler driven over a net.Pipe: B4's heartbeats with the
+// fake's default 30 s (TestConformsToNomadHeartbeats), and E's refused
+// subscriptions, 200 and then nothing until EOF
+// (TestConformsToNomadRefusedStreams). Every 200 subscription's status
+// line and headers are compared there. Exceptions, one line each:
+//   - Nomad's own few ms (B4's `{}` at 0.002 s and 30.003 s): the fake may
+//     be up to 10 ms early.
+//   - E: Nomad closed the refused streams 30.55 s after the first opened,
+//     the fake 30 s after (its heartbeat); compared: the same moment for
+//     all, at most 1 s before Nomad's.
 
 type streamBody struct {
 	Lines []struct {
