@@ -33,7 +33,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -117,10 +116,6 @@ type Options struct {
 	MinLockTTL       time.Duration
 	DefaultLockTTL   time.Duration
 	DefaultLockDelay time.Duration
-	// HideVarLocks answers a GET without the variable's Lock, as Nomad
-	// answers an ACL token without management rights (a workload identity
-	// and a cluster without ACLs see it).
-	HideVarLocks bool
 }
 
 type storedFrame struct {
@@ -156,7 +151,6 @@ type Server struct {
 	refusedUntil time.Time
 	cutoffs      int
 	cuts         int
-	bytes        atomic.Int64
 	wg           sync.WaitGroup // Serve
 	active       sync.WaitGroup // hijacked connections; Add under mu while !closed
 
@@ -417,11 +411,6 @@ func (s *Server) Cuts() int {
 	return s.cuts
 }
 
-// BytesWritten counts body bytes written to all connections.
-func (s *Server) BytesWritten() int64 {
-	return s.bytes.Load()
-}
-
 // subscription is a parsed request.
 type subscription struct {
 	topics     map[string][]string
@@ -658,11 +647,7 @@ func (w *writer) write(b []byte) error {
 	} else {
 		w.bw.Write(b)
 	}
-	err := w.bw.Flush()
-	if err == nil {
-		w.s.bytes.Add(int64(len(b)))
-	}
-	return err
+	return w.bw.Flush()
 }
 
 func (w *writer) end(tail string) {
