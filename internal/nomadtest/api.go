@@ -17,7 +17,13 @@ import (
 // /v1/job/:id, /v1/job/:id/versions), kept small: what prefetch's discovery
 // reads. Registering, stopping and purging a job publishes the Job events a
 // real server does (JobRegistered; JobDeregistered with Stop, then with
-// Deleted on a purge), at the index the API then reports.
+// Deleted on a purge), at the index the API then reports. The job list and
+// job reads answer as transcript C recorded (conform_api_test.go replays
+// it): ?meta=true, blocking lists, the X-Nomad-Index of a list, a job and a
+// missing job, and 403 `Permission denied` as E did. Not recorded, and so
+// assumptions: /v1/agent/self, /v1/node/:id and /v1/job/:id/versions send
+// the latest raft index as X-Nomad-Index and no X-Nomad-Knownleader;
+// /v1/node/:id's 404 text; the versions endpoint's 404.
 
 // apiState is the fake cluster's node and jobs.
 type apiState struct {
