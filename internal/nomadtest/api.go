@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // The job and node API, shaped like Nomad 2.0.5's answers in
@@ -15,7 +17,13 @@ import (
 // /v1/job/:id, /v1/job/:id/versions), kept small: what prefetch's discovery
 // reads. Registering, stopping and purging a job publishes the Job events a
 // real server does (JobRegistered; JobDeregistered with Stop, then with
-// Deleted on a purge), at the index the API then reports.
+// Deleted on a purge), at the index the API then reports. The job list and
+// job reads answer as transcript C recorded (conform_api_test.go replays
+// it): ?meta=true, blocking lists, the X-Nomad-Index of a list, a job and a
+// missing job, and 403 `Permission denied` as E did. Not recorded, and so
+// assumptions: /v1/agent/self, /v1/node/:id and /v1/job/:id/versions send
+// the latest raft index as X-Nomad-Index and no X-Nomad-Knownleader;
+// /v1/node/:id's 404 text; the versions endpoint's 404.
 
 // apiState is the fake cluster's node and jobs.
 type apiState struct {
@@ -24,11 +32,17 @@ type apiState struct {
 	node   map[string]any
 	jobs   map[string]map[string]any // "namespace/id" → the job, as Nomad encodes it
 	hist   map[string][]map[string]any
+	// index is the jobs table's index, its last write in any namespace
+	// (what a job list and a missing job answer as X-Nomad-Index, C);
+	// nsIndex is each namespace's last write (what wakes a blocking list
+	// of that namespace, C).
+	index   uint64
+	nsIndex map[string]uint64
 }
 
 func (s *Server) api() *apiState {
 	s.apiOnce.Do(func() {
-		s.apiS = &apiState{jobs: map[string]map[string]any{}, hist: map[string][]map[string]any{}}
+		s.apiS = &apiState{jobs: map[string]map[string]any{}, hist: map[string][]map[string]any{}, nsIndex: map[string]uint64{}}
 	})
 	return s.apiS
 }
@@ -74,7 +88,14 @@ func (s *Server) RegisterJob(job map[string]any) uint64 {
 	job["Version"], job["Stop"], job["ModifyIndex"], job["JobModifyIndex"] = version, false, index, index
 	a.jobs[key] = job
 	a.hist[key] = append(a.hist[key], clone(job))
-	return s.publishJob("JobRegistered", job, false)
+	return a.wrote(job, s.publishJob("JobRegistered", job, false))
+}
+
+// wrote records a write of job at index in the jobs table (a.mu held).
+func (a *apiState) wrote(job map[string]any, index uint64) uint64 {
+	a.index = index
+	a.nsIndex[fmt.Sprint(job["Namespace"])] = index
+	return index
 }
 
 // StopJob marks the job stopped and publishes its JobDeregistered.
@@ -86,9 +107,15 @@ func (s *Server) StopJob(namespace, id string) uint64 {
 	if !ok {
 		panic("nomadtest: StopJob of an unknown job " + namespace + "/" + id)
 	}
+	s.mu.Lock()
+	index := s.nextIndex
+	s.mu.Unlock()
+	// B1: the stop is a new version, and its index the job's ModifyIndex
+	// and JobModifyIndex (108 for both in the stop's frame).
 	job["Stop"] = true
 	job["Version"] = int(toFloat(job["Version"])) + 1
-	return s.publishJob("JobDeregistered", job, false)
+	job["ModifyIndex"], job["JobModifyIndex"] = index, index
+	return a.wrote(job, s.publishJob("JobDeregistered", job, false))
 }
 
 // PurgeJob deletes the job and publishes the JobDeregistered that says so.
@@ -103,7 +130,7 @@ func (s *Server) PurgeJob(namespace, id string) uint64 {
 	}
 	delete(a.jobs, key)
 	delete(a.hist, key)
-	return s.publishJob("JobDeregistered", job, true)
+	return a.wrote(job, s.publishJob("JobDeregistered", job, true))
 }
 
 func (s *Server) publishJob(typ string, job map[string]any, deleted bool) uint64 {
@@ -119,20 +146,17 @@ func (s *Server) publishJob(typ string, job map[string]any, deleted bool) uint64
 }
 
 // guard answers 403 as Nomad does to a token Authorize refuses, and sets
-// X-Nomad-Index on every answer.
+// X-Nomad-Index on every answer (the latest index, where the handler sets
+// none).
 func (s *Server) guard(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.opts.Authorize != nil && !s.opts.Authorize(r.Header.Get("X-Nomad-Token")) {
-			http.Error(w, "Permission denied", http.StatusForbidden)
+			answerText(w, http.StatusForbidden, "", "Permission denied") // E: no newline, no X-Nomad-Index
 			return
 		}
 		s.mu.Lock()
-		index, fail := s.nextIndex-1, s.failStatus
+		index := s.nextIndex - 1
 		s.mu.Unlock()
-		if fail != 0 {
-			http.Error(w, http.StatusText(fail), fail)
-			return
-		}
 		w.Header().Set("X-Nomad-Index", strconv.FormatUint(index, 10))
 		w.Header().Set("Content-Type", "application/json")
 		h(w, r)
@@ -161,15 +185,82 @@ func (s *Server) nodeInfo(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, 0, a.node)
 }
 
-// jobList answers /v1/jobs: the stubs of the namespace asked ("*": all).
+// jobList answers /v1/jobs: the stubs of the namespace asked ("*": all),
+// with each job's Meta when ?meta=true (C). ?index=N&wait=D blocks as Nomad
+// does (C): the answer's X-Nomad-Index is the jobs table's index when the
+// list was last made; it is made again only when a job of the namespace
+// asked changes, and answered once that index is above N or the wait is
+// over (a job of another namespace does not wake it, and the answer then
+// keeps the index it had).
 func (s *Server) jobList(w http.ResponseWriter, r *http.Request) {
-	ns := r.URL.Query().Get("namespace")
+	q := r.URL.Query()
+	ns := q.Get("namespace")
 	if ns == "" {
 		ns = "default"
 	}
+	withMeta := q.Get("meta") == "true"
+	after, wait := blocking(q)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	a := s.api()
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	for {
+		a.mu.Lock()
+		stubs, index, seen := a.list(ns, withMeta), a.index, a.nsWrite(ns)
+		a.mu.Unlock()
+		if after == 0 || index > after {
+			queryMeta(w)
+			writeJSON(w, http.StatusOK, index, stubs)
+			return
+		}
+		for woken := false; !woken; {
+			s.mu.Lock()
+			changed, closed := s.changed, s.closed
+			s.mu.Unlock()
+			a.mu.Lock()
+			woken = a.nsWrite(ns) != seen
+			a.mu.Unlock()
+			if woken {
+				break
+			}
+			if closed {
+				after = 0
+				break
+			}
+			select {
+			case <-changed:
+			case <-timer.C:
+				queryMeta(w)
+				writeJSON(w, http.StatusOK, index, stubs) // the last list made, with its index
+				return
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}
+}
+
+// blocking returns a blocking query's ?index= and ?wait= (Nomad's default
+// wait 5 minutes, at most 10).
+func blocking(q url.Values) (uint64, time.Duration) {
+	after, _ := strconv.ParseUint(q.Get("index"), 10, 64)
+	wait := 5 * time.Minute
+	if d, err := time.ParseDuration(q.Get("wait")); err == nil && d > 0 {
+		wait = min(d, 10*time.Minute)
+	}
+	return after, wait
+}
+
+// nsWrite is the last job write in namespace ns ("*": any) (a.mu held).
+func (a *apiState) nsWrite(ns string) uint64 {
+	if ns == "*" {
+		return a.index
+	}
+	return a.nsIndex[ns]
+}
+
+// list returns the job stubs of namespace ns ("*": all) (a.mu held): by
+// namespace, then ID, as Nomad lists them (C).
+func (a *apiState) list(ns string, withMeta bool) []map[string]any {
 	keys := make([]string, 0, len(a.jobs))
 	for k := range a.jobs {
 		keys = append(keys, k)
@@ -182,13 +273,16 @@ func (s *Server) jobList(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		stub := map[string]any{}
-		for _, f := range []string{"CreateIndex", "Datacenters", "ID", "JobModifyIndex", "ModifyIndex", "Name", "Namespace", "NodePool", "ParentID", "Priority", "Status", "StatusDescription", "Stop", "SubmitTime", "Type"} {
+		for _, f := range []string{"CreateIndex", "Datacenters", "ID", "JobModifyIndex", "ModifyIndex", "Multiregion", "Name", "Namespace", "NodePool", "ParentID", "Priority", "Status", "StatusDescription", "Stop", "SubmitTime", "Type"} {
 			stub[f] = j[f]
 		}
 		stub["Periodic"], stub["ParameterizedJob"] = j["Periodic"] != nil, j["ParameterizedJob"] != nil
+		if withMeta {
+			stub["Meta"] = j["Meta"]
+		}
 		stubs = append(stubs, stub)
 	}
-	writeJSON(w, http.StatusOK, 0, stubs)
+	return stubs
 }
 
 func (s *Server) job(w http.ResponseWriter, r *http.Request) (map[string]any, string, bool) {
@@ -197,9 +291,12 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request) (map[string]any, st
 		ns = "default"
 	}
 	key := ns + "/" + r.PathValue("id")
-	j, ok := s.api().jobs[key]
+	a := s.api()
+	j, ok := a.jobs[key]
 	if !ok {
-		http.Error(w, "job not found", http.StatusNotFound)
+		// C: text, with the jobs table's index.
+		queryMeta(w)
+		answerText(w, http.StatusNotFound, strconv.FormatUint(a.index, 10), "job not found")
 	}
 	return j, key, ok
 }
@@ -209,7 +306,9 @@ func (s *Server) jobInfo(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if j, _, ok := s.job(w, r); ok {
-		writeJSON(w, http.StatusOK, 0, j)
+		// C: X-Nomad-Index is the job's ModifyIndex.
+		queryMeta(w)
+		writeJSON(w, http.StatusOK, uint64(toFloat(j["ModifyIndex"])), j)
 	}
 }
 

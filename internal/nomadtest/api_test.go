@@ -51,3 +51,38 @@ func TestRegisterKeepsCreateIndex(t *testing.T) {
 			first, second, *got.CreateIndex, *got.JobModifyIndex, *got.Version, first, second)
 	}
 }
+
+// A stop is a new version whose index is the job's ModifyIndex and
+// JobModifyIndex, in the job read and in the stop's JobDeregistered
+// payload, as transcript B1 shows (the stop at 108: ModifyIndex 108,
+// JobModifyIndex 108, Version 2, Stop true).
+func TestStopMovesModifyIndex(t *testing.T) {
+	t.Parallel()
+	s := start(t, Options{})
+	s.RegisterJob(map[string]any{"ID": "rec-b1", "Name": "rec-b1"})
+	stop := s.StopJob("default", "rec-b1")
+	c, err := api.NewClient(&api.Config{Address: s.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, meta, err := c.Jobs().Info("rec-b1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *got.ModifyIndex != stop || *got.JobModifyIndex != stop || !*got.Stop || *got.Version != 1 || meta.LastIndex != stop {
+		t.Errorf("after the stop at %d: ModifyIndex %d, JobModifyIndex %d, Stop %v, Version %d, X-Nomad-Index %d",
+			stop, *got.ModifyIndex, *got.JobModifyIndex, *got.Stop, *got.Version, meta.LastIndex)
+	}
+	s.mu.Lock()
+	f := s.frames[len(s.frames)-1]
+	s.mu.Unlock()
+	var p struct {
+		Job struct{ ModifyIndex, JobModifyIndex uint64 }
+	}
+	if err := json.Unmarshal(f.events[0].Payload, &p); err != nil {
+		t.Fatal(err)
+	}
+	if f.index != stop || p.Job.ModifyIndex != stop || p.Job.JobModifyIndex != stop {
+		t.Errorf("the stop's frame %d: ModifyIndex %d, JobModifyIndex %d; want %d", f.index, p.Job.ModifyIndex, p.Job.JobModifyIndex, stop)
+	}
+}

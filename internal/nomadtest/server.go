@@ -33,7 +33,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -117,10 +116,6 @@ type Options struct {
 	MinLockTTL       time.Duration
 	DefaultLockTTL   time.Duration
 	DefaultLockDelay time.Duration
-	// HideVarLocks answers a GET without the variable's Lock, as Nomad
-	// answers an ACL token without management rights (a workload identity
-	// and a cluster without ACLs see it).
-	HideVarLocks bool
 }
 
 type storedFrame struct {
@@ -152,11 +147,12 @@ type Server struct {
 	varIndex    uint64 // the variables table's index: its last write
 	lastVarTime int64
 	partitioned map[string]bool // tokens cut off by Partition
-	cutoffs     int
-	cuts        int
-	bytes       atomic.Int64
-	wg          sync.WaitGroup // Serve
-	active      sync.WaitGroup // hijacked connections; Add under mu while !closed
+	// refusedUntil is when the refused subscriptions open now are closed.
+	refusedUntil time.Time
+	cutoffs      int
+	cuts         int
+	wg           sync.WaitGroup // Serve
+	active       sync.WaitGroup // hijacked connections; Add under mu while !closed
 
 	apiOnce sync.Once
 	apiS    *apiState // the job and node API (api.go)
@@ -415,11 +411,6 @@ func (s *Server) Cuts() int {
 	return s.cuts
 }
 
-// BytesWritten counts body bytes written to all connections.
-func (s *Server) BytesWritten() int64 {
-	return s.bytes.Load()
-}
-
 // subscription is a parsed request.
 type subscription struct {
 	topics     map[string][]string
@@ -440,7 +431,7 @@ func parseTopics(vals []string) (map[string][]string, error) {
 		case 2:
 		default:
 			//lint:ignore ST1005 Nomad's own error text, as its clients see it
-			return nil, fmt.Errorf("Invalid key value pair for topic: %s", v)
+			return nil, fmt.Errorf("Invalid key value pair for topic, topic: %s", v)
 		}
 		topics[parts[0]] = append(topics[parts[0]], parts[1])
 	}
@@ -498,15 +489,22 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	var index uint64
 	if v := q.Get("index"); v != "" {
-		var err error
-		if index, err = strconv.ParseUint(v, 10, 64); err != nil {
-			http.Error(w, "Unable to parse index: "+err.Error(), http.StatusBadRequest)
+		// B5: Nomad parses with strconv.Atoi and answers its error as text
+		// (no newline, a plain answer with its Content-Length). A negative
+		// index is refused too (not recorded).
+		n, err := strconv.Atoi(v)
+		if err == nil && n < 0 {
+			_, err = strconv.ParseUint(v, 10, 64)
+		}
+		if err != nil {
+			answerText(w, http.StatusBadRequest, "", "Unable to parse index: "+err.Error())
 			return
 		}
+		index = uint64(n)
 	}
 	topics, err := parseTopics(q["topic"])
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		answerText(w, http.StatusBadRequest, "", "Invalid topic query: error parsing topics: "+err.Error()) // B5
 		return
 	}
 	ns := q.Get("namespace")
@@ -537,7 +535,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	if s.opts.Mode == Chunked {
 		hdr += "Transfer-Encoding: chunked\r\n"
 	} else {
-		hdr += "Connection: close\r\n"
+		hdr += "Connection: close\r\nCache-Control: no-cache\r\n" // B1..B5
 	}
 	hdr += "Date: " + time.Now().UTC().Format(http.TimeFormat) + "\r\n\r\n"
 	if _, err := brw.WriteString(hdr); err != nil {
@@ -550,14 +548,20 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		// E: Nomad's 200 goes out before its ACL check, then not one byte,
 		// not even `{}`, until it closes the connection about 30 s later
 		// (its heartbeat interval: every refused stream of the recording
-		// closed at the same moment).
+		// closed at the same moment, 28.5 to 30.6 s after each was opened:
+		// the first refused stream sets the moment, Heartbeat later, and
+		// those that come before it close with it).
 		s.mu.Lock()
 		changed, closed := s.changed, s.closed
+		if now := time.Now(); !s.refusedUntil.After(now) {
+			s.refusedUntil = now.Add(s.opts.Heartbeat)
+		}
+		until := s.refusedUntil
 		s.mu.Unlock()
 		if closed {
 			return
 		}
-		t := time.NewTimer(s.opts.Heartbeat)
+		t := time.NewTimer(time.Until(until))
 		defer t.Stop()
 		for {
 			select {
@@ -643,11 +647,7 @@ func (w *writer) write(b []byte) error {
 	} else {
 		w.bw.Write(b)
 	}
-	err := w.bw.Flush()
-	if err == nil {
-		w.s.bytes.Add(int64(len(b)))
-	}
-	return err
+	return w.bw.Flush()
 }
 
 func (w *writer) end(tail string) {

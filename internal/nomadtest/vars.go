@@ -38,9 +38,7 @@ import (
 //     from its holder, whose Lock then reads the default TTL and LockDelay
 //     (A4); a stale cas is a 409 with the current variable (A4).
 //   - DELETE: 409 while locked, else 204 (A7).
-//   - GET: the variable with its Items and Lock (HideVarLocks: without the
-//     Lock, which is an assumption no recording shows: Nomad's source hides
-//     it from tokens without write on the path), X-Nomad-Index its
+//   - GET: the variable with its Items and Lock, X-Nomad-Index its
 //     ModifyIndex; ?index=N&wait=D blocks until the ModifyIndex passes N, at
 //     most D (A8). A missing variable: 404 with the table's index (A2, A7).
 //
@@ -266,8 +264,14 @@ func (s *Server) handleVar(w http.ResponseWriter, r *http.Request) {
 	}()
 	status := func(code int) { rec.Status = code }
 	if s.opts.Authorize != nil && !s.opts.Authorize(token) {
+		// E: a refused read has no X-Nomad-Index, a refused PUT (an
+		// acquire, a plain write) has X-Nomad-Index 0.
+		index := ""
+		if r.Method == http.MethodPut || r.Method == http.MethodPost {
+			index = "0"
+		}
 		status(http.StatusForbidden)
-		answerText(w, http.StatusForbidden, "", "Permission denied") // E
+		answerText(w, http.StatusForbidden, index, "Permission denied")
 		return
 	}
 	switch r.Method {
@@ -322,7 +326,7 @@ func (s *Server) readVar(w http.ResponseWriter, r *http.Request, ns, path string
 		if !ok || closed || after == 0 || v.modifyIndex > after {
 			var out varJSON
 			if ok {
-				out = s.encodeVar(v, true, !s.opts.HideVarLocks)
+				out = s.encodeVar(v, true, true)
 			}
 			s.mu.Unlock()
 			queryMeta(w)
