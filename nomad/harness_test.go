@@ -65,7 +65,7 @@ func (s *lineSink) wait(t *testing.T, n int) []string {
 		select {
 		case <-changed:
 		case <-deadline:
-			t.Fatalf("got %d lines, want %d: hung", len(lines), n)
+			t.Fatalf("got %d lines, want %d: hung; got:\n%s", len(lines), n, strings.Join(lines, "\n"))
 		}
 	}
 }

@@ -103,8 +103,12 @@ type Streamer struct {
 	known      bool   // last is meaningful
 	topics     map[string]*atomic.Uint64
 	topicNames map[string]string // see topicName
-	seed       maphash.Seed
-	hashes     map[uint64][]int
+	// atLast counts the frames written at index last (0: unknown, after a
+	// Position); repeat, those a resume still drops (-1: every one). See
+	// admit.
+	atLast, repeat int
+	seed           maphash.Seed
+	hashes         map[uint64][]int
 }
 
 // NewStreamer returns a Streamer reading through client.
@@ -457,16 +461,37 @@ func (s *Streamer) line(line []byte, live, first *bool) error {
 }
 
 // admit applies the resume rules to the frame at idx, reporting a gap or a
-// history reset, and says whether the frame is new: the frame a resume asked
-// for again is not, nor is one out of order.
+// history reset, and says whether the frame is new: the frames a resume
+// asked for again are not, nor is one out of order.
+//
+// Nomad may send one index's events in several frames (a registration's Job
+// and Evaluation events: testdata split-index.ndjson, recorded on Nomad
+// 2.0.5), and a subscription at an index starts with the first of them. So
+// the Streamer counts the frames it wrote at the last index (atLast), and a
+// resume drops that many frames at it and writes the rest. Resumed from a
+// Position, the count is not known: every frame at its index is taken as
+// written.
 func (s *Streamer) admit(idx uint64, first bool) bool {
 	if !s.known {
 		return true
 	}
+	if first {
+		s.repeat = s.atLast
+		if s.repeat == 0 {
+			s.repeat = -1 // all of them
+		}
+	}
 	switch {
-	case first && idx == s.last:
-		s.log.Debug("resumed without a gap", "index", idx)
+	case idx == s.last && s.repeat != 0:
+		if first {
+			s.log.Debug("resumed without a gap", "index", idx)
+		}
+		if s.repeat > 0 {
+			s.repeat--
+		}
 		return false
+	case idx == s.last:
+		return true // a further frame of the index last written
 	case first && idx > s.last:
 		s.stats.gaps.Add(1)
 		s.log.Warn("gap in the event stream: Nomad no longer buffered the last written index, events between the two indexes (exclusive) may be lost",
@@ -475,11 +500,24 @@ func (s *Streamer) admit(idx uint64, first bool) bool {
 		s.stats.resets.Add(1)
 		s.log.Warn("Nomad's event history went backwards (cluster rebuilt or restored from a snapshot?): carrying on from the new history",
 			"last_written", s.last, "first_received", idx)
-	case idx <= s.last:
+	case idx < s.last:
 		s.log.Warn("frame out of order within a subscription: dropped", "index", idx, "last_written", s.last)
 		return false
 	}
+	s.repeat = 0
 	return true
+}
+
+// wrote records that a frame at idx was written (or skipped as too large):
+// the resume position moves to it.
+func (s *Streamer) wrote(idx uint64) {
+	if s.known && idx == s.last && s.atLast > 0 {
+		s.atLast++
+	} else {
+		s.atLast = 1
+	}
+	s.last, s.known = idx, true
+	s.stats.lastIndex.Store(idx)
 }
 
 // skip reports a frame over MaxFrameBytes and moves the resume index past
@@ -520,8 +558,7 @@ func (s *Streamer) skip(big *frameTooLarge, first *bool) {
 	}
 	s.log.Error(msg, attrs...)
 	if big.indexOK {
-		s.last, s.known = big.index, true
-		s.stats.lastIndex.Store(big.index)
+		s.wrote(big.index)
 	}
 }
 
@@ -564,8 +601,7 @@ func (s *Streamer) frame(line []byte, first bool) error {
 	}
 	s.stats.events.Add(uint64(written))
 	s.stats.frames.Add(1)
-	s.last, s.known = idx, true
-	s.stats.lastIndex.Store(idx)
+	s.wrote(idx)
 	return nil
 }
 

@@ -434,3 +434,63 @@ func TestWhitespaceCompacted(t *testing.T) {
 	r.stop(t)
 	diffLines(t, got, []string{`{"Topic":"Job","Payload":{"N":9007199254740993}}`})
 }
+
+// Nomad sends one index's events in several frames when they come from
+// different sources (a registration's Job and Evaluation events at one
+// index, recorded on Nomad 2.0.5: internal/nomadtest's split-index.ndjson),
+// and a subscription at that index starts with the first of them. Both
+// frames are written, and a resume between or after them repeats and loses
+// nothing; resumed from a Position, whose count of frames is not known,
+// every frame at its index is taken as written.
+func TestSplitIndexFrames(t *testing.T) {
+	t.Parallel()
+	a, b, c := smallEvent("Job", "a", 1), smallEvent("Allocation", "b", 2), smallEvent("Job", "c", 3)
+	all := append(append(expect(5, a), expect(5, b)...), expect(6, c)...)
+	tests := []struct {
+		name  string
+		cutAt int // cut the connection before this frame write (1-based); 0: none
+		start Position
+		want  []string
+		conns int
+	}{
+		{"one subscription", 0, Position{}, all, 1},
+		{"cut between the two frames of an index", 2, Position{}, all, 2},
+		{"cut after both", 3, Position{}, all, 2},
+		{"resumed from a position at that index", 0, Position{Index: 5, Written: true}, expect(6, c), 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			writes := 0
+			cut := func() nomadtest.Cut {
+				mu.Lock()
+				defer mu.Unlock()
+				writes++
+				if writes == tt.cutAt {
+					return nomadtest.Cut{Where: nomadtest.CutBeforeFrame}
+				}
+				return nomadtest.Cut{}
+			}
+			srv := startServer(t, nomadtest.Options{Cut: cut})
+			srv.PublishAt(5, a)
+			srv.PublishAt(5, b)
+			srv.PublishAt(6, c)
+			out := newLineSink()
+			r := startStreamer(t, srv.URL, nil, Config{}, out, tt.start)
+			out.wait(t, len(tt.want))
+			if tt.conns > 1 {
+				r.logs.wait(t, "resumed without a gap")
+			}
+			r.stop(t)
+			got, _ := out.snapshot()
+			diffLines(t, got, tt.want)
+			if n := len(srv.Requests()); n != tt.conns {
+				t.Errorf("got %d subscriptions, want %d", n, tt.conns)
+			}
+			if n := r.logs.count("out of order"); n != 0 {
+				t.Errorf("%d frames dropped as out of order", n)
+			}
+		})
+	}
+}
