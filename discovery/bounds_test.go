@@ -14,10 +14,10 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
 )
 
-// versionConstraint is one this agent can't decide (Nomad's recorded
+// versionConstraint is one this agent can't decide, a prerelease (Nomad's recorded
 // constraint shape: LTarget, Operand, RTarget).
 func versionConstraint() map[string]any {
-	return map[string]any{"LTarget": "${attr.driver.docker.version}", "Operand": "version", "RTarget": ">= 20.10"}
+	return map[string]any{"LTarget": "${attr.driver.docker.version}", "Operand": "semver", "RTarget": ">= 20.10.0-rc.1"}
 }
 
 // A job, or a group, whose placement can't be decided here is skipped and
@@ -27,13 +27,13 @@ func TestUndecidedPlacement(t *testing.T) {
 	var job api.Job
 	fixture(t, "job-web.json", &job)
 	n := fixtureNode(t)
-	undecided := &api.Constraint{LTarget: "${attr.driver.docker.version}", Operand: "version", RTarget: ">= 20.10"}
+	undecided := &api.Constraint{LTarget: "${attr.driver.docker.version}", Operand: "semver", RTarget: ">= 20.10.0-rc.1"}
 	r := compile(config.Nomad{Namespaces: []string{"*"}})
 
 	j := job
 	j.Constraints = []*api.Constraint{undecided}
 	ji := r.imagesOf(&j, n)
-	if len(ji.images) != 0 || len(ji.problems) != 1 || !strings.Contains(ji.problems[0], `default/web (version 1): placement can't be decided here (constraint ${attr.driver.docker.version} version ">= 20.10")`) ||
+	if len(ji.images) != 0 || len(ji.problems) != 1 || !strings.Contains(ji.problems[0], `default/web (version 1): placement can't be decided here (constraint ${attr.driver.docker.version} semver ">= 20.10.0-rc.1")`) ||
 		!strings.Contains(ji.problems[0], "include_undecided = true") {
 		t.Errorf("undecided job: got %d images, problems %q", len(ji.images), ji.problems)
 	}

@@ -43,7 +43,7 @@ func fixtureNode(t *testing.T) node {
 func TestConstraints(t *testing.T) {
 	t.Parallel()
 	n := node{id: "n1", name: "vm", datacenter: "dc1", pool: "default", class: "",
-		attrs: map[string]string{"cpu.arch": "amd64", "driver.docker.version": "20.10.24", "unique.storage.volumes": "a,b, c"},
+		attrs: map[string]string{"cpu.arch": "amd64", "driver.docker.version": "20.10.24+dfsg1", "nomad.version": "2.0.5", "nomad.beta": "2.1.0-beta.1", "unique.storage.volumes": "a,b, c"},
 		meta:  map[string]string{"rack": "r7", "tier": "edge"}}
 	for _, tc := range []struct {
 		l, op, r string
@@ -67,8 +67,16 @@ func TestConstraints(t *testing.T) {
 		{"${meta.gpu}", "is_set", "", forbids},
 		{"${meta.gpu}", "is_not_set", "", allows},
 		{"${meta.rack}", ">", "r5", allows},
-		{"${attr.driver.docker.version}", "version", ">= 20.10", undecided},
-		{"${attr.driver.docker.version}", "semver", ">= 20.10.0", undecided},
+		{"${attr.driver.docker.version}", "version", ">= 20.10", allows},
+		{"${attr.driver.docker.version}", "version", ">= 20.10, < 21", allows},
+		{"${attr.driver.docker.version}", "version", "> 24.0", forbids},
+		{"${attr.driver.docker.version}", "semver", ">= 20.10.0", allows},
+		{"${attr.nomad.version}", "semver", ">= 1.4.0", allows}, // Nomad's implicit constraint
+		{"${attr.nomad.version}", "semver", "< 2.0.0", forbids},
+		{"${attr.driver.docker.version}", "semver", ">= 20.10.0-rc.1", undecided}, // prereleases: not guessed
+		{"${attr.nomad.beta}", "semver", ">= 1.0.0", undecided},
+		{"${attr.driver.docker.version}", "version", "not a constraint", forbids},
+		{"${attr.nope}", "version", ">= 1.0", forbids}, // not set: Nomad says no
 		{"${node.unique.id}", "distinct_hosts", "", allows},
 		{"${NOMAD_whatever}", "=", "x", undecided},
 	} {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/hashicorp/go-version"
 	"github.com/hashicorp/nomad/api"
 )
 
@@ -75,7 +76,7 @@ const (
 
 // check evaluates one constraint the way Nomad's scheduler does
 // (scheduler/feasible: checkConstraint). Operators it does not know, and
-// version constraints, are undecided: the job (or group) is skipped unless
+// prerelease versions, are undecided: the job (or group) is skipped unless
 // include_undecided, since every job submitter could otherwise make every
 // node keep an image.
 func (n node) check(c *api.Constraint) verdict {
@@ -109,10 +110,41 @@ func (n node) check(c *api.Constraint) verdict {
 		ok = both && slices.ContainsFunc(splitSet(r), func(v string) bool { return slices.Contains(splitSet(l), v) })
 	case "distinct_hosts", "distinct_property":
 		return allows // about other allocations, not this node
-	default: // version, semver, and anything newer
+	case "version", "semver":
+		if !both {
+			break
+		}
+		return versionMatch(l, r)
+	default: // anything newer
 		return undecided
 	}
 	if ok {
+		return allows
+	}
+	return forbids
+}
+
+// versionMatch decides a version or semver constraint as Nomad's scheduler
+// does for release versions (scheduler/feasible: checkVersionMatch, with
+// hashicorp/go-version): a version or a constraint that does not parse
+// forbids. Nomad implicitly constrains every job that uses Nomad services,
+// variables or workload identities with ${attr.nomad.version} semver
+// ">= 1.x" (seen on a real 2.0.5 agent), so deciding these matters. A
+// prerelease on either side is undecided: "version" and Nomad's own semver
+// rules treat prereleases differently, and this agent does not guess.
+func versionMatch(have, constraint string) verdict {
+	v, err := version.NewVersion(have)
+	if err != nil {
+		return forbids
+	}
+	if v.Prerelease() != "" || strings.Contains(constraint, "-") {
+		return undecided
+	}
+	c, err := version.NewConstraint(constraint)
+	if err != nil {
+		return forbids
+	}
+	if c.Check(v) {
 		return allows
 	}
 	return forbids
