@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -66,31 +64,6 @@ import (
 //   - E/15, E/20: Authorize decides per token, not per path and capability:
 //     the read-only token's reads of rec/locked are refused in the fake.
 
-type apiStep struct {
-	Note    string  `json:"note"`
-	T       float64 `json:"t_s"`
-	Elapsed float64 `json:"elapsed_s"`
-	Request *struct {
-		Method  string            `json:"method"`
-		Path    string            `json:"path"`
-		Body    json.RawMessage   `json:"body"`
-		Headers map[string]string `json:"headers"`
-	} `json:"request"`
-	Response *struct {
-		Status  int               `json:"status"`
-		Headers map[string]string `json:"headers"`
-		Body    json.RawMessage   `json:"body"`
-	} `json:"response"`
-}
-
-func readAPITranscript(t *testing.T, name string) []apiStep {
-	t.Helper()
-	var steps []apiStep
-	if err := json.Unmarshal(transcriptBytes(t, name), &steps); err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	return steps
-}
 
 var indexParam = regexp.MustCompile(`index=(\d+)`)
 
@@ -105,7 +78,7 @@ type jobsReplay struct {
 }
 
 // register applies a POST /v1/jobs to the fake.
-func (j *jobsReplay) register(t *testing.T, st apiStep) {
+func (j *jobsReplay) register(t *testing.T, st transcriptStep) {
 	var req struct{ Job map[string]any }
 	if err := json.Unmarshal(st.Request.Body, &req); err != nil {
 		t.Fatal(err)
@@ -122,7 +95,7 @@ func (j *jobsReplay) register(t *testing.T, st apiStep) {
 
 // request turns a recorded GET into the fake's: index= becomes the fake's
 // counterpart of the answer it came from.
-func (j *jobsReplay) request(st apiStep) (*http.Request, uint64) {
+func (j *jobsReplay) request(st transcriptStep) (*http.Request, uint64) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	var asked uint64
@@ -139,7 +112,7 @@ func (j *jobsReplay) request(st apiStep) (*http.Request, uint64) {
 }
 
 // compare compares the fake's answer to a GET with Nomad's.
-func (j *jobsReplay) compare(st apiStep, asked uint64, rr *httptest.ResponseRecorder, took time.Duration) []string {
+func (j *jobsReplay) compare(st transcriptStep, asked uint64, rr *httptest.ResponseRecorder, took time.Duration) []string {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	want := st.Response
@@ -263,13 +236,13 @@ func compareJobs(rec, got []byte) []string {
 }
 
 func TestConformsToNomadJobs(t *testing.T) {
-	var regs []apiStep // B5's registrations: C's lists hold those jobs
-	for _, st := range readAPITranscript(t, "B5") {
+	var regs []transcriptStep // B5's registrations: C's lists hold those jobs
+	for _, st := range readTranscript(t, "B5") {
 		if st.Request != nil && st.Request.Method == http.MethodPost && strings.HasPrefix(st.Request.Path, "/v1/jobs") {
 			regs = append(regs, st)
 		}
 	}
-	steps := readAPITranscript(t, "C")
+	steps := readTranscript(t, "C")
 	synctest.Test(t, func(t *testing.T) {
 		s := NewWithListener(nopListener{}, Options{})
 		defer s.Close()
@@ -322,7 +295,7 @@ func TestConformsToNomadACL(t *testing.T) {
 		15: "Authorize is per token: the read-only token's read is refused",
 		20: "Authorize is per token: the read-only token's read is refused",
 	}
-	steps := readAPITranscript(t, "E")
+	steps := readTranscript(t, "E")
 	synctest.Test(t, func(t *testing.T) {
 		s := NewWithListener(nopListener{}, Options{Authorize: func(tok string) bool { return tok == management }})
 		defer s.Close()
@@ -379,13 +352,4 @@ func withoutKey(m map[string]string, key string) map[string]string {
 		}
 	}
 	return out
-}
-
-func transcriptBytes(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "nomad-2.0.5", "transcripts", name+".json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

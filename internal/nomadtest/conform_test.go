@@ -50,9 +50,10 @@ type transcriptStep struct {
 	T       float64 `json:"t_s"`
 	Elapsed float64 `json:"elapsed_s"`
 	Request *struct {
-		Method string          `json:"method"`
-		Path   string          `json:"path"`
-		Body   json.RawMessage `json:"body"`
+		Method  string            `json:"method"`
+		Path    string            `json:"path"`
+		Body    json.RawMessage   `json:"body"`
+		Headers map[string]string `json:"headers"`
 	} `json:"request"`
 	Response *struct {
 		Status  int               `json:"status"`
