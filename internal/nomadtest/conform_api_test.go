@@ -64,7 +64,6 @@ import (
 //   - E/15, E/20: Authorize decides per token, not per path and capability:
 //     the read-only token's reads of rec/locked are refused in the fake.
 
-
 var indexParam = regexp.MustCompile(`index=(\d+)`)
 
 // jobsReplay holds what one replay of B5's registrations and C knows.
