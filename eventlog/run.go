@@ -266,7 +266,7 @@ func serve(ctx context.Context, wg *sync.WaitGroup, addr string, stats *nomad.St
 	if err != nil {
 		return fmt.Errorf("listening for health and metrics: %w", err)
 	}
-	srv := &http.Server{Handler: handler(stats, state, time.Now, nomad.DefaultBackoff.Max), ReadHeaderTimeout: 10 * time.Second}
+	srv := newServer(handler(stats, state, time.Now, nomad.DefaultBackoff.Max))
 	log.Info("serving /healthz and /metrics", "address", ln.Addr().String())
 	wg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -278,6 +278,21 @@ func serve(ctx context.Context, wg *sync.WaitGroup, addr string, stats *nomad.St
 		_ = srv.Close()
 	})
 	return nil
+}
+
+// newServer bounds what one connection can hold of the health and metrics
+// server: a client slow to send its request, slow to read the answer, or
+// idle, holds it that long at most (the same bounds as prefetch's status
+// server); its headers are bounded too (the endpoints read none).
+func newServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
 }
 
 // indexString is a start index as the start line logs it.

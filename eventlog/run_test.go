@@ -260,3 +260,14 @@ func TestOversizeFrameSkipped(t *testing.T) {
 		}
 	}
 }
+
+// The health and metrics server bounds its connections: every timeout is
+// set, and headers are bounded.
+func TestServerBounds(t *testing.T) {
+	t.Parallel()
+	s := newServer(http.NotFoundHandler())
+	if s.ReadHeaderTimeout <= 0 || s.ReadTimeout <= 0 || s.WriteTimeout <= 0 || s.IdleTimeout <= 0 || s.MaxHeaderBytes <= 0 || s.MaxHeaderBytes > 64<<10 {
+		t.Errorf("server bounds: read header %v, read %v, write %v, idle %v, max header bytes %d; want every one set",
+			s.ReadHeaderTimeout, s.ReadTimeout, s.WriteTimeout, s.IdleTimeout, s.MaxHeaderBytes)
+	}
+}
