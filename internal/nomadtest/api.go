@@ -24,6 +24,10 @@ type apiState struct {
 	node   map[string]any
 	jobs   map[string]map[string]any // "namespace/id" → the job, as Nomad encodes it
 	hist   map[string][]map[string]any
+	// allocs are every node's allocations by ID (allocs.go), allocIndex
+	// the allocations table's last write.
+	allocs     map[string]map[string]any
+	allocIndex uint64
 }
 
 func (s *Server) api() *apiState {
@@ -36,6 +40,7 @@ func (s *Server) api() *apiState {
 func (s *Server) routeAPI(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/agent/self", s.guard(s.agentSelf))
 	mux.HandleFunc("GET /v1/node/{id}", s.guard(s.nodeInfo))
+	mux.HandleFunc("GET /v1/node/{id}/allocations", s.guard(s.nodeAllocations))
 	mux.HandleFunc("GET /v1/jobs", s.guard(s.jobList))
 	mux.HandleFunc("GET /v1/job/{id}", s.guard(s.jobInfo))
 	mux.HandleFunc("GET /v1/job/{id}/versions", s.guard(s.jobVersions))
