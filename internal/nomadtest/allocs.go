@@ -30,8 +30,7 @@ func (s *Server) PutAllocation(alloc map[string]any) uint64 {
 	defer a.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	index := s.nextIndex
-	s.nextIndex++
+	index := s.allocWriteIndex()
 	if a.allocs == nil {
 		a.allocs = map[string]map[string]any{}
 	}
@@ -55,8 +54,7 @@ func (s *Server) DeleteAllocation(id string) uint64 {
 	defer a.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	index := s.nextIndex
-	s.nextIndex++
+	index := s.allocWriteIndex()
 	delete(a.allocs, id)
 	a.allocIndex = index
 	s.broadcast()
@@ -113,4 +111,13 @@ func (s *Server) nodeAllocations(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// allocWriteIndex takes the next index for a write of the allocations
+// table; s.mu is held. It is above 1, the index a node with no allocations
+// answers, so that a blocking query from 1 wakes for the first write.
+func (s *Server) allocWriteIndex() uint64 {
+	index := max(s.nextIndex, 2)
+	s.nextIndex = index + 1
+	return index
 }
