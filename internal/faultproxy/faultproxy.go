@@ -61,7 +61,20 @@ type Proxy struct {
 	fault  Fault
 	times  int // how many more requests the fault applies to; <0: all
 	counts map[string]int
+	delay  time.Duration // before every request is passed on (SetDelay)
+	seen   []Seen        // every request, in arrival order (at most maxSeen)
+	moved  chan struct{} // closed and replaced at each request
 }
+
+// Seen is one request the proxy received.
+type Seen struct {
+	At     time.Time
+	Method string
+	Path   string
+}
+
+// maxSeen bounds the requests remembered.
+const maxSeen = 100000
 
 // Start starts a proxy to the registry at target (http://host:port).
 func Start(target string) (*Proxy, error) {
@@ -78,6 +91,7 @@ func Start(target string) (*Proxy, error) {
 		target: u,
 		closed: make(chan struct{}),
 		counts: map[string]int{},
+		moved:  make(chan struct{}),
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
@@ -115,6 +129,44 @@ func (p *Proxy) Count(kind string) int {
 	return p.counts[kind]
 }
 
+// SetDelay makes every request wait d before it is passed on or failed (a
+// slow registry: the measurements answered each after 3 s); 0
+// turns it off. A request whose client gives up meanwhile is dropped.
+func (p *Proxy) SetDelay(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.delay = d
+}
+
+// Requests returns every request received so far, in arrival order.
+func (p *Proxy) Requests() []Seen {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Seen(nil), p.seen...)
+}
+
+// WaitFor returns once a request whose path contains substr and whose
+// kind (as Count names it, "GET blob") is kind has arrived, or when ctx
+// ends (with its error).
+func (p *Proxy) WaitFor(ctx context.Context, kind, substr string) error {
+	for {
+		p.mu.Lock()
+		moved := p.moved
+		for _, r := range p.seen {
+			if r.Method+" "+kindOf(r.Path) == kind && strings.Contains(r.Path, substr) {
+				p.mu.Unlock()
+				return nil
+			}
+		}
+		p.mu.Unlock()
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // ResetCounts sets every count back to zero.
 func (p *Proxy) ResetCounts() {
 	p.mu.Lock()
@@ -122,7 +174,7 @@ func (p *Proxy) ResetCounts() {
 	clear(p.counts)
 }
 
-func kind(path string) string {
+func kindOf(path string) string {
 	switch {
 	case strings.HasPrefix(path, "/v2/") && strings.Contains(path, "/manifests/"):
 		return "manifest"
@@ -151,7 +203,27 @@ func (p *Proxy) take(method, k string) Fault {
 }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch p.take(r.Method, kind(r.URL.Path)) {
+	p.mu.Lock()
+	if len(p.seen) < maxSeen {
+		p.seen = append(p.seen, Seen{At: time.Now(), Method: r.Method, Path: r.URL.Path})
+	}
+	close(p.moved)
+	p.moved = make(chan struct{})
+	delay := p.delay
+	p.mu.Unlock()
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		case <-p.closed:
+			t.Stop()
+			return
+		}
+	}
+	switch p.take(r.Method, kindOf(r.URL.Path)) {
 	case None:
 		p.rp.ServeHTTP(w, r)
 	case Manifest500:
