@@ -35,8 +35,8 @@ type logEvents struct {
 func newLogEvents() *logEvents { return &logEvents{moved: make(chan struct{})} }
 
 func (l *logEvents) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logEvents) WithAttrs([]slog.Attr) slog.Handler      { return l }
-func (l *logEvents) WithGroup(string) slog.Handler           { return l }
+func (l *logEvents) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logEvents) WithGroup(string) slog.Handler            { return l }
 func (l *logEvents) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder
 	b.WriteString(r.Message)
