@@ -58,6 +58,7 @@ type options struct {
 	layerSize   int
 	concurrency int
 	reps        int
+	startAfter  string
 	timeout     time.Duration
 }
 
@@ -71,6 +72,7 @@ func main() {
 	flag.IntVar(&o.layerSize, "layer-size", 4<<20, "bytes of each layer")
 	flag.IntVar(&o.concurrency, "c", 2, "the agent's concurrency")
 	flag.IntVar(&o.reps, "reps", 1, "repetitions of the phases")
+	flag.StringVar(&o.startAfter, "start-after", "blobs", "when the task is placed: \"blobs\", once the backlog's first pull asked for 2 blobs (its layers under way), or \"manifest\", as it asks for its manifest (its layers then meet the task's)")
 	flag.DurationVar(&o.timeout, "timeout", 9*time.Minute, "stop everything after this long")
 	flag.Parse()
 	if why := testbed.Missing(); why != "" {
@@ -200,8 +202,13 @@ func (e *env) phase(ctx context.Context, phase string) (result, error) {
 	}
 	defer stop()
 	agentStart := time.Now()
-	// The backlog is under way: two background blobs asked for.
-	if err := e.waitBlobs(ctx, "/bg/", 2); err != nil {
+	// The backlog is under way: two background blobs asked for, or its
+	// first manifest.
+	what, n := "/blobs/", 2
+	if e.o.startAfter == "manifest" {
+		what, n = "/manifests/", 1
+	}
+	if err := e.waitRequests(ctx, what, n); err != nil {
 		return r, err
 	}
 	// Nomad places a task whose image is absent, and its docker driver
@@ -258,21 +265,21 @@ func (e *env) pull(ctx context.Context) error {
 	return err
 }
 
-// waitBlobs waits until n blob GETs whose path holds substr arrived.
-func (e *env) waitBlobs(ctx context.Context, substr string, n int) error {
-	before := 0
-	for _, r := range e.proxy.Requests() {
-		if r.Method == "GET" && strings.Contains(r.Path, "/blobs/") && strings.Contains(r.Path, substr) {
-			before++
-		}
-	}
-	for {
+// waitRequests waits until n more GETs of the backlog whose path holds
+// what arrived than had before.
+func (e *env) waitRequests(ctx context.Context, what string, n int) error {
+	count := func() int {
 		got := 0
 		for _, r := range e.proxy.Requests() {
-			if r.Method == "GET" && strings.Contains(r.Path, "/blobs/") && strings.Contains(r.Path, substr) {
+			if r.Method == "GET" && strings.Contains(r.Path, what) && strings.Contains(r.Path, "/bg/") {
 				got++
 			}
 		}
+		return got
+	}
+	before := count()
+	for {
+		got := count()
 		if got-before >= n {
 			return nil
 		}
@@ -362,8 +369,8 @@ func report(w io.Writer, e *env, results []result, took time.Duration) error {
 	fmt.Fprintf(w, "Run: %s UTC, %d cores, Linux %s, %s; dockerd %s (storage driver %s), registry delay %s per request; took %s.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04"), runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version(),
 		info.Info.ServerVersion, info.Info.Driver, e.o.delay, took.Round(time.Second))
-	fmt.Fprintf(w, "Backlog: %d images of %d layers of %d MiB; foreground image: %d layers; agent concurrency %d.\n\n",
-		e.o.bgImages, e.o.bgLayers, e.o.layerSize>>20, e.o.fgLayers, e.o.concurrency)
+	fmt.Fprintf(w, "Backlog: %d images of %d layers of %d MiB; foreground image: %d layers; agent concurrency %d; the task placed after the backlog's first %s.\n\n",
+		e.o.bgImages, e.o.bgLayers, e.o.layerSize>>20, e.o.fgLayers, e.o.concurrency, map[string]string{"blobs": "2 blob requests", "manifest": "manifest request"}[e.o.startAfter])
 	fmt.Fprintln(w, "| phase | foreground pull | × alone | backlog complete after | background pulls cancelled | background manifests asked during the foreground pull |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- |")
 	alone := map[int]time.Duration{}
