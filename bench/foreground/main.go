@@ -59,6 +59,7 @@ type options struct {
 	concurrency int
 	reps        int
 	startAfter  string
+	bandwidth   int
 	timeout     time.Duration
 }
 
@@ -72,6 +73,7 @@ func main() {
 	flag.IntVar(&o.layerSize, "layer-size", 4<<20, "bytes of each layer")
 	flag.IntVar(&o.concurrency, "c", 2, "the agent's concurrency")
 	flag.IntVar(&o.reps, "reps", 1, "repetitions of the phases")
+	flag.IntVar(&o.bandwidth, "bandwidth", 0, "bytes a second of the registry's one link, shared by every pull (0: unlimited)")
 	flag.StringVar(&o.startAfter, "start-after", "blobs", "when the task is placed: \"blobs\", once the backlog's first pull asked for 2 blobs (its layers under way), or \"manifest\", as it asks for its manifest (its layers then meet the task's)")
 	flag.DurationVar(&o.timeout, "timeout", 9*time.Minute, "stop everything after this long")
 	flag.Parse()
@@ -156,6 +158,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	e.fgRef = proxy.Addr + "/fg/app:1"
 	proxy.SetDelay(o.delay)
+	proxy.SetBandwidth(o.bandwidth)
 
 	var results []result
 	for rep := range o.reps {
@@ -366,9 +369,13 @@ func allocation(id, node, image, status string) map[string]any {
 func report(w io.Writer, e *env, results []result, took time.Duration) error {
 	info, _ := e.bed.Client.Info(context.Background(), client.InfoOptions{})
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	fmt.Fprintf(w, "Run: %s UTC, %d cores, Linux %s, %s; dockerd %s (storage driver %s), registry delay %s per request; took %s.\n\n",
+	bw := "unlimited"
+	if e.o.bandwidth > 0 {
+		bw = fmt.Sprintf("%d MB/s shared", e.o.bandwidth/1000000)
+	}
+	fmt.Fprintf(w, "Run: %s UTC, %d cores, Linux %s, %s; dockerd %s (storage driver %s), registry delay %s per request, bandwidth %s; took %s.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04"), runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version(),
-		info.Info.ServerVersion, info.Info.Driver, e.o.delay, took.Round(time.Second))
+		info.Info.ServerVersion, info.Info.Driver, e.o.delay, bw, took.Round(time.Second))
 	fmt.Fprintf(w, "Backlog: %d images of %d layers of %d MiB; foreground image: %d layers; agent concurrency %d; the task placed after the backlog's first %s.\n\n",
 		e.o.bgImages, e.o.bgLayers, e.o.layerSize>>20, e.o.fgLayers, e.o.concurrency, map[string]string{"blobs": "2 blob requests", "manifest": "manifest request"}[e.o.startAfter])
 	fmt.Fprintln(w, "| phase | foreground pull | × alone | backlog complete after | background pulls cancelled | background manifests asked during the foreground pull |")

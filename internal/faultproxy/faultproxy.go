@@ -62,6 +62,7 @@ type Proxy struct {
 	times  int // how many more requests the fault applies to; <0: all
 	counts map[string]int
 	delay  time.Duration // before every request is passed on (SetDelay)
+	link   *link         // shared by every answer's body (SetBandwidth); nil: unlimited
 	seen   []Seen        // every request, in arrival order (at most maxSeen)
 	moved  chan struct{} // closed and replaced at each request
 }
@@ -138,6 +139,75 @@ func (p *Proxy) SetDelay(d time.Duration) {
 	p.delay = d
 }
 
+// SetBandwidth makes every answer's body share one link of bytesPerSec (a
+// node's uplink: concurrent pulls split it); 0 removes the limit.
+func (p *Proxy) SetBandwidth(bytesPerSec int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.link = nil
+	if bytesPerSec > 0 {
+		p.link = &link{rate: float64(bytesPerSec)}
+	}
+}
+
+// link is a shared bandwidth: each write takes its turn on one timeline.
+type link struct {
+	mu   sync.Mutex
+	rate float64   // bytes a second
+	next time.Time // when the link is free
+}
+
+// take reserves n bytes' time on the link and returns when they are sent.
+func (l *link) take(n int) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if l.next.Before(now) {
+		l.next = now
+	}
+	l.next = l.next.Add(time.Duration(float64(n) / l.rate * float64(time.Second)))
+	return l.next
+}
+
+// limited is a ResponseWriter whose body goes through a link, in chunks,
+// so that concurrent answers interleave.
+type limited struct {
+	http.ResponseWriter
+	link *link
+	ctx  context.Context
+}
+
+func (w *limited) Write(b []byte) (int, error) {
+	const chunk = 32 << 10
+	written := 0
+	for len(b) > 0 {
+		n := min(len(b), chunk)
+		t := time.NewTimer(time.Until(w.link.take(n)))
+		select {
+		case <-t.C:
+		case <-w.ctx.Done():
+			t.Stop()
+			return written, w.ctx.Err()
+		}
+		m, err := w.ResponseWriter.Write(b[:n])
+		written += m
+		if err != nil {
+			return written, err
+		}
+		b = b[n:]
+	}
+	return written, nil
+}
+
+// Unwrap lets http.ResponseController reach the connection (Hijack).
+func (w *limited) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *limited) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
 // Requests returns every request received so far, in arrival order.
 func (p *Proxy) Requests() []Seen {
 	p.mu.Lock()
@@ -209,8 +279,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	close(p.moved)
 	p.moved = make(chan struct{})
-	delay := p.delay
+	delay, lk := p.delay, p.link
 	p.mu.Unlock()
+	if lk != nil {
+		w = &limited{ResponseWriter: w, link: lk, ctx: r.Context()}
+	}
 	if delay > 0 {
 		t := time.NewTimer(delay)
 		select {
