@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
@@ -205,4 +206,38 @@ func TestYieldOffAndBudget(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestYieldCancelledResync: a resync cancelled to yield leaves its image
+// present (readiness untouched), counts no failure, and runs again after.
+func TestYieldCancelledResync(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHangingDocker(yieldRemote)
+		d, fg, _, stop := yieldBed(t, h, daemonBase+"nomad {}\nimage \"bg1\" { expected = \"reg:5000/bg1:1\" }\n")
+		defer stop()
+		if s, _ := imageState(d, "bg1"); s.State != StatePresent {
+			t.Fatalf("bg1 before the resync: %+v", s)
+		}
+		h.setHang("reg:5000/bg1:1", true)
+		time.Sleep(67 * time.Minute) // the resync (1h + up to 10%) comes due and hangs, short of pull_timeout
+		synctest.Wait()
+		if n := h.count(h.started, "reg:5000/bg1:1"); n != 2 {
+			t.Fatalf("pulls of bg1: %d, want the resync in flight", n)
+		}
+		fg.report(Foreground{Waiting: []string{"reg:5000/fg:1"}, Live: true})
+		synctest.Wait()
+		s, _ := imageState(d, "bg1")
+		if h.count(h.cancelled, "reg:5000/bg1:1") != 1 || s.State != StatePresent || s.ImageID == "" || s.Attempts != 0 || s.LastError != "" {
+			t.Fatalf("bg1 after its resync was cancelled: %+v", s)
+		}
+		if ok, why := d.Snapshot().Ready(); !ok {
+			t.Errorf("not ready after a cancelled resync: %s", why)
+		}
+		h.release("reg:5000/bg1:1")
+		fg.report(Foreground{Live: true})
+		synctest.Wait()
+		if n := h.count(h.started, "reg:5000/bg1:1"); n != 3 {
+			t.Errorf("pulls of bg1: %d, want the resync run again after the episode", n)
+		}
+	})
 }

@@ -559,18 +559,18 @@ func (l *loopRun) finish(res fetchDone, now time.Time) {
 	e.cancel = nil
 	r := res.result
 	log := l.d.Log.With("image", e.img.Expected, "name", e.img.Name)
-	if yielded := e.yielded; yielded || e.fg {
-		e.yielded, e.fg = false, false
-		if yielded && (r.Outcome == Failed || r.Outcome == Stale) {
-			// Cancelled to yield to Nomad: not a failure, nothing counted;
-			// due again once the episode ends.
-			e.state, e.due = StateWanted, time.Time{}
-			if e.imageID != "" {
-				e.state = StatePresent
-			}
-			log.Debug("background fetch cancelled while yielding to Nomad's pulls; retried after", "result", string(r.Outcome))
-			return
+	yielded := e.yielded
+	e.yielded, e.fg = false, false
+	if yielded && (r.Outcome == Failed || r.Outcome == Stale) {
+		// Cancelled to yield to Nomad: not a failure, nothing counted; due
+		// again once the episode ends (which also answers a removal that
+		// came meanwhile).
+		e.state, e.due, e.recheck = StateWanted, time.Time{}, false
+		if e.imageID != "" {
+			e.state = StatePresent
 		}
+		log.Debug("background fetch cancelled while yielding to Nomad's pulls; retried after", "result", string(r.Outcome))
+		return
 	}
 	if e.recheck {
 		// Docker removed an image while this fetch ran: what it found may
