@@ -22,9 +22,9 @@
 // can never succeed restarts pending for as long as its job says) is no
 // longer reported, and is listed in GaveUp instead.
 //
-// It imports agent (for the set it reports), config, discovery (the Nomad
-// client the nomad block describes) and nomad, and must not be imported by
-// them.
+// It imports agent (for the set it reports), backoff, config, discovery
+// (the Nomad client the nomad block describes), nomad and registry, and
+// must not be imported by them.
 package foreground
 
 import (
