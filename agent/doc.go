@@ -12,6 +12,12 @@
 // running it on a converged node pulls no layer. It tells an Observer what
 // happens (the metrics) and never serves anything itself.
 //
+// With a nomad block the Loop runs a Discoverer (the images of Nomad's
+// jobs) and a ForegroundWatcher (the images tasks starting on this node
+// wait for), both through interfaces implemented elsewhere (discovery,
+// foreground), and yields to Nomad's own pulls: foreground.go states the
+// rule.
+//
 // It imports config, registry, backoff and outage, and must not import the
 // packages that read it: status, metrics, daemon.
 package agent

@@ -58,6 +58,10 @@ type Loop struct {
 	Observer Observer   // optional: told what happens, for the metrics
 	// Discoverer, when set, is run while the config has a nomad block.
 	Discoverer Discoverer
+	// Foreground, when set, is run while the config has a nomad block: the
+	// images tasks starting on this node wait for, which the loop yields
+	// to (see startDue).
+	Foreground ForegroundWatcher
 	Log        *slog.Logger
 	// EventRetry is the first wait before resubscribing to Docker's events
 	// after the stream broke (doubling, capped at 30 s); default 1 s.
@@ -123,6 +127,11 @@ type entry struct {
 	fails    outage.Log
 	origin   string   // OriginConfig or OriginNomad
 	usedBy   []string // the Nomad tasks naming it, when discovery knows
+	// fg is set while the fetch in flight serves a task starting on this
+	// node (its image is waited for); yielded when that fetch, a
+	// background one, was cancelled to yield to Nomad's pulls.
+	fg      bool
+	yielded bool
 
 	// Docker removals (Nomad's image GC): checking is set while an inspect
 	// finds out whether a removal event took expected; recheck when another
@@ -182,6 +191,19 @@ type loopRun struct {
 	found         *latest
 	discovered    Discovered
 
+	// Foreground first: the watcher's settings (nil: off), how to stop
+	// it, what it reports, and the yielding episode under way.
+	fgWant      *config.Nomad
+	stopFg      context.CancelFunc
+	fgFound     *latestForeground
+	fg          Foreground
+	yielding    bool
+	yieldSince  time.Time
+	yieldWhy    string
+	episodes    uint64
+	cancelled   uint64
+	epCancelled uint64
+
 	dockerErr   string // why the Docker daemon is unreachable; "" when it answers
 	dockerSince time.Time
 	// contacted is set once the event watcher's first subscription has
@@ -206,7 +228,7 @@ func (d *Loop) Run(ctx context.Context, path string, src []byte, cfg config.Conf
 	l := &loopRun{
 		d: d, obs: obs, ctx: ctx, path: path, src: src, entries: map[string]*entry{},
 		done: make(chan fetchDone), checked: make(chan checkDone), stopped: make(chan struct{}),
-		found: newLatest(),
+		found: newLatest(), fgFound: newLatestForeground(),
 	}
 	l.apply(cfg, time.Now())
 	l.obs.Reloaded("ok", l.loaded)
@@ -239,6 +261,10 @@ func (d *Loop) Run(ctx context.Context, path string, src []byte, cfg config.Conf
 		case <-l.found.notify:
 			if d, ok := l.found.take(); ok {
 				l.discoveredSet(d)
+			}
+		case <-l.fgFound.notify:
+			if f, ok := l.fgFound.take(); ok {
+				l.foregroundSet(f, time.Now())
 			}
 		case <-changed:
 			l.reload(false)
@@ -276,7 +302,9 @@ func (l *loopRun) apply(cfg config.Config, now time.Time) (added, changed, remov
 		l.d.Log.Warn("config: "+w.Msg, "at", w.Pos.String())
 	}
 	l.discover(cfg.Nomad)
-	return l.setImages()
+	added, changed, removed = l.setImages()
+	l.updateYield(now)
+	return added, changed, removed
 }
 
 // setImages makes the config's images and the discovered ones (a config
@@ -342,7 +370,10 @@ func (l *loopRun) discover(settings *config.Nomad) {
 	if settings != nil {
 		want = *settings
 		want.Pos = config.Pos{}
+		// The loop's own settings: a change to them restarts nothing.
+		want.Yield, want.BackgroundPulls = "", 0
 	}
+	l.watchForeground(settings, want)
 	if l.discovering != nil && settings != nil && reflect.DeepEqual(*l.discovering, want) {
 		return
 	}
@@ -368,6 +399,7 @@ func (l *loopRun) discover(settings *config.Nomad) {
 func (l *loopRun) discoveredSet(d Discovered) {
 	l.discovered = d
 	added, changed, removed := l.setImages()
+	l.updateYield(time.Now())
 	if added+changed+removed > 0 {
 		l.d.Log.Info("images discovered from Nomad", "images", len(d.Images), "added", added, "changed", changed, "removed", removed, "index", d.Status.Index)
 	}
@@ -416,25 +448,43 @@ func (l *loopRun) reload(all bool) {
 // concurrency run. While images of more than one registry are waiting, no
 // registry may hold every slot: one that hangs then delays only its own
 // images, never the others'.
+//
+// Foreground first (foreground.go): an image a task starting on this node
+// waits for goes before every other; the others (background work) run at
+// most backgroundBudget at once, and none starts while the loop yields.
 func (l *loopRun) startDue(ctx context.Context, now time.Time) {
 	if !l.contacted || l.running >= l.cfg.Concurrency {
 		return
 	}
 	var due []*entry
 	inFlight := map[string]int{}
+	background := 0
+	waiting := l.waitingImages()
 	for _, key := range l.order {
 		e := l.entries[key]
 		switch {
 		case e.cancel != nil:
 			inFlight[e.host]++
+			if !e.fg {
+				background++
+			}
 		case !e.due.After(now):
 			due = append(due, e)
 		}
 	}
-	slices.SortStableFunc(due, func(a, b *entry) int { return a.due.Compare(b.due) })
-	waiting := map[string]int{}
+	slices.SortStableFunc(due, func(a, b *entry) int {
+		if fa, fb := waiting[a.img.Expected], waiting[b.img.Expected]; fa != fb {
+			if fa {
+				return -1
+			}
+			return 1
+		}
+		return a.due.Compare(b.due)
+	})
+	budget := l.backgroundBudget()
+	hosts := map[string]int{} // hosts with images waiting for a slot
 	for _, e := range due {
-		waiting[e.host]++
+		hosts[e.host]++
 	}
 	perHost := max(l.cfg.Concurrency-1, 1)
 	for _, e := range due {
@@ -442,14 +492,22 @@ func (l *loopRun) startDue(ctx context.Context, now time.Time) {
 			return
 		}
 		host := e.host
-		if inFlight[host] >= perHost && len(waiting) > 1 {
+		if inFlight[host] >= perHost && len(hosts) > 1 {
 			continue
 		}
-		if waiting[host]--; waiting[host] == 0 {
-			delete(waiting, host)
+		fg := waiting[e.img.Expected]
+		if !fg && (l.yielding || background >= budget) {
+			continue
+		}
+		if hosts[host]--; hosts[host] == 0 {
+			delete(hosts, host)
 		}
 		inFlight[host]++
+		if !fg {
+			background++
+		}
 		l.start(ctx, e)
+		e.fg = fg
 	}
 }
 
@@ -501,6 +559,19 @@ func (l *loopRun) finish(res fetchDone, now time.Time) {
 	e.cancel = nil
 	r := res.result
 	log := l.d.Log.With("image", e.img.Expected, "name", e.img.Name)
+	yielded := e.yielded
+	e.yielded, e.fg = false, false
+	if yielded && (r.Outcome == Failed || r.Outcome == Stale) {
+		// Cancelled to yield to Nomad: not a failure, nothing counted; due
+		// again once the episode ends (which also answers a removal that
+		// came meanwhile).
+		e.state, e.due, e.recheck = StateWanted, time.Time{}, false
+		if e.imageID != "" {
+			e.state = StatePresent
+		}
+		log.Debug("background fetch cancelled while yielding to Nomad's pulls; retried after", "result", string(r.Outcome))
+		return
+	}
 	if e.recheck {
 		// Docker removed an image while this fetch ran: what it found may
 		// be gone already. Start over, with nothing counted or logged.
@@ -521,6 +592,7 @@ func (l *loopRun) finish(res fetchDone, now time.Time) {
 		l.failed(e, r, log, now)
 	} else {
 		l.succeeded(e, r, log, now)
+		l.updateYield(now) // the image a task waited for may be here now
 	}
 }
 
@@ -733,6 +805,7 @@ func (l *loopRun) publish() {
 		st := l.discovered.Status
 		s.Nomad = &st
 	}
+	s.Foreground = l.foregroundStatus()
 	for _, key := range l.order {
 		e := l.entries[key]
 		img := ImageStatus{

@@ -56,8 +56,11 @@ type Snapshot struct {
 	DockerDownSince *time.Time `json:"docker_down_since,omitempty"`
 	// Nomad is how discovering images from Nomad goes, while the config has
 	// a nomad block.
-	Nomad  *DiscoveryStatus `json:"nomad,omitempty"`
-	Images []ImageStatus    `json:"images"`
+	Nomad *DiscoveryStatus `json:"nomad,omitempty"`
+	// Foreground is how the agent yields to Nomad's own pulls, while the
+	// config has a nomad block.
+	Foreground *ForegroundStatus `json:"foreground,omitempty"`
+	Images     []ImageStatus     `json:"images"`
 }
 
 // Ready reports whether Nomad could start every image's job on this node

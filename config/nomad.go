@@ -57,8 +57,36 @@ type Nomad struct {
 	// /readyz at 503, as a config image does; by default only its first
 	// fetch does.
 	HoldReadiness bool
-	Pos           Pos
+	// Yield is what the agent does while a task starting on this node
+	// needs an image that is not present (Nomad is pulling it): YieldCancel
+	// (the default) cancels the background pulls in flight and starts no
+	// new one until the task's image is there, YieldPause lets those in
+	// flight finish but starts no new one, YieldOff ignores Nomad's pulls.
+	Yield string
+	// BackgroundPulls is the budget of background pulls (resyncs, images no
+	// starting task waits for) at once while the nomad block is set, below
+	// concurrency: Docker's download slots (max-concurrent-downloads,
+	// default 3, shared by every pull on the daemon) are left to Nomad's
+	// own pulls. Default DefaultBackgroundPulls.
+	BackgroundPulls int
+	Pos             Pos
 }
+
+// The values of the nomad block's yield.
+const (
+	YieldCancel = "cancel"
+	YieldPause  = "pause"
+	YieldOff    = "off"
+)
+
+// DefaultBackgroundPulls and MaxBackgroundPulls are background_pulls'
+// default and ceiling: one pull at a time is "one slot's worth" as far as
+// a client can ask (Docker spreads one pull's layers over up to
+// max-concurrent-downloads slots, and no API call bounds that per pull).
+const (
+	DefaultBackgroundPulls = 1
+	MaxBackgroundPulls     = MaxConcurrency
+)
 
 // DefaultMaxDiscoveredImages and MaxDiscoveredImages are max_images'
 // default and ceiling: a node rarely runs more than a few dozen distinct
@@ -99,6 +127,7 @@ var (
 			{Name: "tls_server_name"}, {Name: "tls_skip_verify"}, {Name: "node_id"},
 			{Name: "namespaces"}, {Name: "include"}, {Name: "exclude"}, {Name: "infra_image"},
 			{Name: "max_images"}, {Name: "include_undecided"}, {Name: "allowed_prefixes"}, {Name: "hold_readiness"},
+			{Name: "yield"}, {Name: "background_pulls"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{{Type: "rewrite"}},
 	}
@@ -111,7 +140,7 @@ var (
 func (p *parser) nomad(b *hcl.Block) *Nomad {
 	content, ds := b.Body.Content(nomadSchema)
 	p.diags(ds)
-	n := &Nomad{Namespaces: []string{"*"}, MaxImages: DefaultMaxDiscoveredImages, Pos: p.pos(b.DefRange)}
+	n := &Nomad{Namespaces: []string{"*"}, MaxImages: DefaultMaxDiscoveredImages, Yield: YieldCancel, BackgroundPulls: DefaultBackgroundPulls, Pos: p.pos(b.DefRange)}
 	for name, dst := range map[string]*string{
 		"address": &n.Address, "region": &n.Region, "token_file": &n.TokenFile,
 		"ca_cert": &n.CACert, "client_cert": &n.ClientCert, "client_key": &n.ClientKey,
@@ -154,6 +183,7 @@ func (p *parser) nomad(b *hcl.Block) *Nomad {
 		}
 	}
 	p.nomadBounds(content.Attributes, n)
+	p.nomadYield(content.Attributes, n)
 	for _, rb := range content.Blocks {
 		if rw, ok := p.rewrite(rb); ok {
 			n.Rewrites = append(n.Rewrites, rw)
@@ -189,6 +219,30 @@ func (p *parser) nomadBounds(attrs hcl.Attributes, n *Nomad) {
 				continue
 			}
 			n.AllowedPrefixes = append(n.AllowedPrefixes, s)
+		}
+	}
+}
+
+// nomadYield reads how the agent gives way to Nomad's own pulls: yield and
+// background_pulls.
+func (p *parser) nomadYield(attrs hcl.Attributes, n *Nomad) {
+	if a, ok := attrs["yield"]; ok {
+		if v, ok := p.stringAttr(a); ok {
+			switch v {
+			case YieldCancel, YieldPause, YieldOff:
+				n.Yield = v
+			default:
+				p.errorf(a.Expr.Range(), "nomad: yield must be %q, %q or %q, got %q", YieldCancel, YieldPause, YieldOff, v)
+			}
+		}
+	}
+	if a, ok := attrs["background_pulls"]; ok {
+		if v, ok := p.intAttr(a); ok {
+			if v < 1 || v > MaxBackgroundPulls {
+				p.errorf(a.Expr.Range(), "nomad: background_pulls must be between 1 and %d, got %d", MaxBackgroundPulls, v)
+			} else {
+				n.BackgroundPulls = v
+			}
 		}
 	}
 }

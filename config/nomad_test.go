@@ -69,3 +69,34 @@ func TestAllowedPrefix(t *testing.T) {
 		}
 	}
 }
+
+func TestParseNomadYield(t *testing.T) {
+	t.Parallel()
+	got, err := Parse("c.hcl", []byte("nomad {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := got.Nomad; n.Yield != YieldCancel || n.BackgroundPulls != DefaultBackgroundPulls {
+		t.Errorf("defaults: yield %q, background_pulls %d", n.Yield, n.BackgroundPulls)
+	}
+	for _, v := range []string{YieldCancel, YieldPause, YieldOff} {
+		got, err := Parse("c.hcl", []byte("nomad {\n  yield = \""+v+"\"\n  background_pulls = 3\n}\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Nomad.Yield != v || got.Nomad.BackgroundPulls != 3 {
+			t.Errorf("%s: got yield %q, background_pulls %d", v, got.Nomad.Yield, got.Nomad.BackgroundPulls)
+		}
+	}
+	for src, want := range map[string]string{
+		`yield = "never"`:       `c.hcl:2:11: nomad: yield must be "cancel", "pause" or "off", got "never"`,
+		`yield = true`:          "yield",
+		`background_pulls = 0`:  "c.hcl:2:22: nomad: background_pulls must be between 1 and 64, got 0",
+		`background_pulls = 65`: "background_pulls must be between 1 and 64, got 65",
+	} {
+		_, err := Parse("c.hcl", []byte("nomad {\n  "+src+"\n}\n"))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want an error with %q", src, err, want)
+		}
+	}
+}

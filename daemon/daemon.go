@@ -25,6 +25,7 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/bundle"
 	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"github.com/nomad-prefetch/nomad-prefetch/discovery"
+	"github.com/nomad-prefetch/nomad-prefetch/foreground"
 	"github.com/nomad-prefetch/nomad-prefetch/lockfile"
 	"github.com/nomad-prefetch/nomad-prefetch/metrics"
 	"github.com/nomad-prefetch/nomad-prefetch/status"
@@ -120,7 +121,8 @@ func Run(ctx context.Context, o Options) error {
 	loop := &agent.Loop{
 		Docker: clients.Engine, Events: clients.Engine, Remote: clients.Remote, Auths: clients.Credentials, Log: o.Log,
 		Discoverer: &discovery.Discoverer{Log: o.Log},
-		Bundles:    bundle.NewLoader(clients.Engine, o.Log), // the bundle: sources, each loaded once while its file is unchanged
+		Foreground: &foreground.Watcher{Images: clients.Engine, Log: o.Log}, // yield to Nomad's own pulls
+		Bundles:    bundle.NewLoader(clients.Engine, o.Log),                 // the bundle: sources, each loaded once while its file is unchanged
 	}
 	m := metrics.New(loop.Snapshot)
 	loop.Observer = m

@@ -71,7 +71,7 @@ func (d *Discoverer) Run(ctx context.Context, settings config.Nomad, found func(
 	st := newState(settings, log)
 	pub := &publisher{found: found, every: cmpOr(d.Coalesce, 100*time.Millisecond)}
 	defer pub.stop()
-	client, err := newClient(settings)
+	client, err := NewClient(settings)
 	if err != nil {
 		pub.with(func() { st.failed(err, time.Now()) })
 		pub.now(st)
@@ -171,7 +171,7 @@ func (d *Discoverer) session(ctx context.Context, c *nomad.Client, st *state, pu
 func learnNode(ctx context.Context, c *nomad.Client, timeout time.Duration, id string) (node, error) {
 	if id == "" {
 		var err error
-		if id, err = agentNode(ctx, c, timeout); err != nil {
+		if id, err = AgentNode(ctx, c, timeout); err != nil {
 			return node{}, err
 		}
 	}
@@ -184,8 +184,8 @@ func learnNode(ctx context.Context, c *nomad.Client, timeout time.Duration, id s
 	return newNode(n), nil
 }
 
-// agentNode asks the agent c talks to which node it is.
-func agentNode(ctx context.Context, c *nomad.Client, timeout time.Duration) (string, error) {
+// AgentNode asks the agent c talks to which node it is.
+func AgentNode(ctx context.Context, c *nomad.Client, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// Agent().Self takes no options, so no deadline: the same call through
@@ -409,11 +409,11 @@ func (p *publisher) stop() {
 	}
 }
 
-// newClient builds the Nomad client from the standard environment
+// NewClient builds the Nomad client from the standard environment
 // (api.DefaultConfig: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, ...), with the
 // nomad block's attributes on top; the token file is read again before each
 // connection.
-func newClient(s config.Nomad) (*nomad.Client, error) {
+func NewClient(s config.Nomad) (*nomad.Client, error) {
 	cfg := api.DefaultConfig()
 	if s.Address != "" {
 		cfg.Address = s.Address

@@ -25,16 +25,25 @@ import (
 //   - prefetch_discovered_images_left_out: images the jobs name here that
 //     max_images leaves out;
 //   - prefetch_nomad_stream_up: 1 while the Job events are followed;
-//   - prefetch_nomad_last_index: the last Nomad index applied.
+//   - prefetch_nomad_last_index: the last Nomad index applied;
+//   - prefetch_yielding: 1 while background pulls are held back for the
+//     pulls of tasks starting on this node (foreground first), else 0;
+//   - prefetch_yield_waiting_images: the images those tasks wait for;
+//   - prefetch_yield_episodes_total, prefetch_yield_cancelled_pulls_total:
+//     the times yielding began, and the background pulls it cancelled;
+//   - prefetch_node_allocations_up: 1 while this node's allocations are
+//     followed, else 0.
 //
 // Their cardinality is one to three series per image kept: the config's,
 // and at most max_images (plus the infra image) discovered ones, since any
 // job submitter chooses those; what is left out is only counted.
 type imageCollector struct {
-	snapshot                             func() agent.Snapshot
-	state, present, failingSince, cfgErr *prometheus.Desc
-	discovered, nomadUp, nomadIndex      *prometheus.Desc
-	discoveredMax, leftOut               *prometheus.Desc
+	snapshot                              func() agent.Snapshot
+	state, present, failingSince, cfgErr  *prometheus.Desc
+	discovered, nomadUp, nomadIndex       *prometheus.Desc
+	discoveredMax, leftOut                *prometheus.Desc
+	yielding, yieldWaiting, yieldEpisodes *prometheus.Desc
+	yieldCancelled, allocsUp              *prometheus.Desc
 }
 
 func newImageCollector(snapshot func() agent.Snapshot) *imageCollector {
@@ -57,6 +66,16 @@ func newImageCollector(snapshot func() agent.Snapshot) *imageCollector {
 			"1 while discovery follows Nomad's Job events, 0 while it can't (the last known images are kept); absent without discovery.", nil, nil),
 		nomadIndex: prometheus.NewDesc("prefetch_nomad_last_index",
 			"The last Nomad index discovery applied; absent without discovery.", nil, nil),
+		yielding: prometheus.NewDesc("prefetch_yielding",
+			"1 while the agent holds its background pulls back because a task starting on this node waits for an image that is not present (Nomad is pulling it), else 0; absent without a nomad block. /v1/status foreground.why says for which.", nil, nil),
+		yieldWaiting: prometheus.NewDesc("prefetch_yield_waiting_images",
+			"Images tasks starting on this node wait for that are not present; absent without a nomad block.", nil, nil),
+		yieldEpisodes: prometheus.NewDesc("prefetch_yield_episodes_total",
+			"Times the agent began yielding to Nomad's pulls; absent without a nomad block.", nil, nil),
+		yieldCancelled: prometheus.NewDesc("prefetch_yield_cancelled_pulls_total",
+			"Background pulls cancelled to yield to Nomad's pulls (each retried when yielding ends); absent without a nomad block.", nil, nil),
+		allocsUp: prometheus.NewDesc("prefetch_node_allocations_up",
+			"1 while this node's allocations are followed (to yield to Nomad's pulls), else 0; absent without a nomad block.", nil, nil),
 		cfgErr: prometheus.NewDesc("prefetch_config_error",
 			"1 while the config file on disk can't be loaded (the last good config is in use; /v1/status config_error says why), else 0.", nil, nil),
 	}
@@ -72,6 +91,11 @@ func (c *imageCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.nomadIndex
 	ch <- c.discoveredMax
 	ch <- c.leftOut
+	ch <- c.yielding
+	ch <- c.yieldWaiting
+	ch <- c.yieldEpisodes
+	ch <- c.yieldCancelled
+	ch <- c.allocsUp
 }
 
 func (c *imageCollector) Collect(ch chan<- prometheus.Metric) {
@@ -109,5 +133,18 @@ func (c *imageCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.leftOut, float64(n.LeftOut))
 		gauge(c.nomadUp, up)
 		gauge(c.nomadIndex, float64(n.Index))
+	}
+	if f := s.Foreground; f != nil {
+		b := func(v bool) float64 {
+			if v {
+				return 1
+			}
+			return 0
+		}
+		gauge(c.yielding, b(f.Yielding))
+		gauge(c.yieldWaiting, float64(len(f.Waiting)))
+		gauge(c.allocsUp, b(f.Live))
+		ch <- prometheus.MustNewConstMetric(c.yieldEpisodes, prometheus.CounterValue, float64(f.Episodes))
+		ch <- prometheus.MustNewConstMetric(c.yieldCancelled, prometheus.CounterValue, float64(f.Cancelled))
 	}
 }

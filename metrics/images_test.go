@@ -76,3 +76,26 @@ func TestDiscoveryMetrics(t *testing.T) {
 		t.Error("/metrics has a series for an image left out")
 	}
 }
+
+// With a nomad block, yielding to Nomad's pulls is visible: whether, for
+// how many images, how often and what it cancelled.
+func TestForegroundMetrics(t *testing.T) {
+	t.Parallel()
+	snap := agent.Snapshot{ConfigLoaded: time.Now()}
+	m := New(func() agent.Snapshot { return snap })
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	if body := scrape(); strings.Contains(body, "prefetch_yielding") {
+		t.Error("prefetch_yielding without a nomad block")
+	}
+	snap.Foreground = &agent.ForegroundStatus{Yield: "cancel", Yielding: true, Waiting: []string{"reg:5000/fg:1"}, Episodes: 3, Cancelled: 2, Live: true}
+	body := scrape()
+	for _, want := range []string{"prefetch_yielding 1", "prefetch_yield_waiting_images 1", "prefetch_yield_episodes_total 3", "prefetch_yield_cancelled_pulls_total 2", "prefetch_node_allocations_up 1"} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

@@ -25,6 +25,9 @@ func writeStatusTable(w io.Writer, s agent.Snapshot, now time.Time) error {
 	if s.Nomad != nil {
 		writeDiscovery(w, *s.Nomad, now)
 	}
+	if s.Foreground != nil {
+		writeForeground(w, *s.Foreground, now)
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	origin := s.Nomad != nil
@@ -99,5 +102,26 @@ func writeDiscovery(w io.Writer, d agent.DiscoveryStatus, now time.Time) {
 	}
 	for _, p := range problems {
 		fmt.Fprintf(w, "  %s\n", clean(p, maxText))
+	}
+}
+
+// writeForeground says whether the agent yields to Nomad's own pulls.
+func writeForeground(w io.Writer, f agent.ForegroundStatus, now time.Time) {
+	switch {
+	case f.Yield == "off":
+		fmt.Fprintf(w, "foreground: yield off; background pulls at most %d at once\n", f.BackgroundPulls)
+	case f.Error != "":
+		fmt.Fprintf(w, "foreground: this node's allocations can't be read, not yielding: %s\n", f.Error)
+	case f.Yielding:
+		since := ""
+		if f.YieldingSince != nil {
+			since = " for " + now.Sub(*f.YieldingSince).Round(time.Second).String()
+		}
+		fmt.Fprintf(w, "foreground: YIELDING%s (%s), background pulls held back: %s\n", since, f.Yield, f.Why)
+	default:
+		fmt.Fprintf(w, "foreground: no starting task waits for an image; background pulls at most %d at once (yield %s, %d episode(s), %d pull(s) cancelled)\n", f.BackgroundPulls, f.Yield, f.Episodes, f.Cancelled)
+	}
+	if len(f.GaveUp) > 0 {
+		fmt.Fprintf(w, "  no longer yielded to (waited for too long): %s\n", strings.Join(f.GaveUp, ", "))
 	}
 }

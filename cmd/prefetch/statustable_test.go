@@ -86,3 +86,20 @@ func TestStatusTableLeftOut(t *testing.T) {
 		}
 	}
 }
+
+// Yielding to Nomad's pulls is said, with why.
+func TestStatusTableForeground(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	since := now.Add(-3 * time.Second)
+	s := agent.Snapshot{Config: "c.hcl", ConfigLoaded: now, Foreground: &agent.ForegroundStatus{
+		Yield: "cancel", BackgroundPulls: 1, Yielding: true, YieldingSince: &since, Why: "default/web/g/t waits for reg:5000/web:1", Live: true,
+	}}
+	var b bytes.Buffer
+	if err := writeStatusTable(&b, s, now); err != nil {
+		t.Fatal(err)
+	}
+	if want := "foreground: YIELDING for 3s (cancel), background pulls held back: default/web/g/t waits for reg:5000/web:1\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, b.String())
+	}
+}

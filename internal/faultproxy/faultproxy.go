@@ -61,7 +61,21 @@ type Proxy struct {
 	fault  Fault
 	times  int // how many more requests the fault applies to; <0: all
 	counts map[string]int
+	delay  time.Duration // before every request is passed on (SetDelay)
+	link   *link         // shared by every answer's body (SetBandwidth); nil: unlimited
+	seen   []Seen        // every request, in arrival order (at most maxSeen)
+	moved  chan struct{} // closed and replaced at each request
 }
+
+// Seen is one request the proxy received.
+type Seen struct {
+	At     time.Time
+	Method string
+	Path   string
+}
+
+// maxSeen bounds the requests remembered.
+const maxSeen = 100000
 
 // Start starts a proxy to the registry at target (http://host:port).
 func Start(target string) (*Proxy, error) {
@@ -78,6 +92,7 @@ func Start(target string) (*Proxy, error) {
 		target: u,
 		closed: make(chan struct{}),
 		counts: map[string]int{},
+		moved:  make(chan struct{}),
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
@@ -115,6 +130,113 @@ func (p *Proxy) Count(kind string) int {
 	return p.counts[kind]
 }
 
+// SetDelay makes every request wait d before it is passed on or failed (a
+// slow registry: the measurements answered each after 3 s); 0
+// turns it off. A request whose client gives up meanwhile is dropped.
+func (p *Proxy) SetDelay(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.delay = d
+}
+
+// SetBandwidth makes every answer's body share one link of bytesPerSec (a
+// node's uplink: concurrent pulls split it); 0 removes the limit.
+func (p *Proxy) SetBandwidth(bytesPerSec int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.link = nil
+	if bytesPerSec > 0 {
+		p.link = &link{rate: float64(bytesPerSec)}
+	}
+}
+
+// link is a shared bandwidth: each write takes its turn on one timeline.
+type link struct {
+	mu   sync.Mutex
+	rate float64   // bytes a second
+	next time.Time // when the link is free
+}
+
+// take reserves n bytes' time on the link and returns when they are sent.
+func (l *link) take(n int) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if l.next.Before(now) {
+		l.next = now
+	}
+	l.next = l.next.Add(time.Duration(float64(n) / l.rate * float64(time.Second)))
+	return l.next
+}
+
+// limited is a ResponseWriter whose body goes through a link, in chunks,
+// so that concurrent answers interleave.
+type limited struct {
+	http.ResponseWriter
+	link *link
+	ctx  context.Context
+}
+
+func (w *limited) Write(b []byte) (int, error) {
+	const chunk = 32 << 10
+	written := 0
+	for len(b) > 0 {
+		n := min(len(b), chunk)
+		t := time.NewTimer(time.Until(w.link.take(n)))
+		select {
+		case <-t.C:
+		case <-w.ctx.Done():
+			t.Stop()
+			return written, w.ctx.Err()
+		}
+		m, err := w.ResponseWriter.Write(b[:n])
+		written += m
+		if err != nil {
+			return written, err
+		}
+		b = b[n:]
+	}
+	return written, nil
+}
+
+// Unwrap lets http.ResponseController reach the connection (Hijack).
+func (w *limited) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *limited) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Requests returns every request received so far, in arrival order.
+func (p *Proxy) Requests() []Seen {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Seen(nil), p.seen...)
+}
+
+// WaitFor returns once a request whose path contains substr and whose
+// kind (as Count names it, "GET blob") is kind has arrived, or when ctx
+// ends (with its error).
+func (p *Proxy) WaitFor(ctx context.Context, kind, substr string) error {
+	for {
+		p.mu.Lock()
+		moved := p.moved
+		for _, r := range p.seen {
+			if r.Method+" "+kindOf(r.Path) == kind && strings.Contains(r.Path, substr) {
+				p.mu.Unlock()
+				return nil
+			}
+		}
+		p.mu.Unlock()
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // ResetCounts sets every count back to zero.
 func (p *Proxy) ResetCounts() {
 	p.mu.Lock()
@@ -122,7 +244,7 @@ func (p *Proxy) ResetCounts() {
 	clear(p.counts)
 }
 
-func kind(path string) string {
+func kindOf(path string) string {
 	switch {
 	case strings.HasPrefix(path, "/v2/") && strings.Contains(path, "/manifests/"):
 		return "manifest"
@@ -151,7 +273,30 @@ func (p *Proxy) take(method, k string) Fault {
 }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch p.take(r.Method, kind(r.URL.Path)) {
+	p.mu.Lock()
+	if len(p.seen) < maxSeen {
+		p.seen = append(p.seen, Seen{At: time.Now(), Method: r.Method, Path: r.URL.Path})
+	}
+	close(p.moved)
+	p.moved = make(chan struct{})
+	delay, lk := p.delay, p.link
+	p.mu.Unlock()
+	if lk != nil {
+		w = &limited{ResponseWriter: w, link: lk, ctx: r.Context()}
+	}
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		case <-p.closed:
+			t.Stop()
+			return
+		}
+	}
+	switch p.take(r.Method, kindOf(r.URL.Path)) {
 	case None:
 		p.rp.ServeHTTP(w, r)
 	case Manifest500:

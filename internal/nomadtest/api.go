@@ -38,6 +38,10 @@ type apiState struct {
 	// of that namespace, C).
 	index   uint64
 	nsIndex map[string]uint64
+	// allocs are every node's allocations by ID (allocs.go), allocIndex
+	// the allocations table's last write.
+	allocs     map[string]map[string]any
+	allocIndex uint64
 }
 
 func (s *Server) api() *apiState {
@@ -50,6 +54,7 @@ func (s *Server) api() *apiState {
 func (s *Server) routeAPI(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/agent/self", s.guard(s.agentSelf))
 	mux.HandleFunc("GET /v1/node/{id}", s.guard(s.nodeInfo))
+	mux.HandleFunc("GET /v1/node/{id}/allocations", s.guard(s.nodeAllocations))
 	mux.HandleFunc("GET /v1/jobs", s.guard(s.jobList))
 	mux.HandleFunc("GET /v1/job/{id}", s.guard(s.jobInfo))
 	mux.HandleFunc("GET /v1/job/{id}/versions", s.guard(s.jobVersions))
@@ -155,8 +160,12 @@ func (s *Server) guard(h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		s.mu.Lock()
-		index := s.nextIndex - 1
+		index, fail := s.nextIndex-1, s.failStatus
 		s.mu.Unlock()
+		if fail != 0 { // SetFailStatus: the foreground watcher's tests read a failing Nomad
+			http.Error(w, http.StatusText(fail), fail)
+			return
+		}
 		w.Header().Set("X-Nomad-Index", strconv.FormatUint(index, 10))
 		w.Header().Set("Content-Type", "application/json")
 		h(w, r)

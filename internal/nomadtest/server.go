@@ -348,7 +348,8 @@ func (s *Server) AddNamespace(ns string) {
 	s.opts.Namespaces = append(s.opts.Namespaces, ns)
 }
 
-// SetFailStatus makes new subscriptions fail with this HTTP status (0: serve).
+// SetFailStatus makes new subscriptions and API calls fail with this HTTP
+// status (0: serve); an API answer's text is the status's (not recorded).
 func (s *Server) SetFailStatus(status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

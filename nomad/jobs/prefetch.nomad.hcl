@@ -166,6 +166,18 @@ variable "status_token_var" {
   description = "A Nomad variable whose item status_token (at least 16 characters) is the bearer token that reads /metrics and /v1/status on the node's address: for prefetch status -cluster -token-file, prefetch wait -token-file and Prometheus. \"\": those are served on each node's loopback only (127.0.0.1:9105). The task reads nomad/jobs/prefetch/prefetch without a policy; it must exist before the job runs."
 }
 
+variable "discovery_yield" {
+  type        = string
+  default     = "cancel"
+  description = "discovery: while a task starting on the node waits for an absent image, \"cancel\" the agent's background pulls, \"pause\" them, or \"off\" (README, Foreground first)."
+}
+
+variable "discovery_background_pulls" {
+  type        = number
+  default     = 1
+  description = "discovery: the most background pulls at once (1 to 64, at most concurrency), leaving Docker's download slots to Nomad's pulls."
+}
+
 variable "service_provider" {
   type        = string
   default     = "nomad"
@@ -336,6 +348,8 @@ job "prefetch" {
         PREFETCH_NOMAD_INCLUDE_UNDECIDED  = var.discovery_include_undecided
         PREFETCH_NOMAD_HOLD_READINESS     = var.discovery_hold_readiness
         PREFETCH_NOMAD_ALLOWED_PREFIXES   = jsonencode(var.discovery_allowed_prefixes)
+        PREFETCH_NOMAD_YIELD              = var.discovery_yield
+        PREFETCH_NOMAD_BACKGROUND_PULLS   = var.discovery_background_pulls
       }
 
       # The workload identity's token in secrets/nomad_token, for discovery

@@ -328,6 +328,8 @@ func TestDiscoveryBlock(t *testing.T) {
 		"PREFETCH_NOMAD_INCLUDE_UNDECIDED=true",
 		"PREFETCH_NOMAD_HOLD_READINESS=false",
 		`PREFETCH_NOMAD_ALLOWED_PREFIXES=["registry.service.consul:5000","docker.io/library/"]`,
+		"PREFETCH_NOMAD_YIELD=pause",
+		"PREFETCH_NOMAD_BACKGROUND_PULLS=2",
 	}, "-config", cfgFile)
 	cfg, err = config.Parse("config.hcl", rendered)
 	if err != nil {
@@ -337,6 +339,9 @@ func TestDiscoveryBlock(t *testing.T) {
 	if n == nil || n.MaxImages != 250 || !n.IncludeUndecided || n.HoldReadiness ||
 		!slices.Equal(n.AllowedPrefixes, []string{"registry.service.consul:5000", "docker.io/library/"}) {
 		t.Fatalf("discovery bounds: got nomad block %+v from\n%s", n, rendered)
+	}
+	if n.Yield != config.YieldPause || n.BackgroundPulls != 2 {
+		t.Fatalf("foreground first: got yield %q, background_pulls %d from\n%s", n.Yield, n.BackgroundPulls, rendered)
 	}
 	if n == nil || n.Address != "unix:///secrets/api.sock" || n.TokenFile != "/secrets/nomad_token" || n.NodeID == "" ||
 		!slices.Equal(n.Namespaces, []string{"default", "team-*"}) || !slices.Equal(n.Exclude, []string{"*:latest"}) ||

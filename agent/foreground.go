@@ -1,0 +1,274 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nomad-prefetch/nomad-prefetch/config"
+)
+
+// Foreground is what a ForegroundWatcher found on this node: the images
+// that tasks starting here need and that are not present, which Nomad is
+// pulling or is about to pull.
+type Foreground struct {
+	// Waiting are those images' normalised references, sorted.
+	Waiting []string
+	// WaitedBy says, per image of Waiting, which tasks wait for it
+	// (namespace/job/group/task), at most a few each.
+	WaitedBy map[string][]string
+	// Live is true while this node's allocations are followed; Error is
+	// why they can't be, since ErrorSince (Waiting is then empty: an agent
+	// that can't see Nomad does not hold its own work back for it).
+	Live       bool
+	Error      string
+	ErrorSince *time.Time
+	// Index is the last allocations index read.
+	Index uint64
+	// GaveUp are images a task has been waiting for longer than the
+	// watcher's bound: no longer yielded to (a task that can never pull
+	// must not stop the agent's work for good), at most a few dozen.
+	GaveUp []string
+}
+
+// ForegroundWatcher follows the allocations of this node. Run runs until
+// ctx is done with the nomad block's settings, calling found with every
+// new Foreground (found never blocks).
+type ForegroundWatcher interface {
+	Run(ctx context.Context, settings config.Nomad, found func(Foreground))
+}
+
+// ForegroundStatus is how yielding to Nomad goes, for /v1/status (the
+// snapshot's "foreground") and the metrics.
+type ForegroundStatus struct {
+	// Yield and BackgroundPulls are the nomad block's settings.
+	Yield           string `json:"yield"`
+	BackgroundPulls int    `json:"background_pulls"`
+	// Yielding is true while the agent holds its background pulls back
+	// for Nomad's, since YieldingSince; Why says for which images.
+	Yielding      bool       `json:"yielding"`
+	YieldingSince *time.Time `json:"yielding_since,omitempty"`
+	Why           string     `json:"why,omitempty"`
+	// Waiting are the images tasks starting here wait for, not present;
+	// WaitedBy who waits for each.
+	Waiting  []string            `json:"waiting,omitempty"`
+	WaitedBy map[string][]string `json:"waited_by,omitempty"`
+	// Episodes counts the times yielding began; Cancelled the background
+	// pulls cancelled for it (each retried when the episode ends).
+	Episodes  uint64 `json:"episodes"`
+	Cancelled uint64 `json:"cancelled"`
+	// Live, Error, ErrorSince: whether this node's allocations are
+	// followed.
+	Live       bool       `json:"live"`
+	Error      string     `json:"error,omitempty"`
+	ErrorSince *time.Time `json:"error_since,omitempty"`
+	GaveUp     []string   `json:"gave_up,omitempty"`
+}
+
+// latestForeground holds the newest Foreground a watcher reported, for the
+// loop to take when it is told.
+type latestForeground struct {
+	mu     sync.Mutex
+	set    *Foreground
+	notify chan struct{}
+}
+
+func newLatestForeground() *latestForeground {
+	return &latestForeground{notify: make(chan struct{}, 1)}
+}
+
+func (l *latestForeground) put(f Foreground) {
+	l.mu.Lock()
+	l.set = &f
+	l.mu.Unlock()
+	select {
+	case l.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (l *latestForeground) take() (Foreground, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.set == nil {
+		return Foreground{}, false
+	}
+	f := *l.set
+	l.set = nil
+	return f, true
+}
+
+// Foreground first, the rule (README, "Foreground first"): while the config
+// has a nomad block and a task starting on this node waits for an image
+// that is not present (Nomad is, or is about to be, pulling it), the loop
+// yields: it starts no fetch of an image no starting task waits for, and
+// with yield = "cancel" cancels those in flight (each is due again when the
+// episode ends, nothing counted as a failure); with "pause" it lets them
+// finish. A fetch of an image a task waits for goes first, and is due at
+// once when the task starts waiting. Outside an episode, background fetches
+// run at most background_pulls at once (at most concurrency), so that
+// Docker's download slots, shared by every pull on the daemon, are left to
+// Nomad's own pulls.
+
+// watchForeground starts, restarts or stops the foreground watcher as the
+// nomad block says.
+func (l *loopRun) watchForeground(settings *config.Nomad, want config.Nomad) {
+	if l.fgWant != nil && settings != nil && reflect.DeepEqual(*l.fgWant, want) {
+		return
+	}
+	if l.stopFg != nil {
+		l.stopFg()
+		l.stopFg, l.fgWant = nil, nil
+	}
+	l.fg = Foreground{}
+	if settings == nil || l.d.Foreground == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(l.ctx)
+	l.stopFg, l.fgWant = cancel, &want
+	l.fgFound = newLatestForeground() // a stopped watcher's last word is dropped
+	found := l.fgFound
+	l.wg.Go(func() { l.d.Foreground.Run(ctx, want, found.put) })
+}
+
+// foregroundSet applies what the watcher found: an image newly waited for
+// is due now, and yielding starts or ends.
+func (l *loopRun) foregroundSet(f Foreground, now time.Time) {
+	before := map[string]bool{}
+	for _, ref := range l.fg.Waiting {
+		before[ref] = true
+	}
+	l.fg = f
+	for _, ref := range f.Waiting {
+		if e, ok := l.entries[ref]; ok && !before[ref] && !e.busy() {
+			e.due, e.retrying = time.Time{}, false
+		}
+	}
+	l.updateYield(now)
+}
+
+// waitingImages are the images tasks starting here wait for that the loop
+// does not know present.
+func (l *loopRun) waitingImages() map[string]bool {
+	out := map[string]bool{}
+	for _, ref := range l.fg.Waiting {
+		if e, ok := l.entries[ref]; ok && e.imageID != "" && !e.removed {
+			continue // fetched since: Nomad finds it
+		}
+		out[ref] = true
+	}
+	return out
+}
+
+func (l *loopRun) yieldMode() string {
+	if l.cfg.Nomad == nil {
+		return config.YieldOff
+	}
+	return cmp.Or(l.cfg.Nomad.Yield, config.YieldCancel)
+}
+
+// backgroundBudget is how many background fetches may run at once.
+func (l *loopRun) backgroundBudget() int {
+	if l.cfg.Nomad == nil {
+		return l.cfg.Concurrency
+	}
+	return min(cmp.Or(l.cfg.Nomad.BackgroundPulls, config.DefaultBackgroundPulls), l.cfg.Concurrency)
+}
+
+// updateYield starts or ends a yielding episode as the waiting images and
+// the yield setting say; each is logged once, at its start and its end.
+func (l *loopRun) updateYield(now time.Time) {
+	waiting := l.waitingImages()
+	mode := l.yieldMode()
+	yield := mode != config.YieldOff && len(waiting) > 0
+	refs := slices.Sorted(maps.Keys(waiting))
+	if yield {
+		l.yieldWhy = yieldWhy(refs, l.fg.WaitedBy)
+	}
+	switch {
+	case yield && !l.yielding:
+		l.yielding, l.yieldSince, l.epCancelled = true, now, 0
+		l.episodes++
+		l.d.Log.Info("yielding to Nomad: a task starting on this node waits for an image that is not present; background pulls held back",
+			"yield", mode, "waiting", clipList(refs, 5), "images", len(refs), "why", l.yieldWhy)
+	case !yield && l.yielding:
+		l.yielding = false
+		l.d.Log.Info("yielding to Nomad ended: background pulls resume",
+			"yielded_for", now.Sub(l.yieldSince).Round(time.Millisecond).String(), "cancelled", l.epCancelled)
+		l.yieldWhy = ""
+	}
+	if !l.yielding || mode != config.YieldCancel {
+		return
+	}
+	for _, e := range l.entries {
+		if e.cancel == nil || e.yielded {
+			continue
+		}
+		if waiting[e.img.Expected] {
+			e.fg = true // now serves a starting task: kept
+			continue
+		}
+		if !e.fg {
+			e.cancel()
+			e.yielded = true
+			l.cancelled++
+			l.epCancelled++
+		}
+	}
+}
+
+// yieldWhy says in a line which tasks wait for what, bounded.
+func yieldWhy(refs []string, by map[string][]string) string {
+	var parts []string
+	for _, ref := range refs[:min(len(refs), 3)] {
+		who := by[ref]
+		if len(who) > 0 {
+			parts = append(parts, fmt.Sprintf("%s waits for %s", who[0], ref))
+		} else {
+			parts = append(parts, "a starting task waits for "+ref)
+		}
+	}
+	if len(refs) > 3 {
+		parts = append(parts, fmt.Sprintf("and %d more", len(refs)-3))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// clipList is at most n of refs, for a log line.
+func clipList(refs []string, n int) []string {
+	if len(refs) <= n {
+		return refs
+	}
+	return append(slices.Clone(refs[:n]), fmt.Sprintf("... %d more", len(refs)-n))
+}
+
+func (l *loopRun) foregroundStatus() *ForegroundStatus {
+	if l.cfg.Nomad == nil {
+		return nil
+	}
+	st := &ForegroundStatus{
+		Yield: l.yieldMode(), BackgroundPulls: l.backgroundBudget(),
+		Yielding: l.yielding, Why: l.yieldWhy, Episodes: l.episodes, Cancelled: l.cancelled,
+		Live: l.fg.Live, Error: l.fg.Error, ErrorSince: l.fg.ErrorSince, GaveUp: l.fg.GaveUp,
+	}
+	if l.yielding {
+		t := l.yieldSince
+		st.YieldingSince = &t
+	}
+	if waiting := l.waitingImages(); len(waiting) > 0 {
+		st.Waiting = slices.Sorted(maps.Keys(waiting))
+		st.WaitedBy = map[string][]string{}
+		for _, ref := range st.Waiting {
+			if who := l.fg.WaitedBy[ref]; len(who) > 0 {
+				st.WaitedBy[ref] = who
+			}
+		}
+	}
+	return st
+}
