@@ -49,19 +49,19 @@ type gate struct {
 	partial []byte // written since the last mark: frames not known whole yet
 	pending []byte // whole frames, up to upto
 	marks   []mark
-	upto    uint64 // index of the last whole frame received
+	upto    nomad.Position // of the last whole frame received
 	err     error  // set: writes fail with it (the lock is lost)
 	stopped bool   // set: flushed no longer waits for space
 	wake    chan struct{}
 }
 
-// mark is where a frame ends in pending, and its index.
+// mark is where a frame ends in pending, and its position.
 type mark struct {
-	end   int
-	index uint64
+	end int
+	pos nomad.Position
 }
 
-func newGate(upto uint64) *gate {
+func newGate(upto nomad.Position) *gate {
 	g := &gate{upto: upto, wake: make(chan struct{}, 1)}
 	g.space = sync.NewCond(&g.mu)
 	return g
@@ -78,17 +78,17 @@ func (g *gate) Write(p []byte) (int, error) {
 }
 
 // flushed is the Streamer's Flushed: what was written so far is the frames
-// up to index. It waits while maxPending bytes wait for their checkpoint.
-func (g *gate) flushed(index uint64) {
+// up to pos. It waits while maxPending bytes wait for their checkpoint.
+func (g *gate) flushed(pos nomad.Position) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.err != nil || len(g.partial) == 0 && index == g.upto {
+	if g.err != nil || len(g.partial) == 0 && pos == g.upto {
 		return
 	}
 	g.pending = append(g.pending, g.partial...)
 	g.partial = g.partial[:0]
-	g.marks = append(g.marks, mark{end: len(g.pending), index: index})
-	g.upto = index
+	g.marks = append(g.marks, mark{end: len(g.pending), pos: pos})
+	g.upto = pos
 	select {
 	case g.wake <- struct{}{}:
 	default:
@@ -99,7 +99,7 @@ func (g *gate) flushed(index uint64) {
 }
 
 // take hands the whole frames to the committer.
-func (g *gate) take() (batch []byte, marks []mark, upto uint64) {
+func (g *gate) take() (batch []byte, marks []mark, upto nomad.Position) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	batch, marks, upto = g.pending, g.marks, g.upto
@@ -108,8 +108,8 @@ func (g *gate) take() (batch []byte, marks []mark, upto uint64) {
 	return batch, marks, upto
 }
 
-// state is how many bytes wait, and the index of the last whole frame.
-func (g *gate) state() (int, uint64) {
+// state is how many bytes wait, and the position of the last whole frame.
+func (g *gate) state() (int, nomad.Position) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return len(g.pending), g.upto
@@ -142,7 +142,7 @@ type committer struct {
 
 	items     map[string]string // the variable's items, as last written
 	cas       uint64            // the variable's ModifyIndex
-	committed uint64            // the checkpoint: the index in the variable
+	committed nomad.Position    // the checkpoint: the position in the variable
 	last      time.Time         // of the last commit
 }
 
@@ -218,28 +218,29 @@ func (c *committer) commit() error {
 	back := prev
 	for _, m := range marks {
 		if m.end <= n {
-			back = m.index
+			back = m.pos
 		}
 	}
 	if back != c.committed {
 		if cerr := c.checkpoint(back); cerr != nil {
 			c.log.Error("HA checkpoint not moved back after stdout failed: the frames after the last one written whole are lost",
-				"index", back, "checkpoint", c.committed, "error", cerr.Error())
+				"index", back.Index, "checkpoint", c.committed.Index, "error", cerr.Error())
 		}
 	}
 	return &nomad.WriteError{Err: err}
 }
 
-// checkpoint writes idx to the lock's variable, retrying while the lock is
+// checkpoint writes pos to the lock's variable (items index and frames), retrying while the lock is
 // held. A write whose answer was lost may have landed: the 409 its retry
 // gets is resolved by renewing (is the lock still ours?) and reading the
 // variable (did the write land?).
-func (c *committer) checkpoint(idx uint64) error {
+func (c *committer) checkpoint(pos nomad.Position) error {
 	items := maps.Clone(c.items)
 	if items == nil {
 		items = map[string]string{}
 	}
-	items["index"] = strconv.FormatUint(idx, 10)
+	items["index"] = strconv.FormatUint(pos.Index, 10)
+	items["frames"] = strconv.Itoa(pos.Frames)
 	conflicts := 0
 	for {
 		if err := c.lease.held(); err != nil {
@@ -250,25 +251,25 @@ func (c *committer) checkpoint(idx uint64) error {
 		switch {
 		case err == nil:
 			c.lease.reported(nl.TTL)
-			c.committed, c.cas, c.items = idx, cas, items
-			c.state.checkpoint.Store(idx)
+			c.committed, c.cas, c.items = pos, cas, items
+			c.state.checkpoint.Store(pos.Index)
 			return nil
 		case errors.As(err, &ce):
 			if conflicts++; conflicts > 3 {
 				c.lease.lose(fmt.Errorf("checkpoint writes keep being refused: %w", err))
 				return c.lease.held()
 			}
-			landed, err := c.resolve(idx)
+			landed, err := c.resolve(pos)
 			if err != nil {
 				return err
 			}
 			if landed {
-				c.committed, c.items = idx, items
-				c.state.checkpoint.Store(idx)
+				c.committed, c.items = pos, items
+				c.state.checkpoint.Store(pos.Index)
 				return nil
 			}
 		default:
-			c.log.Debug("HA checkpoint write failed; retrying while the lock is held", "index", idx, "error", err.Error())
+			c.log.Debug("HA checkpoint write failed; retrying while the lock is held", "index", pos.Index, "error", err.Error())
 			time.Sleep(min(c.interval, 250*time.Millisecond))
 		}
 	}
@@ -276,9 +277,9 @@ func (c *committer) checkpoint(idx uint64) error {
 
 // resolve follows a refused checkpoint write: it returns the lock lost
 // error when Nomad says so, and otherwise whether the variable already
-// holds idx (an earlier attempt landed), its ModifyIndex taken for the next
+// holds pos (an earlier attempt landed), its ModifyIndex taken for the next
 // write.
-func (c *committer) resolve(idx uint64) (landed bool, err error) {
+func (c *committer) resolve(pos nomad.Position) (landed bool, err error) {
 	if err := c.lease.renew(context.Background()); err != nil {
 		if lost := c.lease.held(); lost != nil {
 			return false, lost
@@ -297,5 +298,5 @@ func (c *committer) resolve(idx uint64) (landed bool, err error) {
 		return false, c.lease.held()
 	}
 	c.cas = v.ModifyIndex
-	return v.Items["index"] == strconv.FormatUint(idx, 10), nil
+	return v.Items["index"] == strconv.FormatUint(pos.Index, 10) && v.Items["frames"] == strconv.Itoa(pos.Frames), nil
 }

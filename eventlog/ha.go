@@ -248,10 +248,14 @@ func (h *ha) hold(ctx context.Context, ls *lease) error {
 		h.state.checkpoint.Store(start.Index)
 	}
 	h.log.Info("HA lock acquired: streaming", "lock", h.lock.Path(), "index", indexString(start.Index), "resume", start.Written)
+	var committed nomad.Position // the checkpoint read: none when not Written
+	if start.Written {
+		committed = start
+	}
 	c := &committer{
-		g: newGate(h.state.checkpoint.Load()), lease: ls, lock: h.lock, out: h.o.Stdout,
+		g: newGate(committed), lease: ls, lock: h.lock, out: h.o.Stdout,
 		interval: max(h.o.StateInterval, time.Millisecond), now: h.now, log: h.log, state: h.state,
-		items: items, cas: cas, committed: h.state.checkpoint.Load(),
+		items: items, cas: cas, committed: committed,
 	}
 	return h.term(ctx, ls, c, start)
 }
@@ -290,7 +294,15 @@ func (h *ha) resume(ctx context.Context, ls *lease) (map[string]string, uint64, 
 	if err != nil {
 		return nil, 0, nomad.Position{}, &ConfigError{fmt.Errorf("the HA lock's variable %s holds index %q, want a raft index (fix or delete the item)", h.lock.Path(), s)}
 	}
-	return v.Items, v.ModifyIndex, nomad.Position{Index: n, Written: true}, nil
+	// frames: how many frames at index were written; absent (a checkpoint
+	// from before it was kept) means all of them.
+	frames := 0
+	if f, ok := v.Items["frames"]; ok {
+		if frames, err = strconv.Atoi(f); err != nil || frames < 0 {
+			return nil, 0, nomad.Position{}, &ConfigError{fmt.Errorf("the HA lock's variable %s holds frames %q, want a count (fix or delete the item)", h.lock.Path(), f)}
+		}
+	}
+	return v.Items, v.ModifyIndex, nomad.Position{Index: n, Written: true, Frames: frames}, nil
 }
 
 // term runs the stream, the lease's renewals and the committer until ctx
@@ -350,7 +362,7 @@ func (h *ha) term(ctx context.Context, ls *lease, c *committer, start nomad.Posi
 	return nil
 }
 
-func (h *ha) streamConfig(flushed func(uint64)) nomad.Config {
+func (h *ha) streamConfig(flushed func(nomad.Position)) nomad.Config {
 	return nomad.Config{
 		Subscription:     nomad.Subscription{Topics: h.o.Topics, Namespace: h.o.Namespace},
 		HeartbeatTimeout: h.o.HeartbeatTimeout,

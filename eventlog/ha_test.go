@@ -306,3 +306,34 @@ func TestHAStdoutClosed(t *testing.T) {
 		t.Errorf("variable: index %q, lock %q; want %d, the last frame written, and no lock", v.Items["index"], v.LockID, last)
 	}
 }
+
+// A handover between two frames of one index (Nomad sends a registration's
+// Job and Evaluation events as two frames at one index): the checkpoint
+// keeps how many frames of the index were written, and the new holder
+// writes the rest of them, repeating none.
+func TestHAHandoverWithinAnIndex(t *testing.T) {
+	t.Parallel()
+	srv := haServer(t)
+	a1, a2, after := event(1), event(2), event(3)
+	srv.PublishAt(5, a1)
+	o := haOptions(t, srv.URL, "a")
+	o.Topics = nil // the default topics: both frames' Job events
+	a := startRun(t, o)
+	a.stdout.WaitLines(t, 1)
+	if err := a.stop(t); err != nil {
+		t.Fatalf("a: %v", err)
+	}
+	if v, _ := srv.Variable(haPath); v.Items["index"] != "5" || v.Items["frames"] != "1" {
+		t.Fatalf("the checkpoint after a's release: %v, want index 5, frames 1", v.Items)
+	}
+	srv.PublishAt(5, a2) // the index's second frame, after the handover
+	srv.PublishAt(6, after)
+	b := startRun(t, haOptions(t, srv.URL, "b"))
+	got := b.stdout.WaitLines(t, 2)
+	if err := b.stop(t); err != nil {
+		t.Fatalf("b: %v", err)
+	}
+	if want := []string{expected(5, a2), expected(6, after)}; strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("the new holder wrote\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -196,9 +196,9 @@ func streamAlone(ctx context.Context, o Options, client *nomad.Client, stats *no
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sv := &saver{path: o.StateFile, saved: start.Index, stats: stats}
+	sv := &saver{path: o.StateFile, saved: start, stats: stats}
 	if !start.Written {
-		sv.saved = 0
+		sv.saved = nomad.Position{}
 	}
 	var saveErr error
 	if o.StateFile != "" {
@@ -245,7 +245,7 @@ func startPosition(stateFile string, index uint64) (nomad.Position, error) {
 	if stateFile == "" {
 		return start, nil
 	}
-	idx, ok, err := readState(stateFile)
+	pos, ok, err := readState(stateFile)
 	if err != nil {
 		return start, &ConfigError{err}
 	}
@@ -253,10 +253,10 @@ func startPosition(stateFile string, index uint64) (nomad.Position, error) {
 		return start, checkWritable(stateFile)
 	}
 	// Rewriting it proves now, not after the first events, that it can be written.
-	if err := writeState(stateFile, idx); err != nil {
+	if err := writeState(stateFile, pos); err != nil {
 		return start, err
 	}
-	return nomad.Position{Index: idx, Written: true}, nil
+	return pos, nil
 }
 
 // serve serves /healthz and /metrics on addr until ctx is done; wg waits
@@ -306,7 +306,7 @@ func indexString(index uint64) string {
 // saver writes the flushed index to the state file when it changed.
 type saver struct {
 	path  string
-	saved uint64
+	saved nomad.Position
 	stats *nomad.Stats
 }
 
@@ -328,13 +328,13 @@ func (s *saver) every(ctx context.Context, interval time.Duration) error {
 }
 
 func (s *saver) save() error {
-	idx := s.stats.FlushedIndex()
-	if idx == 0 || idx == s.saved {
+	pos := s.stats.Flushed()
+	if pos.Index == 0 || pos == s.saved {
 		return nil
 	}
-	if err := writeState(s.path, idx); err != nil {
+	if err := writeState(s.path, pos); err != nil {
 		return err
 	}
-	s.saved = idx
+	s.saved = pos
 	return nil
 }

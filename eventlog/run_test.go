@@ -135,8 +135,8 @@ func TestRestartWithStateFile(t *testing.T) {
 	if err := r.stop(t); err != nil {
 		t.Fatalf("first run: got %v, want nil", err)
 	}
-	if idx, _, err := readState(o.StateFile); idx != 10 || err != nil {
-		t.Fatalf("state after the first run: got %d (%v), want 10", idx, err)
+	if pos, _, err := readState(o.StateFile); pos.Index != 10 || err != nil {
+		t.Fatalf("state after the first run: got %+v (%v), want index 10", pos, err)
 	}
 	for i := 10; i < 15; i++ {
 		want2 = append(want2, expected(srv.Publish(event(i)), event(i)))
@@ -155,8 +155,8 @@ func TestRestartWithStateFile(t *testing.T) {
 	if got := r2.stdout.String(); got != strings.Join(want2, "\n")+"\n" {
 		t.Errorf("second run stdout:\n got %s\nwant %s", got, strings.Join(want2, "\n"))
 	}
-	if idx, _, _ := readState(o.StateFile); idx != 16 {
-		t.Errorf("state after the second run: got %d, want 16", idx)
+	if pos, _, _ := readState(o.StateFile); pos.Index != 16 {
+		t.Errorf("state after the second run: got %+v, want index 16", pos)
 	}
 	if strings.Contains(r2.stderr.String(), "gap") {
 		t.Errorf("second run reported a gap: %s", r2.stderr.String())
@@ -269,5 +269,35 @@ func TestServerBounds(t *testing.T) {
 	if s.ReadHeaderTimeout <= 0 || s.ReadTimeout <= 0 || s.WriteTimeout <= 0 || s.IdleTimeout <= 0 || s.MaxHeaderBytes <= 0 || s.MaxHeaderBytes > 64<<10 {
 		t.Errorf("server bounds: read header %v, read %v, write %v, idle %v, max header bytes %d; want every one set",
 			s.ReadHeaderTimeout, s.ReadTimeout, s.WriteTimeout, s.IdleTimeout, s.MaxHeaderBytes)
+	}
+}
+
+// A restart between two frames of one index: the state file keeps how many
+// frames of the index were written, and the next run writes the rest.
+func TestRestartWithinAnIndex(t *testing.T) {
+	t.Parallel()
+	srv := nomadtest.StartT(t, nomadtest.Options{})
+	first, second, after := event(1), event(2), event(3)
+	srv.PublishAt(5, first)
+	o := options(srv.URL)
+	o.Index = 0
+	o.StateFile = filepath.Join(t.TempDir(), "state")
+	r := startRun(t, o)
+	r.stdout.WaitLines(t, 1)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if pos, _, err := readState(o.StateFile); pos != (nomad.Position{Index: 5, Written: true, Frames: 1}) || err != nil {
+		t.Fatalf("state after the first run: %+v, %v; want index 5, one frame", pos, err)
+	}
+	srv.PublishAt(5, second) // the index's second frame, after the stop
+	srv.PublishAt(6, after)
+	r2 := startRun(t, o)
+	got := r2.stdout.WaitLines(t, 2)
+	if err := r2.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{expected(5, second), expected(6, after)}; strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("after the restart:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -6,40 +6,45 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/nomad-prefetch/nomad-prefetch/nomad"
 )
 
-// The state file holds the index of the last frame written and flushed to
-// stdout, as {"index":N}. It is replaced atomically (temp file, fsync,
-// rename, fsync of the directory), so a crash at any point leaves either the
-// old content or the new, never a mix.
+// The state file holds the position of the last frame written and flushed
+// to stdout, as {"index":N,"frames":K}: K frames at index N were written
+// (Nomad may send one index's events in several frames); a file without
+// "frames" (written before it was kept) means all of them. It is replaced
+// atomically (temp file, fsync, rename, fsync of the directory), so a crash
+// at any point leaves either the old content or the new, never a mix.
 
 type state struct {
-	Index *uint64 `json:"index"`
+	Index  *uint64 `json:"index"`
+	Frames int     `json:"frames,omitempty"`
 }
 
-// readState returns the saved index; ok is false when there is no file.
-func readState(path string) (index uint64, ok bool, err error) {
+// readState returns the saved position; ok is false when there is no file.
+func readState(path string) (pos nomad.Position, ok bool, err error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, false, nil
+		return pos, false, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("reading state file: %w", err)
+		return pos, false, fmt.Errorf("reading state file: %w", err)
 	}
 	var s state
-	if err := json.Unmarshal(b, &s); err != nil || s.Index == nil {
-		return 0, false, fmt.Errorf("reading state file %q: want {\"index\":N}, got %.80q", path, b)
+	if err := json.Unmarshal(b, &s); err != nil || s.Index == nil || s.Frames < 0 {
+		return pos, false, fmt.Errorf("reading state file %q: want {\"index\":N,\"frames\":K}, got %.80q", path, b)
 	}
-	return *s.Index, true, nil
+	return nomad.Position{Index: *s.Index, Written: true, Frames: s.Frames}, true, nil
 }
 
-func writeState(path string, index uint64) error {
+func writeState(path string, pos nomad.Position) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("writing state file: %w", err)
 	}
-	b, _ := json.Marshal(state{Index: &index})
+	b, _ := json.Marshal(state{Index: &pos.Index, Frames: pos.Frames})
 	_, err = f.Write(append(b, '\n'))
 	if err == nil {
 		err = f.Sync()

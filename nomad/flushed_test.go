@@ -37,7 +37,8 @@ func TestFlushedMarksFrameBoundaries(t *testing.T) {
 	var mu sync.Mutex
 	var bad []string
 	calls := 0
-	check := func(index uint64) {
+	check := func(pos Position) {
+		index := pos.Index
 		out.mu.Lock()
 		defer out.mu.Unlock()
 		mu.Lock()
@@ -52,6 +53,9 @@ func TestFlushedMarksFrameBoundaries(t *testing.T) {
 			var e struct{ Index uint64 }
 			if err := json.Unmarshal([]byte(out.lines[len(out.lines)-1]), &e); err != nil || e.Index != index {
 				bad = append(bad, "the last line written is not of the flushed index")
+			}
+			if !pos.Written || pos.Frames != 1 {
+				bad = append(bad, "a flushed position without its one frame")
 			}
 		}
 	}

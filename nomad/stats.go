@@ -23,6 +23,7 @@ type Stats struct {
 
 	lastIndex    atomic.Uint64 // last frame written to the buffer
 	flushedIndex atomic.Uint64 // last frame flushed to the writer
+	flushedPos   atomic.Pointer[Position]
 	lastFrame    atomic.Int64  // unix nanoseconds of the last frame received
 	live         atomic.Bool
 	refused      atomic.Bool  // the last attempt was refused by Nomad
@@ -96,8 +97,18 @@ func (s *Stats) Snapshot() StatsSnapshot {
 }
 
 // FlushedIndex is the index of the last frame whose events all reached the
-// writer (0: none yet). It is what a state file must hold.
+// writer (0: none yet).
 func (s *Stats) FlushedIndex() uint64 { return s.flushedIndex.Load() }
+
+// Flushed is the position of the last frame whose events all reached the
+// writer, with how many frames of its index did (the zero Position: none
+// yet). It is what a state file must hold.
+func (s *Stats) Flushed() Position {
+	if p := s.flushedPos.Load(); p != nil {
+		return *p
+	}
+	return Position{}
+}
 
 // TopicNames lists the topics seen so far, sorted.
 func (s *Stats) TopicNames() []string {

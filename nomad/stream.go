@@ -35,6 +35,10 @@ type Position struct {
 	// dropped, a higher first index is reported as a gap and a lower one as a
 	// rebuilt history. Otherwise the stream simply starts at Index, inclusive.
 	Written bool
+	// Frames is how many frames at Index were written (Nomad may send one
+	// index's events in several frames): a resume drops that many and writes
+	// the rest. 0 means every frame at Index was written.
+	Frames int
 }
 
 // Config tunes a Streamer. Zero values take the defaults.
@@ -68,11 +72,11 @@ type Config struct {
 	Transform func(topic string, event []byte) ([]byte, error)
 
 	// Flushed, if set, is called after each flush of the output with the
-	// index of the last frame whose events have all reached the writer:
+	// position of the last frame whose events have all reached the writer:
 	// what the writer holds up to that call is exactly the frames up to
-	// that index. It may block; the stream is not read meanwhile, as when
+	// that position. It may block; the stream is not read meanwhile, as when
 	// the writer blocks.
-	Flushed func(index uint64)
+	Flushed func(Position)
 
 	// Injectable for tests.
 	Now   func() time.Time
@@ -181,8 +185,11 @@ func (s *Streamer) Run(ctx context.Context, w io.Writer, start Position) error {
 	s.br = bufio.NewReaderSize(nil, 64<<10)
 	s.last, s.known = start.Index, start.Written
 	if s.known {
+		s.atLast = max(start.Frames, 0)
 		s.stats.lastIndex.Store(s.last)
 		s.stats.flushedIndex.Store(s.last)
+		pos := s.position()
+		s.stats.flushedPos.Store(&pos)
 	}
 	attempt := 0
 	for sessions := 0; ; sessions++ {
@@ -467,10 +474,10 @@ func (s *Streamer) line(line []byte, live, first *bool) error {
 // Nomad may send one index's events in several frames (a registration's Job
 // and Evaluation events: testdata split-index.ndjson, recorded on Nomad
 // 2.0.5), and a subscription at an index starts with the first of them. So
-// the Streamer counts the frames it wrote at the last index (atLast), and a
-// resume drops that many frames at it and writes the rest. Resumed from a
-// Position, the count is not known: every frame at its index is taken as
-// written.
+// the Streamer counts the frames it wrote at the last index (atLast, kept in
+// Position.Frames across restarts), and a resume drops that many frames at
+// it and writes the rest; a count of 0 (a Position from before it was kept)
+// takes every frame at the index as written.
 func (s *Streamer) admit(idx uint64, first bool) bool {
 	if !s.known {
 		return true
@@ -686,12 +693,19 @@ func (s *Streamer) flush() error {
 		}
 	}
 	if s.known {
+		pos := s.position()
 		s.stats.flushedIndex.Store(s.last)
+		s.stats.flushedPos.Store(&pos)
 		if s.cfg.Flushed != nil {
-			s.cfg.Flushed(s.last)
+			s.cfg.Flushed(pos)
 		}
 	}
 	return nil
+}
+
+// position is where the frames written so far end.
+func (s *Streamer) position() Position {
+	return Position{Index: s.last, Written: true, Frames: s.atLast}
 }
 
 // readLine returns the next line without its newline. At the end of the

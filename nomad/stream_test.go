@@ -457,6 +457,8 @@ func TestSplitIndexFrames(t *testing.T) {
 		{"cut between the two frames of an index", 2, Position{}, all, 2},
 		{"cut after both", 3, Position{}, all, 2},
 		{"resumed from a position at that index", 0, Position{Index: 5, Written: true}, expect(6, c), 1},
+		{"resumed from a position after the first frame of it", 0, Position{Index: 5, Written: true, Frames: 1}, append(expect(5, b), expect(6, c)...), 1},
+		{"resumed from a position after both", 0, Position{Index: 5, Written: true, Frames: 2}, expect(6, c), 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -490,6 +492,9 @@ func TestSplitIndexFrames(t *testing.T) {
 			}
 			if n := r.logs.count("out of order"); n != 0 {
 				t.Errorf("%d frames dropped as out of order", n)
+			}
+			if got := r.st.Stats().Flushed(); got != (Position{Index: 6, Written: true, Frames: 1}) {
+				t.Errorf("flushed position %+v, want index 6, one frame", got)
 			}
 		})
 	}
