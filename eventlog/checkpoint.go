@@ -50,8 +50,8 @@ type gate struct {
 	pending []byte // whole frames, up to upto
 	marks   []mark
 	upto    nomad.Position // of the last whole frame received
-	err     error  // set: writes fail with it (the lock is lost)
-	stopped bool   // set: flushed no longer waits for space
+	err     error          // set: writes fail with it (the lock is lost)
+	stopped bool           // set: flushed no longer waits for space
 	wake    chan struct{}
 }
 

@@ -24,7 +24,7 @@ type Stats struct {
 	lastIndex    atomic.Uint64 // last frame written to the buffer
 	flushedIndex atomic.Uint64 // last frame flushed to the writer
 	flushedPos   atomic.Pointer[Position]
-	lastFrame    atomic.Int64  // unix nanoseconds of the last frame received
+	lastFrame    atomic.Int64 // unix nanoseconds of the last frame received
 	live         atomic.Bool
 	refused      atomic.Bool  // the last attempt was refused by Nomad
 	downSince    atomic.Int64 // unix nanoseconds; 0 while live or before the first attempt
