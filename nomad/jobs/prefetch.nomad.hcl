@@ -21,7 +21,8 @@
 #         meta { docker_gid = "999" }   # stat -c %g /var/run/docker.sock
 #       }
 #     with /var/lib/nomad-prefetch made by
-#       install -d -o 65532 -g 65532 -m 0700 /var/lib/nomad-prefetch
+#       install -d -o 65532 -g docker -m 2770 /var/lib/nomad-prefetch
+#     (the image's user and the docker group: the systemd unit shares the lock)
 #   - with ACLs, the submitting token allowed to mount them (Nomad checks a
 #     host volume against the token that submits the job, whatever its
 #     namespace): prefetch-deploy-policy.hcl, on the deployer's token only.
@@ -94,7 +95,7 @@ variable "bundle_volume" {
 variable "lock_volume" {
   type        = string
   default     = "prefetch-lock"
-  description = "The client host volume of a directory only the image's user (65532) may write (install -d -o 65532 -g 65532 -m 0700 /var/lib/nomad-prefetch), holding the lock that keeps one agent per node."
+  description = "The client host volume of a directory only the image's user (65532) and the docker group may write (install -d -o 65532 -g docker -m 2770 /var/lib/nomad-prefetch), holding the lock that keeps one agent per node (shared with the systemd unit's)."
 }
 
 variable "discovery" {
