@@ -128,13 +128,33 @@ func TestStateLimit(t *testing.T) {
 		t.Errorf("the end of the limit is not logged:\n%s", logs.String())
 	}
 
-	// A job re-registered again and again with a problem: logged once per
-	// version, remembered once per job, bounded in the status.
+	// A job re-registered again and again with the same problem: logged
+	// once, remembered once per job, bounded in the status; a new problem
+	// is logged.
+	noisy := func() int {
+		n := 0
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "job=default/noisy") {
+				n++
+			}
+		}
+		return n
+	}
+	before := noisy()
 	for v := range 200 {
 		st.put("default/noisy", jobImages{version: uint64(v), problems: []string{fmt.Sprintf("default/noisy/g/t (version %d): %s", v, strings.Repeat("x", 2000))}})
 	}
-	if len(st.reported) != 1 || len(st.problems) != maxProblems || len(st.problems[0]) > maxProblemLen+3 {
-		t.Errorf("after 200 versions: %d jobs remembered, %d problems listed, the first %d bytes long", len(st.reported), len(st.problems), len(st.problems[0]))
+	if n := noisy() - before; n != 1 {
+		t.Errorf("200 versions with one problem logged %d times, want once", n)
+	}
+	if len(st.reported) != 1 || len(st.problems[len(st.problems)-1]) > maxProblemLen+3 {
+		t.Errorf("after 200 versions: %d jobs remembered, the last problem %d bytes long", len(st.reported), len(st.problems[len(st.problems)-1]))
+	}
+	for v := range 200 {
+		st.put("default/noisy", jobImages{version: uint64(v), problems: []string{fmt.Sprintf("default/noisy/g/t (version %d): problem %d", v, v)}})
+	}
+	if len(st.problems) != maxProblems {
+		t.Errorf("200 different problems: %d listed, want the newest %d", len(st.problems), maxProblems)
 	}
 	st.remove("default", "noisy")
 	if len(st.reported) != 0 {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -65,13 +66,18 @@ func (st *state) upsert(job *api.Job) {
 }
 
 // put records the images of the job at key, logging each of its problems
-// once (per job version, as its text names it). What is remembered is per
-// job, so re-registrations don't make it grow.
+// once while it lasts: a new version of the job with the same problem is not
+// logged again (a submitter re-registering a job in a loop would otherwise
+// write a line per version on every node). What is remembered is per job,
+// so re-registrations don't make it grow.
 func (st *state) put(key string, ji jobImages) {
+	var seen []string
 	for i, p := range ji.problems {
+		same := clip(sansVersion(p), maxProblemLen)
 		p = clip(p, maxProblemLen)
 		ji.problems[i] = p
-		if !slices.Contains(st.reported[key], p) {
+		seen = append(seen, same)
+		if !slices.Contains(st.reported[key], same) {
 			st.log.Warn("discovery: "+p, "job", key)
 			st.problems = append(st.problems, p)
 			if len(st.problems) > maxProblems {
@@ -79,8 +85,8 @@ func (st *state) put(key string, ji jobImages) {
 			}
 		}
 	}
-	if len(ji.problems) > 0 {
-		st.reported[key] = ji.problems
+	if len(seen) > 0 {
+		st.reported[key] = seen
 	} else {
 		delete(st.reported, key)
 	}
@@ -90,6 +96,13 @@ func (st *state) put(key string, ji jobImages) {
 	}
 	st.jobs[key] = ji
 }
+
+// versionPart is the version a problem names, "(version N)".
+var versionPart = regexp.MustCompile(`\(version [0-9]+\)`)
+
+// sansVersion is a problem without the job version it names, to tell a
+// problem that lasts across versions from a new one.
+func sansVersion(p string) string { return versionPart.ReplaceAllString(p, "(version)") }
 
 // forgetReported drops what was logged for jobs not in keep (a new list).
 func (st *state) forgetReported(keep map[string]jobImages) {
