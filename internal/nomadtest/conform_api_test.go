@@ -28,13 +28,14 @@ import (
 // lists hold them). Not replayed at all, because the fake has no such
 // endpoint:
 //   - D (/v1/service/:name, /v1/services, /v1/job/:id/allocations): no
-//     service or allocation endpoints (the cluster package's catalog uses
-//     internal/catalogtest).
+//     service or job-allocation endpoints here; D's service reads are
+//     replayed against internal/catalogtest (its conform_test.go), the
+//     catalog fake the cluster package uses.
 //   - E's /v1/acl/bootstrap, /v1/acl/policy, /v1/acl/token and
 //     /v1/service/rec-svc steps: no ACL or service endpoints.
 //   - F (/v1/jobs/parse, PUT /v1/jobs with EnforceIndex, /v1/job/:id/plan):
 //     no parse, register or plan endpoints.
-//   - G (/v1/node/:id/allocations): not in this fake (another branch adds it).
+//   - G (/v1/node/:id/allocations): replayed in allocs_test.go.
 //
 // Compared for every GET: the status, Content-Type, the text of a text
 // answer, which of X-Nomad-Index, X-Nomad-Knownleader and
