@@ -87,9 +87,11 @@ func (j *jobsReplay) register(t *testing.T, st transcriptStep) {
 	if err := json.Unmarshal(st.Response.Body, &resp); err != nil {
 		t.Fatal(err)
 	}
-	got := j.s.RegisterJob(req.Job)
+	// Held across the registration: a blocking list it wakes is compared
+	// only once the registration's index is recorded here.
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	got := j.s.RegisterJob(req.Job)
 	j.regs[resp.Index], j.lastReg, j.lastFake = got, resp.Index, got
 }
 
