@@ -70,19 +70,20 @@ type Discoverer interface {
 	Run(ctx context.Context, settings config.Nomad, found func(Discovered))
 }
 
-// latest holds the newest Discovered a discoverer reported, for the loop to
-// take when it is told; older ones are simply replaced.
-type latest struct {
+// latest holds the newest value a background reporter (the discoverer, the
+// foreground watcher) reported, for the loop to take when it is told; older
+// ones are simply replaced.
+type latest[T any] struct {
 	mu     sync.Mutex
-	set    *Discovered
+	set    *T
 	notify chan struct{}
 }
 
-func newLatest() *latest { return &latest{notify: make(chan struct{}, 1)} }
+func newLatest[T any]() *latest[T] { return &latest[T]{notify: make(chan struct{}, 1)} }
 
-func (l *latest) put(d Discovered) {
+func (l *latest[T]) put(v T) {
 	l.mu.Lock()
-	l.set = &d
+	l.set = &v
 	l.mu.Unlock()
 	select {
 	case l.notify <- struct{}{}:
@@ -90,13 +91,14 @@ func (l *latest) put(d Discovered) {
 	}
 }
 
-func (l *latest) take() (Discovered, bool) {
+func (l *latest[T]) take() (T, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.set == nil {
-		return Discovered{}, false
+		var zero T
+		return zero, false
 	}
-	d := *l.set
+	v := *l.set
 	l.set = nil
-	return d, true
+	return v, true
 }

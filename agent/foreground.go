@@ -8,7 +8,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/config"
@@ -71,39 +70,6 @@ type ForegroundStatus struct {
 	GaveUp     []string   `json:"gave_up,omitempty"`
 }
 
-// latestForeground holds the newest Foreground a watcher reported, for the
-// loop to take when it is told.
-type latestForeground struct {
-	mu     sync.Mutex
-	set    *Foreground
-	notify chan struct{}
-}
-
-func newLatestForeground() *latestForeground {
-	return &latestForeground{notify: make(chan struct{}, 1)}
-}
-
-func (l *latestForeground) put(f Foreground) {
-	l.mu.Lock()
-	l.set = &f
-	l.mu.Unlock()
-	select {
-	case l.notify <- struct{}{}:
-	default:
-	}
-}
-
-func (l *latestForeground) take() (Foreground, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.set == nil {
-		return Foreground{}, false
-	}
-	f := *l.set
-	l.set = nil
-	return f, true
-}
-
 // Foreground first, the rule (README, "Foreground first"): while the config
 // has a nomad block and a task starting on this node waits for an image
 // that is not present (Nomad is, or is about to be, pulling it), the loop
@@ -132,7 +98,7 @@ func (l *loopRun) watchForeground(settings *config.Nomad, want config.Nomad) {
 	}
 	ctx, cancel := context.WithCancel(l.ctx)
 	l.stopFg, l.fgWant = cancel, &want
-	l.fgFound = newLatestForeground() // a stopped watcher's last word is dropped
+	l.fgFound = newLatest[Foreground]() // a stopped watcher's last word is dropped
 	found := l.fgFound
 	l.wg.Go(func() { l.d.Foreground.Run(ctx, want, found.put) })
 }

@@ -188,14 +188,14 @@ type loopRun struct {
 	// sets it reports and the last one applied.
 	discovering   *config.Nomad
 	stopDiscovery context.CancelFunc
-	found         *latest
+	found         *latest[Discovered]
 	discovered    Discovered
 
 	// Foreground first: the watcher's settings (nil: off), how to stop
 	// it, what it reports, and the yielding episode under way.
 	fgWant      *config.Nomad
 	stopFg      context.CancelFunc
-	fgFound     *latestForeground
+	fgFound     *latest[Foreground]
 	fg          Foreground
 	yielding    bool
 	yieldSince  time.Time
@@ -228,7 +228,7 @@ func (d *Loop) Run(ctx context.Context, path string, src []byte, cfg config.Conf
 	l := &loopRun{
 		d: d, obs: obs, ctx: ctx, path: path, src: src, entries: map[string]*entry{},
 		done: make(chan fetchDone), checked: make(chan checkDone), stopped: make(chan struct{}),
-		found: newLatest(), fgFound: newLatestForeground(),
+		found: newLatest[Discovered](), fgFound: newLatest[Foreground](),
 	}
 	l.apply(cfg, time.Now())
 	l.obs.Reloaded("ok", l.loaded)
