@@ -251,8 +251,9 @@ func (c *conformer) compareVar(rec, got map[string]any) []string {
 	return diffs
 }
 
-func without(m map[string]any, key string) map[string]any {
-	out := map[string]any{}
+// without is m less key, m left as it is.
+func without[V any](m map[string]V, key string) map[string]V {
+	out := map[string]V{}
 	for k, v := range m {
 		if k != key {
 			out[k] = v
