@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/nomad-prefetch/nomad-prefetch/cluster"
 	"github.com/nomad-prefetch/nomad-prefetch/eventlog"
+	"github.com/nomad-prefetch/nomad-prefetch/internal/flagdocs"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/function"
@@ -314,8 +315,8 @@ func flags(t *testing.T, args ...string) map[string]bool {
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, args[0]), append(args[1:], "-h")...)
 	out, _ := cmd.CombinedOutput() // -h may exit non-zero; the text is what counts
 	found := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^\s+-([a-z][a-z-]*)\b`).FindAllSubmatch(out, -1) {
-		found["-"+string(m[1])] = true
+	for _, f := range flagdocs.Flags(string(out)) {
+		found["-"+f] = true
 	}
 	if len(found) == 0 {
 		t.Fatalf("%s -h listed no flags:\n%s", strings.Join(args, " "), out)
