@@ -21,15 +21,19 @@ type Stats struct {
 	skipped    atomic.Uint64
 	bytesRead  atomic.Uint64
 
-	lastIndex    atomic.Uint64 // last frame written to the buffer
-	flushedIndex atomic.Uint64 // last frame flushed to the writer
-	flushedPos   atomic.Pointer[Position]
-	lastFrame    atomic.Int64 // unix nanoseconds of the last frame received
-	live         atomic.Bool
-	refused      atomic.Bool  // the last attempt was refused by Nomad
-	downSince    atomic.Int64 // unix nanoseconds; 0 while live or before the first attempt
+	lastIndex atomic.Uint64 // last frame written to the buffer
+	lastFrame atomic.Int64  // unix nanoseconds of the last frame received
+	live      atomic.Bool
+	refused   atomic.Bool  // the last attempt was refused by Nomad
+	downSince atomic.Int64 // unix nanoseconds; 0 while live or before the first attempt
 
 	lastErr atomic.Pointer[string] // why the stream was last down
+
+	// flushed is the position of the last frame flushed to the writer: its
+	// index and frame count change together, under a lock rather than as a
+	// new pointer per flush (no allocation on the stream's path).
+	flushedMu sync.Mutex
+	flushed   Position
 
 	mu     sync.Mutex
 	topics map[string]*atomic.Uint64
@@ -77,7 +81,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		Skipped:      s.skipped.Load(),
 		BytesRead:    s.bytesRead.Load(),
 		LastIndex:    s.lastIndex.Load(),
-		FlushedIndex: s.flushedIndex.Load(),
+		FlushedIndex: s.Flushed().Index,
 		Live:         s.live.Load(),
 		Refused:      s.refused.Load(),
 		Topics:       map[string]uint64{},
@@ -98,16 +102,21 @@ func (s *Stats) Snapshot() StatsSnapshot {
 
 // FlushedIndex is the index of the last frame whose events all reached the
 // writer (0: none yet).
-func (s *Stats) FlushedIndex() uint64 { return s.flushedIndex.Load() }
+func (s *Stats) FlushedIndex() uint64 { return s.Flushed().Index }
 
 // Flushed is the position of the last frame whose events all reached the
 // writer, with how many frames of its index did (the zero Position: none
 // yet). It is what a state file must hold.
 func (s *Stats) Flushed() Position {
-	if p := s.flushedPos.Load(); p != nil {
-		return *p
-	}
-	return Position{}
+	s.flushedMu.Lock()
+	defer s.flushedMu.Unlock()
+	return s.flushed
+}
+
+func (s *Stats) setFlushed(p Position) {
+	s.flushedMu.Lock()
+	s.flushed = p
+	s.flushedMu.Unlock()
 }
 
 // TopicNames lists the topics seen so far, sorted.

@@ -95,18 +95,17 @@ type Streamer struct {
 	outage outage
 
 	// Owned by Run.
-	parser     frameParser
-	out        *bufio.Writer
-	br         *bufio.Reader
-	long       []byte   // a line longer than the read buffer, whole
-	pieces     [][]byte // such a line while it is read
-	cur        int      // the piece being filled
-	held       int      // the capacity of the pieces
-	compact    bytes.Buffer
-	last       uint64 // index of the last frame fully written to out
-	known      bool   // last is meaningful
-	topics     map[string]*atomic.Uint64
-	topicNames map[string]string // see topicName
+	parser  frameParser
+	out     *bufio.Writer
+	br      *bufio.Reader
+	long    []byte   // a line longer than the read buffer, whole
+	pieces  [][]byte // such a line while it is read
+	cur     int      // the piece being filled
+	held    int      // the capacity of the pieces
+	compact bytes.Buffer
+	last    uint64               // index of the last frame fully written to out
+	known   bool                 // last is meaningful
+	topics  map[string]topicStat // by name: see topic
 	// atLast counts the frames written at index last (0: unknown, after a
 	// Position); repeat, those a resume still drops (-1: every one). See
 	// admit.
@@ -153,7 +152,7 @@ func NewStreamer(client *Client, cfg Config) *Streamer {
 		log:    cfg.Logger,
 		stats:  cfg.Stats,
 		outage: outage{log: cfg.Logger, now: cfg.Now, alertAfter: cfg.AlertAfter, stats: cfg.Stats},
-		topics: map[string]*atomic.Uint64{},
+		topics: map[string]topicStat{},
 		seed:   maphash.MakeSeed(),
 	}
 }
@@ -187,9 +186,7 @@ func (s *Streamer) Run(ctx context.Context, w io.Writer, start Position) error {
 	if s.known {
 		s.atLast = max(start.Frames, 0)
 		s.stats.lastIndex.Store(s.last)
-		s.stats.flushedIndex.Store(s.last)
-		pos := s.position()
-		s.stats.flushedPos.Store(&pos)
+		s.stats.setFlushed(s.position())
 	}
 	attempt := 0
 	for sessions := 0; ; sessions++ {
@@ -593,17 +590,17 @@ func (s *Streamer) frame(line []byte, first bool) error {
 			}
 			raw = s.compact.Bytes()
 		}
-		topic := line[ev.topicStart:ev.topicEnd]
+		topic := s.topic(line[ev.topicStart:ev.topicEnd])
 		if s.cfg.Transform != nil {
 			var err error
-			if raw, err = s.cfg.Transform(s.topicName(topic), raw); err != nil {
+			if raw, err = s.cfg.Transform(topic.name, raw); err != nil {
 				return fmt.Errorf("event at index %d: %w", idx, err)
 			}
 		}
 		if err := s.writeLine(raw); err != nil {
 			return err
 		}
-		s.topicCounter(topic).Add(1)
+		topic.events.Add(1)
 		written++
 	}
 	s.stats.events.Add(uint64(written))
@@ -641,30 +638,23 @@ func (s *Streamer) repeated(line []byte, k int) bool {
 	return false
 }
 
-// topicName returns topic as a string, kept from one event to the next
-// (a map lookup by string(b) does not allocate). The map is bounded as the
-// counters are: by the topics subscribed to.
-func (s *Streamer) topicName(topic []byte) string {
-	if n, ok := s.topicNames[string(topic)]; ok {
-		return n
-	}
-	if s.topicNames == nil {
-		s.topicNames = map[string]string{}
-	}
-	n := string(topic)
-	if len(s.topicNames) < 64 {
-		s.topicNames[n] = n
-	}
-	return n
+// topicStat is one topic's name, kept from one event to the next, and its
+// event counter.
+type topicStat struct {
+	name   string
+	events *atomic.Uint64
 }
 
-func (s *Streamer) topicCounter(topic []byte) *atomic.Uint64 {
-	if c, ok := s.topics[string(topic)]; ok {
-		return c
+// topic returns the topic named b (a lookup by string(b) does not
+// allocate); the map is bounded by the topics Nomad sends.
+func (s *Streamer) topic(b []byte) topicStat {
+	if t, ok := s.topics[string(b)]; ok {
+		return t
 	}
-	c := s.stats.topicCounter(string(topic))
-	s.topics[string(topic)] = c
-	return c
+	name := string(b)
+	t := topicStat{name: name, events: s.stats.topicCounter(name)}
+	s.topics[name] = t
+	return t
 }
 
 // writeLine buffers one event line. A line that does not fit in what is left
@@ -694,8 +684,7 @@ func (s *Streamer) flush() error {
 	}
 	if s.known {
 		pos := s.position()
-		s.stats.flushedIndex.Store(s.last)
-		s.stats.flushedPos.Store(&pos)
+		s.stats.setFlushed(pos)
 		if s.cfg.Flushed != nil {
 			s.cfg.Flushed(pos)
 		}
