@@ -202,6 +202,22 @@ func (r *run) stop(t *testing.T) error {
 	}
 }
 
+// cutAt returns a test server's Cut that cuts the nth frame write (1-based,
+// counting every connection's writes; 0: none) as c says.
+func cutAt(n int, c nomadtest.Cut) func() nomadtest.Cut {
+	var mu sync.Mutex
+	writes := 0
+	return func() nomadtest.Cut {
+		mu.Lock()
+		defer mu.Unlock()
+		writes++
+		if writes == n {
+			return c
+		}
+		return nomadtest.Cut{}
+	}
+}
+
 // expect returns the lines a client must print for a frame's events.
 func expect(index uint64, events ...nomadtest.Event) []string {
 	var out []string

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/nomad-prefetch/nomad-prefetch/internal/nomadtest"
@@ -49,16 +48,9 @@ func TestOversizeFrameSkipped(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var mu sync.Mutex
-			writes := 0
-			cut := func() nomadtest.Cut {
-				mu.Lock()
-				defer mu.Unlock()
-				writes++
-				if tt.cut && writes == 2 { // the big frame, the first time
-					return nomadtest.Cut{Where: nomadtest.CutMidFrame, Frac: 0.9}
-				}
-				return nomadtest.Cut{}
+			cut := cutAt(0, nomadtest.Cut{})
+			if tt.cut {
+				cut = cutAt(2, nomadtest.Cut{Where: nomadtest.CutMidFrame, Frac: 0.9}) // the big frame, the first time
 			}
 			srv := startServer(t, nomadtest.Options{Cut: cut})
 			before := smallEvent("Job", "before", 1)

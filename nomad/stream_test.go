@@ -463,18 +463,7 @@ func TestSplitIndexFrames(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var mu sync.Mutex
-			writes := 0
-			cut := func() nomadtest.Cut {
-				mu.Lock()
-				defer mu.Unlock()
-				writes++
-				if writes == tt.cutAt {
-					return nomadtest.Cut{Where: nomadtest.CutBeforeFrame}
-				}
-				return nomadtest.Cut{}
-			}
-			srv := startServer(t, nomadtest.Options{Cut: cut})
+			srv := startServer(t, nomadtest.Options{Cut: cutAt(tt.cutAt, nomadtest.Cut{Where: nomadtest.CutBeforeFrame})})
 			srv.PublishAt(5, a)
 			srv.PublishAt(5, b)
 			srv.PublishAt(6, c)
