@@ -89,6 +89,20 @@ func symlink(name, target string) tarMember {
 	return tarMember{hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777}}
 }
 
+// moved returns members with name's content moved to a regular member to,
+// and name made a link to it.
+func moved(members []tarMember, name, to string, link func(name, target string) tarMember) []tarMember {
+	var out []tarMember
+	for _, m := range members {
+		if m.hdr.Name == name {
+			out = append(out, regular(to, m.data))
+			m = link(name, to)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
 func hardlink(name, target string) tarMember {
 	return tarMember{hdr: tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: target, Mode: 0o644}}
 }
@@ -246,34 +260,14 @@ func TestRealRefusesNames(t *testing.T) {
 			member: "passwd", want: "symlink",
 		},
 		{
-			name: "the layer as a hard link",
-			members: func() []tarMember {
-				var out []tarMember
-				for _, m := range b.members {
-					if m.hdr.Name == layer {
-						out = append(out, regular("l.tar", m.data))
-						m = hardlink(layer, "l.tar")
-					}
-					out = append(out, m)
-				}
-				return out
-			},
-			member: layer, want: "hard link",
+			name:    "the layer as a hard link",
+			members: func() []tarMember { return moved(b.members, layer, "l.tar", hardlink) },
+			member:  layer, want: "hard link",
 		},
 		{
-			name: "the config as a symlink",
-			members: func() []tarMember {
-				var out []tarMember
-				for _, m := range b.members {
-					if m.hdr.Name == cfg {
-						out = append(out, regular("c.json", m.data))
-						m = symlink(cfg, "c.json")
-					}
-					out = append(out, m)
-				}
-				return out
-			},
-			member: cfg, want: "symlink",
+			name:    "the config as a symlink",
+			members: func() []tarMember { return moved(b.members, cfg, "c.json", symlink) },
+			member:  cfg, want: "symlink",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
