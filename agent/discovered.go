@@ -60,6 +60,47 @@ type DiscoveryStatus struct {
 	// HoldReadiness is the nomad block's hold_readiness: when false, a
 	// discovered image whose fetch failed does not make Ready false.
 	HoldReadiness bool `json:"hold_readiness"`
+	// Staged is what this agent read of the staged set (prefetch stage).
+	Staged StagedStatus `json:"staged"`
+}
+
+// StagedStatus is the staged set as this agent last read it.
+type StagedStatus struct {
+	// Version is the staged set's version read (its variable's
+	// ModifyIndex, or the variables' index while there is none); 0 before
+	// the first read. A stage waits for every agent to have read the
+	// version it wrote.
+	Version uint64 `json:"version"`
+	// Error is why the set can't be read or is refused (its last good
+	// version is kept meanwhile).
+	Error string `json:"error,omitempty"`
+	// Jobs are the jobs staged, as this node sees them.
+	Jobs []StagedJob `json:"jobs,omitempty"`
+}
+
+// States of a staged job (StagedJob.State).
+const (
+	// StagedActive: its images are kept on nodes where a group can run.
+	StagedActive = "staged"
+	// StagedRegistered: a version of the job was registered since the
+	// stage began; discovery keeps the registered version's images.
+	StagedRegistered = "registered"
+	// StagedExpired: its TTL passed.
+	StagedExpired = "expired"
+)
+
+// StagedJob is one staged job on this node.
+type StagedJob struct {
+	Job     string    `json:"job"` // namespace/id
+	State   string    `json:"state"`
+	Expires time.Time `json:"expires"`
+	// Fits is true when a group of the job can run on this node; Images
+	// are then the images kept here for it (normalised), and Blocked why
+	// an image it may need here is not kept (a placement this agent can't
+	// decide, an image outside allowed_prefixes, ...).
+	Fits    bool     `json:"fits"`
+	Images  []string `json:"images,omitempty"`
+	Blocked []string `json:"blocked,omitempty"`
 }
 
 // Discoverer finds images elsewhere than in the config: Nomad's jobs. Run

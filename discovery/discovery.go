@@ -64,10 +64,7 @@ func (d *Discoverer) Run(ctx context.Context, settings config.Nomad, found func(
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("nomad", settings.Address)
-	retry := d.Retry
-	if retry == (backoff.Policy{}) {
-		retry = backoff.Policy{Min: time.Second, Max: time.Minute, Jitter: 0.2}
-	}
+	retry := d.retry()
 	st := newState(settings, log)
 	pub := &publisher{found: found, every: cmpOr(d.Coalesce, 100*time.Millisecond)}
 	defer pub.stop()
@@ -79,6 +76,10 @@ func (d *Discoverer) Run(ctx context.Context, settings config.Nomad, found func(
 		<-ctx.Done()
 		return
 	}
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	bg.Go(func() { d.followStaged(ctx, client, st, pub, log) })
+	bg.Go(func() { watchExpiry(ctx, st, pub) })
 	for attempt := 1; ctx.Err() == nil; attempt++ {
 		err := d.session(ctx, client, st, pub, log)
 		if ctx.Err() != nil {
@@ -100,6 +101,14 @@ func (d *Discoverer) Run(ctx context.Context, settings config.Nomad, found func(
 		case <-time.After(retry.Delay(attempt, rand.Float64())):
 		}
 	}
+}
+
+// retry is d.Retry, or its default.
+func (d *Discoverer) retry() backoff.Policy {
+	if d.Retry == (backoff.Policy{}) {
+		return backoff.Policy{Min: time.Second, Max: time.Minute, Jitter: 0.2}
+	}
+	return d.Retry
 }
 
 func cmpOr(d, def time.Duration) time.Duration {
@@ -137,11 +146,7 @@ func (d *Discoverer) session(ctx context.Context, c *nomad.Client, st *state, pu
 	}
 	pub.with(func() {
 		st.node, st.known = n, true
-		st.jobs = map[string]jobImages{}
-		st.forgetReported(jobs)
-		for key, ji := range jobs {
-			st.put(key, ji)
-		}
+		st.relist(jobs)
 		st.index, st.listed, st.err, st.live = index, true, "", true
 	})
 	pub.now(st)

@@ -60,13 +60,23 @@ type jobImages struct {
 	version  uint64
 	images   []found
 	problems []string
+	// jobModify and created are the job's JobModifyIndex and CreateIndex
+	// (a staged job is served once the first moves on, and ranked by the
+	// second).
+	jobModify, created uint64
+	// fits is true when a group of the job can run here (undecided ones
+	// kept by include_undecided among them); blocked are the problems that
+	// leave out an image this node may need (a group whose placement is
+	// undecided, an image that can't be kept), which a stage waits on.
+	fits    bool
+	blocked []string
 }
 
 // imagesOf returns the images of every docker task of job that can run on
 // n, after the rules. A stopped job has none; nor has a job, or a group,
 // whose placement can't be decided here, unless includeUndecided.
 func (r rules) imagesOf(job *api.Job, n node) jobImages {
-	out := jobImages{version: deref(job.Version)}
+	out := jobImages{version: deref(job.Version), jobModify: deref(job.JobModifyIndex), created: deref(job.CreateIndex)}
 	if deref(job.Stop) {
 		return out
 	}
@@ -77,6 +87,7 @@ func (r rules) imagesOf(job *api.Job, n node) jobImages {
 	}
 	if v == undecided && !r.includeUndecided {
 		out.problems = append(out.problems, fmt.Sprintf("%s/%s (version %d): %s", ns, id, out.version, r.skipUndecided(why)))
+		out.blocked = slices.Clone(out.problems)
 		return out
 	}
 	for _, g := range job.TaskGroups {
@@ -88,9 +99,11 @@ func (r rules) imagesOf(job *api.Job, n node) jobImages {
 			continue
 		}
 		if v == undecided && !r.includeUndecided {
-			out.problems = append(out.problems, fmt.Sprintf("%s/%s/%s (version %d): %s", ns, id, deref(g.Name), out.version, r.skipUndecided(why)))
+			p := fmt.Sprintf("%s/%s/%s (version %d): %s", ns, id, deref(g.Name), out.version, r.skipUndecided(why))
+			out.problems, out.blocked = append(out.problems, p), append(out.blocked, p)
 			continue
 		}
+		out.fits = true
 		for _, t := range g.Tasks {
 			if t == nil || t.Driver != "docker" {
 				continue
@@ -98,7 +111,11 @@ func (r rules) imagesOf(job *api.Job, n node) jobImages {
 			usedBy := fmt.Sprintf("%s/%s/%s/%s", ns, id, deref(g.Name), t.Name)
 			f, problem := r.image(job, g, t, n)
 			if problem != "" {
-				out.problems = append(out.problems, fmt.Sprintf("%s (version %d): %s", usedBy, out.version, problem))
+				p := fmt.Sprintf("%s (version %d): %s", usedBy, out.version, problem)
+				out.problems = append(out.problems, p)
+				if f.expected == "" {
+					out.blocked = append(out.blocked, p)
+				}
 			}
 			if f.expected != "" {
 				f.usedBy, f.rank = usedBy, deref(job.CreateIndex)

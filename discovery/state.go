@@ -45,10 +45,21 @@ type state struct {
 	live       bool
 	err        string
 	errorSince time.Time
+
+	// staged is the staged set as read; registered and created are every
+	// followed job's JobModifyIndex and CreateIndex, by job key, to tell
+	// when a staged job has been registered since, and how to rank it.
+	staged              stagedState
+	registered, created map[string]uint64
+	// now is the clock the staged jobs' TTLs are read with.
+	now func() time.Time
 }
 
 func newState(s config.Nomad, log *slog.Logger) *state {
-	return &state{rules: compile(s), nodeID: s.NodeID, jobs: map[string]jobImages{}, reported: map[string][]string{}, log: log}
+	return &state{
+		rules: compile(s), nodeID: s.NodeID, jobs: map[string]jobImages{}, reported: map[string][]string{}, log: log,
+		registered: map[string]uint64{}, created: map[string]uint64{}, now: time.Now,
+	}
 }
 
 func jobKey(ns, id string) string { return ns + "/" + id }
@@ -65,12 +76,23 @@ func (st *state) upsert(job *api.Job) {
 	st.put(jobKey(ns, id), st.rules.imagesOf(job, st.node))
 }
 
+// relist replaces every job with those of a new list.
+func (st *state) relist(jobs map[string]jobImages) {
+	st.jobs = map[string]jobImages{}
+	st.registered, st.created = map[string]uint64{}, map[string]uint64{}
+	st.forgetReported(jobs)
+	for key, ji := range jobs {
+		st.put(key, ji)
+	}
+}
+
 // put records the images of the job at key, logging each of its problems
 // once while it lasts: a new version of the job with the same problem is not
 // logged again (a submitter re-registering a job in a loop would otherwise
 // write a line per version on every node). What is remembered is per job,
 // so re-registrations don't make it grow.
 func (st *state) put(key string, ji jobImages) {
+	st.registered[key], st.created[key] = ji.jobModify, ji.created
 	var seen []string
 	for i, p := range ji.problems {
 		same := clip(sansVersion(p), maxProblemLen)
@@ -117,6 +139,8 @@ func (st *state) forgetReported(keep map[string]jobImages) {
 func (st *state) remove(ns, id string) {
 	delete(st.jobs, jobKey(ns, id))
 	delete(st.reported, jobKey(ns, id))
+	delete(st.registered, jobKey(ns, id))
+	delete(st.created, jobKey(ns, id))
 }
 
 // set is the discovered set as the loop takes it. At most max_images of
@@ -132,7 +156,8 @@ func (st *state) set() agent.Discovered {
 		usedBy []string
 	}
 	byRef := map[string]*kept{}
-	for _, ji := range st.jobs {
+	stagedImages, stagedReport := st.stagedJobs(st.now())
+	for _, ji := range joined(st.jobs, stagedImages) {
 		for _, f := range ji.images {
 			k, ok := byRef[f.expected]
 			if !ok {
@@ -182,12 +207,24 @@ func (st *state) set() agent.Discovered {
 		Node: st.node.name, Jobs: len(st.jobs), Images: len(d.Images), Index: st.index, Listed: st.listed,
 		Live: st.live, Error: st.err, Problems: slices.Clone(st.problems),
 		MaxImages: limit, LeftOut: len(byRef) - len(all), LeftOutImages: leftOut, HoldReadiness: st.rules.holdReadiness,
+		Staged: agent.StagedStatus{Version: st.staged.version, Error: st.staged.err, Jobs: stagedReport},
 	}
 	if st.err != "" {
 		t := st.errorSince
 		d.Status.ErrorSince = &t
 	}
 	return d
+}
+
+// joined is every job's images, registered then staged.
+func joined(maps ...map[string]jobImages) []jobImages {
+	var out []jobImages
+	for _, m := range maps {
+		for _, ji := range m {
+			out = append(out, ji)
+		}
+	}
+	return out
 }
 
 const infraUse = "nomad infra_image (the pause container of bridge networking)"

@@ -71,6 +71,7 @@ func TestDependencyRules(t *testing.T) {
 		"outage":   {},
 		"nomad":    {"backoff", "outage"},
 		"bundle":   {"registry"},
+		"stage":    {"nomad"},
 		"agent":    {"backoff", "config", "outage", "registry"},
 	}
 	for name, allowed := range only {
