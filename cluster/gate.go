@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,6 +17,17 @@ type Gate struct {
 	// config has not caught up) does not have it. None: every image of
 	// each agent's own config, the agent's Ready.
 	Images []string
+	// Staged, when set, waits for a staged job instead (prefetch stage):
+	// only agents whose node can run one of its groups are waited for.
+	Staged *StagedGate
+}
+
+// StagedGate is a staged job every agent whose node can run one of its
+// groups must have read (Version of the staged set or a later one) and
+// hold every image of.
+type StagedGate struct {
+	Job     string // namespace/id
+	Version uint64
 }
 
 // Pending is an agent that does not have what the gate waits for, and why.
@@ -47,6 +59,10 @@ func (g Gate) Judge(reports []Report) Verdict {
 			v.Ignored = append(v.Ignored, Pending{Agent: r.Agent, Why: r.Agent.Down})
 			continue
 		}
+		if g.Staged != nil && r.Err == nil && g.Staged.elsewhere(r.Snapshot) {
+			v.Ignored = append(v.Ignored, Pending{Agent: r.Agent, Why: "no group of " + g.Staged.Job + " can run on this node"})
+			continue
+		}
 		v.Live++
 		if why := g.pending(r); why != "" {
 			v.Pending = append(v.Pending, Pending{Agent: r.Agent, Why: why})
@@ -64,6 +80,9 @@ func (g Gate) pending(r Report) string {
 	ok, why := s.Ready()
 	if s.ConfigLoaded.IsZero() || s.DockerError != "" {
 		return why // nothing it says about its images counts
+	}
+	if g.Staged != nil {
+		return g.Staged.pending(s)
 	}
 	if len(g.Images) == 0 {
 		if ok {
@@ -89,6 +108,62 @@ func (g Gate) pending(r Report) string {
 		case !listed:
 			not = append(not, ref+" not in its config yet")
 		case missing[img.Expected]:
+			not = append(not, imageWhy(img))
+		}
+	}
+	return list(not, 5)
+}
+
+// staged is the job as s's agent stages it, and whether it has read the
+// gate's version.
+func (g *StagedGate) staged(s agent.Snapshot) (agent.StagedJob, bool, bool) {
+	if s.Nomad == nil || s.Nomad.Staged.Version < g.Version {
+		return agent.StagedJob{}, false, false
+	}
+	for _, j := range s.Nomad.Staged.Jobs {
+		if j.Job == g.Job {
+			return j, true, true
+		}
+	}
+	return agent.StagedJob{}, false, true
+}
+
+// elsewhere reports whether s's agent has read the gate's version and says
+// that no group of the job can run on its node, nor may (none undecided).
+func (g *StagedGate) elsewhere(s agent.Snapshot) bool {
+	j, found, read := g.staged(s)
+	return read && found && j.State == agent.StagedActive && !j.Fits && len(j.Blocked) == 0
+}
+
+// pending says why s's agent does not hold the staged job's images yet.
+func (g *StagedGate) pending(s agent.Snapshot) string {
+	if s.Nomad == nil {
+		return "discovery is off on this agent (no nomad block): it does not read staged sets"
+	}
+	st := s.Nomad.Staged
+	j, found, read := g.staged(s)
+	switch {
+	case !read && st.Error != "":
+		return fmt.Sprintf("has not read version %d of the staged set (it has %d): %s", g.Version, st.Version, firstLine(st.Error))
+	case !read:
+		return fmt.Sprintf("has not read version %d of the staged set yet (it has %d)", g.Version, st.Version)
+	case !found:
+		return fmt.Sprintf("its staged set (version %d) does not hold %s (cancelled, or replaced by another stage?)", st.Version, g.Job)
+	case j.State != agent.StagedActive:
+		return fmt.Sprintf("%s is %s on this agent, not staged", g.Job, j.State)
+	}
+	not := slices.Clone(j.Blocked)
+	byRef := map[string]agent.ImageStatus{}
+	for _, img := range s.Images {
+		byRef[img.Expected] = img
+	}
+	missing := missingSet(s)
+	for _, ref := range j.Images {
+		img, listed := byRef[ref]
+		switch {
+		case !listed:
+			not = append(not, ref+" not applied yet")
+		case missing[ref]:
 			not = append(not, imageWhy(img))
 		}
 	}

@@ -216,3 +216,60 @@ func TestWaitRefused(t *testing.T) {
 		t.Errorf("got %v, want the refusal at once", err)
 	}
 }
+
+// The staged gate waits only for the agents whose node can run a group of
+// the job, once each has read the version written, for that job's images.
+func TestStagedGate(t *testing.T) {
+	t.Parallel()
+	const job = "default/registry"
+	staged := func(version uint64, j *agent.StagedJob, images ...agent.ImageStatus) agent.Snapshot {
+		s := snap(images...)
+		s.Nomad = &agent.DiscoveryStatus{Listed: true, Staged: agent.StagedStatus{Version: version}}
+		if j != nil {
+			s.Nomad.Staged.Jobs = []agent.StagedJob{*j}
+		}
+		return s
+	}
+	fits := &agent.StagedJob{Job: job, State: agent.StagedActive, Fits: true, Images: []string{refA}}
+	elsewhere := &agent.StagedJob{Job: job, State: agent.StagedActive}
+	undecided := &agent.StagedJob{Job: job, State: agent.StagedActive, Blocked: []string{"default/registry/g (staged): placement can't be decided here"}}
+	expired := &agent.StagedJob{Job: job, State: agent.StagedExpired, Fits: true}
+	noDiscovery := snap(present("a", refA))
+	g := Gate{Staged: &StagedGate{Job: job, Version: 42}}
+	v := g.Judge([]Report{
+		{Agent: Agent{Node: "ready"}, Snapshot: staged(43, fits, present("a", refA))},
+		{Agent: Agent{Node: "pulling"}, Snapshot: staged(42, fits, agent.ImageStatus{Expected: refA, State: agent.StatePulling})},
+		{Agent: Agent{Node: "behind"}, Snapshot: staged(41, fits, present("a", refA))},
+		{Agent: Agent{Node: "elsewhere"}, Snapshot: staged(42, elsewhere)},
+		{Agent: Agent{Node: "undecided"}, Snapshot: staged(42, undecided)},
+		{Agent: Agent{Node: "expired"}, Snapshot: staged(42, expired)},
+		{Agent: Agent{Node: "not applied"}, Snapshot: staged(42, fits)},
+		{Agent: Agent{Node: "without it"}, Snapshot: staged(42, nil)},
+		{Agent: Agent{Node: "no discovery"}, Snapshot: noDiscovery},
+		{Agent: Agent{Node: "unreachable"}, Err: errors.New("no answer")},
+	})
+	want := map[string]string{
+		"pulling":      refA + " pulling",
+		"behind":       "has not read version 42 of the staged set yet (it has 41)",
+		"undecided":    "placement can't be decided here",
+		"expired":      "is expired on this agent",
+		"not applied":  refA + " not applied yet",
+		"without it":   "does not hold default/registry",
+		"no discovery": "discovery is off",
+		"unreachable":  "unreachable: no answer",
+	}
+	if v.Live != 9 || len(v.Pending) != len(want) || len(v.Ignored) != 1 || v.Ignored[0].Node != "elsewhere" {
+		t.Fatalf("verdict %+v", v)
+	}
+	for _, p := range v.Pending {
+		if !strings.Contains(p.Why, want[p.Node]) {
+			t.Errorf("%s: why %q, want it to say %q", p.Node, p.Why, want[p.Node])
+		}
+	}
+	if v.Ready() {
+		t.Error("ready with pending agents")
+	}
+	if v := g.Judge([]Report{{Agent: Agent{Node: "ready"}, Snapshot: staged(42, fits, present("a", refA))}, {Agent: Agent{Node: "elsewhere"}, Snapshot: staged(42, elsewhere)}}); !v.Ready() || v.Live != 1 {
+		t.Errorf("one ready, one elsewhere: %+v", v)
+	}
+}
