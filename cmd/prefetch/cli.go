@@ -38,6 +38,7 @@ Commands:
   bundle     write every image of the config into one file, for nodes no registry serves
   status     print what a running agent is doing (-cluster: every agent, as a matrix)
   wait       the deploy gate: block until every agent has an image (or all of its own)
+  stage      put a job's new images on every node that can run it, then (-run) register it
   validate   check a config file and print every problem with file:line:col
   version    print the version
 
@@ -48,6 +49,7 @@ Examples:
   prefetch status
   prefetch status -cluster
   prefetch wait -timeout 15m -image registry.service.consul:5000/traefik:v3.1.3
+  prefetch stage -run -var tag=3.0.1 registry.nomad.hcl
   prefetch once -config config.hcl traefik registry -json
   prefetch bundle -config config.hcl -o bootstrap.tar
   prefetch once -bundle /bootstrap/bootstrap.tar
@@ -75,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runStatus(ctx, rest, stdout, stderr)
 	case "wait":
 		return runWait(ctx, rest, stdout, stderr)
+	case "stage":
+		return runStage(ctx, rest, stdout, stderr)
 	case "validate":
 		return runValidate(rest, stdout, stderr)
 	case "version", "-version", "--version":

@@ -94,6 +94,7 @@ func writeDiscovery(w io.Writer, d agent.DiscoveryStatus, now time.Time) {
 			fmt.Fprintf(w, "  the next in line: %s\n", clean(d.LeftOutImages[0], maxField))
 		}
 	}
+	writeStaged(w, d.Staged)
 	const show = 5 // the newest
 	problems := d.Problems
 	if n := len(problems) - show; n > 0 {
@@ -102,6 +103,28 @@ func writeDiscovery(w io.Writer, d agent.DiscoveryStatus, now time.Time) {
 	}
 	for _, p := range problems {
 		fmt.Fprintf(w, "  %s\n", clean(p, maxText))
+	}
+}
+
+// writeStaged lists the staged jobs (prefetch stage) this agent read.
+func writeStaged(w io.Writer, st agent.StagedStatus) {
+	if st.Error != "" {
+		fmt.Fprintf(w, "  staged set (version %d): %s\n", st.Version, clean(st.Error, maxText))
+	}
+	for _, j := range st.Jobs {
+		line := fmt.Sprintf("  staged job %s (staged set version %d): ", clean(j.Job, maxField), st.Version)
+		switch {
+		case j.State != agent.StagedActive:
+			line += j.State + ", its images no longer kept as staged"
+		case !j.Fits && len(j.Blocked) == 0:
+			line += "no group can run here"
+		default:
+			line += fmt.Sprintf("%d image(s) kept here until %s", len(j.Images), j.Expires.UTC().Format(time.RFC3339))
+		}
+		fmt.Fprintln(w, line)
+		for _, b := range j.Blocked[:min(len(j.Blocked), 3)] {
+			fmt.Fprintf(w, "    %s\n", clean(b, maxText))
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -109,10 +110,11 @@ func waitingFor(images []string) string {
 // progress prints one line per round that says something new, or that
 // has not been said for progressEvery.
 type progress struct {
-	w    io.Writer
-	what string
-	last string
-	at   time.Time
+	w      io.Writer
+	what   string
+	prefix string // the command's name on each line ("": wait)
+	last   string
+	at     time.Time
 }
 
 func (p *progress) round(r cluster.Round) {
@@ -140,7 +142,7 @@ func (p *progress) round(r cluster.Round) {
 		return
 	}
 	p.last, p.at = line, time.Now()
-	fmt.Fprintf(p.w, "wait: %s\n", line)
+	fmt.Fprintf(p.w, "%s: %s\n", cmp.Or(p.prefix, "wait"), line)
 }
 
 // writePending lists the nodes the gate still waits for, and why.

@@ -18,6 +18,7 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/cluster"
 	"github.com/nomad-prefetch/nomad-prefetch/eventlog"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/flagdocs"
+	"github.com/nomad-prefetch/nomad-prefetch/stage"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/function"
@@ -700,6 +701,46 @@ func TestPrefetchPolicy(t *testing.T) {
 	}
 	if got := value[string](j, j.block(j.body, "node"), "policy"); got != "read" {
 		t.Errorf("node policy = %q, want read", got)
+	}
+	// The staged set: read on its one path, in its namespace, whose block
+	// repeats the "*" capabilities (Nomad applies the most specific alone).
+	def := j.block(j.body, "namespace", stage.Namespace)
+	if got := value[[]string](j, def, "capabilities"); !slices.Equal(got, []string{"list-jobs", "read-job"}) {
+		t.Errorf("namespace %q capabilities = %q, want those of \"*\"", stage.Namespace, got)
+	}
+	if got := stagedCaps(j, def); !slices.Equal(got, []string{"read"}) {
+		t.Errorf("%s capabilities %q, want read only", stage.Path, got)
+	}
+}
+
+// stagedCaps are the variables capabilities ns grants on the staged set's
+// path, and fails on any other path.
+func stagedCaps(j *jobFile, ns *hclsyntax.Body) []string {
+	vars := j.block(ns, "variables")
+	paths := blocks(vars, "path")
+	if len(paths) != 1 {
+		j.t.Errorf("%d variable paths, want the staged set's only", len(paths))
+		return nil
+	}
+	p := j.block(vars, "path", stage.Path)
+	caps := value[[]string](j, p, "capabilities")
+	slices.Sort(caps)
+	return caps
+}
+
+// The stager's policy: parse, read and submit jobs, and read and write the
+// staged set, nothing more.
+func TestStagePolicy(t *testing.T) {
+	t.Parallel()
+	j := readJob(t, "prefetch-stage-policy.hcl", nil)
+	want := []string{"parse-job", "read-job", "submit-job"}
+	for _, ns := range []string{"*", stage.Namespace} {
+		if got := value[[]string](j, j.block(j.body, "namespace", ns), "capabilities"); !slices.Equal(got, want) {
+			t.Errorf("namespace %q capabilities = %q, want %q", ns, got, want)
+		}
+	}
+	if got := stagedCaps(j, j.block(j.body, "namespace", stage.Namespace)); !slices.Equal(got, []string{"read", "write"}) {
+		t.Errorf("%s capabilities %q, want read and write", stage.Path, got)
 	}
 }
 

@@ -1,7 +1,8 @@
 # The ACL policy prefetch's workload identity needs for discovery (the job's
 # discovery variable): list and read the jobs, and follow their events, in
 # the namespaces it follows; read its own node's datacenter, pool, class,
-# attributes and meta. Attach it to the job:
+# attributes and meta; read the staged set `prefetch stage` writes. Attach
+# it to the job:
 #
 #   nomad acl policy apply -namespace default -job prefetch \
 #     -description "prefetch: discover the images of the jobs" prefetch prefetch-policy.hcl
@@ -11,6 +12,19 @@
 
 namespace "*" {
   capabilities = ["list-jobs", "read-job"]
+}
+
+# The staged set lives in namespace "default" (always, whatever namespace
+# the job runs in): read on that one variable, nothing else. Nomad applies
+# the most specific namespace rule alone, so this block repeats the "*" one.
+namespace "default" {
+  capabilities = ["list-jobs", "read-job"]
+
+  variables {
+    path "nomad-prefetch/staged" {
+      capabilities = ["read"]
+    }
+  }
 }
 
 node {
