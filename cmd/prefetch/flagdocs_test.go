@@ -17,7 +17,7 @@ func TestEveryFlagDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, cmd := range []string{"run", "once", "bundle", "status", "wait", "validate"} {
+	for _, cmd := range []string{"run", "once", "bundle", "status", "wait", "stage", "validate"} {
 		var out, errb bytes.Buffer
 		run(context.Background(), []string{cmd, "-h"}, &out, &errb)
 		flags := flagdocs.Flags(out.String() + errb.String())

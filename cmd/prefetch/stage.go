@@ -156,11 +156,19 @@ func runStage(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 	wctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
+	// While it waits, someone may register the job: the stage is moot then
+	// (the agents keep the registered version's images), so it ends.
+	wctx, changed := context.WithCancelCause(wctx)
+	go watchJob(wctx, client, ns, id, base, *interval, changed)
 	p := &progress{w: stderr, what: "the staged images of " + clean(key, maxField), prefix: "stage"}
 	last, err := cluster.Wait(wctx, cat, cluster.WaitOptions{
 		Gate: cluster.Gate{Staged: &cluster.StagedGate{Job: key, Version: version}}, Ask: ask, Interval: *interval, Progress: p.round,
 	})
+	var moved *jobChangedError
 	switch {
+	case errors.As(context.Cause(wctx), &moved):
+		fmt.Fprintf(stderr, "prefetch stage: %s; not registered, stage it again\n", clean(moved.Error(), maxText))
+		return exitFailed
 	case err == nil:
 		fmt.Fprintf(stderr, "stage: ready: all %d node(s) that can run %s have its images (%d not waited for)\n", last.Verdict.Live, clean(key, maxField), len(last.Verdict.Ignored))
 	case errors.Is(err, context.DeadlineExceeded):
@@ -255,6 +263,36 @@ func jobModifyIndex(ctx context.Context, c *nomad.Client, ns, id string) (uint64
 		return 0, fmt.Errorf("reading job %s/%s: %w", ns, id, err)
 	}
 	return deref(job.JobModifyIndex), nil
+}
+
+// jobChangedError says the job was registered by someone else while the
+// stage waited.
+type jobChangedError struct {
+	ns, id      string
+	base, index uint64
+}
+
+func (e *jobChangedError) Error() string {
+	return fmt.Sprintf("job %s/%s was changed by someone else since the stage began (its modify index went from %d to %d)", e.ns, e.id, e.base, e.index)
+}
+
+// watchJob reads the job's modify index every interval until ctx is done,
+// and cancels with a *jobChangedError once it is no longer base. A read
+// that fails is tried again at the next.
+func watchJob(ctx context.Context, c *nomad.Client, ns, id string, base uint64, interval time.Duration, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(max(interval, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if index, err := jobModifyIndex(ctx, c, ns, id); err == nil && index != base {
+			cancel(&jobChangedError{ns: ns, id: id, base: base, index: index})
+			return
+		}
+	}
 }
 
 // register registers job unless it changed since base, prints the
