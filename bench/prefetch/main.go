@@ -72,7 +72,7 @@ func main() {
 	flag.IntVar(&o.concurrency, "c", 4, "cold, warm: concurrency of prefetch and of xargs -P")
 	flag.IntVar(&o.warmN, "warm-images", 200, "warm: present images")
 	flag.IntVar(&o.warmReps, "warm-reps", 3, "warm: repetitions of each tool, alternating")
-	flag.IntVar(&o.samples, "samples", 25, "latency: renames measured")
+	flag.IntVar(&o.samples, "samples", 25, "latency: renames measured; discovery, stage: samples")
 	flag.IntVar(&o.idleN, "idle-images", 20, "idle, latency: present images in the agent's config")
 	flag.DurationVar(&o.idleFor, "idle", 60*time.Second, "idle: the measuring window")
 	flag.IntVar(&o.pollSamples, "poll-samples", 10, "discovery: baseline samples (each waits up to -poll)")
@@ -133,10 +133,10 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	want := map[string]bool{}
 	for _, m := range strings.Split(o.run, ",") {
 		switch m = strings.TrimSpace(m); m {
-		case "cold", "warm", "latency", "idle", "discovery", "follow":
+		case "cold", "warm", "latency", "idle", "discovery", "follow", "stage":
 			want[m] = true
 		default:
-			return fmt.Errorf("-run: unknown measurement %q (cold, warm, latency, idle, discovery, follow)", m)
+			return fmt.Errorf("-run: unknown measurement %q (cold, warm, latency, idle, discovery, follow, stage)", m)
 		}
 	}
 
@@ -196,7 +196,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	for _, m := range []struct {
 		name string
 		f    func(context.Context, *env, io.Writer) error
-	}{{"cold", cold}, {"warm", warm}, {"latency", latency}, {"idle", idle}, {"discovery", discoveryLatency}, {"follow", follow}} {
+	}{{"cold", cold}, {"warm", warm}, {"latency", latency}, {"idle", idle}, {"discovery", discoveryLatency}, {"follow", follow}, {"stage", stagedLatency}} {
 		if !want[m.name] {
 			continue
 		}
