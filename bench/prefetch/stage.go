@@ -71,6 +71,9 @@ func stagedLatency(ctx context.Context, e *env, out io.Writer) error {
 			return fmt.Errorf("stage sample %d: %w", i+1, err)
 		}
 		staged = append(staged, d)
+		// Apart, so that neither sample's set is coalesced with the
+		// other's (discovery reports at most one set per 100 ms).
+		time.Sleep(300 * time.Millisecond)
 		d, err = e.timeFirstRequest(ctx, refs[2*i+1], func() { srv.RegisterJob(benchJob("web", []string{refs[2*i+1]}, 1)) })
 		if err != nil {
 			return fmt.Errorf("discovery sample %d: %w", i+1, err)
