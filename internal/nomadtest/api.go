@@ -15,7 +15,7 @@ import (
 // The job and node API, shaped like Nomad 2.0.5's answers in
 // testdata/nomad-2.0.5 (GET /v1/agent/self, /v1/node/:id, /v1/jobs,
 // /v1/job/:id, /v1/job/:id/versions), kept small: what prefetch's discovery
-// reads. Registering, stopping and purging a job publishes the Job events a
+// reads; parsing and registering over HTTP are in jobs.go. Registering, stopping and purging a job publishes the Job events a
 // real server does (JobRegistered; JobDeregistered with Stop, then with
 // Deleted on a purge), at the index the API then reports. The job list and
 // job reads answer as transcript C recorded (conform_api_test.go replays
