@@ -37,7 +37,8 @@ import (
 // Register. The job of a JobRegisterRequest is stored through RegisterJob
 // (a new version, JobRegistered published at its index), in the namespace
 // Nomad's source picks: ?namespace=, else the request's Namespace, else the
-// job's, else default (not recorded; F used default).
+// job's, else default (not recorded; F used default). Whether that
+// namespace exists is not checked (an assumption: no recording refuses one).
 //   - 200 {"EvalCreateIndex","EvalID","Index","JobModifyIndex",
 //     "KnownLeader":false,"LastContact":0,"NextToken":"","Warnings":""},
 //     every index the registration's, EvalID a random UUID, and
