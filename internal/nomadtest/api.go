@@ -15,7 +15,7 @@ import (
 // The job and node API, shaped like Nomad 2.0.5's answers in
 // testdata/nomad-2.0.5 (GET /v1/agent/self, /v1/node/:id, /v1/jobs,
 // /v1/job/:id, /v1/job/:id/versions), kept small: what prefetch's discovery
-// reads. Registering, stopping and purging a job publishes the Job events a
+// reads; parsing and registering over HTTP are in jobs.go. Registering, stopping and purging a job publishes the Job events a
 // real server does (JobRegistered; JobDeregistered with Stop, then with
 // Deleted on a purge), at the index the API then reports. The job list and
 // job reads answer as transcript C recorded (conform_api_test.go replays
@@ -42,6 +42,9 @@ type apiState struct {
 	// the allocations table's last write.
 	allocs     map[string]map[string]any
 	allocIndex uint64
+	// parses are the answers AddParse and AddParseError registered
+	// (jobs.go).
+	parses map[parseKey]parsed
 }
 
 func (s *Server) api() *apiState {
@@ -58,6 +61,10 @@ func (s *Server) routeAPI(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/jobs", s.guard(s.jobList))
 	mux.HandleFunc("GET /v1/job/{id}", s.guard(s.jobInfo))
 	mux.HandleFunc("GET /v1/job/{id}/versions", s.guard(s.jobVersions))
+	for _, m := range []string{"PUT", "POST"} { // Nomad takes either (jobs.go)
+		mux.HandleFunc(m+" /v1/jobs", s.guard(s.jobRegister))
+		mux.HandleFunc(m+" /v1/jobs/parse", s.guard(s.jobParse))
+	}
 }
 
 // SetNode makes node (a /v1/node/:id answer, decoded) this agent's node.
@@ -72,14 +79,21 @@ func (s *Server) SetNode(node map[string]any) {
 // defaults to "default") as a new version, publishes JobRegistered and
 // returns its index.
 func (s *Server) RegisterJob(job map[string]any) uint64 {
+	a := s.api()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return s.registerLocked(job)
+}
+
+// registerLocked is RegisterJob with a.mu held (the HTTP registration
+// checks EnforceIndex under the same lock).
+func (s *Server) registerLocked(job map[string]any) uint64 {
+	a := s.api()
 	job = clone(job)
 	if ns, _ := job["Namespace"].(string); ns == "" {
 		job["Namespace"] = "default"
 	}
 	key := fmt.Sprintf("%s/%s", job["Namespace"], job["ID"])
-	a := s.api()
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	s.mu.Lock()
 	index := s.nextIndex
 	s.mu.Unlock()

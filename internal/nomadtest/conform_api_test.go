@@ -25,7 +25,8 @@ import (
 // replay drives the fake through its Go API instead, and does not compare
 // those answers: PUT /v1/namespace/:name is AddNamespace, POST /v1/jobs is
 // RegisterJob of the posted job (B5's three registrations come first: C's
-// lists hold them). Not replayed at all, because the fake has no such
+// lists hold them; the fake's own POST /v1/jobs is compared with F's in
+// conform_jobs_test.go). Not replayed at all, because the fake has no such
 // endpoint:
 //   - D (/v1/service/:name, /v1/services, /v1/job/:id/allocations): no
 //     service or job-allocation endpoints here; D's service reads are
@@ -34,7 +35,8 @@ import (
 //   - E's /v1/acl/bootstrap, /v1/acl/policy, /v1/acl/token and
 //     /v1/service/rec-svc steps: no ACL or service endpoints.
 //   - F (/v1/jobs/parse, PUT /v1/jobs with EnforceIndex, /v1/job/:id/plan):
-//     no parse, register or plan endpoints.
+//     replayed in conform_jobs_test.go, but for the plan (no plan
+//     endpoint here).
 //   - G (/v1/node/:id/allocations): replayed in allocs_test.go.
 //
 // Compared for every GET: the status, Content-Type, the text of a text

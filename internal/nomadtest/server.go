@@ -14,6 +14,19 @@
 // delay, CAS conflicts, the holder's writes and the release. Variable writes
 // take raft indexes from the same counter as the stream's frames.
 //
+// And it parses and registers jobs (jobs.go), as transcript F recorded
+// Nomad 2.0.5 doing it. It parses no HCL: POST /v1/jobs/parse answers the
+// job a test registered with AddParse for that JobHCL and Variables text
+// (Canonicalize false: the fields Canonicalize filled in for F's job set
+// back to null), or AddParseError's 400, and a parse not registered is a
+// 400 of the fake's own. PUT and POST /v1/jobs register through
+// RegisterJob (a new version, JobRegistered) with EnforceIndex's refusals
+// (500, no X-Nomad-Index, no index taken). The job then read is the job as
+// sent, not Nomad's canonical encoding of it: no NodePool "default",
+// Status "pending", SubmitTime, default task Identity and the other
+// differences jobs.go lists. What F does not show is marked there as
+// Nomad's source or as an assumption.
+//
 // On top of that it injects the faults a client must survive: connections
 // cut between frames, inside a frame or between a frame and its newline,
 // frozen connections (TCP open, nothing written), refused subscriptions, a

@@ -426,7 +426,7 @@ func (s *Server) acquire(w http.ResponseWriter, ns, path string, v *fakeVar, bod
 		v.lock.ttl, v.lock.delay, v.lock.lapseDelay = ttl, delay, delay
 		v.lock.expires = time.Now().Add(2 * ttl)
 	} else {
-		v.lock = &fakeLock{id: newLockID(), ttl: ttl, delay: delay, lapseDelay: delay, expires: time.Now().Add(2 * ttl)}
+		v.lock = &fakeLock{id: newUUID(), ttl: ttl, delay: delay, lapseDelay: delay, expires: time.Now().Add(2 * ttl)}
 	}
 	*lockID = v.lock.id
 	s.modified(v, true)
@@ -662,8 +662,8 @@ func (s *Server) encodeVar(v *fakeVar, items, lock bool) varJSON {
 	return out
 }
 
-// newLockID is a UUID-shaped random ID, as Nomad's.
-func newLockID() string {
+// newUUID is a UUID-shaped random ID, as Nomad's lock and evaluation IDs.
+func newUUID() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	h := hex.EncodeToString(b)
