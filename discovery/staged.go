@@ -72,6 +72,9 @@ func (d *Discoverer) followStaged(ctx context.Context, c *nomad.Client, st *stat
 	for failures := 0; ctx.Err() == nil; {
 		start := time.Now()
 		set, version, err := stage.Watch(ctx, c, index, stagedWait, timeout)
+		if ctx.Err() != nil {
+			return
+		}
 		if err != nil && !errors.Is(err, stage.ErrBad) {
 			failures++
 			if failures == 1 {

@@ -30,6 +30,9 @@ type apiState struct {
 	mu     sync.Mutex
 	nodeID string
 	node   map[string]any
+	// others are more nodes of the cluster (AddNode), by ID: what
+	// /v1/node/:id answers for agents given their node_id.
+	others map[string]map[string]any
 	jobs   map[string]map[string]any // "namespace/id" → the job, as Nomad encodes it
 	hist   map[string][]map[string]any
 	// index is the jobs table's index, its last write in any namespace
@@ -201,11 +204,40 @@ func (s *Server) nodeInfo(w http.ResponseWriter, r *http.Request) {
 	a := s.api()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.node == nil || r.PathValue("id") != a.nodeID {
+	node := a.node
+	if r.PathValue("id") != a.nodeID {
+		node = a.others[r.PathValue("id")]
+	}
+	if node == nil {
 		http.Error(w, "node not found", http.StatusNotFound)
 		return
 	}
-	writeJSON(w, http.StatusOK, 0, a.node)
+	writeJSON(w, http.StatusOK, 0, node)
+}
+
+// AddNode adds node (a /v1/node/:id answer, decoded) to the cluster: it is
+// not the agent's own (SetNode), but /v1/node/:id answers it, as for any
+// node of a real cluster.
+func (s *Server) AddNode(node map[string]any) {
+	a := s.api()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.others == nil {
+		a.others = map[string]map[string]any{}
+	}
+	a.others[fmt.Sprint(node["ID"])] = node
+}
+
+// JobModifyIndex is the registered job's JobModifyIndex, 0 when there is
+// none.
+func (s *Server) JobModifyIndex(namespace, id string) uint64 {
+	a := s.api()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if j, ok := a.jobs[namespace+"/"+id]; ok {
+		return uint64(toFloat(j["JobModifyIndex"]))
+	}
+	return 0
 }
 
 // jobList answers /v1/jobs: the stubs of the namespace asked ("*": all),
