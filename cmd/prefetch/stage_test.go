@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
-	"github.com/nomad-prefetch/nomad-prefetch/discovery"
 	"github.com/nomad-prefetch/nomad-prefetch/config"
+	"github.com/nomad-prefetch/nomad-prefetch/discovery"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/catalogtest"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
