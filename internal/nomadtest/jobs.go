@@ -2,6 +2,7 @@ package nomadtest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -115,8 +116,8 @@ func (s *Server) addParse(k parseKey, p parsed) {
 func decodeBody(r *http.Request, v any) error {
 	err := json.NewDecoder(r.Body).Decode(v)
 	if err == io.EOF {
-		//lint:ignore ST1005 Nomad's own error text, as its clients see it
-		return fmt.Errorf("Request body is empty")
+		return errors.New("Request body is empty") // Nomad's own text
+
 	}
 	return err
 }
