@@ -381,16 +381,20 @@ func TestRunReloadsOncePerBurst(t *testing.T) {
 		}
 	}
 	r := newRenderer(t, cfgPath)
-	// The watcher promises one reload per burst that ends within its
-	// maximum wait (watch.DefaultMax), and one more per further maximum
-	// wait: a burst slowed by a loaded machine may rightly cost two.
-	var burst time.Duration
+	// The watcher's rule (one reload per burst, Quiet after its last event
+	// and at most Max after its first) is tested exactly, on a fake clock,
+	// in package watch. Here, on a real clock and a machine that may be busy
+	// with other tests, a stall longer than the quiet window can rightly
+	// split a change in two, so this test asserts what holds regardless: a
+	// change is reloaded, and a burst of 50 writes is coalesced into a few
+	// reloads, not one per write.
 	for _, tc := range []struct {
 		name   string
+		most   float64 // reloads allowed: one, plus what stalls can split off
 		change func()
 	}{
-		{"consul-template render", func() { r.render(t, string(content())) }},
-		{"write in place", func() {
+		{"consul-template render", 2, func() { r.render(t, string(content())) }},
+		{"write in place", 2, func() {
 			f, err := os.OpenFile(cfgPath, os.O_WRONLY|os.O_TRUNC, 0)
 			if err != nil {
 				t.Fatal(err)
@@ -398,29 +402,25 @@ func TestRunReloadsOncePerBurst(t *testing.T) {
 			f.Write(content())
 			f.Close()
 		}},
-		{"delete then create", func() {
+		{"delete then create", 2, func() {
 			os.Remove(cfgPath)
 			time.Sleep(20 * time.Millisecond)
 			os.WriteFile(cfgPath, content(), 0o644)
 		}},
-		{"burst of 50 renders in a second", func() {
-			start := time.Now()
+		{"burst of 50 renders in a second", 5, func() {
 			for range 50 {
 				atomicWrite(content())
 				time.Sleep(20 * time.Millisecond)
 			}
-			burst = time.Since(start)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := a.reloads(t)
-			burst = 0
 			tc.change()
 			waitFor(t, "a reload", 10*time.Second, func() bool { return a.reloads(t) > before })
-			time.Sleep(time.Second) // longer than the watcher's quiet window: a second reload would show
-			want := 1 + float64(burst/watch.DefaultMax)
-			if got := a.reloads(t) - before; got != want {
-				t.Errorf("got %v reloads, want exactly %v (the change took %s)", got, want, burst.Round(time.Millisecond))
+			time.Sleep(watch.DefaultMax) // longer than the watcher's longest wait: a further reload would show
+			if got := a.reloads(t) - before; got < 1 || got > tc.most {
+				t.Errorf("got %v reloads, want 1 to %v", got, tc.most)
 			}
 			if s := a.status(t); s.ConfigError != "" {
 				t.Errorf("config error %q, want none", s.ConfigError)
