@@ -70,7 +70,7 @@ type ForegroundStatus struct {
 	GaveUp     []string   `json:"gave_up,omitempty"`
 }
 
-// Foreground first, the rule (README, "Foreground first"): while the config
+// Foreground first, the rule (docs/operating.md, "Foreground first"): while the config
 // has a nomad block and a task starting on this node waits for an image
 // that is not present (Nomad is, or is about to be, pulling it), the loop
 // yields: it starts no fetch of an image no starting task waits for, and

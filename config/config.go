@@ -24,8 +24,8 @@ const (
 // not a choice. Below a floor a failing image is retried, or a present one
 // checked again, so often that dockerd and the registries see hundreds of
 // requests a second, or a pull is cut off before any layer can arrive;
-// above a ceiling the setting no longer does its job. The README's config
-// reference lists the same bounds.
+// above a ceiling the setting no longer does its job. docs/configuration.md
+// lists the same bounds.
 const (
 	MinConcurrency = 1
 	MaxConcurrency = 64

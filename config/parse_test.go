@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -450,6 +451,27 @@ func TestExampleConfigParses(t *testing.T) {
 	}
 	if len(cfg.Images) == 0 || len(cfg.Auths) == 0 {
 		t.Errorf("got %d images and %d auths, want the example to show both", len(cfg.Images), len(cfg.Auths))
+	}
+}
+
+// The README's config, the first a newcomer copies, loads as shown.
+func TestREADMEConfigParses(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```hcl\n(.*?)```").FindAllSubmatch(b, -1)
+	if len(blocks) == 0 {
+		t.Fatal("README.md shows no hcl config")
+	}
+	for i, m := range blocks {
+		cfg, err := Parse(fmt.Sprintf("README.md hcl block %d", i+1), m[1])
+		if err != nil {
+			t.Errorf("%v", err)
+		} else if len(cfg.Images) == 0 {
+			t.Errorf("README.md hcl block %d: no image", i+1)
+		}
 	}
 }
 

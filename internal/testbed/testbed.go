@@ -7,7 +7,8 @@
 // A test package uses it from TestMain through Run. When the servers can't
 // be had (not root, packages missing), tests that need them are skipped,
 // except under CI=true, where the whole package fails instead: a green CI
-// must mean the real servers were exercised.
+// must mean the real servers were exercised. With go test -short they are
+// not started, CI or not: the fast loop of docs/testing.md.
 package testbed
 
 import (
@@ -15,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -49,6 +51,9 @@ type Bed struct {
 
 // Missing says why the test bed can't run on this machine, or "" if it can.
 func Missing() string {
+	if short() {
+		return "-short: the real servers are not started"
+	}
 	var why []string
 	if os.Geteuid() != 0 {
 		why = append(why, "not running as root (dockerd needs it)")
@@ -65,7 +70,7 @@ func Missing() string {
 // the Bed. See the package doc for what happens when it can't start.
 func Run(m *testing.M, bed **Bed) int {
 	if why := Missing(); why != "" {
-		if os.Getenv("CI") == "true" {
+		if os.Getenv("CI") == "true" && !short() {
 			fmt.Fprintf(os.Stderr, "testbed: %s; under CI=true the real test bed is required\n", why)
 			return 1
 		}
@@ -83,6 +88,14 @@ func Run(m *testing.M, bed **Bed) int {
 		fmt.Fprintf(os.Stderr, "testbed: stopping: %v\n", err)
 	}
 	return code
+}
+
+// short is go test -short, read in TestMain before m.Run parses the flags.
+func short() bool {
+	if !flag.Parsed() {
+		flag.Parse()
+	}
+	return testing.Short()
 }
 
 // Need skips t when the test bed is not running (never under CI=true: Run

@@ -170,7 +170,7 @@ variable "status_token_var" {
 variable "discovery_yield" {
   type        = string
   default     = "cancel"
-  description = "discovery: while a task starting on the node waits for an absent image, \"cancel\" the agent's background pulls, \"pause\" them, or \"off\" (README, Foreground first)."
+  description = "discovery: while a task starting on the node waits for an absent image, \"cancel\" the agent's background pulls, \"pause\" them, or \"off\" (docs/operating.md, Foreground first)."
 }
 
 variable "discovery_background_pulls" {
