@@ -25,7 +25,7 @@ const (
 // checked again, so often that dockerd and the registries see hundreds of
 // requests a second, or a pull is cut off before any layer can arrive;
 // above a ceiling the setting no longer does its job. docs/configuration.md
-// lists the same bounds.
+// lists the same bounds (TestConfigurationDocMatchesBounds checks it).
 const (
 	MinConcurrency = 1
 	MaxConcurrency = 64
