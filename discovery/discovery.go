@@ -21,7 +21,6 @@
 package discovery
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -152,16 +151,12 @@ func (d *Discoverer) session(ctx context.Context, c *nomad.Client, st *state, pu
 	pub.now(st)
 	log.Info("discovery: jobs listed", "jobs", len(jobs), "with_images_here", len(st.jobs), "index", index)
 
-	stats := new(nomad.Stats)
 	streamer := nomad.NewStreamer(c, nomad.Config{
 		Subscription: nomad.Subscription{Topics: []string{"Job"}, Namespace: "*"},
-		Logger:       log, Stats: stats, HeartbeatTimeout: 90 * time.Second,
+		Logger:       log, HeartbeatTimeout: 90 * time.Second,
 	})
-	w := &eventWriter{st: st, pub: pub, stats: stats, base: stats.Discontinuities()}
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go watchLiveness(sctx, stats, st, pub)
-	err = streamer.Run(sctx, w, nomad.Position{Index: index})
+	f := &follower{st: st, pub: pub}
+	err = streamer.Run(ctx, f, nomad.Position{Index: index})
 	if errors.Is(err, errRelist) {
 		return errRelist
 	}
@@ -258,92 +253,65 @@ type event struct {
 	Type      string
 	Key       string
 	Namespace string
-	Index     uint64
 	Payload   struct {
 		Job     *api.Job
 		Deleted bool
 	}
 }
 
-// eventWriter is the Streamer's writer: it takes the stream one event a
-// line, applies Job registrations and deregistrations, and stops the stream
-// (errRelist) when the Streamer saw a gap, a rebuilt history or a skipped
-// frame, after which only a new list is exact.
-type eventWriter struct {
-	st      *state
-	pub     *publisher
-	stats   *nomad.Stats
-	base    uint64
-	partial []byte
+// follower is the Streamer's Handler: it applies Job registrations and
+// deregistrations as they come, publishes once the stream goes quiet,
+// reports the stream going down and back up, and stops the stream
+// (errRelist) at a gap, a rebuilt history or a skipped frame, after which
+// only a new list is exact.
+type follower struct {
+	st    *state
+	pub   *publisher
+	dirty bool // events applied since the last publish
 }
 
-func (w *eventWriter) Write(p []byte) (int, error) {
-	if w.stats.Discontinuities() != w.base {
-		return 0, errRelist
-	}
-	data := append(w.partial, p...)
-	for {
-		i := bytes.IndexByte(data, '\n')
-		if i < 0 {
-			break
-		}
-		w.apply(data[:i])
-		data = data[i+1:]
-	}
-	w.partial = append(w.partial[:0], data...)
-	w.pub.soon(w.st)
-	return len(p), nil
-}
-
-func (w *eventWriter) apply(line []byte) {
+func (f *follower) Event(e nomad.Event) error {
 	var ev event
-	if err := json.Unmarshal(line, &ev); err != nil || ev.Topic != "Job" {
-		return
+	if e.Topic != "Job" || json.Unmarshal(e.Raw, &ev) != nil {
+		return nil
 	}
-	w.pub.mu.Lock()
-	defer w.pub.mu.Unlock()
-	switch ev.Type {
-	case "JobRegistered":
-		if ev.Payload.Job != nil {
-			w.st.upsert(ev.Payload.Job)
-		}
-	case "JobDeregistered":
-		if ev.Payload.Job == nil || ev.Payload.Deleted || deref(ev.Payload.Job.Stop) {
-			w.st.remove(ev.Namespace, ev.Key)
-		} else {
-			w.st.upsert(ev.Payload.Job)
-		}
-	}
-	w.st.index = max(w.st.index, ev.Index)
-}
-
-// watchLiveness reports the stream going down or back up, which no event
-// tells.
-func watchLiveness(ctx context.Context, stats *nomad.Stats, st *state, pub *publisher) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		snap := stats.Snapshot()
-		pub.mu.Lock()
-		changed := snap.Live != st.live
-		if changed {
-			st.live = snap.Live
-			if snap.Live {
-				st.err = ""
+	f.pub.with(func() {
+		switch ev.Type {
+		case "JobRegistered":
+			if ev.Payload.Job != nil {
+				f.st.upsert(ev.Payload.Job)
+			}
+		case "JobDeregistered":
+			if ev.Payload.Job == nil || ev.Payload.Deleted || deref(ev.Payload.Job.Stop) {
+				f.st.remove(ev.Namespace, ev.Key)
 			} else {
-				st.err, st.errorSince = "the Job event stream is down: "+stats.LastError(), snap.DownSince
+				f.st.upsert(ev.Payload.Job)
 			}
 		}
-		pub.mu.Unlock()
-		if changed {
-			pub.soon(st)
-		}
+		f.st.index = max(f.st.index, e.Index)
+	})
+	f.dirty = true
+	return nil
+}
+
+func (f *follower) Idle(nomad.Position) error {
+	if f.dirty {
+		f.dirty = false
+		f.pub.soon(f.st)
 	}
+	return nil
+}
+
+func (f *follower) Discontinuity(nomad.Discontinuity) error { return errRelist }
+
+func (f *follower) Up() {
+	f.pub.with(func() { f.st.live, f.st.err = true, "" })
+	f.pub.soon(f.st)
+}
+
+func (f *follower) Down(err error) {
+	f.pub.with(func() { f.st.failed(fmt.Errorf("the Job event stream is down: %w", err), f.st.now()) })
+	f.pub.soon(f.st)
 }
 
 // publisher reports sets, at most one per every (a burst of events is one

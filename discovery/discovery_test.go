@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"os"
 	"reflect"
 	"regexp"
@@ -324,6 +325,27 @@ func TestFollowJobs(t *testing.T) {
 	}
 	srv.DropAll()
 	eventually(t, "the job whose event was lost, found by a new list", func() bool { return slices.Contains(s.refs(), "reg:5000/late:1") })
+}
+
+// The stream going down and coming back shows in the status at once, with
+// the jobs kept meanwhile and no new list needed.
+func TestStreamDownAndBack(t *testing.T) {
+	t.Parallel()
+	srv := fakeNomad(t, nomadtest.Options{})
+	srv.RegisterJob(webJob(t, "web", "reg:5000/traefik:v3.1.3"))
+	s := runDiscoverer(t, config.Nomad{Address: srv.URL})
+	eventually(t, "the stream live", func() bool { return s.last().Status.Live })
+	srv.SetFailStatus(http.StatusInternalServerError)
+	srv.DropAll()
+	eventually(t, "the stream reported down", func() bool {
+		st := s.last().Status
+		return !st.Live && strings.Contains(st.Error, "the Job event stream is down") && strings.Contains(st.Error, "500") && st.ErrorSince != nil
+	})
+	if !slices.Contains(s.refs(), "reg:5000/traefik:v3.1.3") {
+		t.Error("the job's image was dropped while the stream was down")
+	}
+	srv.SetFailStatus(0)
+	eventually(t, "the stream back", func() bool { st := s.last().Status; return st.Live && st.Error == "" })
 }
 
 func TestNomadRefusesOrIsDown(t *testing.T) {

@@ -42,7 +42,7 @@ const batchBytes = 1 << 20
 // catches up (as a blocked stdout does).
 const maxPending = 8 << 20
 
-// gate is the writer the Streamer writes to while the lock is held.
+// gate is the writer the Streamer's Lines write to while the lock is held.
 type gate struct {
 	mu      sync.Mutex
 	space   *sync.Cond
@@ -77,7 +77,7 @@ func (g *gate) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// flushed is the Streamer's Flushed: what was written so far is the frames
+// flushed is the Lines' Flushed: what was written so far is the frames
 // up to pos. It waits while maxPending bytes wait for their checkpoint.
 func (g *gate) flushed(pos nomad.Position) {
 	g.mu.Lock()

@@ -1,6 +1,7 @@
 // Package eventlog is eventlog's lifecycle, from Options to a stopped
 // stream. Run builds the Nomad client, finds where to start (the state file,
-// else Options.Index), runs the nomad.Streamer into Options.Stdout, keeps the
+// else Options.Index), runs the nomad.Streamer into Options.Stdout
+// (through nomad.Lines), keeps the
 // state file up to date, serves /healthz and /metrics, logs the start and the
 // stop, and stops cleanly when its context ends: stdout flushed, the state
 // written. It is a package of its own so that a test runs all of that with

@@ -334,8 +334,8 @@ func (h *ha) term(ctx context.Context, ls *lease, c *committer, start nomad.Posi
 		c.g.stop(nil)
 	})
 	defer stopGate()
-	st := nomad.NewStreamer(h.client, h.streamConfig(c.g.flushed))
-	runErr := st.Run(tctx, c.g, start)
+	st := nomad.NewStreamer(h.client, h.streamConfig())
+	runErr := st.Run(tctx, nomad.NewLines(c.g, nomad.LinesOptions{Flushed: c.g.flushed, Transform: transform(h.o)}), start)
 	cancel(nil)
 	wg.Wait()
 
@@ -362,7 +362,7 @@ func (h *ha) term(ctx context.Context, ls *lease, c *committer, start nomad.Posi
 	return nil
 }
 
-func (h *ha) streamConfig(flushed func(nomad.Position)) nomad.Config {
+func (h *ha) streamConfig() nomad.Config {
 	return nomad.Config{
 		Subscription:     nomad.Subscription{Topics: h.o.Topics, Namespace: h.o.Namespace},
 		HeartbeatTimeout: h.o.HeartbeatTimeout,
@@ -370,8 +370,6 @@ func (h *ha) streamConfig(flushed func(nomad.Position)) nomad.Config {
 		AlertAfter:       h.o.AlertAfter,
 		Logger:           h.log,
 		Stats:            h.stats,
-		Flushed:          flushed,
-		Transform:        transform(h.o),
 	}
 }
 

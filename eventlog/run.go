@@ -188,7 +188,6 @@ func streamAlone(ctx context.Context, o Options, client *nomad.Client, stats *no
 		AlertAfter:       o.AlertAfter,
 		Logger:           log,
 		Stats:            stats,
-		Transform:        transform(o),
 	})
 	log.Info("eventlog starting", "version", o.Version, "address", client.Address(), "topics", o.Topics,
 		"namespace", o.Namespace, "index", indexString(start.Index), "resume", start.Written)
@@ -208,7 +207,7 @@ func streamAlone(ctx context.Context, o Options, client *nomad.Client, stats *no
 			}
 		})
 	}
-	err = st.Run(ctx, o.Stdout, start)
+	err = st.Run(ctx, nomad.NewLines(o.Stdout, nomad.LinesOptions{Transform: transform(o)}), start)
 	if errors.Is(err, syscall.EPIPE) {
 		err = fmt.Errorf("stdout was closed (whatever reads eventlog's output exited or closed it): %w", err)
 	}

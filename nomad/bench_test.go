@@ -38,18 +38,18 @@ func benchStream(b *testing.B) []byte {
 func BenchmarkDecodeWrite(b *testing.B) {
 	data := benchStream(b)
 	s := NewStreamer(nil, Config{})
-	s.out = bufio.NewWriterSize(io.Discard, 64<<10)
-	s.br = bufio.NewReaderSize(nil, 64<<10)
+	s.h = NewLines(io.Discard, LinesOptions{})
+	s.lines = newLineReader(64<<10, s.cfg.MaxFrameBytes)
 	rd := bytes.NewReader(data)
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
 		rd.Reset(data)
-		s.br.Reset(rd)
-		s.known = false
+		s.lines.reset(rd)
+		s.r = resumeState{}
 		live, first := false, true
 		for {
-			line, err := s.readLine()
+			line, err := s.lines.next()
 			if err != nil {
 				break
 			}
@@ -57,7 +57,7 @@ func BenchmarkDecodeWrite(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		if err := s.flush(); err != nil {
+		if err := s.idle(); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,8 +1,9 @@
-// Package nomad owns the conversation with Nomad's HTTP API. Today that is
-// the event stream (/v1/event/stream): a Streamer subscribes, copies every
-// event to a writer as one compact JSON line, and resumes after any drop from
-// the last index it fully wrote, so that nothing is lost and nothing repeated;
-// and the variable locks (/v1/var/:path?lock-acquire, VarLock) that let one
+// Package nomad owns the conversation with Nomad's HTTP API: the client
+// (Client, every call through github.com/hashicorp/nomad/api); the event
+// stream (/v1/event/stream), where a Streamer subscribes, hands every new
+// event to a Handler, and resumes after any drop from the last index it
+// handed over whole, so that nothing is lost and nothing repeated; and the
+// variable locks (/v1/var/:path?lock-acquire, VarLock) that let one
 // of several eventlog instances stream while the others wait. VarLock is the
 // requests only: when to renew, when the lock counts as lost and what its
 // items hold are eventlog's to decide.
@@ -20,6 +21,16 @@
 // when that frame comes back first, nothing was missed and it is dropped as a
 // duplicate; a higher first index is a gap and a lower one a rebuilt history,
 // both reported. See docs/eventlog.md for the whole contract.
+//
+// The stream's parts, each in its file and tested alone: lineReader
+// (linereader.go) splits the body into bounded lines; frameParser
+// (frame.go) validates a frame and finds its events without decoding
+// them; resume (resume.go) is the pure decision of what a frame is (new, a
+// repeat, after a gap or a reset, out of order); the Streamer (stream.go)
+// connects them, with the heartbeat bound, the backoff and the outage
+// reporting. Two Handlers use it: Lines (lines.go) writes each event as a
+// line to a writer (eventlog's stdout, buffered, flushed when the stream
+// goes quiet), and discovery's follower decodes Job events.
 //
 // It imports backoff and outage of the project's, and must not import the
 // eventlog package or anything of prefetch's (agent, registry, status).

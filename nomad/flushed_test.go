@@ -9,7 +9,7 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/internal/nomadtest"
 )
 
-// Config.Flushed is called with the index of the last frame whose events
+// LinesOptions.Flushed is called with the index of the last frame whose events
 // have all reached the writer, when the writer holds exactly the frames up
 // to it: never a frame cut in two, never an index ahead of what was written.
 // eventlog's HA mode commits its checkpoint from these calls.
@@ -59,7 +59,7 @@ func TestFlushedMarksFrameBoundaries(t *testing.T) {
 			}
 		}
 	}
-	r := startStreamer(t, srv.URL, nil, Config{Flushed: check}, out, Position{Index: 0})
+	r := startStreamer(t, srv.URL, nil, Config{}, NewLines(out, LinesOptions{Flushed: check}), Position{Index: 0})
 	out.wait(t, 500) // 100 frames of 3 events, 200 of 1
 	r.stop(t)
 	mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -171,7 +172,9 @@ func testConfig(cfg Config, logs *logSink) Config {
 	return cfg
 }
 
-func startStreamer(t *testing.T, url string, token func() (string, error), cfg Config, out interface{ Write([]byte) (int, error) }, pos Position) *run {
+// startStreamer runs a Streamer into out: a Handler, or a writer the
+// events go to as lines (Lines).
+func startStreamer(t *testing.T, url string, token func() (string, error), cfg Config, out any, pos Position) *run {
 	t.Helper()
 	client, err := NewClient(&api.Config{Address: url}, token)
 	if err != nil {
@@ -181,7 +184,11 @@ func startStreamer(t *testing.T, url string, token func() (string, error), cfg C
 	st := NewStreamer(client, testConfig(cfg, logs))
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &run{st: st, logs: logs, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- st.Run(ctx, out, pos) }()
+	h, ok := out.(Handler)
+	if !ok {
+		h = NewLines(out.(io.Writer), LinesOptions{})
+	}
+	go func() { r.done <- st.Run(ctx, h, pos) }()
 	t.Cleanup(func() { r.stop(t) })
 	return r
 }
@@ -238,4 +245,27 @@ func diffLines(t *testing.T, got, want []string) {
 			t.Fatalf("line %d:\n got %.300s\nwant %.300s", i, got[i], want[i])
 		}
 	}
+}
+
+// recorder is a Lines that also records what else the Streamer tells its
+// Handler.
+type recorder struct {
+	*Lines
+	mu    sync.Mutex
+	ups   int
+	downs []error
+	disc  []Discontinuity
+}
+
+func newRecorder(out io.Writer) *recorder { return &recorder{Lines: NewLines(out, LinesOptions{})} }
+
+func (r *recorder) Up() { r.mu.Lock(); r.ups++; r.mu.Unlock() }
+
+func (r *recorder) Down(err error) { r.mu.Lock(); r.downs = append(r.downs, err); r.mu.Unlock() }
+
+func (r *recorder) Discontinuity(d Discontinuity) error {
+	r.mu.Lock()
+	r.disc = append(r.disc, d)
+	r.mu.Unlock()
+	return nil
 }

@@ -1,11 +1,8 @@
 package nomad
 
 import (
-	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 
@@ -88,73 +85,6 @@ func TestOversizeFrameSkipped(t *testing.T) {
 				t.Errorf("got flushed index %d, want 3", snap.FlushedIndex)
 			}
 		})
-	}
-}
-
-// readLine around the limit, below and above the 64 KiB read buffer: a line
-// of exactly MaxFrameBytes is returned, a longer one is dropped whole, the
-// next line is read intact, and no more than the limit is ever held.
-func TestReadLineLimit(t *testing.T) {
-	t.Parallel()
-	frame := func(n int, first string) string {
-		f := `{` + first + `,"Events":[{"Topic":"Job","Payload":""}]}`
-		return strings.Replace(f, `""`, `"`+strings.Repeat("x", n-len(f))+`"`, 1)
-	}
-	const idx = `"Index":7`
-	for _, limit := range []int{2 << 10, 100 << 10} {
-		tests := []struct {
-			name    string
-			line    string // followed by "\n{}\n" unless it ends the stream
-			last    bool
-			ok      bool // returned, not too large
-			indexOK bool
-		}{
-			{"at the limit", frame(limit, idx), false, true, false},
-			{"one byte over", frame(limit+1, idx), false, false, true},
-			{"far over", frame(3*limit+5, idx), false, false, true},
-			{"over, Index not first", frame(limit+1, `"Other":1,`+idx), false, false, false},
-			{"over, Index with spaces", frame(limit+1, ` "Index" : 7 `), false, false, true},
-			{"over, the stream ends in it", frame(limit+1, idx), true, false, true},
-		}
-		for _, tt := range tests {
-			t.Run(fmt.Sprintf("%d/%s", limit, tt.name), func(t *testing.T) {
-				t.Parallel()
-				in := tt.line
-				if !tt.last {
-					in += "\n{}\n"
-				}
-				s := NewStreamer(nil, Config{MaxFrameBytes: limit})
-				s.br = bufio.NewReaderSize(strings.NewReader(in), 64<<10)
-				line, err := s.readLine()
-				if c := max(s.held, cap(s.long)); c > limit {
-					t.Errorf("held %d bytes, want at most %d", c, limit)
-				}
-				var big *frameTooLarge
-				switch {
-				case tt.ok && (err != nil || string(line) != tt.line):
-					t.Fatalf("got %d bytes, %v; want the %d-byte line", len(line), err, len(tt.line))
-				case !tt.ok && !errors.As(err, &big):
-					t.Fatalf("got %d bytes, %v; want the line too large", len(line), err)
-				case !tt.ok:
-					if big.indexOK != tt.indexOK || (tt.indexOK && big.index != 7) {
-						t.Errorf("got index %d (known %v), want known %v", big.index, big.indexOK, tt.indexOK)
-					}
-					wantRead, wantErr := len(tt.line)+1, error(nil)
-					if tt.last {
-						wantRead, wantErr = len(tt.line), io.EOF
-					}
-					if big.read != wantRead || big.err != wantErr {
-						t.Errorf("got %d bytes read, ended by %v; want %d, %v", big.read, big.err, wantRead, wantErr)
-					}
-				}
-				if tt.last {
-					return
-				}
-				if line, err := s.readLine(); string(line) != "{}" || err != nil {
-					t.Errorf("next line: got %q, %v; want {}", line, err)
-				}
-			})
-		}
 	}
 }
 

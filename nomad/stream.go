@@ -1,7 +1,6 @@
 package nomad
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -13,7 +12,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -52,10 +50,7 @@ type Config struct {
 	// the memory one frame may take. A longer frame is skipped: read to its
 	// end without being kept, logged at ERROR, counted in Stats, and the
 	// stream goes on after its index.
-	MaxFrameBytes int
-	// BufferSize is the size of the output buffer (default 64 KiB).
-	BufferSize int
-
+	MaxFrameBytes  int
 	Backoff        backoff.Policy // default DefaultBackoff
 	RefusedBackoff backoff.Policy // default RefusedBackoff
 	// AlertAfter: an outage is logged again at ERROR each time it has lasted
@@ -65,28 +60,16 @@ type Config struct {
 	Logger *slog.Logger // default: discard
 	Stats  *Stats       // default: a private one
 
-	// Transform, if set, is given each event (compact, as Nomad sent it)
-	// with its topic, and returns the line to write in its place (e.g.
-	// with secrets redacted); the result need only be valid until the next
-	// call. An error stops the stream.
-	Transform func(topic string, event []byte) ([]byte, error)
-
-	// Flushed, if set, is called after each flush of the output with the
-	// position of the last frame whose events have all reached the writer:
-	// what the writer holds up to that call is exactly the frames up to
-	// that position. It may block; the stream is not read meanwhile, as when
-	// the writer blocks.
-	Flushed func(Position)
-
 	// Injectable for tests.
 	Now   func() time.Time
 	Sleep func(ctx context.Context, d time.Duration) error
 	Rand  func() float64
 }
 
-// Streamer copies Nomad's event stream to a writer, one event per line,
-// resuming after every drop without loss or repetition. Its Run method is
-// not safe for concurrent use; Stats may be read at any time.
+// Streamer follows Nomad's event stream and hands its events to a Handler,
+// resuming after every drop without loss or repetition: Lines writes them
+// one per line (eventlog), discovery decodes them. Its Run method is not
+// safe for concurrent use; Stats may be read at any time.
 type Streamer struct {
 	client *Client
 	cfg    Config
@@ -95,32 +78,20 @@ type Streamer struct {
 	outage outage
 
 	// Owned by Run.
+	h       Handler
 	parser  frameParser
-	out     *bufio.Writer
-	br      *bufio.Reader
-	long    []byte   // a line longer than the read buffer, whole
-	pieces  [][]byte // such a line while it is read
-	cur     int      // the piece being filled
-	held    int      // the capacity of the pieces
+	lines   *lineReader
 	compact bytes.Buffer
-	last    uint64               // index of the last frame fully written to out
-	known   bool                 // last is meaningful
+	r       resumeState          // where the frames handed over end
 	topics  map[string]topicStat // by name: see topic
-	// atLast counts the frames written at index last (0: unknown, after a
-	// Position); repeat, those a resume still drops (-1: every one). See
-	// admit.
-	atLast, repeat int
-	seed           maphash.Seed
-	hashes         map[uint64][]int
+	seed    maphash.Seed
+	hashes  map[uint64][]int
 }
 
 // NewStreamer returns a Streamer reading through client.
 func NewStreamer(client *Client, cfg Config) *Streamer {
 	if cfg.MaxFrameBytes <= 0 {
 		cfg.MaxFrameBytes = 64 << 20
-	}
-	if cfg.BufferSize <= 0 {
-		cfg.BufferSize = 64 << 10
 	}
 	if cfg.Backoff == (backoff.Policy{}) {
 		cfg.Backoff = DefaultBackoff
@@ -171,22 +142,17 @@ func sleep(ctx context.Context, d time.Duration) error {
 // Stats returns the Streamer's counters.
 func (s *Streamer) Stats() *Stats { return s.stats }
 
-// WriteError is a failure to write events to the output: it ends Run.
-type WriteError struct{ Err error }
-
-func (e *WriteError) Error() string { return "writing events: " + e.Err.Error() }
-func (e *WriteError) Unwrap() error { return e.Err }
-
-// Run streams until ctx is done, then flushes w and returns nil. It returns
-// early only when writing to w fails (a *WriteError).
-func (s *Streamer) Run(ctx context.Context, w io.Writer, start Position) error {
-	s.out = bufio.NewWriterSize(w, s.cfg.BufferSize)
-	s.br = bufio.NewReaderSize(nil, 64<<10)
-	s.last, s.known = start.Index, start.Written
-	if s.known {
-		s.atLast = max(start.Frames, 0)
-		s.stats.lastIndex.Store(s.last)
-		s.stats.setFlushed(s.position())
+// Run follows the stream from start, handing it to h, until ctx is done;
+// then it calls h.Idle a last time and returns nil. It returns early only
+// with an error of h's.
+func (s *Streamer) Run(ctx context.Context, h Handler, start Position) error {
+	s.h = h
+	s.lines = newLineReader(64<<10, s.cfg.MaxFrameBytes)
+	s.r = resumeState{last: start.Index, known: start.Written}
+	if s.r.known {
+		s.r.atLast = max(start.Frames, 0)
+		s.stats.lastIndex.Store(s.r.last)
+		s.stats.setFlushed(s.r.position())
 	}
 	attempt := 0
 	for sessions := 0; ; sessions++ {
@@ -194,20 +160,21 @@ func (s *Streamer) Run(ctx context.Context, w io.Writer, start Position) error {
 			s.stats.reconnects.Add(1)
 		}
 		index := start.Index
-		if s.known {
-			index = s.last
+		if s.r.known {
+			index = s.r.last
 		}
 		live, err := s.session(ctx, index)
-		if ferr := s.flush(); ferr != nil {
-			return ferr
+		if ierr := s.idle(); ierr != nil {
+			return ierr
 		}
-		var werr *WriteError
-		if errors.As(err, &werr) {
-			return werr
+		var herr *handlerError
+		if errors.As(err, &herr) {
+			return herr.err
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
+		h.Down(err)
 		if live {
 			attempt = 0
 		}
@@ -227,19 +194,6 @@ func (s *Streamer) Run(ctx context.Context, w io.Writer, start Position) error {
 }
 
 var errHeartbeat = errors.New("heartbeat timeout")
-
-// frameTooLarge is a line longer than MaxFrameBytes, read to its end (or to
-// the end of the stream) without being kept.
-type frameTooLarge struct {
-	index   uint64 // read from the frame's end or start
-	indexOK bool
-	read    int   // bytes read, the newline included when it came
-	err     error // what ended the stream before the newline; nil when it came
-}
-
-func (e *frameTooLarge) Error() string {
-	return fmt.Sprintf("reading the stream: a frame is larger than the limit (%d bytes read)", e.read)
-}
 
 // RefusedError: Nomad would not serve the subscription. Retrying soon will
 // not help; a longer backoff applies.
@@ -303,8 +257,9 @@ func isRefused(err error) bool {
 }
 
 // netReader is the stream's body as the line reader sees it: before blocking
-// on the network it flushes the output (so events show up as soon as the
-// stream goes idle, and a busy stream costs one write per read), and it arms
+// on the network it tells the Handler the stream is idle (so events show up
+// as soon as the stream goes quiet, and a busy stream costs one write per
+// read), and it arms
 // the heartbeat timer only while waiting for the network, never while the
 // output is blocked.
 type netReader struct {
@@ -316,7 +271,7 @@ type netReader struct {
 }
 
 func (r *netReader) Read(p []byte) (int, error) {
-	if err := r.s.flush(); err != nil {
+	if err := r.s.idle(); err != nil {
 		r.werr = err
 		return 0, err
 	}
@@ -364,15 +319,17 @@ func (s *Streamer) session(ctx context.Context, index uint64) (live bool, err er
 	defer body.Close()
 	s.log.Debug("subscribing", "index", index)
 	nr := &netReader{s: s, body: body, timer: timer, timeout: s.cfg.HeartbeatTimeout}
-	s.br.Reset(nr)
-	defer s.br.Reset(nil)
+	s.lines.reset(nr)
+	defer s.lines.reset(nil)
 
 	first := true // no frame yet in this session
 	for {
-		line, rerr := s.readLine()
+		line, rerr := s.lines.next()
 		var big *frameTooLarge
 		if errors.As(rerr, &big) {
-			s.skip(big, &first)
+			if err := s.skip(big, &first); err != nil {
+				return live, err
+			}
 			if big.err == nil {
 				continue
 			}
@@ -454,6 +411,7 @@ func (s *Streamer) line(line []byte, live, first *bool) error {
 		s.stats.live.Store(true)
 		s.stats.downSince.Store(0)
 		s.outage.recovered()
+		s.h.Up()
 	}
 	if s.parser.heartbeat {
 		s.stats.heartbeats.Add(1)
@@ -464,63 +422,45 @@ func (s *Streamer) line(line []byte, live, first *bool) error {
 	return s.frame(line, wasFirst)
 }
 
-// admit applies the resume rules to the frame at idx, reporting a gap or a
-// history reset, and says whether the frame is new: the frames a resume
-// asked for again are not, nor is one out of order.
-//
-// Nomad may send one index's events in several frames (a registration's Job
-// and Evaluation events: testdata split-index.ndjson, recorded on Nomad
-// 2.0.5), and a subscription at an index starts with the first of them. So
-// the Streamer counts the frames it wrote at the last index (atLast, kept in
-// Position.Frames across restarts), and a resume drops that many frames at
-// it and writes the rest; a count of 0 (a Position from before it was kept)
-// takes every frame at the index as written.
-func (s *Streamer) admit(idx uint64, first bool) bool {
-	if !s.known {
-		return true
-	}
-	if first {
-		s.repeat = s.atLast
-		if s.repeat == 0 {
-			s.repeat = -1 // all of them
-		}
-	}
-	switch {
-	case idx == s.last && s.repeat != 0:
+// admit applies the resume rules (resume) to the frame at idx, logs and
+// counts what they find, tells the Handler of a gap or a history reset, and
+// says whether the frame is new.
+func (s *Streamer) admit(idx uint64, first bool) (bool, error) {
+	last := s.r.last
+	v, r := resume(s.r, idx, first)
+	s.r = r
+	switch v {
+	case repeated:
 		if first {
 			s.log.Debug("resumed without a gap", "index", idx)
 		}
-		if s.repeat > 0 {
-			s.repeat--
-		}
-		return false
-	case idx == s.last:
-		return true // a further frame of the index last written
-	case first && idx > s.last:
+	case gap:
 		s.stats.gaps.Add(1)
 		s.log.Warn("gap in the event stream: Nomad no longer buffered the last written index, events between the two indexes (exclusive) may be lost",
-			"last_written", s.last, "first_received", idx)
-	case first && idx < s.last:
+			"last_written", last, "first_received", idx)
+		return true, s.discontinuity(Discontinuity{Kind: Gap, Last: last, Next: idx})
+	case reset:
 		s.stats.resets.Add(1)
 		s.log.Warn("Nomad's event history went backwards (cluster rebuilt or restored from a snapshot?): carrying on from the new history",
-			"last_written", s.last, "first_received", idx)
-	case idx < s.last:
-		s.log.Warn("frame out of order within a subscription: dropped", "index", idx, "last_written", s.last)
-		return false
+			"last_written", last, "first_received", idx)
+		return true, s.discontinuity(Discontinuity{Kind: Reset, Last: last, Next: idx})
+	case disorder:
+		s.log.Warn("frame out of order within a subscription: dropped", "index", idx, "last_written", last)
 	}
-	s.repeat = 0
-	return true
+	return v.admitted(), nil
 }
 
-// wrote records that a frame at idx was written (or skipped as too large):
-// the resume position moves to it.
-func (s *Streamer) wrote(idx uint64) {
-	if s.known && idx == s.last && s.atLast > 0 {
-		s.atLast++
-	} else {
-		s.atLast = 1
+func (s *Streamer) discontinuity(d Discontinuity) error {
+	if err := s.h.Discontinuity(d); err != nil {
+		return &handlerError{err}
 	}
-	s.last, s.known = idx, true
+	return nil
+}
+
+// handed records that a frame at idx was handed over (or skipped as too
+// large): the resume position moves to it.
+func (s *Streamer) handed(idx uint64) {
+	s.r = s.r.handed(idx)
 	s.stats.lastIndex.Store(idx)
 }
 
@@ -531,21 +471,23 @@ func (s *Streamer) wrote(idx uint64) {
 // A frame cut off by the end of the stream before its index was read is not
 // skipped: the resume asks for it again, and it is judged whole then (Nomad
 // writes the index last, so a cut frame's index is rarely known).
-func (s *Streamer) skip(big *frameTooLarge, first *bool) {
+func (s *Streamer) skip(big *frameTooLarge, first *bool) error {
 	s.stats.lastFrame.Store(s.cfg.Now().UnixNano())
 	if !big.indexOK && big.err != nil {
 		s.log.Debug("an oversize frame was cut off before its index: the resume reads it again", "bytes_read", big.read)
-		return
+		return nil
 	}
 	wasFirst := *first
 	*first = false
-	attrs := []any{"last_written", s.last}
-	if !s.known {
-		attrs = attrs[:0]
+	last := s.r.last
+	attrs := []any{"last_written", last}
+	if !s.r.known {
+		attrs, last = attrs[:0], 0
 	}
 	if big.indexOK {
-		if !s.admit(big.index, wasFirst) {
-			return
+		ok, err := s.admit(big.index, wasFirst)
+		if !ok || err != nil {
+			return err
 		}
 		attrs = append(attrs, "skipped_index", big.index)
 	}
@@ -561,20 +503,23 @@ func (s *Streamer) skip(big *frameTooLarge, first *bool) {
 		msg = "frame skipped: larger than the frame size limit, its events are lost, and its index could not be read; the stream goes on after it"
 	}
 	s.log.Error(msg, attrs...)
+	d := Discontinuity{Kind: Skipped, Last: last}
 	if big.indexOK {
-		s.wrote(big.index)
+		d.Next = big.index
+		s.handed(big.index)
 	}
+	return s.discontinuity(d)
 }
 
-// frame writes the events of one frame, applying the resume rules.
+// frame hands over the events of one frame, applying the resume rules.
 func (s *Streamer) frame(line []byte, first bool) error {
 	idx := s.parser.index
 	s.stats.lastFrame.Store(s.cfg.Now().UnixNano())
 	if len(s.parser.events) == 0 {
 		return nil // nothing written: the resume index stays where it is
 	}
-	if !s.admit(idx, first) {
-		return nil
+	if ok, err := s.admit(idx, first); !ok || err != nil {
+		return err
 	}
 	written := 0
 	for k, ev := range s.parser.events {
@@ -591,21 +536,15 @@ func (s *Streamer) frame(line []byte, first bool) error {
 			raw = s.compact.Bytes()
 		}
 		topic := s.topic(line[ev.topicStart:ev.topicEnd])
-		if s.cfg.Transform != nil {
-			var err error
-			if raw, err = s.cfg.Transform(topic.name, raw); err != nil {
-				return fmt.Errorf("event at index %d: %w", idx, err)
-			}
-		}
-		if err := s.writeLine(raw); err != nil {
-			return err
+		if err := s.h.Event(Event{Index: idx, Topic: topic.name, Raw: raw}); err != nil {
+			return &handlerError{err}
 		}
 		topic.events.Add(1)
 		written++
 	}
 	s.stats.events.Add(uint64(written))
 	s.stats.frames.Add(1)
-	s.wrote(idx)
+	s.handed(idx)
 	return nil
 }
 
@@ -657,236 +596,15 @@ func (s *Streamer) topic(b []byte) topicStat {
 	return t
 }
 
-// writeLine buffers one event line. A line that does not fit in what is left
-// of the buffer flushes it first, so that writes end on line boundaries.
-func (s *Streamer) writeLine(b []byte) error {
-	if len(b)+1 > s.out.Available() && s.out.Buffered() > 0 {
-		if err := s.out.Flush(); err != nil {
-			return &WriteError{err}
-		}
+// idle tells the Handler the stream is about to wait; every frame up to
+// the resume position has then been handed over.
+func (s *Streamer) idle() error {
+	pos := s.r.position()
+	if err := s.h.Idle(pos); err != nil {
+		return &handlerError{err}
 	}
-	if _, err := s.out.Write(b); err != nil {
-		return &WriteError{err}
-	}
-	if err := s.out.WriteByte('\n'); err != nil {
-		return &WriteError{err}
-	}
-	return nil
-}
-
-// flush writes out the buffered events; every frame up to s.last has then
-// reached the writer.
-func (s *Streamer) flush() error {
-	if s.out.Buffered() > 0 {
-		if err := s.out.Flush(); err != nil {
-			return &WriteError{err}
-		}
-	}
-	if s.known {
-		pos := s.position()
+	if pos.Written {
 		s.stats.setFlushed(pos)
-		if s.cfg.Flushed != nil {
-			s.cfg.Flushed(pos)
-		}
 	}
 	return nil
-}
-
-// position is where the frames written so far end.
-func (s *Streamer) position() Position {
-	return Position{Index: s.last, Written: true, Frames: s.atLast}
-}
-
-// readLine returns the next line without its newline. At the end of the
-// stream it returns what is left (a last line without a newline) and the
-// error. A line longer than MaxFrameBytes is not kept: it is read to its end
-// and dropped, and readLine returns a *frameTooLarge saying what is known of
-// it.
-//
-// A line longer than the read buffer is kept in pieces while it is read
-// (pieces are never copied to grow, and add up to MaxFrameBytes at most), and
-// copied into one buffer of its exact size once its newline has come: a
-// frame over the limit costs at most the limit, one within it twice its size.
-func (s *Streamer) readLine() ([]byte, error) {
-	limit := s.cfg.MaxFrameBytes
-	if cap(s.long) > 1<<20 {
-		s.long = nil // do not keep a past multi-megabyte frame's memory
-	}
-	line, err := s.br.ReadSlice('\n')
-	if err != bufio.ErrBufferFull {
-		content := line
-		if err == nil {
-			content = line[:len(line)-1]
-		}
-		if len(content) > limit {
-			return nil, s.discard(line, line, len(line), err)
-		}
-		return content, err
-	}
-	for i := range s.pieces {
-		s.pieces[i] = s.pieces[i][:0]
-	}
-	s.cur = 0
-	n := 0 // bytes kept
-	for {
-		content := line
-		if err == nil {
-			content = line[:len(line)-1]
-		}
-		if n+len(content) > limit {
-			prefix := line
-			if n > 0 {
-				prefix = s.pieces[0]
-			}
-			return nil, s.discard(prefix, line, n+len(line), err)
-		}
-		s.keep(content)
-		n += len(content)
-		switch err {
-		case nil:
-			return s.join(n), nil
-		case bufio.ErrBufferFull:
-		default:
-			return s.join(n), err
-		}
-		line, err = s.br.ReadSlice('\n')
-	}
-}
-
-// keep copies b to the pieces, adding a piece when they are full: twice the
-// last one, but never more than what is left of MaxFrameBytes.
-func (s *Streamer) keep(b []byte) {
-	for len(b) > 0 {
-		if s.cur == len(s.pieces) {
-			c := 64 << 10
-			if s.cur > 0 {
-				c = 2 * cap(s.pieces[s.cur-1])
-			}
-			c = min(c, s.cfg.MaxFrameBytes-s.held) // > 0: held is what is kept, less than the line
-			s.pieces = append(s.pieces, make([]byte, 0, c))
-			s.held += c
-		}
-		p := s.pieces[s.cur]
-		k := min(len(b), cap(p)-len(p))
-		s.pieces[s.cur] = append(p, b[:k]...)
-		b = b[k:]
-		if len(s.pieces[s.cur]) == cap(p) {
-			s.cur++
-		}
-	}
-}
-
-// join returns the n bytes kept in the pieces as one line. Pieces of up to
-// 1 MiB in all are kept for the next long line; more are let go.
-func (s *Streamer) join(n int) []byte {
-	if cap(s.long) < n {
-		s.long = make([]byte, 0, n)
-	}
-	s.long = s.long[:0]
-	for _, p := range s.pieces {
-		s.long = append(s.long, p...)
-	}
-	if s.held > 1<<20 {
-		s.pieces, s.held = nil, 0
-	}
-	return s.long
-}
-
-// discard reads the rest of an oversize line and drops it. prefix is its
-// first bytes, last the latest bytes read, read how many were read, err the
-// last read's error. The frame's index is read from its end, where Nomad
-// 2.0.5 writes it (`{"Events":[...],"Index":N}`, recorded in transcripts
-// B1–B3), or from its start, where other encoders put it.
-func (s *Streamer) discard(prefix, last []byte, read int, err error) *frameTooLarge {
-	big := &frameTooLarge{read: read}
-	big.index, big.indexOK = leadingIndex(prefix)
-	s.pieces, s.held = nil, 0 // their memory can go now
-	var tail [tailBytes]byte
-	t := appendTail(tail[:0], last)
-	for err == bufio.ErrBufferFull {
-		var line []byte
-		line, err = s.br.ReadSlice('\n')
-		big.read += len(line)
-		t = appendTail(t, line)
-	}
-	big.err = err
-	if !big.indexOK && err == nil {
-		big.index, big.indexOK = trailingIndex(t)
-	}
-	return big
-}
-
-// tailBytes is how much of a dropped frame's end is kept to read its index:
-// `],"Index":18446744073709551615}` and the newline fit.
-const tailBytes = 48
-
-// appendTail appends b to t and keeps the last tailBytes bytes, in t's
-// array (cap tailBytes).
-func appendTail(t, b []byte) []byte {
-	if len(b) >= tailBytes {
-		return append(t[:0], b[len(b)-tailBytes:]...)
-	}
-	if drop := len(t) + len(b) - tailBytes; drop > 0 {
-		t = append(t[:0], t[drop:]...)
-	}
-	return append(t, b...)
-}
-
-// trailingIndex reads N from a line that ends `],"Index":N}`, as Nomad
-// writes every frame: the `]` closing the Events array keeps an "Index"
-// nested in the last event's payload from being taken for it.
-func trailingIndex(b []byte) (uint64, bool) {
-	b = bytes.TrimRight(b, " \t\r\n")
-	b, ok := bytes.CutSuffix(b, []byte("}"))
-	if !ok {
-		return 0, false
-	}
-	b = bytes.TrimRight(b, " \t\r\n")
-	i := len(b)
-	for i > 0 && b[i-1] >= '0' && b[i-1] <= '9' {
-		i--
-	}
-	digits := b[i:]
-	if len(digits) == 0 || len(digits) > 20 || (len(digits) > 1 && digits[0] == '0') {
-		return 0, false
-	}
-	n, err := strconv.ParseUint(string(digits), 10, 64)
-	if err != nil {
-		return 0, false
-	}
-	rest := bytes.TrimRight(b[:i], " \t\r\n")
-	for _, want := range []string{":", `"Index"`, ",", "]"} {
-		var ok bool
-		if rest, ok = bytes.CutSuffix(rest, []byte(want)); !ok {
-			return 0, false
-		}
-		rest = bytes.TrimRight(rest, " \t\r\n")
-	}
-	return n, true
-}
-
-// leadingIndex reads N from a frame that starts `{"Index":N,`, as Nomad
-// writes every frame.
-func leadingIndex(b []byte) (uint64, bool) {
-	var p frameParser
-	i := p.ws(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return 0, false
-	}
-	i = p.ws(b, i+1)
-	if i >= len(b) || b[i] != '"' {
-		return 0, false
-	}
-	end, err := scanString(b, i)
-	if err != nil || string(b[i+1:end-1]) != "Index" {
-		return 0, false
-	}
-	if i, err = p.colon(b, end); err != nil {
-		return 0, false
-	}
-	n, i, err := scanUint(b, i)
-	if err != nil || i >= len(b) { // digits up to the end may be cut short
-		return 0, false
-	}
-	return n, true
 }

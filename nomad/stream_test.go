@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -116,7 +117,8 @@ func TestGapReportedWithRange(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, nomadtest.Options{BufferSize: 4}) // keeps 5, as Nomad keeps size+1
 	out := newLineSink()
-	r := startStreamer(t, srv.URL, nil, Config{}, out, Position{Index: 0})
+	h := newRecorder(out)
+	r := startStreamer(t, srv.URL, nil, Config{}, h, Position{Index: 0})
 	var want []string
 	for i := range 3 {
 		e := smallEvent("Job", fmt.Sprint("a", i), i)
@@ -141,6 +143,16 @@ func TestGapReportedWithRange(t *testing.T) {
 	diffLines(t, got, want)
 	if n := r.st.Stats().Snapshot().Gaps; n != 1 {
 		t.Errorf("got %d gaps, want 1 (%s)", n, rec)
+	}
+	// The Handler is told: the gap with its range, the subscription up,
+	// down when it was dropped (and while it was refused), and up again.
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if want := []Discontinuity{{Kind: Gap, Last: 3, Next: 19}}; !slices.Equal(h.disc, want) {
+		t.Errorf("got discontinuities %+v, want %+v", h.disc, want)
+	}
+	if h.ups < 2 || len(h.downs) < 1 {
+		t.Errorf("got %d ups and %d downs, want at least 2 and 1", h.ups, len(h.downs))
 	}
 }
 
@@ -394,7 +406,7 @@ func TestRequestParameters(t *testing.T) {
 	st := NewStreamer(client, testConfig(Config{Subscription: Subscription{Topics: []string{"Job:web", "Node"}, Namespace: "prod"}}, logs))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx, out, Position{Index: 0}) }()
+	go func() { done <- st.Run(ctx, NewLines(out, LinesOptions{}), Position{Index: 0}) }()
 	logs.wait(t, "INFO event stream subscribed")
 	cancel()
 	if err := <-done; err != nil {
