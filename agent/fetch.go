@@ -25,6 +25,10 @@ type Docker interface {
 	Pull(ctx context.Context, ref string, opts registry.PullOptions) error
 	// Tag points target at the local image source (an ID or reference).
 	Tag(ctx context.Context, source, target string) error
+	// ContainerdStore reports whether the daemon keeps images in
+	// containerd's store (where a source can serve an image named by
+	// digest), false when it can't tell.
+	ContainerdStore(ctx context.Context) bool
 }
 
 var _ Docker = (*registry.Engine)(nil)
@@ -263,7 +267,7 @@ func (f *Fetcher) getAndSettle(ctx context.Context, img config.Image, from strin
 	defer unlock()
 	current, err = f.get(ctx, ref, img.Platform, have)
 	if err != nil {
-		if img.Digest != "" && isManifestUnknown(err) {
+		if img.Digest != "" && errors.Is(err, registry.ErrPullNotFound) {
 			repo, _, _ := strings.Cut(ref, "@")
 			err = fmt.Errorf("no manifest with digest %s exists in %s (is the digest right, and was it pushed there?): %w", img.Digest, repo, err)
 		}
@@ -277,13 +281,6 @@ func (f *Fetcher) getAndSettle(ctx context.Context, img config.Image, from strin
 		return false, "", &settleError{err}
 	}
 	return false, id, nil
-}
-
-// isManifestUnknown reports whether a pull failed because the registry has
-// no such manifest (dockerd: "manifest for X not found: manifest unknown").
-func isManifestUnknown(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "manifest unknown") || strings.Contains(msg, "not found")
 }
 
 // get makes ref's content present locally. While expected is present
@@ -312,7 +309,7 @@ func (f *Fetcher) get(ctx context.Context, ref, platform string, have *registry.
 		}
 	}
 	err = f.pull(ctx, host, ref, platform)
-	if err != nil && f.Remote != nil && !pinned && strings.Contains(err.Error(), "toomanyrequests") {
+	if err != nil && f.Remote != nil && !pinned && errors.Is(err, registry.ErrPullRateLimited) {
 		var rl *registry.RateLimitedError
 		if _, herr := f.lookup(ctx, host, ref); errors.As(herr, &rl) {
 			return false, errors.Join(err, rl)
@@ -427,15 +424,6 @@ func (f *Fetcher) settle(ctx context.Context, ref, expected string) (string, err
 // repository only on the classic image store.
 var errDigestFromSource = errors.New("not tried: a source can serve an image named by digest only on Docker's containerd image store (the default since Docker 29); on this daemon's classic store only a pull from its own repository names it")
 
-// ContainerdStoreTeller is what a Docker that can say which image store it
-// uses implements (*registry.Engine does).
-type ContainerdStoreTeller interface {
-	ContainerdStore(ctx context.Context) bool
-}
-
-var _ ContainerdStoreTeller = (*registry.Engine)(nil)
-
 func (f *Fetcher) containerdStore(ctx context.Context) bool {
-	t, ok := f.Docker.(ContainerdStoreTeller)
-	return ok && t.ContainerdStore(ctx)
+	return f.Docker.ContainerdStore(ctx)
 }

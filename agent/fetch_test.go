@@ -51,11 +51,14 @@ func (d *fakeDocker) Pull(_ context.Context, ref string, opts registry.PullOptio
 	}
 	im, ok := d.remote[ref]
 	if !ok {
-		return fmt.Errorf("pulling %s: manifest unknown", ref)
+		return fmt.Errorf("pulling %s: %w", ref, &registry.PullError{Msg: "manifest unknown", Kind: registry.ErrPullNotFound})
 	}
 	d.local[ref] = im
 	return nil
 }
+
+// ContainerdStore: the fake is the classic store (storeDocker says otherwise).
+func (d *fakeDocker) ContainerdStore(context.Context) bool { return false }
 
 func (d *fakeDocker) Tag(_ context.Context, source, target string) error {
 	d.mu.Lock()

@@ -90,6 +90,67 @@ func (e *DaemonTimeoutError) Error() string {
 	return fmt.Sprintf("the Docker daemon at %s did not answer %s within %s", e.Host, e.Op, e.After)
 }
 
+// What a failed pull was, as far as dockerd's message tells (it gives no
+// code, only text, inside a stream it answered 200). A *PullError is one of
+// these for errors.Is.
+var (
+	// ErrPullNotFound: the registry has no such manifest or repository.
+	ErrPullNotFound = errors.New("the registry has no such image")
+	// ErrPullRateLimited: the registry refused with its rate limit (429).
+	// dockerd drops the Retry-After; the agent learns it from its own
+	// manifest HEAD (a *RateLimitedError).
+	ErrPullRateLimited = errors.New("the registry's rate limit")
+	// ErrPullUnauthorized: the registry refused the credentials, or wants
+	// some.
+	ErrPullUnauthorized = errors.New("the registry refused the credentials")
+)
+
+// PullError is a pull the daemon failed, in its own words (Msg), with its
+// kind (one of the ErrPull* errors, or nil when the message says nothing
+// known) and the API error it came in, if it was not inside the stream.
+type PullError struct {
+	Msg  string
+	Kind error
+	err  error
+}
+
+func (e *PullError) Error() string { return e.Msg }
+
+// Is matches the kind.
+func (e *PullError) Is(target error) bool { return e.Kind != nil && target == e.Kind }
+
+// Unwrap is the API error the message came in (nil inside the stream), so
+// that IsDaemonDown still sees a daemon that could not be reached.
+func (e *PullError) Unwrap() error { return e.err }
+
+// pullKinds are the texts dockerd's messages carry for each kind (the
+// registries' error codes they quote: MANIFEST_UNKNOWN is "manifest
+// unknown", TOOMANYREQUESTS "toomanyrequests", UNAUTHORIZED
+// "unauthorized"), matched in this order. "pull access denied ...,
+// repository does not exist or may require 'docker login'" is left
+// untyped: it can mean either.
+var pullKinds = []struct {
+	kind  error
+	texts []string
+}{
+	{ErrPullRateLimited, []string{"toomanyrequests"}},
+	{ErrPullUnauthorized, []string{"unauthorized", "authentication required", "no basic auth credentials"}},
+	{ErrPullNotFound, []string{"manifest unknown", "not found"}},
+}
+
+// pullError types a failed pull's message; err is the API error it came
+// in, nil for an error inside the progress stream.
+func pullError(msg string, err error) *PullError {
+	for _, k := range pullKinds {
+		for _, t := range k.texts {
+			if strings.Contains(msg, t) {
+				return &PullError{Msg: msg, Kind: k.kind, err: err}
+			}
+		}
+	}
+	return &PullError{Msg: msg, err: err}
+}
+
 // StalledError is why the watchdog cancelled a pull: its progress stream
 // was silent for After.
 type StalledError struct {
@@ -231,7 +292,10 @@ func (e *Engine) Pull(ctx context.Context, ref string, opts PullOptions) error {
 func (e *Engine) pull(ctx context.Context, ref string, opts client.ImagePullOptions, progress func()) error {
 	resp, err := e.cli.ImagePull(ctx, ref, opts)
 	if err != nil {
-		return err
+		if ctx.Err() != nil || IsDaemonDown(err) {
+			return err
+		}
+		return pullError(err.Error(), err)
 	}
 	defer resp.Close()
 	for msg, err := range resp.JSONMessages(ctx) {
@@ -240,7 +304,7 @@ func (e *Engine) pull(ctx context.Context, ref string, opts client.ImagePullOpti
 		}
 		progress()
 		if msg.Error != nil {
-			return errors.New(msg.Error.Message)
+			return pullError(msg.Error.Message, nil)
 		}
 	}
 	return ctx.Err()
