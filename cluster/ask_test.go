@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
+	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
 )
 
 const (
@@ -53,15 +54,6 @@ func answering(s agent.Snapshot) http.HandlerFunc {
 // stalling accepts the request and never answers.
 func stalling(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }
 
-// freeAddr is a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	srv := httptest.NewServer(http.NotFoundHandler())
-	addr := strings.TrimPrefix(srv.URL, "http://")
-	srv.Close()
-	return addr
-}
-
 // Every kind of agent a cluster holds, asked at once: the answers, and for
 // those that don't answer, why; the stalled one does not hold the others.
 func TestAsk(t *testing.T) {
@@ -80,13 +72,13 @@ func TestAsk(t *testing.T) {
 		}),
 		"garbage": serveAgent(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("<html>not json</html>")) }),
 		"404":     serveAgent(t, http.NotFound),
-		"closed":  freeAddr(t),
+		"closed":  faultproxy.RefusedAddr(t),
 	}
 	var agents []Agent
 	for node, addr := range addrs {
 		agents = append(agents, Agent{Node: node, Address: addr})
 	}
-	agents = append(agents, Agent{Node: "down", Address: freeAddr(t), Down: "Consul reports the node down (serfHealth critical)"})
+	agents = append(agents, Agent{Node: "down", Address: faultproxy.RefusedAddr(t), Down: "Consul reports the node down (serfHealth critical)"})
 	agents = sortAgents(agents)
 
 	reports := Ask(context.Background(), agents, AskOptions{Parallel: 3, Timeout: 500 * time.Millisecond})

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/nomadtest"
 )
 
@@ -50,18 +50,6 @@ func (p *proc) wait(t *testing.T) int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
-// freeAddr is a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // The password in NOMAD_ADDR (or -address) reaches neither stdout nor
 // stderr, whether the stream works, Nomad refuses it, the connection fails
 // or the address is rejected; the address itself is still logged, redacted.
@@ -94,7 +82,7 @@ func TestPasswordNeverPrinted(t *testing.T) {
 			"403 Forbidden", exitOK, "http://xxxxx@" + host(refusing)},
 		{"refused by Nomad", "http://" + userinfo + host(refusing), []string{"-log-level", "debug"},
 			"403 Forbidden", exitOK, "http://xxxxx@" + host(refusing)},
-		{"connection refused", "http://" + userinfo + freeAddr(t), []string{"-log-level", "debug"},
+		{"connection refused", "http://" + userinfo + faultproxy.RefusedAddr(t), []string{"-log-level", "debug"},
 			"connection refused", exitOK, "http://xxxxx@127.0.0.1:"},
 		{"unknown scheme", "ftp://" + userinfo + "127.0.0.1:4646", nil,
 			"", exitUsage, "ftp://xxxxx@127.0.0.1:4646"},
