@@ -1,8 +1,10 @@
 package nomad
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math/bits"
 	"strings"
 	"testing"
 )
@@ -136,5 +138,45 @@ func TestFuzzSeedsCoverTruncation(t *testing.T) {
 	deep := strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1)
 	if _, err := p.value([]byte(deep), 0, 1); err == nil {
 		t.Errorf("nesting of %d: got no error, want one", maxDepth+1)
+	}
+}
+
+// special8 finds the first byte a string scan must look at, whatever the
+// bytes around it: every byte value at every position, with every byte value
+// after it (a borrow runs upwards only) and plain bytes before it.
+func TestSpecial8(t *testing.T) {
+	t.Parallel()
+	special := func(c byte) bool { return c < 0x20 || c == '"' || c == '\\' }
+	for k := range 8 {
+		for v := range 256 {
+			for w := range 256 {
+				var word [8]byte
+				for j := range word {
+					switch {
+					case j < k:
+						word[j] = 'a' + byte(j)
+					case j == k:
+						word[j] = byte(v)
+					default:
+						word[j] = byte(w)
+					}
+				}
+				m := special8(binary.LittleEndian.Uint64(word[:]))
+				first := 8
+				for j, c := range word {
+					if special(c) {
+						first = j
+						break
+					}
+				}
+				got := 8
+				if m != 0 {
+					got = bits.TrailingZeros64(m) >> 3
+				}
+				if got != first {
+					t.Fatalf("special8(%q): first special byte at %d, want %d", word, got, first)
+				}
+			}
+		}
 	}
 }
