@@ -335,7 +335,7 @@ func (h *ha) term(ctx context.Context, ls *lease, c *committer, start nomad.Posi
 	})
 	defer stopGate()
 	st := nomad.NewStreamer(h.client, h.streamConfig())
-	runErr := st.Run(tctx, nomad.NewLines(c.g, nomad.LinesOptions{Flushed: c.g.flushed, Transform: transform(h.o)}), start)
+	runErr := st.Run(tctx, lines(h.o, c.g, c.g.flushed), start)
 	cancel(nil)
 	wg.Wait()
 
@@ -368,6 +368,7 @@ func (h *ha) streamConfig() nomad.Config {
 		HeartbeatTimeout: h.o.HeartbeatTimeout,
 		MaxFrameBytes:    h.o.MaxFrameBytes,
 		AlertAfter:       h.o.AlertAfter,
+		Locate:           locate(h.o),
 		Logger:           h.log,
 		Stats:            h.stats,
 	}

@@ -85,14 +85,6 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// transform is the event rewrite o asks for: redaction unless Unredacted.
-func transform(o Options) func(string, []byte) ([]byte, error) {
-	if o.Unredacted {
-		return nil
-	}
-	return NewRedactor().Redact
-}
-
 // ConfigError is a failure that is the options' fault, found before
 // streaming: an address that does not parse, a state file that does not
 // parse. A command exits with its usage code.
@@ -186,6 +178,7 @@ func streamAlone(ctx context.Context, o Options, client *nomad.Client, stats *no
 		HeartbeatTimeout: o.HeartbeatTimeout,
 		MaxFrameBytes:    o.MaxFrameBytes,
 		AlertAfter:       o.AlertAfter,
+		Locate:           locate(o),
 		Logger:           log,
 		Stats:            stats,
 	})
@@ -207,7 +200,7 @@ func streamAlone(ctx context.Context, o Options, client *nomad.Client, stats *no
 			}
 		})
 	}
-	err = st.Run(ctx, nomad.NewLines(o.Stdout, nomad.LinesOptions{Transform: transform(o)}), start)
+	err = st.Run(ctx, lines(o, o.Stdout, nil), start)
 	if errors.Is(err, syscall.EPIPE) {
 		err = fmt.Errorf("stdout was closed (whatever reads eventlog's output exited or closed it): %w", err)
 	}

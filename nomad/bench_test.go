@@ -35,10 +35,35 @@ func benchStream(b *testing.B) []byte {
 }
 
 // BenchmarkDecodeWrite is eventlog's path from stream bytes to stdout bytes.
-func BenchmarkDecodeWrite(b *testing.B) {
+func BenchmarkDecodeWrite(b *testing.B) { benchDecodeWrite(b, nil) }
+
+// BenchmarkDecodeWriteLocate is the same path redacting as eventlog does by
+// default: the fields of its env blocks and a dozen others located in the
+// parse and replaced on write.
+func BenchmarkDecodeWriteLocate(b *testing.B) {
+	var paths []string
+	for _, f := range []string{"Env", "Config.auth", "Templates.*.EmbeddedTmpl", "Artifacts.*.GetterSource",
+		"Artifacts.*.GetterOptions", "Artifacts.*.GetterHeaders", "Services.*.Checks.*.Header", "Services.*.Checks.*.Body"} {
+		paths = append(paths, "TaskGroups.*.Tasks.*."+f)
+	}
+	paths = append(paths, "TaskGroups.*.Services.*.Checks.*.Header", "TaskGroups.*.Services.*.Checks.*.Body", "Payload")
+	f := Fields{}
+	for topic, root := range map[string]string{"Job": "Payload.Job.", "Allocation": "Payload.Allocation.Job."} {
+		for _, p := range paths {
+			f[topic] = append(f[topic], root+p)
+		}
+	}
+	l, err := NewLocator(f)
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchDecodeWrite(b, l)
+}
+
+func benchDecodeWrite(b *testing.B, loc *Locator) {
 	data := benchStream(b)
-	s := NewStreamer(nil, Config{})
-	s.h = NewLines(io.Discard, LinesOptions{})
+	s := NewStreamer(nil, Config{Locate: loc})
+	s.h = NewLines(io.Discard, LinesOptions{Replace: []byte(`"REDACTED"`)})
 	s.lines = newLineReader(64<<10, s.cfg.MaxFrameBytes)
 	rd := bytes.NewReader(data)
 	b.SetBytes(int64(len(data)))

@@ -37,7 +37,14 @@ func (e *syntaxError) Error() string { return fmt.Sprintf("invalid JSON at byte 
 type eventSpan struct {
 	start, end           int // the object, braces included
 	topicStart, topicEnd int // the Topic string's raw content, quotes excluded
+	strs0, strs1         int // its located strings: frameParser.strs[strs0:strs1]
 	compact              bool
+}
+
+// locSpan is a string inside a field a Locator names, for these topics.
+type locSpan struct {
+	start, end int
+	topics     uint64
 }
 
 // frameParser parses lines; its slices are reused from line to line.
@@ -45,6 +52,9 @@ type frameParser struct {
 	heartbeat bool
 	index     uint64
 	events    []eventSpan
+
+	loc  *Locator // optional: the fields whose strings to locate
+	strs []locSpan
 
 	sawWS bool // whitespace skipped since the flag was last cleared
 }
@@ -73,6 +83,7 @@ func (p *frameParser) parse(b []byte) error {
 	p.heartbeat = false
 	p.index = 0
 	p.events = p.events[:0]
+	p.strs = p.strs[:0]
 
 	i := p.ws(b, 0)
 	if i >= len(b) || b[i] != '{' {
@@ -127,7 +138,7 @@ func (p *frameParser) frameBody(b []byte, i int) (int, error) {
 				return 0, err
 			}
 		default:
-			if i, err = p.value(b, i, 1); err != nil {
+			if i, err = p.value(b, i, 1, nil, 0); err != nil {
 				return 0, err
 			}
 		}
@@ -198,7 +209,7 @@ func (p *frameParser) event(b []byte, i int) (int, error) {
 	if b[i] != '{' {
 		return 0, &syntaxError{i, "event is not an object"}
 	}
-	ev := eventSpan{start: i}
+	ev := eventSpan{start: i, strs0: len(p.strs)}
 	p.sawWS = false
 	i = p.ws(b, i+1)
 	if i >= len(b) {
@@ -219,12 +230,20 @@ func (p *frameParser) event(b []byte, i int) (int, error) {
 			if i, err = scanString(b, i); err != nil {
 				return 0, err
 			}
-			isTopic := string(b[ks+1:i-1]) == "Topic"
+			key := b[ks+1 : i-1]
+			isTopic := string(key) == "Topic"
+			var n *locNode
+			var inside uint64
+			if p.loc != nil {
+				if n = p.loc.root.child(key); n != nil {
+					inside = n.located
+				}
+			}
 			if i, err = p.colon(b, i); err != nil {
 				return 0, err
 			}
 			vs := i
-			if i, err = p.value(b, i, 2); err != nil {
+			if i, err = p.value(b, i, 2, n, inside); err != nil {
 				return 0, err
 			}
 			if isTopic && b[vs] == '"' {
@@ -240,19 +259,27 @@ func (p *frameParser) event(b []byte, i int) (int, error) {
 		}
 	}
 	ev.end = i
+	ev.strs1 = len(p.strs)
 	ev.compact = !p.sawWS
 	p.events = append(p.events, ev)
 	return i, nil
 }
 
-// value validates any JSON value starting at b[i].
-func (p *frameParser) value(b []byte, i, depth int) (int, error) {
+// value validates any JSON value starting at b[i]. n is the value's node in
+// the Locator's tree (nil: on no path), inside the topics for which it is in
+// a named field: its strings are then noted in p.strs. With neither, as for
+// most of a frame, it only validates.
+func (p *frameParser) value(b []byte, i, depth int, n *locNode, inside uint64) (int, error) {
 	if i >= len(b) {
 		return 0, errTruncated
 	}
 	switch c := b[i]; {
 	case c == '"':
-		return scanString(b, i)
+		end, err := scanString(b, i)
+		if inside != 0 && err == nil {
+			p.strs = append(p.strs, locSpan{i, end, inside})
+		}
+		return end, err
 	case c == '{' || c == '[':
 		if depth >= maxDepth {
 			return 0, &syntaxError{i, "nested too deeply"}
@@ -269,6 +296,13 @@ func (p *frameParser) value(b []byte, i, depth int) (int, error) {
 			return i + 1, nil
 		}
 		var err error
+		var cn *locNode // an element's node: the star for arrays
+		ci := inside
+		if n != nil && c == '[' {
+			if cn = n.star; cn != nil {
+				ci |= cn.located
+			}
+		}
 		for {
 			if c == '{' {
 				if i >= len(b) {
@@ -277,14 +311,21 @@ func (p *frameParser) value(b []byte, i, depth int) (int, error) {
 				if b[i] != '"' {
 					return 0, &syntaxError{i, "expected a key"}
 				}
+				ks := i
 				if i, err = scanString(b, i); err != nil {
 					return 0, err
+				}
+				if n != nil {
+					ci = inside
+					if cn = n.child(b[ks+1 : i-1]); cn != nil {
+						ci |= cn.located
+					}
 				}
 				if i, err = p.colon(b, i); err != nil {
 					return 0, err
 				}
 			}
-			if i, err = p.value(b, i, depth+1); err != nil {
+			if i, err = p.value(b, i, depth+1, cn, ci); err != nil {
 				return 0, err
 			}
 			if i, err = p.next(b, i, closing); err != nil || i < 0 {
@@ -466,4 +507,15 @@ func scanLiteral(b []byte, i int, lit string) (int, error) {
 		}
 	}
 	return i + len(lit), nil
+}
+
+// spansOf appends to dst the located strings of ev for the topic whose bit
+// is given, relative to the event's first byte.
+func (p *frameParser) spansOf(dst []Span, ev eventSpan, bit uint64) []Span {
+	for _, sp := range p.strs[ev.strs0:ev.strs1] {
+		if sp.topics&bit != 0 {
+			dst = append(dst, Span{sp.start - ev.start, sp.end - ev.start})
+		}
+	}
+	return dst
 }

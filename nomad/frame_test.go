@@ -119,7 +119,7 @@ func FuzzValue(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var p frameParser
 		i := p.ws(b, 0)
-		end, err := p.value(b, i, 1)
+		end, err := p.value(b, i, 1, nil, 0)
 		ok := err == nil && i < len(b) && p.ws(b, end) == len(b)
 		if want := json.Valid(b); ok != want {
 			t.Errorf("value(%q): got valid %v (%v), want %v", b, ok, err, want)
@@ -131,12 +131,12 @@ func TestFuzzSeedsCoverTruncation(t *testing.T) {
 	t.Parallel()
 	var p frameParser
 	for _, s := range []string{`{"a":`, `[1,2`, `"abc`, `tru`, `-`, `1.`, `1e+`, `"\u12`} {
-		if _, err := p.value([]byte(s), 0, 1); !errors.Is(err, errTruncated) {
+		if _, err := p.value([]byte(s), 0, 1, nil, 0); !errors.Is(err, errTruncated) {
 			t.Errorf("value(%q): got %v, want %v", s, err, errTruncated)
 		}
 	}
 	deep := strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1)
-	if _, err := p.value([]byte(deep), 0, 1); err == nil {
+	if _, err := p.value([]byte(deep), 0, 1, nil, 0); err == nil {
 		t.Errorf("nesting of %d: got no error, want one", maxDepth+1)
 	}
 }

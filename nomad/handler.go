@@ -9,6 +9,9 @@ type Event struct {
 	// Raw is the event, compact JSON exactly as Nomad sent it (the
 	// payload's bytes untouched). It is valid only until the call returns.
 	Raw []byte
+	// Strings are the strings of Raw that Config.Locate names for Topic,
+	// in order; valid only until the call returns.
+	Strings []Span
 }
 
 // DiscontinuityKind says why what a Streamer hands over is not exactly

@@ -2,7 +2,6 @@ package nomad
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 )
 
@@ -10,11 +9,10 @@ import (
 type LinesOptions struct {
 	// BufferSize is the size of the output buffer (default 64 KiB).
 	BufferSize int
-	// Transform, if set, is given each event (compact, as Nomad sent it)
-	// with its topic, and returns the line to write in its place (e.g.
-	// with secrets redacted); the result need only be valid until the next
-	// call. An error stops the stream.
-	Transform func(topic string, event []byte) ([]byte, error)
+	// Replace, if set, is written in place of each string an event
+	// locates (Event.Strings: the Streamer's Config.Locate), e.g.
+	// `"REDACTED"`: it must be a JSON value for the lines to stay JSON.
+	Replace []byte
 	// Flushed, if set, is called after each flush of the output with the
 	// position of the last frame whose events have all reached the writer:
 	// what the writer holds up to that call is exactly the frames up to
@@ -27,9 +25,9 @@ type LinesOptions struct {
 // stdout): buffered, a write never ending inside a line, flushed whenever
 // the stream goes idle. A failed write is a *WriteError.
 type Lines struct {
-	out       *bufio.Writer
-	transform func(topic string, event []byte) ([]byte, error)
-	flushed   func(Position)
+	out     *bufio.Writer
+	replace []byte
+	flushed func(Position)
 }
 
 // NewLines returns a Lines writing to w.
@@ -37,7 +35,7 @@ func NewLines(w io.Writer, o LinesOptions) *Lines {
 	if o.BufferSize <= 0 {
 		o.BufferSize = 64 << 10
 	}
-	return &Lines{out: bufio.NewWriterSize(w, o.BufferSize), transform: o.Transform, flushed: o.Flushed}
+	return &Lines{out: bufio.NewWriterSize(w, o.BufferSize), replace: o.Replace, flushed: o.Flushed}
 }
 
 // WriteError is a failure to write events to the output: it ends Run.
@@ -46,25 +44,31 @@ type WriteError struct{ Err error }
 func (e *WriteError) Error() string { return "writing events: " + e.Err.Error() }
 func (e *WriteError) Unwrap() error { return e.Err }
 
-// Event buffers the event's line. A line that does not fit in what is left
-// of the buffer flushes it first, so that writes end on line boundaries.
+// Event buffers the event's line, its located strings replaced when
+// Replace is set. A line that does not fit in what is left of the buffer
+// flushes it first, so that writes end on line boundaries.
 func (l *Lines) Event(e Event) error {
-	b := e.Raw
-	if l.transform != nil {
-		var err error
-		if b, err = l.transform(e.Topic, b); err != nil {
-			return fmt.Errorf("event at index %d: %w", e.Index, err)
-		}
+	spans := e.Strings
+	if l.replace == nil {
+		spans = nil
 	}
-	if len(b)+1 > l.out.Available() && l.out.Buffered() > 0 {
+	n := len(e.Raw) + 1
+	for _, sp := range spans {
+		n += len(l.replace) - (sp.End - sp.Start)
+	}
+	if n > l.out.Available() && l.out.Buffered() > 0 {
 		if err := l.out.Flush(); err != nil {
 			return &WriteError{err}
 		}
 	}
-	if _, err := l.out.Write(b); err != nil {
-		return &WriteError{err}
+	prev := 0
+	for _, sp := range spans {
+		l.out.Write(e.Raw[prev:sp.Start])
+		l.out.Write(l.replace)
+		prev = sp.End
 	}
-	if err := l.out.WriteByte('\n'); err != nil {
+	l.out.Write(e.Raw[prev:])
+	if err := l.out.WriteByte('\n'); err != nil { // a bufio.Writer's error sticks: this is any write's
 		return &WriteError{err}
 	}
 	return nil

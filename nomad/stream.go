@@ -56,6 +56,9 @@ type Config struct {
 	// AlertAfter: an outage is logged again at ERROR each time it has lasted
 	// another AlertAfter (default 6h).
 	AlertAfter time.Duration
+	// Locate, if set, names fields whose strings each Event carries the
+	// place of (Event.Strings), found in the pass that validates the frame.
+	Locate *Locator
 
 	Logger *slog.Logger // default: discard
 	Stats  *Stats       // default: a private one
@@ -82,6 +85,7 @@ type Streamer struct {
 	parser  frameParser
 	lines   *lineReader
 	compact bytes.Buffer
+	strs    []Span               // the current event's Event.Strings
 	r       resumeState          // where the frames handed over end
 	topics  map[string]topicStat // by name: see topic
 	seed    maphash.Seed
@@ -123,6 +127,7 @@ func NewStreamer(client *Client, cfg Config) *Streamer {
 		log:    cfg.Logger,
 		stats:  cfg.Stats,
 		outage: outage{log: cfg.Logger, now: cfg.Now, alertAfter: cfg.AlertAfter, stats: cfg.Stats},
+		parser: frameParser{loc: cfg.Locate},
 		topics: map[string]topicStat{},
 		seed:   maphash.MakeSeed(),
 	}
@@ -528,15 +533,22 @@ func (s *Streamer) frame(line []byte, first bool) error {
 			s.stats.duplicates.Add(1)
 			continue
 		}
+		topic := s.topic(line[ev.topicStart:ev.topicEnd])
+		s.strs = s.parser.spansOf(s.strs[:0], ev, topic.bit)
 		if !ev.compact {
 			s.compact.Reset()
 			if err := json.Compact(&s.compact, raw); err != nil {
 				return fmt.Errorf("reading the stream: invalid event: %w", err)
 			}
 			raw = s.compact.Bytes()
+			if s.cfg.Locate != nil { // spans of the bytes as sent: find them again
+				var err error
+				if s.strs, err = s.cfg.Locate.Strings(s.strs[:0], topic.name, raw); err != nil {
+					return fmt.Errorf("reading the stream: invalid event: %w", err)
+				}
+			}
 		}
-		topic := s.topic(line[ev.topicStart:ev.topicEnd])
-		if err := s.h.Event(Event{Index: idx, Topic: topic.name, Raw: raw}); err != nil {
+		if err := s.h.Event(Event{Index: idx, Topic: topic.name, Raw: raw, Strings: s.strs}); err != nil {
 			return &handlerError{err}
 		}
 		topic.events.Add(1)
@@ -582,6 +594,7 @@ func (s *Streamer) repeated(line []byte, k int) bool {
 type topicStat struct {
 	name   string
 	events *atomic.Uint64
+	bit    uint64 // its bit in Config.Locate, 0 when it names none of its fields
 }
 
 // topic returns the topic named b (a lookup by string(b) does not
@@ -592,6 +605,9 @@ func (s *Streamer) topic(b []byte) topicStat {
 	}
 	name := string(b)
 	t := topicStat{name: name, events: s.stats.topicCounter(name)}
+	if s.cfg.Locate != nil {
+		t.bit = s.cfg.Locate.topics[name]
+	}
 	s.topics[name] = t
 	return t
 }
