@@ -321,12 +321,42 @@ func (p *frameParser) value(b []byte, i, depth int, n *locNode, inside uint64) (
 						ci |= cn.located
 					}
 				}
-				if i, err = p.colon(b, i); err != nil {
+				if i+1 < len(b) && b[i] == ':' && !isWS(b[i+1]) {
+					i++ // as Nomad writes it: no blanks
+				} else if i, err = p.colon(b, i); err != nil {
 					return 0, err
 				}
 			}
-			if i, err = p.value(b, i, depth+1, cn, ci); err != nil {
+			// Scalars, most of a job's values, without a call to value.
+			if i >= len(b) {
+				return 0, errTruncated
+			}
+			switch v := b[i]; {
+			case v == '"':
+				vs := i
+				if i, err = scanString(b, i); err != nil {
+					return 0, err
+				}
+				if ci != 0 {
+					p.strs = append(p.strs, locSpan{vs, i, ci})
+				}
+			case v == 'n':
+				i, err = scanLiteral(b, i, "null")
+			case v == 'f':
+				i, err = scanLiteral(b, i, "false")
+			case v == 't':
+				i, err = scanLiteral(b, i, "true")
+			case v == '-' || (v >= '0' && v <= '9'):
+				i, err = scanNumber(b, i)
+			default:
+				i, err = p.value(b, i, depth+1, cn, ci)
+			}
+			if err != nil {
 				return 0, err
+			}
+			if i+1 < len(b) && b[i] == ',' && !isWS(b[i+1]) {
+				i++ // as Nomad writes it
+				continue
 			}
 			if i, err = p.next(b, i, closing); err != nil || i < 0 {
 				return -i, err
