@@ -410,15 +410,23 @@ func special8(x uint64) uint64 {
 func scanString(b []byte, i int) (int, error) {
 	i++
 	for {
-		for i+8 <= len(b) {
-			if m := special8(binary.LittleEndian.Uint64(b[i:])); m != 0 {
-				i += bits.TrailingZeros64(m) >> 3
+		for {
+			if i+8 > len(b) {
+				for i < len(b) && strPlain[b[i]] {
+					i++
+				}
+				break
+			}
+			x := binary.LittleEndian.Uint64(b[i:])
+			if m := special8(x); m != 0 {
+				k := bits.TrailingZeros64(m)
+				if q := x ^ (lsb * '"'); ((q-lsb)&^q)>>k&1 != 0 {
+					return i + k>>3 + 1, nil // the first is the closing quote
+				}
+				i += k >> 3
 				break
 			}
 			i += 8
-		}
-		for i < len(b) && strPlain[b[i]] {
-			i++
 		}
 		if i >= len(b) {
 			return 0, errTruncated
