@@ -20,6 +20,24 @@ const (
 	DefaultAlertAfter     = 6 * time.Hour
 )
 
+// Default is the configuration a file with no top-level settings gives:
+// the one place the defaults are put together (Parse starts from it, and so
+// does `prefetch once -bundle` without a file). file is the file it stands
+// for, in messages.
+func Default(file string) Config {
+	return Config{
+		File:         file,
+		Concurrency:  DefaultConcurrency,
+		PullTimeout:  DefaultPullTimeout,
+		StallTimeout: DefaultStallTimeout,
+
+		ResyncInterval: DefaultResyncInterval,
+		RetryInitial:   DefaultRetryInitial,
+		RetryMax:       DefaultRetryMax,
+		AlertAfter:     DefaultAlertAfter,
+	}
+}
+
 // The bounds of the top-level numbers: outside them a setting is a mistake,
 // not a choice. Below a floor a failing image is retried, or a present one
 // checked again, so often that dockerd and the registries see hundreds of

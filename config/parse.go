@@ -248,17 +248,7 @@ func (p *parser) diags(ds hcl.Diagnostics) bool {
 }
 
 func (p *parser) parse(src []byte) Config {
-	cfg := Config{
-		File:         p.file,
-		Concurrency:  DefaultConcurrency,
-		PullTimeout:  DefaultPullTimeout,
-		StallTimeout: DefaultStallTimeout,
-
-		ResyncInterval: DefaultResyncInterval,
-		RetryInitial:   DefaultRetryInitial,
-		RetryMax:       DefaultRetryMax,
-		AlertAfter:     DefaultAlertAfter,
-	}
+	cfg := Default(p.file)
 	f, ds := hclsyntax.ParseConfig(src, p.file, hcl.InitialPos)
 	if p.diags(ds) {
 		return cfg

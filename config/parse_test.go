@@ -92,6 +92,10 @@ func TestParseDefaults(t *testing.T) {
 		got.ResyncInterval != DefaultResyncInterval || got.RetryInitial != DefaultRetryInitial || got.RetryMax != DefaultRetryMax || got.AlertAfter != DefaultAlertAfter {
 		t.Errorf("got %+v, want the defaults", got)
 	}
+	got.Images = nil // the rest is Default, the one place defaults are put together
+	if want := Default("c.hcl"); !reflect.DeepEqual(got, want) {
+		t.Errorf("got  %+v\nwant Default %+v", got, want)
+	}
 	if len(got.Warnings) != 0 {
 		t.Errorf("got warnings %v, want none", got.Warnings)
 	}

@@ -49,10 +49,7 @@ func onceImages(cfgPath, bundlePath string, names []string, log *slog.Logger, st
 // read is a failure (exit 1), said on stderr naming the file.
 func bundleImages(src string, names []string, log *slog.Logger, stderr io.Writer) (cfg config.Config, images []config.Image, offline bool, code int, ok bool) {
 	path, _ := config.BundlePath(src)
-	cfg = config.Config{
-		File: path, Concurrency: config.DefaultConcurrency,
-		PullTimeout: config.DefaultPullTimeout, StallTimeout: config.DefaultStallTimeout,
-	}
+	cfg = config.Default(path)
 	m, err := bundle.Read(path)
 	if err != nil {
 		log.Error("bundle not usable", "file", path, "error", err.Error())
