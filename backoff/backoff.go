@@ -1,11 +1,15 @@
 // Package backoff owns the retry schedule both programs use: capped
 // exponential backoff with jitter, as a pure function of the attempt number
 // and a random draw, so every schedule is table-tested without a clock.
-// prefetch's per-image retries and eventlog's reconnects share it.
+// prefetch's per-image retries and eventlog's reconnects share it, and
+// Sleep, the one wait between attempts.
 // It imports nothing of the project's.
 package backoff
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Policy is a capped exponential backoff with jitter.
 type Policy struct {
@@ -31,4 +35,17 @@ func (p Policy) Delay(attempt int, rnd float64) time.Duration {
 		d -= time.Duration(float64(d) * p.Jitter * rnd)
 	}
 	return d
+}
+
+// Sleep waits d, or until ctx is done (returning its error): the wait
+// between two attempts, where tests inject their own.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

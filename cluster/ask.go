@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
+	"github.com/nomad-prefetch/nomad-prefetch/backoff"
 )
 
 // Defaults of AskOptions.
@@ -110,7 +111,7 @@ func askOne(ctx context.Context, o AskOptions, a Agent) Report {
 	for attempt := 1; ; attempt++ {
 		var retry bool
 		r.Snapshot, retry, r.Err = fetchStatus(ctx, o.Client, url, o.Token, o.Timeout)
-		if r.Err == nil || !retry || attempt == 2 || sleep(ctx, retryPause) != nil {
+		if r.Err == nil || !retry || attempt == 2 || backoff.Sleep(ctx, retryPause) != nil {
 			return r
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
+	"github.com/nomad-prefetch/nomad-prefetch/backoff"
 )
 
 // Gate is what `prefetch wait` waits for.
@@ -237,7 +238,7 @@ func Wait(ctx context.Context, cat Catalog, o WaitOptions) (Round, error) {
 		case r.Err == nil && r.Verdict.Ready():
 			return r, nil
 		}
-		if err := sleep(ctx, o.Interval); err != nil {
+		if err := backoff.Sleep(ctx, o.Interval); err != nil {
 			return last, fmt.Errorf("waiting for the gate: %w", err)
 		}
 	}

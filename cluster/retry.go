@@ -96,7 +96,7 @@ func retry(ctx context.Context, attempt func() (retry bool, err error)) error {
 	var err error
 	for n := 1; n <= callAttempts; n++ {
 		if n > 1 {
-			if werr := sleep(ctx, callBackoff.Delay(n-1, rand.Float64())); werr != nil {
+			if werr := backoff.Sleep(ctx, callBackoff.Delay(n-1, rand.Float64())); werr != nil {
 				return err
 			}
 		}
@@ -120,16 +120,4 @@ func netError(err error, limit time.Duration) error {
 		return fmt.Errorf("no answer within %s: %w", limit, err)
 	}
 	return err
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

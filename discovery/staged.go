@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
+	"github.com/nomad-prefetch/nomad-prefetch/backoff"
 	"github.com/nomad-prefetch/nomad-prefetch/nomad"
 	"github.com/nomad-prefetch/nomad-prefetch/stage"
 )
@@ -82,7 +83,7 @@ func (d *Discoverer) followStaged(ctx context.Context, c *nomad.Client, st *stat
 			}
 			pub.with(func() { st.staged.err = err.Error() })
 			pub.soon(st)
-			if sleep(ctx, retry.Delay(failures, rand.Float64())) != nil {
+			if backoff.Sleep(ctx, retry.Delay(failures, rand.Float64())) != nil {
 				return
 			}
 			continue
@@ -111,7 +112,7 @@ func (d *Discoverer) followStaged(ctx context.Context, c *nomad.Client, st *stat
 			pause = 0
 		case time.Since(start) < quickRead:
 			pause = min(max(2*pause, quickRead), slowestRead)
-			if sleep(ctx, pause) != nil {
+			if backoff.Sleep(ctx, pause) != nil {
 				return
 			}
 		default:
@@ -178,16 +179,4 @@ func clipAll(ps []string) []string {
 		return nil
 	}
 	return out
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nomad-prefetch/nomad-prefetch/backoff"
 	"github.com/nomad-prefetch/nomad-prefetch/nomad"
 	outagelog "github.com/nomad-prefetch/nomad-prefetch/outage"
 )
@@ -162,7 +163,7 @@ func (h *ha) standby(ctx context.Context) (*lease, error) {
 		}
 		delay := policy.Delay(attempt, rand.Float64())
 		h.reportLockFailure(&run, err, refused, attempt, delay)
-		if sleep(ctx, delay) != nil {
+		if backoff.Sleep(ctx, delay) != nil {
 			return nil, nil
 		}
 	}
@@ -212,7 +213,7 @@ func (h *ha) waitRelease(ctx context.Context, w *waiter) error {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case err != nil:
-			return sleep(ctx, left)
+			return backoff.Sleep(ctx, left)
 		case !found:
 			return nil
 		}
@@ -222,7 +223,7 @@ func (h *ha) waitRelease(ctx context.Context, w *waiter) error {
 		if freed {
 			return nil
 		}
-		if !changed && sleep(ctx, min(until.Sub(h.now()), 250*time.Millisecond)) != nil {
+		if !changed && backoff.Sleep(ctx, min(until.Sub(h.now()), 250*time.Millisecond)) != nil {
 			return ctx.Err() // a read that answered early without a change: not in a tight loop
 		}
 	}
@@ -282,7 +283,7 @@ func (h *ha) resume(ctx context.Context, ls *lease) (map[string]string, uint64, 
 			break
 		}
 		h.log.Debug("reading the HA checkpoint failed; retrying while the lock is held", "error", err.Error())
-		if sleep(ctx, 250*time.Millisecond) != nil {
+		if backoff.Sleep(ctx, 250*time.Millisecond) != nil {
 			return nil, 0, nomad.Position{}, nil
 		}
 	}
@@ -384,16 +385,4 @@ func (h *ha) release(ls *lease) {
 		return
 	}
 	h.log.Info("HA lock released", "lock", h.lock.Path(), "checkpoint", h.state.checkpoint.Load())
-}
-
-// sleep waits for d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

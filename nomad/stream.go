@@ -116,7 +116,7 @@ func NewStreamer(client *Client, cfg Config) *Streamer {
 		cfg.Now = time.Now
 	}
 	if cfg.Sleep == nil {
-		cfg.Sleep = sleep
+		cfg.Sleep = backoff.Sleep
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Float64
@@ -130,17 +130,6 @@ func NewStreamer(client *Client, cfg Config) *Streamer {
 		parser: frameParser{loc: cfg.Locate},
 		topics: map[string]topicStat{},
 		seed:   maphash.MakeSeed(),
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 
