@@ -8,6 +8,19 @@
 // (`traefik:v3` becomes `docker.io/library/traefik:v3`), so the rest of the
 // program compares references as plain strings.
 //
+// Default is the one set of defaults; Parse starts from it and is the one
+// validation of the file: it returns every problem (at most MaxProblems
+// shown, the rest counted). CheckPasswords and CheckBundles are apart
+// because they read other files, as a pull would at that moment, and so
+// belong to `prefetch validate`, not to every reload.
+//
+// The blocks are decoded against hcl.BodySchema by hand rather than into
+// gohcl-tagged structs: gohcl evaluates each expression and converts its
+// value (the string "2" becomes the number 2, a variable or a function
+// call is evaluated), while a value here must be a literal of the exact
+// type, so that a file rendered wrong is refused naming the attribute and
+// its file:line:col, and nothing in the file is ever evaluated.
+//
 // It is a package of its own, rather than part of agent/, because `prefetch
 // validate` needs it without the Docker client, and because the reload path of
 // the daemon swaps whole Config values: parse and validate first, then swap.
