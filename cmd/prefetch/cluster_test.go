@@ -158,7 +158,15 @@ func TestClusterView(t *testing.T) {
 		defer close(done)
 		waitCode, _, waitErr = runCLI(t, "wait", "-image", refB, "-timeout", "60s", "-interval", "100ms")
 	}()
-	time.Sleep(300 * time.Millisecond)
+	for range 2 { // the gate has asked, found b missing, and asks again
+		select {
+		case <-cat.Asked():
+		case <-done:
+			t.Fatalf("wait returned before b was added: exit %d\n%s", waitCode, waitErr)
+		case <-time.After(30 * time.Second):
+			t.Fatal("wait did not ask the catalog")
+		}
+	}
 	writeConfig(t, cfg2, daemonSettings()+imageBlock("a", refA)+imageBlock("b", refB))
 	select {
 	case <-done:

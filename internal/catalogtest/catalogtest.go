@@ -49,6 +49,8 @@ type Catalog struct {
 	recorded bool
 
 	requests atomic.Int64
+	nextMu   sync.Mutex
+	next     chan struct{} // closed at the next request
 }
 
 // Start starts a catalog of provider listing service, on 127.0.0.1.
@@ -113,8 +115,25 @@ func (c *Catalog) AnswerRecorded() {
 // Requests counts the requests served.
 func (c *Catalog) Requests() int { return int(c.requests.Load()) }
 
+// Asked returns a channel closed when the catalog is next asked: a test
+// waits on it for a poller to have come round, instead of sleeping.
+func (c *Catalog) Asked() <-chan struct{} {
+	c.nextMu.Lock()
+	defer c.nextMu.Unlock()
+	if c.next == nil {
+		c.next = make(chan struct{})
+	}
+	return c.next
+}
+
 func (c *Catalog) serve(w http.ResponseWriter, r *http.Request) {
 	c.requests.Add(1)
+	c.nextMu.Lock()
+	if c.next != nil {
+		close(c.next)
+		c.next = nil
+	}
+	c.nextMu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	path, header := "/v1/service/"+c.Service, "X-Nomad-Token"
