@@ -35,7 +35,11 @@ import (
 // batchBytes is the size of whole frames waiting that is committed at once,
 // without waiting for the interval: about what a pipe grown by growPipe
 // takes in one write.
-const batchBytes = 1 << 20
+const batchBytes = pipeBytes
+
+// pipeBytes is what growPipe raises a stdout pipe to, in either mode: the
+// unprivileged maximum by default (/proc/sys/fs/pipe-max-size).
+const pipeBytes = 1 << 20
 
 // maxPending bounds the bytes of whole frames waiting for their checkpoint:
 // that much holds the reading of the stream back until the committer

@@ -79,7 +79,7 @@ type ha struct {
 // run alternates standby and holding until ctx ends or a failure stops
 // the instance.
 func (h *ha) run(ctx context.Context) error {
-	if n := growPipe(h.o.Stdout, batchBytes); n > 0 {
+	if n := growPipe(h.o.Stdout, pipeBytes); n > 0 {
 		h.log.Debug("stdout is a pipe: its capacity raised, so that a checkpoint's batch is written in one go", "bytes", n)
 	}
 	for {
