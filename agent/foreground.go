@@ -84,7 +84,7 @@ type ForegroundStatus struct {
 
 // watchForeground starts, restarts or stops the foreground watcher as the
 // nomad block says.
-func (l *loopRun) watchForeground(settings *config.Nomad, want config.Nomad) {
+func (l *loopRun) watchForeground(ctx context.Context, settings *config.Nomad, want config.Nomad) {
 	if l.fgWant != nil && settings != nil && reflect.DeepEqual(*l.fgWant, want) {
 		return
 	}
@@ -96,7 +96,7 @@ func (l *loopRun) watchForeground(settings *config.Nomad, want config.Nomad) {
 	if settings == nil || l.d.Foreground == nil {
 		return
 	}
-	ctx, cancel := context.WithCancel(l.ctx)
+	ctx, cancel := context.WithCancel(ctx)
 	l.stopFg, l.fgWant = cancel, &want
 	l.fgFound = newLatest[Foreground]() // a stopped watcher's last word is dropped
 	found := l.fgFound

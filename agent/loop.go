@@ -169,7 +169,6 @@ type dockerEvent struct {
 type loopRun struct {
 	d       *Loop
 	obs     Observer
-	ctx     context.Context
 	path    string
 	cfg     config.Config
 	src     []byte // the config file's content, to tell a real change
@@ -226,11 +225,11 @@ func (d *Loop) Run(ctx context.Context, path string, src []byte, cfg config.Conf
 		obs = nopObserver{}
 	}
 	l := &loopRun{
-		d: d, obs: obs, ctx: ctx, path: path, src: src, entries: map[string]*entry{},
+		d: d, obs: obs, path: path, src: src, entries: map[string]*entry{},
 		done: make(chan fetchDone), checked: make(chan checkDone), stopped: make(chan struct{}),
 		found: newLatest[Discovered](), fgFound: newLatest[Foreground](),
 	}
-	l.apply(cfg, time.Now())
+	l.apply(ctx, cfg, time.Now())
 	l.obs.Reloaded("ok", l.loaded)
 
 	events := make(chan registry.ImageEvent)
@@ -257,7 +256,7 @@ func (d *Loop) Run(ctx context.Context, path string, src []byte, cfg config.Conf
 		case res := <-l.done:
 			l.finish(res, time.Now())
 		case c := <-l.checked:
-			l.finishCheck(c, time.Now())
+			l.finishCheck(ctx, c, time.Now())
 		case <-l.found.notify:
 			if d, ok := l.found.take(); ok {
 				l.discoveredSet(d)
@@ -267,12 +266,12 @@ func (d *Loop) Run(ctx context.Context, path string, src []byte, cfg config.Conf
 				l.foregroundSet(f, time.Now())
 			}
 		case <-changed:
-			l.reload(false)
+			l.reload(ctx, false)
 		case <-hup:
 			d.Log.Info("SIGHUP: reloading the config and checking every image")
-			l.reload(true)
+			l.reload(ctx, true)
 		case ev := <-events:
-			l.imageEvent(ev)
+			l.imageEvent(ctx, ev)
 		case ev := <-docker:
 			l.contacted = true
 			switch {
@@ -293,7 +292,7 @@ func (d *Loop) Run(ctx context.Context, path string, src []byte, cfg config.Conf
 // apply makes cfg the config in force: new entries are due now, removed
 // ones stop (their fetch is cancelled; no image is ever deleted), changed
 // ones start over.
-func (l *loopRun) apply(cfg config.Config, now time.Time) (added, changed, removed int) {
+func (l *loopRun) apply(ctx context.Context, cfg config.Config, now time.Time) (added, changed, removed int) {
 	l.cfg, l.loaded, l.cfgErr = cfg, now, ""
 	if l.d.Auths != nil {
 		l.d.Auths.SetAuths(RegistryAuths(cfg.Auths))
@@ -301,7 +300,7 @@ func (l *loopRun) apply(cfg config.Config, now time.Time) (added, changed, remov
 	for _, w := range cfg.Warnings {
 		l.d.Log.Warn("config: "+w.Msg, "at", w.Pos.String())
 	}
-	l.discover(cfg.Nomad)
+	l.discover(ctx, cfg.Nomad)
 	added, changed, removed = l.setImages()
 	l.updateYield(now)
 	return added, changed, removed
@@ -365,7 +364,7 @@ func sameImage(a, b config.Image) bool {
 // discover starts, restarts or stops discovery as the config's nomad block
 // says; the images found are kept until another set replaces them, and
 // dropped when the block is removed.
-func (l *loopRun) discover(settings *config.Nomad) {
+func (l *loopRun) discover(ctx context.Context, settings *config.Nomad) {
 	var want config.Nomad
 	if settings != nil {
 		want = *settings
@@ -373,7 +372,7 @@ func (l *loopRun) discover(settings *config.Nomad) {
 		// The loop's own settings: a change to them restarts nothing.
 		want.Yield, want.BackgroundPulls = "", 0
 	}
-	l.watchForeground(settings, want)
+	l.watchForeground(ctx, settings, want)
 	if l.discovering != nil && settings != nil && reflect.DeepEqual(*l.discovering, want) {
 		return
 	}
@@ -389,7 +388,7 @@ func (l *loopRun) discover(settings *config.Nomad) {
 		l.d.Log.Warn("config: the nomad block is set but this agent cannot discover images from Nomad")
 		return
 	}
-	ctx, cancel := context.WithCancel(l.ctx)
+	ctx, cancel := context.WithCancel(ctx)
 	l.stopDiscovery, l.discovering = cancel, &want
 	found := l.found
 	l.wg.Go(func() { l.d.Discoverer.Run(ctx, want, found.put) })
@@ -405,7 +404,7 @@ func (l *loopRun) discoveredSet(d Discovered) {
 	}
 }
 
-func (l *loopRun) reload(all bool) {
+func (l *loopRun) reload(ctx context.Context, all bool) {
 	now := time.Now()
 	src, err := config.ReadFile(l.path)
 	var cfg config.Config
@@ -432,7 +431,7 @@ func (l *loopRun) reload(all bool) {
 	} else {
 		wasBroken := l.cfgErr != ""
 		l.src = src
-		added, changed, removed := l.apply(cfg, now)
+		added, changed, removed := l.apply(ctx, cfg, now)
 		l.obs.Reloaded("ok", now)
 		l.d.Log.Info("config loaded", "file", l.path, "images", len(cfg.Images), "added", added, "changed", changed, "removed", removed, "recovered", wasBroken)
 	}
@@ -664,7 +663,7 @@ func (l *loopRun) succeeded(e *entry, r Result, log *slog.Logger, now time.Time)
 // that ID, or whose expected reference the event names, is checked (an
 // inspect, outside any fetch slot), unless a fetch or check is in flight,
 // which then runs again when it ends.
-func (l *loopRun) imageEvent(ev registry.ImageEvent) {
+func (l *loopRun) imageEvent(ctx context.Context, ev registry.ImageEvent) {
 	for _, key := range l.order {
 		e := l.entries[key]
 		named := ev.Name == e.img.Expected
@@ -678,17 +677,17 @@ func (l *loopRun) imageEvent(ev registry.ImageEvent) {
 		case named:
 			l.gone(e)
 		default:
-			l.check(e)
+			l.check(ctx, e)
 		}
 	}
 }
 
 // check inspects e's expected reference and reports to the loop.
-func (l *loopRun) check(e *entry) {
+func (l *loopRun) check(ctx context.Context, e *entry) {
 	e.checking = true
 	key, gen := e.img.Expected, e.gen
 	l.wg.Go(func() {
-		im, err := l.d.Docker.Inspect(l.ctx, key)
+		im, err := l.d.Docker.Inspect(ctx, key)
 		select {
 		case l.checked <- checkDone{key: key, gen: gen, im: im, err: err}:
 		case <-l.stopped:
@@ -696,7 +695,7 @@ func (l *loopRun) check(e *entry) {
 	})
 }
 
-func (l *loopRun) finishCheck(c checkDone, now time.Time) {
+func (l *loopRun) finishCheck(ctx context.Context, c checkDone, now time.Time) {
 	e, ok := l.entries[c.key]
 	if !ok || e.gen != c.gen {
 		return
@@ -724,7 +723,7 @@ func (l *loopRun) finishCheck(c checkDone, now time.Time) {
 	}
 	if e.recheck && e.cancel == nil {
 		e.recheck = false
-		l.check(e)
+		l.check(ctx, e)
 	}
 }
 
