@@ -84,47 +84,47 @@ type ForegroundStatus struct {
 
 // watchForeground starts, restarts or stops the foreground watcher as the
 // nomad block says.
-func (l *loopRun) watchForeground(ctx context.Context, settings *config.Nomad, want config.Nomad) {
-	if l.fgWant != nil && settings != nil && reflect.DeepEqual(*l.fgWant, want) {
+func (r *loopRun) watchForeground(ctx context.Context, settings *config.Nomad, want config.Nomad) {
+	if r.fgWant != nil && settings != nil && reflect.DeepEqual(*r.fgWant, want) {
 		return
 	}
-	if l.stopFg != nil {
-		l.stopFg()
-		l.stopFg, l.fgWant = nil, nil
+	if r.stopFg != nil {
+		r.stopFg()
+		r.stopFg, r.fgWant = nil, nil
 	}
-	l.fg = Foreground{}
-	if settings == nil || l.d.Foreground == nil {
+	r.fg = Foreground{}
+	if settings == nil || r.loop.Foreground == nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	l.stopFg, l.fgWant = cancel, &want
-	l.fgFound = newLatest[Foreground]() // a stopped watcher's last word is dropped
-	found := l.fgFound
-	l.wg.Go(func() { l.d.Foreground.Run(ctx, want, found.put) })
+	r.stopFg, r.fgWant = cancel, &want
+	r.fgFound = newLatest[Foreground]() // a stopped watcher's last word is dropped
+	found := r.fgFound
+	r.wg.Go(func() { r.loop.Foreground.Run(ctx, want, found.put) })
 }
 
 // foregroundSet applies what the watcher found: an image newly waited for
 // is due now, and yielding starts or ends.
-func (l *loopRun) foregroundSet(f Foreground, now time.Time) {
+func (r *loopRun) foregroundSet(f Foreground, now time.Time) {
 	before := map[string]bool{}
-	for _, ref := range l.fg.Waiting {
+	for _, ref := range r.fg.Waiting {
 		before[ref] = true
 	}
-	l.fg = f
+	r.fg = f
 	for _, ref := range f.Waiting {
-		if e, ok := l.entries[ref]; ok && !before[ref] && !e.busy() {
+		if e, ok := r.entries[ref]; ok && !before[ref] && !e.busy() {
 			e.due, e.retrying = time.Time{}, false
 		}
 	}
-	l.updateYield(now)
+	r.updateYield(now)
 }
 
 // waitingImages are the images tasks starting here wait for that the loop
 // does not know present.
-func (l *loopRun) waitingImages() map[string]bool {
+func (r *loopRun) waitingImages() map[string]bool {
 	out := map[string]bool{}
-	for _, ref := range l.fg.Waiting {
-		if e, ok := l.entries[ref]; ok && e.imageID != "" && !e.removed {
+	for _, ref := range r.fg.Waiting {
+		if e, ok := r.entries[ref]; ok && e.imageID != "" && !e.removed {
 			continue // fetched since: Nomad finds it
 		}
 		out[ref] = true
@@ -132,47 +132,47 @@ func (l *loopRun) waitingImages() map[string]bool {
 	return out
 }
 
-func (l *loopRun) yieldMode() string {
-	if l.cfg.Nomad == nil {
+func (r *loopRun) yieldMode() string {
+	if r.cfg.Nomad == nil {
 		return config.YieldOff
 	}
-	return cmp.Or(l.cfg.Nomad.Yield, config.YieldCancel)
+	return cmp.Or(r.cfg.Nomad.Yield, config.YieldCancel)
 }
 
 // backgroundBudget is how many background fetches may run at once.
-func (l *loopRun) backgroundBudget() int {
-	if l.cfg.Nomad == nil {
-		return l.cfg.Concurrency
+func (r *loopRun) backgroundBudget() int {
+	if r.cfg.Nomad == nil {
+		return r.cfg.Concurrency
 	}
-	return min(cmp.Or(l.cfg.Nomad.BackgroundPulls, config.DefaultBackgroundPulls), l.cfg.Concurrency)
+	return min(cmp.Or(r.cfg.Nomad.BackgroundPulls, config.DefaultBackgroundPulls), r.cfg.Concurrency)
 }
 
 // updateYield starts or ends a yielding episode as the waiting images and
 // the yield setting say; each is logged once, at its start and its end.
-func (l *loopRun) updateYield(now time.Time) {
-	waiting := l.waitingImages()
-	mode := l.yieldMode()
+func (r *loopRun) updateYield(now time.Time) {
+	waiting := r.waitingImages()
+	mode := r.yieldMode()
 	yield := mode != config.YieldOff && len(waiting) > 0
 	refs := slices.Sorted(maps.Keys(waiting))
 	if yield {
-		l.yieldWhy = yieldWhy(refs, l.fg.WaitedBy)
+		r.yieldWhy = yieldWhy(refs, r.fg.WaitedBy)
 	}
 	switch {
-	case yield && !l.yielding:
-		l.yielding, l.yieldSince, l.epCancelled = true, now, 0
-		l.episodes++
-		l.d.Log.Info("yielding to Nomad: a task starting on this node waits for an image that is not present; background pulls held back",
-			"yield", mode, "waiting", clipList(refs, 5), "images", len(refs), "why", l.yieldWhy)
-	case !yield && l.yielding:
-		l.yielding = false
-		l.d.Log.Info("yielding to Nomad ended: background pulls resume",
-			"yielded_for", now.Sub(l.yieldSince).Round(time.Millisecond).String(), "cancelled", l.epCancelled)
-		l.yieldWhy = ""
+	case yield && !r.yielding:
+		r.yielding, r.yieldSince, r.epCancelled = true, now, 0
+		r.episodes++
+		r.loop.Log.Info("yielding to Nomad: a task starting on this node waits for an image that is not present; background pulls held back",
+			"yield", mode, "waiting", clipList(refs, 5), "images", len(refs), "why", r.yieldWhy)
+	case !yield && r.yielding:
+		r.yielding = false
+		r.loop.Log.Info("yielding to Nomad ended: background pulls resume",
+			"yielded_for", now.Sub(r.yieldSince).Round(time.Millisecond).String(), "cancelled", r.epCancelled)
+		r.yieldWhy = ""
 	}
-	if !l.yielding || mode != config.YieldCancel {
+	if !r.yielding || mode != config.YieldCancel {
 		return
 	}
-	for _, e := range l.entries {
+	for _, e := range r.entries {
 		if e.cancel == nil || e.yielded {
 			continue
 		}
@@ -183,8 +183,8 @@ func (l *loopRun) updateYield(now time.Time) {
 		if !e.fg {
 			e.cancel()
 			e.yielded = true
-			l.cancelled++
-			l.epCancelled++
+			r.cancelled++
+			r.epCancelled++
 		}
 	}
 }
@@ -214,24 +214,24 @@ func clipList(refs []string, n int) []string {
 	return append(slices.Clone(refs[:n]), fmt.Sprintf("... %d more", len(refs)-n))
 }
 
-func (l *loopRun) foregroundStatus() *ForegroundStatus {
-	if l.cfg.Nomad == nil {
+func (r *loopRun) foregroundStatus() *ForegroundStatus {
+	if r.cfg.Nomad == nil {
 		return nil
 	}
 	st := &ForegroundStatus{
-		Yield: l.yieldMode(), BackgroundPulls: l.backgroundBudget(),
-		Yielding: l.yielding, Why: l.yieldWhy, Episodes: l.episodes, Cancelled: l.cancelled,
-		Live: l.fg.Live, Error: l.fg.Error, ErrorSince: l.fg.ErrorSince, GaveUp: l.fg.GaveUp,
+		Yield: r.yieldMode(), BackgroundPulls: r.backgroundBudget(),
+		Yielding: r.yielding, Why: r.yieldWhy, Episodes: r.episodes, Cancelled: r.cancelled,
+		Live: r.fg.Live, Error: r.fg.Error, ErrorSince: r.fg.ErrorSince, GaveUp: r.fg.GaveUp,
 	}
-	if l.yielding {
-		t := l.yieldSince
+	if r.yielding {
+		t := r.yieldSince
 		st.YieldingSince = &t
 	}
-	if waiting := l.waitingImages(); len(waiting) > 0 {
+	if waiting := r.waitingImages(); len(waiting) > 0 {
 		st.Waiting = slices.Sorted(maps.Keys(waiting))
 		st.WaitedBy = map[string][]string{}
 		for _, ref := range st.Waiting {
-			if who := l.fg.WaitedBy[ref]; len(who) > 0 {
+			if who := r.fg.WaitedBy[ref]; len(who) > 0 {
 				st.WaitedBy[ref] = who
 			}
 		}

@@ -77,28 +77,28 @@ type Loop struct {
 	shared *shared
 }
 
-func (d *Loop) init() {
-	d.once.Do(func() {
-		d.ping = make(chan chan struct{})
-		d.snap.Store(&Snapshot{})
-		d.shared = newShared()
+func (l *Loop) init() {
+	l.once.Do(func() {
+		l.ping = make(chan chan struct{})
+		l.snap.Store(&Snapshot{})
+		l.shared = newShared()
 	})
 }
 
 // Snapshot returns the state as of the loop's last change.
-func (d *Loop) Snapshot() Snapshot {
-	d.init()
-	return *d.snap.Load()
+func (l *Loop) Snapshot() Snapshot {
+	l.init()
+	return *l.snap.Load()
 }
 
 // Alive reports whether the loop answers within two seconds.
-func (d *Loop) Alive() bool {
-	d.init()
+func (l *Loop) Alive() bool {
+	l.init()
 	reply := make(chan struct{})
 	timeout := time.NewTimer(2 * time.Second)
 	defer timeout.Stop()
 	select {
-	case d.ping <- reply:
+	case l.ping <- reply:
 	case <-timeout.C:
 		return false
 	}
@@ -167,7 +167,7 @@ type dockerEvent struct {
 }
 
 type loopRun struct {
-	d       *Loop
+	loop    *Loop
 	obs     Observer
 	path    string
 	cfg     config.Config
@@ -218,25 +218,25 @@ type loopRun struct {
 // every image now. A config that fails to load is logged once, with every
 // problem's file:line:col, and the last good one stays in force. Run returns
 // nil after cancelling the fetches in flight and waiting for them.
-func (d *Loop) Run(ctx context.Context, path string, src []byte, cfg config.Config, changed, hup <-chan struct{}) error {
-	d.init()
-	obs := d.Observer
+func (l *Loop) Run(ctx context.Context, path string, src []byte, cfg config.Config, changed, hup <-chan struct{}) error {
+	l.init()
+	obs := l.Observer
 	if obs == nil {
 		obs = nopObserver{}
 	}
-	l := &loopRun{
-		d: d, obs: obs, path: path, src: src, entries: map[string]*entry{},
+	r := &loopRun{
+		loop: l, obs: obs, path: path, src: src, entries: map[string]*entry{},
 		done: make(chan fetchDone), checked: make(chan checkDone), stopped: make(chan struct{}),
 		found: newLatest[Discovered](), fgFound: newLatest[Foreground](),
 	}
-	l.apply(ctx, cfg, time.Now())
-	l.obs.Reloaded("ok", l.loaded)
+	r.apply(ctx, cfg, time.Now())
+	r.obs.Reloaded("ok", r.loaded)
 
 	events := make(chan registry.ImageEvent)
 	docker := make(chan dockerEvent)
 	evCtx, stopEvents := context.WithCancel(ctx)
 	var evWG sync.WaitGroup
-	evWG.Go(func() { d.watchEvents(evCtx, events, docker) })
+	evWG.Go(func() { l.watchEvents(evCtx, events, docker) })
 	defer func() {
 		stopEvents()
 		evWG.Wait()
@@ -246,43 +246,43 @@ func (d *Loop) Run(ctx context.Context, path string, src []byte, cfg config.Conf
 	defer timer.Stop()
 	for {
 		now := time.Now()
-		l.startDue(ctx, now)
-		l.publish()
-		timer.Reset(l.nextDue(now))
+		r.startDue(ctx, now)
+		r.publish()
+		timer.Reset(r.nextDue(now))
 		select {
 		case <-ctx.Done():
-			l.shutdown()
+			r.shutdown()
 			return nil
-		case res := <-l.done:
-			l.finish(res, time.Now())
-		case c := <-l.checked:
-			l.finishCheck(ctx, c, time.Now())
-		case <-l.found.notify:
-			if d, ok := l.found.take(); ok {
-				l.discoveredSet(d)
+		case res := <-r.done:
+			r.finish(res, time.Now())
+		case c := <-r.checked:
+			r.finishCheck(ctx, c, time.Now())
+		case <-r.found.notify:
+			if d, ok := r.found.take(); ok {
+				r.discoveredSet(d)
 			}
-		case <-l.fgFound.notify:
-			if f, ok := l.fgFound.take(); ok {
-				l.foregroundSet(f, time.Now())
+		case <-r.fgFound.notify:
+			if f, ok := r.fgFound.take(); ok {
+				r.foregroundSet(f, time.Now())
 			}
 		case <-changed:
-			l.reload(ctx, false)
+			r.reload(ctx, false)
 		case <-hup:
-			d.Log.Info("SIGHUP: reloading the config and checking every image")
-			l.reload(ctx, true)
+			l.Log.Info("SIGHUP: reloading the config and checking every image")
+			r.reload(ctx, true)
 		case ev := <-events:
-			l.imageEvent(ctx, ev)
+			r.imageEvent(ctx, ev)
 		case ev := <-docker:
-			l.contacted = true
+			r.contacted = true
 			switch {
 			case ev.err != nil:
-				l.dockerDown(ev.err, time.Now())
+				r.dockerDown(ev.err, time.Now())
 			case ev.resubscribed:
-				l.dockerBack()
+				r.dockerBack()
 			default:
-				l.dockerUp(time.Now())
+				r.dockerUp(time.Now())
 			}
-		case reply := <-d.ping:
+		case reply := <-l.ping:
 			close(reply)
 		case <-timer.C:
 		}
@@ -292,17 +292,17 @@ func (d *Loop) Run(ctx context.Context, path string, src []byte, cfg config.Conf
 // apply makes cfg the config in force: new entries are due now, removed
 // ones stop (their fetch is cancelled; no image is ever deleted), changed
 // ones start over.
-func (l *loopRun) apply(ctx context.Context, cfg config.Config, now time.Time) (added, changed, removed int) {
-	l.cfg, l.loaded, l.cfgErr = cfg, now, ""
-	if l.d.Auths != nil {
-		l.d.Auths.SetAuths(RegistryAuths(cfg.Auths))
+func (r *loopRun) apply(ctx context.Context, cfg config.Config, now time.Time) (added, changed, removed int) {
+	r.cfg, r.loaded, r.cfgErr = cfg, now, ""
+	if r.loop.Auths != nil {
+		r.loop.Auths.SetAuths(RegistryAuths(cfg.Auths))
 	}
 	for _, w := range cfg.Warnings {
-		l.d.Log.Warn("config: "+w.Msg, "at", w.Pos.String())
+		r.loop.Log.Warn("config: "+w.Msg, "at", w.Pos.String())
 	}
-	l.discover(ctx, cfg.Nomad)
-	added, changed, removed = l.setImages()
-	l.updateYield(now)
+	r.discover(ctx, cfg.Nomad)
+	added, changed, removed = r.setImages()
+	r.updateYield(now)
 	return added, changed, removed
 }
 
@@ -310,47 +310,47 @@ func (l *loopRun) apply(ctx context.Context, cfg config.Config, now time.Time) (
 // entry wins for the same expected reference) the images kept: new entries
 // are due now, removed ones stop (their fetch is cancelled; no image is ever
 // deleted), changed ones start over.
-func (l *loopRun) setImages() (added, changed, removed int) {
+func (r *loopRun) setImages() (added, changed, removed int) {
 	keep := map[string]bool{}
-	l.order = l.order[:0]
+	r.order = r.order[:0]
 	add := func(img config.Image, origin string) {
 		if keep[img.Expected] {
 			return
 		}
 		keep[img.Expected] = true
-		l.order = append(l.order, img.Expected)
-		e, ok := l.entries[img.Expected]
+		r.order = append(r.order, img.Expected)
+		e, ok := r.entries[img.Expected]
 		switch {
 		case !ok:
-			l.gen++
-			e = &entry{img: img, host: hostOf(img.Expected), state: StateWanted, gen: l.gen}
-			l.entries[img.Expected] = e
+			r.gen++
+			e = &entry{img: img, host: hostOf(img.Expected), state: StateWanted, gen: r.gen}
+			r.entries[img.Expected] = e
 			added++
 		case !sameImage(e.img, img):
 			if e.cancel != nil {
 				e.cancel()
 				e.cancel = nil
 			}
-			l.gen++
-			*e = entry{img: img, host: e.host, state: StateWanted, imageID: e.imageID, source: e.source, gen: l.gen}
+			r.gen++
+			*e = entry{img: img, host: e.host, state: StateWanted, imageID: e.imageID, source: e.source, gen: r.gen}
 			changed++
 		default:
 			e.img = img // the name or position may have moved
 		}
-		e.origin, e.usedBy = origin, l.discovered.UsedBy[img.Expected]
+		e.origin, e.usedBy = origin, r.discovered.UsedBy[img.Expected]
 	}
-	for _, img := range l.cfg.Images {
+	for _, img := range r.cfg.Images {
 		add(img, OriginConfig)
 	}
-	for _, img := range l.discovered.Images {
+	for _, img := range r.discovered.Images {
 		add(img, OriginNomad)
 	}
-	for key, e := range l.entries {
+	for key, e := range r.entries {
 		if !keep[key] {
 			if e.cancel != nil {
 				e.cancel()
 			}
-			delete(l.entries, key)
+			delete(r.entries, key)
 			removed++
 		}
 	}
@@ -364,7 +364,7 @@ func sameImage(a, b config.Image) bool {
 // discover starts, restarts or stops discovery as the config's nomad block
 // says; the images found are kept until another set replaces them, and
 // dropped when the block is removed.
-func (l *loopRun) discover(ctx context.Context, settings *config.Nomad) {
+func (r *loopRun) discover(ctx context.Context, settings *config.Nomad) {
 	var want config.Nomad
 	if settings != nil {
 		want = *settings
@@ -372,71 +372,71 @@ func (l *loopRun) discover(ctx context.Context, settings *config.Nomad) {
 		// The loop's own settings: a change to them restarts nothing.
 		want.Yield, want.BackgroundPulls = "", 0
 	}
-	l.watchForeground(ctx, settings, want)
-	if l.discovering != nil && settings != nil && reflect.DeepEqual(*l.discovering, want) {
+	r.watchForeground(ctx, settings, want)
+	if r.discovering != nil && settings != nil && reflect.DeepEqual(*r.discovering, want) {
 		return
 	}
-	if l.stopDiscovery != nil {
-		l.stopDiscovery()
-		l.stopDiscovery, l.discovering = nil, nil
+	if r.stopDiscovery != nil {
+		r.stopDiscovery()
+		r.stopDiscovery, r.discovering = nil, nil
 	}
 	if settings == nil {
-		l.discovered = Discovered{}
+		r.discovered = Discovered{}
 		return
 	}
-	if l.d.Discoverer == nil {
-		l.d.Log.Warn("config: the nomad block is set but this agent cannot discover images from Nomad")
+	if r.loop.Discoverer == nil {
+		r.loop.Log.Warn("config: the nomad block is set but this agent cannot discover images from Nomad")
 		return
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	l.stopDiscovery, l.discovering = cancel, &want
-	found := l.found
-	l.wg.Go(func() { l.d.Discoverer.Run(ctx, want, found.put) })
+	r.stopDiscovery, r.discovering = cancel, &want
+	found := r.found
+	r.wg.Go(func() { r.loop.Discoverer.Run(ctx, want, found.put) })
 }
 
 // discoveredSet makes d the discovered images.
-func (l *loopRun) discoveredSet(d Discovered) {
-	l.discovered = d
-	added, changed, removed := l.setImages()
-	l.updateYield(time.Now())
+func (r *loopRun) discoveredSet(d Discovered) {
+	r.discovered = d
+	added, changed, removed := r.setImages()
+	r.updateYield(time.Now())
 	if added+changed+removed > 0 {
-		l.d.Log.Info("images discovered from Nomad", "images", len(d.Images), "added", added, "changed", changed, "removed", removed, "index", d.Status.Index)
+		r.loop.Log.Info("images discovered from Nomad", "images", len(d.Images), "added", added, "changed", changed, "removed", removed, "index", d.Status.Index)
 	}
 }
 
-func (l *loopRun) reload(ctx context.Context, all bool) {
+func (r *loopRun) reload(ctx context.Context, all bool) {
 	now := time.Now()
-	src, err := config.ReadFile(l.path)
+	src, err := config.ReadFile(r.path)
 	var cfg config.Config
 	if err == nil {
-		cfg, err = config.Parse(l.path, src)
+		cfg, err = config.Parse(r.path, src)
 	}
 	if err != nil {
 		msg := err.Error()
 		if errors.Is(err, fs.ErrNotExist) {
-			msg = fmt.Sprintf("config file %s is missing; keeping the last good config", l.path)
+			msg = fmt.Sprintf("config file %s is missing; keeping the last good config", r.path)
 		}
-		if msg != l.cfgErr {
+		if msg != r.cfgErr {
 			var errs config.Errors
 			if errors.As(err, &errs) {
-				l.d.Log.Error("config not loaded; keeping the last good config", "file", l.path, "problems", len(errs), "error", msg)
+				r.loop.Log.Error("config not loaded; keeping the last good config", "file", r.path, "problems", len(errs), "error", msg)
 			} else {
-				l.d.Log.Warn(msg, "file", l.path)
+				r.loop.Log.Warn(msg, "file", r.path)
 			}
 		}
-		l.cfgErr = msg
-		l.obs.Reloaded("failed", now)
-	} else if !all && bytes.Equal(src, l.src) && l.cfgErr == "" {
-		l.obs.Reloaded("unchanged", now)
+		r.cfgErr = msg
+		r.obs.Reloaded("failed", now)
+	} else if !all && bytes.Equal(src, r.src) && r.cfgErr == "" {
+		r.obs.Reloaded("unchanged", now)
 	} else {
-		wasBroken := l.cfgErr != ""
-		l.src = src
-		added, changed, removed := l.apply(ctx, cfg, now)
-		l.obs.Reloaded("ok", now)
-		l.d.Log.Info("config loaded", "file", l.path, "images", len(cfg.Images), "added", added, "changed", changed, "removed", removed, "recovered", wasBroken)
+		wasBroken := r.cfgErr != ""
+		r.src = src
+		added, changed, removed := r.apply(ctx, cfg, now)
+		r.obs.Reloaded("ok", now)
+		r.loop.Log.Info("config loaded", "file", r.path, "images", len(cfg.Images), "added", added, "changed", changed, "removed", removed, "recovered", wasBroken)
 	}
 	if all {
-		for _, e := range l.entries {
+		for _, e := range r.entries {
 			e.due, e.retrying = time.Time{}, false
 		}
 	}
@@ -451,16 +451,16 @@ func (l *loopRun) reload(ctx context.Context, all bool) {
 // Foreground first (foreground.go): an image a task starting on this node
 // waits for goes before every other; the others (background work) run at
 // most backgroundBudget at once, and none starts while the loop yields.
-func (l *loopRun) startDue(ctx context.Context, now time.Time) {
-	if !l.contacted || l.running >= l.cfg.Concurrency {
+func (r *loopRun) startDue(ctx context.Context, now time.Time) {
+	if !r.contacted || r.running >= r.cfg.Concurrency {
 		return
 	}
 	var due []*entry
 	inFlight := map[string]int{}
 	background := 0
-	waiting := l.waitingImages()
-	for _, key := range l.order {
-		e := l.entries[key]
+	waiting := r.waitingImages()
+	for _, key := range r.order {
+		e := r.entries[key]
 		switch {
 		case e.cancel != nil:
 			inFlight[e.host]++
@@ -480,14 +480,14 @@ func (l *loopRun) startDue(ctx context.Context, now time.Time) {
 		}
 		return a.due.Compare(b.due)
 	})
-	budget := l.backgroundBudget()
+	budget := r.backgroundBudget()
 	hosts := map[string]int{} // hosts with images waiting for a slot
 	for _, e := range due {
 		hosts[e.host]++
 	}
-	perHost := max(l.cfg.Concurrency-1, 1)
+	perHost := max(r.cfg.Concurrency-1, 1)
 	for _, e := range due {
-		if l.running >= l.cfg.Concurrency {
+		if r.running >= r.cfg.Concurrency {
 			return
 		}
 		host := e.host
@@ -495,7 +495,7 @@ func (l *loopRun) startDue(ctx context.Context, now time.Time) {
 			continue
 		}
 		fg := waiting[e.img.Expected]
-		if !fg && (l.yielding || background >= budget) {
+		if !fg && (r.yielding || background >= budget) {
 			continue
 		}
 		if hosts[host]--; hosts[host] == 0 {
@@ -505,7 +505,7 @@ func (l *loopRun) startDue(ctx context.Context, now time.Time) {
 		if !fg {
 			background++
 		}
-		l.start(ctx, e)
+		r.start(ctx, e)
 		e.fg = fg
 	}
 }
@@ -519,29 +519,29 @@ func hostOf(ref string) string {
 	return host
 }
 
-func (l *loopRun) start(ctx context.Context, e *entry) {
+func (r *loopRun) start(ctx context.Context, e *entry) {
 	fctx, cancel := context.WithCancel(ctx)
 	e.cancel = cancel
 	e.state = StatePulling
-	l.running++
+	r.running++
 	f := &Fetcher{
-		Docker: l.d.Docker, Remote: l.d.Remote,
-		PullTimeout: l.cfg.PullTimeout, StallTimeout: l.cfg.StallTimeout,
-		Log: l.d.Log, FallbackLevel: slog.LevelDebug, sh: l.d.shared, Bundles: l.d.Bundles,
+		Docker: r.loop.Docker, Remote: r.loop.Remote,
+		PullTimeout: r.cfg.PullTimeout, StallTimeout: r.cfg.StallTimeout,
+		Log: r.loop.Log, FallbackLevel: slog.LevelDebug, sh: r.loop.shared, Bundles: r.loop.Bundles,
 	}
 	key, img, gen := e.img.Expected, e.img, e.gen
-	l.wg.Go(func() {
+	r.wg.Go(func() {
 		defer cancel()
-		l.done <- fetchDone{key: key, gen: gen, result: f.Fetch(fctx, img)}
+		r.done <- fetchDone{key: key, gen: gen, result: f.Fetch(fctx, img)}
 	})
 }
 
 // nextDue returns how long until the earliest idle entry is due later than
 // now. Entries already due and not started wait for a fetch to finish (which
 // wakes the loop), not for a timer that would fire at once and spin.
-func (l *loopRun) nextDue(now time.Time) time.Duration {
+func (r *loopRun) nextDue(now time.Time) time.Duration {
 	wait := time.Hour
-	for _, e := range l.entries {
+	for _, e := range r.entries {
 		if e.cancel == nil && e.due.After(now) {
 			wait = min(wait, e.due.Sub(now))
 		}
@@ -549,18 +549,18 @@ func (l *loopRun) nextDue(now time.Time) time.Duration {
 	return wait
 }
 
-func (l *loopRun) finish(res fetchDone, now time.Time) {
-	l.running--
-	e, ok := l.entries[res.key]
+func (r *loopRun) finish(res fetchDone, now time.Time) {
+	r.running--
+	e, ok := r.entries[res.key]
 	if !ok || e.gen != res.gen || e.cancel == nil {
 		return // removed or changed while in flight: its result is moot
 	}
 	e.cancel = nil
-	r := res.result
-	log := l.d.Log.With("image", e.img.Expected, "name", e.img.Name)
+	result := res.result
+	log := r.loop.Log.With("image", e.img.Expected, "name", e.img.Name)
 	yielded := e.yielded
 	e.yielded, e.fg = false, false
-	if yielded && (r.Outcome == Failed || r.Outcome == Stale) {
+	if yielded && (result.Outcome == Failed || result.Outcome == Stale) {
 		// Cancelled to yield to Nomad: not a failure, nothing counted; due
 		// again once the episode ends (which also answers a removal that
 		// came meanwhile).
@@ -568,60 +568,60 @@ func (l *loopRun) finish(res fetchDone, now time.Time) {
 		if e.imageID != "" {
 			e.state = StatePresent
 		}
-		log.Debug("background fetch cancelled while yielding to Nomad's pulls; retried after", "result", string(r.Outcome))
+		log.Debug("background fetch cancelled while yielding to Nomad's pulls; retried after", "result", string(result.Outcome))
 		return
 	}
 	if e.recheck {
 		// Docker removed an image while this fetch ran: what it found may
 		// be gone already. Start over, with nothing counted or logged.
 		e.recheck, e.state, e.due = false, StateWanted, time.Time{}
-		log.Debug("a Docker removal came during the fetch; checking again", "result", string(r.Outcome))
+		log.Debug("a Docker removal came during the fetch; checking again", "result", string(result.Outcome))
 		return
 	}
 	from := "none"
-	if r.OK() {
+	if result.OK() {
 		from = "expected"
-		if r.Source != "" {
+		if result.Source != "" {
 			from = "source"
 		}
 	}
-	l.obs.Fetched(string(r.Outcome), from, r.Duration)
-	e.result = r.Outcome
-	if r.Outcome == Failed || r.Outcome == Stale {
-		l.failed(e, r, log, now)
+	r.obs.Fetched(string(result.Outcome), from, result.Duration)
+	e.result = result.Outcome
+	if result.Outcome == Failed || result.Outcome == Stale {
+		r.failed(e, result, log, now)
 	} else {
-		l.succeeded(e, r, log, now)
-		l.updateYield(now) // the image a task waited for may be here now
+		r.succeeded(e, result, log, now)
+		r.updateYield(now) // the image a task waited for may be here now
 	}
 }
 
 // failed records a fetch that left e absent (Failed) or not refreshed
 // (Stale), schedules its retry and logs it as the outage log decides.
-func (l *loopRun) failed(e *entry, r Result, log *slog.Logger, now time.Time) {
-	e.lastErr = r.Err.Error()
+func (r *loopRun) failed(e *entry, res Result, log *slog.Logger, now time.Time) {
+	e.lastErr = res.Err.Error()
 	e.state = StateFailed
 	e.imageID = ""
-	if r.Outcome == Stale {
-		e.state, e.imageID = StatePresent, r.ImageID
+	if res.Outcome == Stale {
+		e.state, e.imageID = StatePresent, res.ImageID
 	}
-	delay := backoff.Policy{Min: l.cfg.RetryInitial, Max: l.cfg.RetryMax, Jitter: 0.2}.Delay(e.fails.Attempts()+1, rand.Float64())
-	delay = max(delay, retryAfter(r.Err))
+	delay := backoff.Policy{Min: r.cfg.RetryInitial, Max: r.cfg.RetryMax, Jitter: 0.2}.Delay(e.fails.Attempts()+1, rand.Float64())
+	delay = max(delay, retryAfter(res.Err))
 	e.due, e.retrying = now.Add(delay), true
-	verdict := e.fails.Failed(now, e.lastErr, l.cfg.AlertAfter)
+	verdict := e.fails.Failed(now, e.lastErr, r.cfg.AlertAfter)
 	level := slog.LevelDebug
 	if verdict.Loud() {
 		level = slog.LevelError
 	}
-	if registry.IsDaemonDown(r.Err) {
+	if registry.IsDaemonDown(res.Err) {
 		// One line for the whole outage, not one per image.
 		level = slog.LevelDebug
-		l.dockerDown(r.Err, now)
+		r.dockerDown(res.Err, now)
 	}
-	if r.Outcome == Stale && level == slog.LevelError {
+	if res.Outcome == Stale && level == slog.LevelError {
 		level = slog.LevelWarn
 	}
 	msg := "image not available"
-	if r.Outcome == Stale {
+	if res.Outcome == Stale {
 		msg = "image present but not refreshed"
 	}
 	attrs := []any{"why_logged", verdict.String(), "attempts", e.fails.Attempts(),
@@ -633,14 +633,14 @@ func (l *loopRun) failed(e *entry, r Result, log *slog.Logger, now time.Time) {
 }
 
 // succeeded records a fetch that made e present and schedules its resync.
-func (l *loopRun) succeeded(e *entry, r Result, log *slog.Logger, now time.Time) {
-	l.dockerUp(now)
-	e.state, e.imageID, e.source, e.lastErr, e.lastOK = StatePresent, r.ImageID, r.Source, "", now
-	e.due = now.Add(l.cfg.ResyncInterval + time.Duration(rand.Float64()*0.1*float64(l.cfg.ResyncInterval)))
+func (r *loopRun) succeeded(e *entry, res Result, log *slog.Logger, now time.Time) {
+	r.dockerUp(now)
+	e.state, e.imageID, e.source, e.lastErr, e.lastOK = StatePresent, res.ImageID, res.Source, "", now
+	e.due = now.Add(r.cfg.ResyncInterval + time.Duration(rand.Float64()*0.1*float64(r.cfg.ResyncInterval)))
 	e.retrying = false
-	attrs := []any{"result", string(r.Outcome), "duration", r.Duration.Round(time.Millisecond).String(), "image_id", r.ImageID}
-	if r.Source != "" {
-		attrs = append(attrs, "source", r.Source)
+	attrs := []any{"result", string(res.Outcome), "duration", res.Duration.Round(time.Millisecond).String(), "image_id", res.ImageID}
+	if res.Source != "" {
+		attrs = append(attrs, "source", res.Source)
 	}
 	attempts, downtime, recovered := e.fails.Recovered(now)
 	if recovered {
@@ -652,7 +652,7 @@ func (l *loopRun) succeeded(e *entry, r Result, log *slog.Logger, now time.Time)
 		log.Info("image restored after Docker removed it", attrs...)
 	case recovered:
 		log.Info("image recovered", attrs...)
-	case r.Outcome == UpToDate:
+	case res.Outcome == UpToDate:
 		log.Debug("image ready", attrs...) // a resync that changed nothing
 	default:
 		log.Info("image ready", attrs...)
@@ -663,77 +663,77 @@ func (l *loopRun) succeeded(e *entry, r Result, log *slog.Logger, now time.Time)
 // that ID, or whose expected reference the event names, is checked (an
 // inspect, outside any fetch slot), unless a fetch or check is in flight,
 // which then runs again when it ends.
-func (l *loopRun) imageEvent(ctx context.Context, ev registry.ImageEvent) {
-	for _, key := range l.order {
-		e := l.entries[key]
+func (r *loopRun) imageEvent(ctx context.Context, ev registry.ImageEvent) {
+	for _, key := range r.order {
+		e := r.entries[key]
 		named := ev.Name == e.img.Expected
 		if !named && (ev.ID == "" || ev.ID != e.imageID) {
 			continue
 		}
-		l.d.Log.Debug("Docker event about an image the node keeps", "image", e.img.Expected, "action", ev.Action, "image_id", ev.ID)
+		r.loop.Log.Debug("Docker event about an image the node keeps", "image", e.img.Expected, "action", ev.Action, "image_id", ev.ID)
 		switch {
 		case e.busy():
 			e.recheck = true
 		case named:
-			l.gone(e)
+			r.gone(e)
 		default:
-			l.check(ctx, e)
+			r.check(ctx, e)
 		}
 	}
 }
 
 // check inspects e's expected reference and reports to the loop.
-func (l *loopRun) check(ctx context.Context, e *entry) {
+func (r *loopRun) check(ctx context.Context, e *entry) {
 	e.checking = true
 	key, gen := e.img.Expected, e.gen
-	l.wg.Go(func() {
-		im, err := l.d.Docker.Inspect(ctx, key)
+	r.wg.Go(func() {
+		im, err := r.loop.Docker.Inspect(ctx, key)
 		select {
-		case l.checked <- checkDone{key: key, gen: gen, im: im, err: err}:
-		case <-l.stopped:
+		case r.checked <- checkDone{key: key, gen: gen, im: im, err: err}:
+		case <-r.stopped:
 		}
 	})
 }
 
-func (l *loopRun) finishCheck(ctx context.Context, c checkDone, now time.Time) {
-	e, ok := l.entries[c.key]
+func (r *loopRun) finishCheck(ctx context.Context, c checkDone, now time.Time) {
+	e, ok := r.entries[c.key]
 	if !ok || e.gen != c.gen {
 		return
 	}
 	e.checking = false
 	switch {
 	case errors.Is(c.err, registry.ErrNotFound):
-		l.gone(e)
+		r.gone(e)
 	case c.err != nil:
 		if registry.IsDaemonDown(c.err) {
-			l.dockerDown(c.err, now)
+			r.dockerDown(c.err, now)
 		}
 		if e.cancel == nil {
 			e.due = time.Time{} // let a fetch find out
 		}
 	case c.im.ID != e.imageID:
 		// expected names other content now: check it in full.
-		l.d.Log.Debug("expected names other content after a Docker event; checking it", "image", e.img.Expected, "image_id", c.im.ID)
+		r.loop.Log.Debug("expected names other content after a Docker event; checking it", "image", e.img.Expected, "image_id", c.im.ID)
 		e.imageID = c.im.ID
 		if e.cancel == nil {
 			e.due = time.Time{}
 		}
 	default:
-		l.d.Log.Debug("a Docker event left expected in place", "image", e.img.Expected, "image_id", c.im.ID)
+		r.loop.Log.Debug("a Docker event left expected in place", "image", e.img.Expected, "image_id", c.im.ID)
 	}
 	if e.recheck && e.cancel == nil {
 		e.recheck = false
-		l.check(ctx, e)
+		r.check(ctx, e)
 	}
 }
 
 // gone records that expected is no longer on the node: readiness says so at
 // once, and the restore is due now.
-func (l *loopRun) gone(e *entry) {
+func (r *loopRun) gone(e *entry) {
 	if !e.removed {
 		e.removed = true
-		l.obs.ImageRemoved()
-		l.d.Log.Debug("Docker removed an image the node keeps; restoring it", "image", e.img.Expected, "image_id", e.imageID)
+		r.obs.ImageRemoved()
+		r.loop.Log.Debug("Docker removed an image the node keeps; restoring it", "image", e.img.Expected, "image_id", e.imageID)
 	}
 	e.imageID = ""
 	if e.cancel == nil { // else the fetch in flight is the restore
@@ -743,25 +743,25 @@ func (l *loopRun) gone(e *entry) {
 
 // dockerDown records that the Docker daemon can't be reached: logged once
 // per outage, and readiness fails until it is back.
-func (l *loopRun) dockerDown(err error, now time.Time) {
-	if l.dockerErr == "" {
-		l.dockerSince = now
-		l.d.Log.Error("the Docker daemon is unreachable; retrying with backoff", "error", err.Error())
-		l.obs.DockerUp(false)
+func (r *loopRun) dockerDown(err error, now time.Time) {
+	if r.dockerErr == "" {
+		r.dockerSince = now
+		r.loop.Log.Error("the Docker daemon is unreachable; retrying with backoff", "error", err.Error())
+		r.obs.DockerUp(false)
 	}
-	l.dockerErr = err.Error()
+	r.dockerErr = err.Error()
 }
 
 // dockerUp records that the Docker daemon answered. After an outage, every
 // failing image is retried now rather than at the end of its backoff.
-func (l *loopRun) dockerUp(now time.Time) {
-	l.obs.DockerUp(true)
-	if l.dockerErr == "" {
+func (r *loopRun) dockerUp(now time.Time) {
+	r.obs.DockerUp(true)
+	if r.dockerErr == "" {
 		return
 	}
-	l.d.Log.Info("the Docker daemon is reachable again", "down_for", now.Sub(l.dockerSince).Round(time.Second).String())
-	l.dockerErr = ""
-	for _, e := range l.entries {
+	r.loop.Log.Info("the Docker daemon is reachable again", "down_for", now.Sub(r.dockerSince).Round(time.Second).String())
+	r.dockerErr = ""
+	for _, e := range r.entries {
 		if e.retrying && e.cancel == nil {
 			e.due = time.Time{}
 		}
@@ -771,42 +771,42 @@ func (l *loopRun) dockerUp(now time.Time) {
 // dockerBack makes every entry due now: the event subscription was made
 // again after it broke, and whatever happened meanwhile (a daemon restart,
 // an image GC) is unknown.
-func (l *loopRun) dockerBack() {
-	l.dockerUp(time.Now())
-	for _, e := range l.entries {
+func (r *loopRun) dockerBack() {
+	r.dockerUp(time.Now())
+	for _, e := range r.entries {
 		if e.cancel == nil {
 			e.due = time.Time{}
 		}
 	}
 }
 
-func (l *loopRun) shutdown() {
-	close(l.stopped)
-	for _, e := range l.entries {
+func (r *loopRun) shutdown() {
+	close(r.stopped)
+	for _, e := range r.entries {
 		if e.cancel != nil {
 			e.cancel()
 		}
 	}
-	for l.running > 0 {
-		<-l.done
-		l.running--
+	for r.running > 0 {
+		<-r.done
+		r.running--
 	}
-	l.wg.Wait()
+	r.wg.Wait()
 }
 
-func (l *loopRun) publish() {
-	s := Snapshot{Config: l.path, ConfigLoaded: l.loaded, ConfigError: l.cfgErr, DockerError: l.dockerErr, Images: make([]ImageStatus, 0, len(l.order))}
-	if l.dockerErr != "" {
-		t := l.dockerSince
+func (r *loopRun) publish() {
+	s := Snapshot{Config: r.path, ConfigLoaded: r.loaded, ConfigError: r.cfgErr, DockerError: r.dockerErr, Images: make([]ImageStatus, 0, len(r.order))}
+	if r.dockerErr != "" {
+		t := r.dockerSince
 		s.DockerDownSince = &t
 	}
-	if l.discovering != nil {
-		st := l.discovered.Status
+	if r.discovering != nil {
+		st := r.discovered.Status
 		s.Nomad = &st
 	}
-	s.Foreground = l.foregroundStatus()
-	for _, key := range l.order {
-		e := l.entries[key]
+	s.Foreground = r.foregroundStatus()
+	for _, key := range r.order {
+		e := r.entries[key]
 		img := ImageStatus{
 			Name: e.img.Name, Expected: e.img.Expected, State: e.state, ImageID: e.imageID,
 			Source: e.source, Result: string(e.result), Attempts: e.fails.Attempts(), LastError: e.lastErr,
@@ -826,7 +826,7 @@ func (l *loopRun) publish() {
 		}
 		s.Images = append(s.Images, img)
 	}
-	l.d.snap.Store(&s)
+	r.loop.snap.Store(&s)
 }
 
 // watchEvents follows Docker's image events, sending each untag and delete
@@ -836,9 +836,9 @@ func (l *loopRun) publish() {
 // resubscribing with backoff. Each time a lost subscription is made again,
 // docker gets a nil: whatever happened meanwhile (a daemon restart, an image
 // GC) is unknown, so every image is checked.
-func (d *Loop) watchEvents(ctx context.Context, events chan<- registry.ImageEvent, docker chan<- dockerEvent) {
-	first := cmp.Or(d.EventRetry, time.Second)
-	interval := cmp.Or(d.HealthInterval, 30*time.Second)
+func (l *Loop) watchEvents(ctx context.Context, events chan<- registry.ImageEvent, docker chan<- dockerEvent) {
+	first := cmp.Or(l.EventRetry, time.Second)
+	interval := cmp.Or(l.HealthInterval, 30*time.Second)
 	tell := func(ev dockerEvent) {
 		select {
 		case docker <- ev:
@@ -848,9 +848,9 @@ func (d *Loop) watchEvents(ctx context.Context, events chan<- registry.ImageEven
 	failures := 0
 	subscribedOnce, down := false, false
 	for ctx.Err() == nil {
-		err := d.follow(ctx, interval, events, func(resubscribed bool) {
+		err := l.follow(ctx, interval, events, func(resubscribed bool) {
 			if resubscribed && failures > 0 {
-				d.Log.Info("Docker image events restored; checking every image")
+				l.Log.Info("Docker image events restored; checking every image")
 				down = false
 			}
 			tell(dockerEvent{resubscribed: resubscribed && failures > 0})
@@ -862,14 +862,14 @@ func (d *Loop) watchEvents(ctx context.Context, events chan<- registry.ImageEven
 		}
 		failures++
 		if failures == 1 && subscribedOnce {
-			d.Log.Warn("Docker image events lost; resubscribing", "error", err.Error())
+			l.Log.Warn("Docker image events lost; resubscribing", "error", err.Error())
 			continue // at once: a stream that merely broke comes back
 		}
 		if !down {
 			down = true
 			tell(dockerEvent{err: err})
 		}
-		d.Log.Debug("Docker image events still unavailable", "error", err.Error(), "attempts", failures)
+		l.Log.Debug("Docker image events still unavailable", "error", err.Error(), "attempts", failures)
 		select {
 		case <-time.After(backoff.Policy{Min: first, Max: 30 * time.Second, Jitter: 0.2}.Delay(failures-1, rand.Float64())):
 		case <-ctx.Done():
@@ -882,10 +882,10 @@ func (d *Loop) watchEvents(ctx context.Context, events chan<- registry.ImageEven
 // breaks or a health ping fails. It calls answered(true) once the
 // subscription is made and answered(false) after each health ping the
 // daemon answers, and returns why it stopped.
-func (d *Loop) follow(ctx context.Context, interval time.Duration, events chan<- registry.ImageEvent, answered func(subscribed bool)) error {
+func (l *Loop) follow(ctx context.Context, interval time.Duration, events chan<- registry.ImageEvent, answered func(subscribed bool)) error {
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	evs, errs, err := d.Events.ImageEvents(sctx)
+	evs, errs, err := l.Events.ImageEvents(sctx)
 	if err != nil {
 		return err
 	}
@@ -907,7 +907,7 @@ func (d *Loop) follow(ctx context.Context, interval time.Duration, events chan<-
 			case <-ctx.Done():
 			}
 		case <-health.C:
-			if err := d.Events.Ping(sctx); err != nil {
+			if err := l.Events.Ping(sctx); err != nil {
 				if ctx.Err() == nil {
 					cancel(err) // ends the stream; its error is this one
 				}
