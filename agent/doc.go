@@ -18,6 +18,12 @@
 // foreground), and yields to Nomad's own pulls: foreground.go states the
 // rule.
 //
+// The Loop's files, by what they own: loop.go (the Loop, an entry's state,
+// the run's lifecycle and config changes), schedule.go (which image starts
+// when, within the budgets), transitions.go (a fetch's end: retry, resync,
+// gone), dockerevents.go (image removals, presence checks, the daemon down
+// and back), publish.go (the Snapshot).
+//
 // It imports config, registry, backoff and outage, and must not import the
 // packages that read it: status, metrics, daemon.
 package agent
