@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/config"
@@ -198,9 +199,14 @@ func daemonWith(t *testing.T, h *hangingDocker, src string, setup func(*Loop)) (
 	return d, func(s string) { write(s); changed <- struct{}{} }
 }
 
+// eventually waits, on the synctest bubble's clock, until cond holds: each
+// round lets every goroutine of the bubble block (synctest.Wait), then moves
+// the clock on 25 ms; 10 s of the bubble's time at most. Nothing depends on
+// how fast the machine is.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for i := 0; i < 400; i++ {
+	for range 400 {
+		synctest.Wait()
 		if cond() {
 			return
 		}
@@ -222,88 +228,98 @@ const daemonBase = "retry_initial = \"1h\"\nretry_max = \"1h\"\nresync_interval 
 
 func TestDaemonRemovedWhileInFlight(t *testing.T) {
 	t.Parallel()
-	img := registry.Image{ID: "sha256:k"}
-	h := newHangingDocker(map[string]registry.Image{"reg:5000/keep:1": img}, "reg:5000/hang:1")
-	d, rewrite := daemonUnderTest(t, h, daemonBase+`
-image "keep" { expected = "reg:5000/keep:1" }
-image "hang" { expected = "reg:5000/hang:1" }
-`)
-	eventually(t, "the hanging pull to start", func() bool { return h.count(h.started, "reg:5000/hang:1") == 1 })
-	eventually(t, "keep present", func() bool { s, _ := imageState(d, "keep"); return s.State == StatePresent })
-	if s, _ := imageState(d, "hang"); s.State != StatePulling {
-		t.Errorf("hang: got state %q, want pulling", s.State)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		img := registry.Image{ID: "sha256:k"}
+		h := newHangingDocker(map[string]registry.Image{"reg:5000/keep:1": img}, "reg:5000/hang:1")
+		d, rewrite := daemonUnderTest(t, h, daemonBase+`
+	image "keep" { expected = "reg:5000/keep:1" }
+	image "hang" { expected = "reg:5000/hang:1" }
+	`)
+		eventually(t, "the hanging pull to start", func() bool { return h.count(h.started, "reg:5000/hang:1") == 1 })
+		eventually(t, "keep present", func() bool { s, _ := imageState(d, "keep"); return s.State == StatePresent })
+		if s, _ := imageState(d, "hang"); s.State != StatePulling {
+			t.Errorf("hang: got state %q, want pulling", s.State)
+		}
 
-	rewrite(daemonBase + `image "keep" { expected = "reg:5000/keep:1" }` + "\n")
-	eventually(t, "the pull of the removed image cancelled", func() bool { return h.count(h.cancelled, "reg:5000/hang:1") == 1 })
-	eventually(t, "hang gone from the status", func() bool { _, ok := imageState(d, "hang"); return !ok })
-	if n := h.count(h.started, "reg:5000/hang:1"); n != 1 {
-		t.Errorf("the removed image was pulled %d times, want once", n)
-	}
+		rewrite(daemonBase + `image "keep" { expected = "reg:5000/keep:1" }` + "\n")
+		eventually(t, "the pull of the removed image cancelled", func() bool { return h.count(h.cancelled, "reg:5000/hang:1") == 1 })
+		eventually(t, "hang gone from the status", func() bool { _, ok := imageState(d, "hang"); return !ok })
+		if n := h.count(h.started, "reg:5000/hang:1"); n != 1 {
+			t.Errorf("the removed image was pulled %d times, want once", n)
+		}
+	})
 }
 
 func TestDaemonChangedEntryStartsOver(t *testing.T) {
 	t.Parallel()
-	img := registry.Image{ID: "sha256:s"}
-	h := newHangingDocker(map[string]registry.Image{"reg:5000/src:1": img})
-	d, rewrite := daemonUnderTest(t, h, daemonBase+`image "app" { expected = "reg:5000/app:1" }`+"\n")
-	eventually(t, "app failed", func() bool { s, _ := imageState(d, "app"); return s.State == StateFailed })
-	s, _ := imageState(d, "app")
-	if s.Attempts != 1 || s.NextRetry == nil || time.Until(*s.NextRetry) < 30*time.Minute {
-		t.Fatalf("app: got %+v, want one attempt and a retry about an hour away", s)
+	synctest.Test(t, func(t *testing.T) {
+		img := registry.Image{ID: "sha256:s"}
+		h := newHangingDocker(map[string]registry.Image{"reg:5000/src:1": img})
+		d, rewrite := daemonUnderTest(t, h, daemonBase+`image "app" { expected = "reg:5000/app:1" }`+"\n")
+		eventually(t, "app failed", func() bool { s, _ := imageState(d, "app"); return s.State == StateFailed })
+		s, _ := imageState(d, "app")
+		if s.Attempts != 1 || s.NextRetry == nil || time.Until(*s.NextRetry) < 30*time.Minute {
+			t.Fatalf("app: got %+v, want one attempt and a retry about an hour away", s)
+		}
+		// A source added: no waiting for the hour-long backoff.
+		rewrite(daemonBase + `image "app" {
+	  expected = "reg:5000/app:1"
+	  sources  = ["reg:5000/src:1"]
 	}
-	// A source added: no waiting for the hour-long backoff.
-	rewrite(daemonBase + `image "app" {
-  expected = "reg:5000/app:1"
-  sources  = ["reg:5000/src:1"]
-}
-`)
-	eventually(t, "app present from the new source", func() bool { s, _ := imageState(d, "app"); return s.State == StatePresent })
-	if s, _ := imageState(d, "app"); s.Source != "reg:5000/src:1" || s.Attempts != 0 {
-		t.Errorf("app: got %+v, want present from r/src:1 with no failed attempts", s)
-	}
+	`)
+		eventually(t, "app present from the new source", func() bool { s, _ := imageState(d, "app"); return s.State == StatePresent })
+		if s, _ := imageState(d, "app"); s.Source != "reg:5000/src:1" || s.Attempts != 0 {
+			t.Errorf("app: got %+v, want present from r/src:1 with no failed attempts", s)
+		}
+	})
 }
 
 func TestDaemonImageEvent(t *testing.T) {
 	t.Parallel()
-	img := registry.Image{ID: "sha256:e"}
-	h := newHangingDocker(map[string]registry.Image{"reg:5000/e:1": img, "reg:5000/other:1": {ID: "sha256:o"}})
-	d, _ := daemonUnderTest(t, h, daemonBase+"image \"e\" { expected = \"reg:5000/e:1\" }\nimage \"other\" { expected = \"reg:5000/other:1\" }\n")
-	eventually(t, "e present", func() bool { s, _ := imageState(d, "e"); return s.State == StatePresent })
-	eventually(t, "other present", func() bool { s, _ := imageState(d, "other"); return s.State == StatePresent })
+	synctest.Test(t, func(t *testing.T) {
+		img := registry.Image{ID: "sha256:e"}
+		h := newHangingDocker(map[string]registry.Image{"reg:5000/e:1": img, "reg:5000/other:1": {ID: "sha256:o"}})
+		d, _ := daemonUnderTest(t, h, daemonBase+"image \"e\" { expected = \"reg:5000/e:1\" }\nimage \"other\" { expected = \"reg:5000/other:1\" }\n")
+		eventually(t, "e present", func() bool { s, _ := imageState(d, "e"); return s.State == StatePresent })
+		eventually(t, "other present", func() bool { s, _ := imageState(d, "other"); return s.State == StatePresent })
 
-	h.fakeDocker.mu.Lock()
-	delete(h.fakeDocker.local, "reg:5000/e:1") // what Nomad's GC does, by ID
-	h.fakeDocker.mu.Unlock()
-	h.events <- registry.ImageEvent{Action: "delete", ID: "sha256:e"}
-	eventually(t, "e pulled again", func() bool { return h.count(h.started, "reg:5000/e:1") == 2 })
-	eventually(t, "e present again", func() bool { s, _ := imageState(d, "e"); return s.State == StatePresent })
-	if n := h.count(h.started, "reg:5000/other:1"); n != 1 {
-		t.Errorf("an unrelated image was pulled %d times, want once", n)
-	}
+		h.fakeDocker.mu.Lock()
+		delete(h.fakeDocker.local, "reg:5000/e:1") // what Nomad's GC does, by ID
+		h.fakeDocker.mu.Unlock()
+		h.events <- registry.ImageEvent{Action: "delete", ID: "sha256:e"}
+		eventually(t, "e pulled again", func() bool { return h.count(h.started, "reg:5000/e:1") == 2 })
+		eventually(t, "e present again", func() bool { s, _ := imageState(d, "e"); return s.State == StatePresent })
+		if n := h.count(h.started, "reg:5000/other:1"); n != 1 {
+			t.Errorf("an unrelated image was pulled %d times, want once", n)
+		}
+	})
 }
 
 // TestDaemonQueueDoesNotSpin: with more images due than fetch slots, the loop
-// waits for a slot instead of spinning on a timer that is always due.
+// waits for a slot instead of spinning on a timer that is always due. (In
+// the bubble a spinning loop would also keep the clock from moving, so the
+// test would hang to its timeout rather than pass.)
 func TestDaemonQueueDoesNotSpin(t *testing.T) {
 	t.Parallel()
-	h := newHangingDocker(nil, "reg:5000/a:1", "reg:5000/b:1", "reg:5000/c:1")
-	d, _ := daemonUnderTest(t, h, daemonBase+"concurrency = 1\nimage \"a\" { expected = \"reg:5000/a:1\" }\nimage \"b\" { expected = \"reg:5000/b:1\" }\nimage \"c\" { expected = \"reg:5000/c:1\" }\n")
-	eventually(t, "a's pull to hang", func() bool { return h.count(h.started, "reg:5000/a:1") == 1 })
-	// Each pass of the loop publishes a snapshot: count passes over a while.
-	first := d.snap.Load()
-	passes := 0
-	for i := 0; i < 20; i++ {
-		time.Sleep(10 * time.Millisecond)
-		if p := d.snap.Load(); p != first {
-			passes++
-			first = p
+	synctest.Test(t, func(t *testing.T) {
+		h := newHangingDocker(nil, "reg:5000/a:1", "reg:5000/b:1", "reg:5000/c:1")
+		d, _ := daemonUnderTest(t, h, daemonBase+"concurrency = 1\nimage \"a\" { expected = \"reg:5000/a:1\" }\nimage \"b\" { expected = \"reg:5000/b:1\" }\nimage \"c\" { expected = \"reg:5000/c:1\" }\n")
+		eventually(t, "a's pull to hang", func() bool { return h.count(h.started, "reg:5000/a:1") == 1 })
+		// Each pass of the loop publishes a snapshot: count passes over a while.
+		first := d.snap.Load()
+		passes := 0
+		for i := 0; i < 20; i++ {
+			time.Sleep(10 * time.Millisecond)
+			if p := d.snap.Load(); p != first {
+				passes++
+				first = p
+			}
 		}
-	}
-	if passes > 2 {
-		t.Errorf("the loop made %d passes in 200ms with nothing to do, want it to wait", passes)
-	}
-	if n := h.count(h.started, "reg:5000/b:1"); n != 0 {
-		t.Errorf("b started with the only slot busy (%d)", n)
-	}
+		if passes > 2 {
+			t.Errorf("the loop made %d passes in 200ms with nothing to do, want it to wait", passes)
+		}
+		if n := h.count(h.started, "reg:5000/b:1"); n != 0 {
+			t.Errorf("b started with the only slot busy (%d)", n)
+		}
+	})
 }
