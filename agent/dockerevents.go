@@ -72,20 +72,20 @@ func (r *loopRun) finishCheck(ctx context.Context, c checkDone, now time.Time) {
 		if registry.IsDaemonDown(c.err) {
 			r.dockerDown(c.err, now)
 		}
-		if e.cancel == nil {
+		if e.phase != phasePulling {
 			e.due = time.Time{} // let a fetch find out
 		}
 	case c.im.ID != e.imageID:
 		// expected names other content now: check it in full.
 		r.loop.Log.Debug("expected names other content after a Docker event; checking it", "image", e.img.Expected, "image_id", c.im.ID)
 		e.imageID = c.im.ID
-		if e.cancel == nil {
+		if e.phase != phasePulling {
 			e.due = time.Time{}
 		}
 	default:
 		r.loop.Log.Debug("a Docker event left expected in place", "image", e.img.Expected, "image_id", c.im.ID)
 	}
-	if e.recheck && e.cancel == nil {
+	if e.recheck && e.phase != phasePulling {
 		e.recheck = false
 		r.check(ctx, e)
 	}
@@ -112,7 +112,7 @@ func (r *loopRun) dockerUp(now time.Time) {
 	r.loop.Log.Info("the Docker daemon is reachable again", "down_for", now.Sub(r.dockerSince).Round(time.Second).String())
 	r.dockerErr = ""
 	for _, e := range r.entries {
-		if e.retrying && e.cancel == nil {
+		if e.retrying && e.phase != phasePulling {
 			e.due = time.Time{}
 		}
 	}
@@ -124,7 +124,7 @@ func (r *loopRun) dockerUp(now time.Time) {
 func (r *loopRun) dockerBack() {
 	r.dockerUp(time.Now())
 	for _, e := range r.entries {
-		if e.cancel == nil {
+		if e.phase != phasePulling {
 			e.due = time.Time{}
 		}
 	}

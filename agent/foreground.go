@@ -173,7 +173,7 @@ func (r *loopRun) updateYield(now time.Time) {
 		return
 	}
 	for _, e := range r.entries {
-		if e.cancel == nil || e.yielded {
+		if e.phase != phasePulling || e.yielded {
 			continue
 		}
 		if waiting[e.img.Expected] {

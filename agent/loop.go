@@ -110,7 +110,7 @@ func (l *Loop) Alive() bool {
 type entry struct {
 	img      config.Image
 	host     string // the registry host of expected, which is tried first
-	state    string
+	phase    phase
 	imageID  string
 	source   string
 	result   Outcome
@@ -138,7 +138,33 @@ type entry struct {
 	removed  bool
 }
 
-func (e *entry) busy() bool { return e.cancel != nil || e.checking }
+func (e *entry) busy() bool { return e.phase == phasePulling || e.checking }
+
+// phase is where an entry is in its cycle, one at a time; the Snapshot
+// shows it as State. The flags beside it in entry are orthogonal to it:
+// retrying (why due is set), checking and recheck (an inspect after a
+// Docker event, which may overlap a fetch), removed, fg and yielded (the
+// fetch in flight's relation to Nomad's pulls).
+type phase int
+
+const (
+	phaseWanted  phase = iota // not yet checked, or due for a check
+	phasePulling              // a fetch is in flight: cancel is set
+	phasePresent              // expected is present locally
+	phaseFailed               // the last attempt failed and expected is absent
+)
+
+func (p phase) String() string {
+	switch p {
+	case phasePulling:
+		return StatePulling
+	case phasePresent:
+		return StatePresent
+	case phaseFailed:
+		return StateFailed
+	}
+	return StateWanted
+}
 
 type fetchDone struct {
 	key    string
@@ -311,16 +337,16 @@ func (r *loopRun) setImages() (added, changed, removed int) {
 		switch {
 		case !ok:
 			r.gen++
-			e = &entry{img: img, host: hostOf(img.Expected), state: StateWanted, gen: r.gen}
+			e = &entry{img: img, host: hostOf(img.Expected), phase: phaseWanted, gen: r.gen}
 			r.entries[img.Expected] = e
 			added++
 		case !sameImage(e.img, img):
-			if e.cancel != nil {
+			if e.phase == phasePulling {
 				e.cancel()
 				e.cancel = nil
 			}
 			r.gen++
-			*e = entry{img: img, host: e.host, state: StateWanted, imageID: e.imageID, source: e.source, gen: r.gen}
+			*e = entry{img: img, host: e.host, phase: phaseWanted, imageID: e.imageID, source: e.source, gen: r.gen}
 			changed++
 		default:
 			e.img = img // the name or position may have moved
@@ -335,7 +361,7 @@ func (r *loopRun) setImages() (added, changed, removed int) {
 	}
 	for key, e := range r.entries {
 		if !keep[key] {
-			if e.cancel != nil {
+			if e.phase == phasePulling {
 				e.cancel()
 			}
 			delete(r.entries, key)
@@ -433,7 +459,7 @@ func (r *loopRun) reload(ctx context.Context, all bool) {
 func (r *loopRun) shutdown() {
 	close(r.stopped)
 	for _, e := range r.entries {
-		if e.cancel != nil {
+		if e.phase == phasePulling {
 			e.cancel()
 		}
 	}

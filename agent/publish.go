@@ -16,11 +16,11 @@ func (r *loopRun) publish() {
 	for _, key := range r.order {
 		e := r.entries[key]
 		img := ImageStatus{
-			Name: e.img.Name, Expected: e.img.Expected, State: e.state, ImageID: e.imageID,
+			Name: e.img.Name, Expected: e.img.Expected, State: e.phase.String(), ImageID: e.imageID,
 			Source: e.source, Result: string(e.result), Attempts: e.fails.Attempts(), LastError: e.lastErr,
 			Origin: e.origin, UsedBy: e.usedBy,
 		}
-		if e.retrying && e.cancel == nil {
+		if e.retrying && e.phase != phasePulling {
 			t := e.due
 			img.NextRetry = &t
 		}

@@ -31,7 +31,7 @@ func (r *loopRun) startDue(ctx context.Context, now time.Time) {
 	for _, key := range r.order {
 		e := r.entries[key]
 		switch {
-		case e.cancel != nil:
+		case e.phase == phasePulling:
 			inFlight[e.host]++
 			if !e.fg {
 				background++
@@ -91,7 +91,7 @@ func hostOf(ref string) string {
 func (r *loopRun) start(ctx context.Context, e *entry) {
 	fctx, cancel := context.WithCancel(ctx)
 	e.cancel = cancel
-	e.state = StatePulling
+	e.phase = phasePulling
 	r.running++
 	f := &Fetcher{
 		Docker: r.loop.Docker, Remote: r.loop.Remote,
@@ -111,7 +111,7 @@ func (r *loopRun) start(ctx context.Context, e *entry) {
 func (r *loopRun) nextDue(now time.Time) time.Duration {
 	wait := time.Hour
 	for _, e := range r.entries {
-		if e.cancel == nil && e.due.After(now) {
+		if e.phase != phasePulling && e.due.After(now) {
 			wait = min(wait, e.due.Sub(now))
 		}
 	}

@@ -16,7 +16,7 @@ import (
 func (r *loopRun) finish(res fetchDone, now time.Time) {
 	r.running--
 	e, ok := r.entries[res.key]
-	if !ok || e.gen != res.gen || e.cancel == nil {
+	if !ok || e.gen != res.gen || e.phase != phasePulling {
 		return // removed or changed while in flight: its result is moot
 	}
 	e.cancel = nil
@@ -28,9 +28,9 @@ func (r *loopRun) finish(res fetchDone, now time.Time) {
 		// Cancelled to yield to Nomad: not a failure, nothing counted; due
 		// again once the episode ends (which also answers a removal that
 		// came meanwhile).
-		e.state, e.due, e.recheck = StateWanted, time.Time{}, false
+		e.phase, e.due, e.recheck = phaseWanted, time.Time{}, false
 		if e.imageID != "" {
-			e.state = StatePresent
+			e.phase = phasePresent
 		}
 		log.Debug("background fetch cancelled while yielding to Nomad's pulls; retried after", "result", string(result.Outcome))
 		return
@@ -38,7 +38,7 @@ func (r *loopRun) finish(res fetchDone, now time.Time) {
 	if e.recheck {
 		// Docker removed an image while this fetch ran: what it found may
 		// be gone already. Start over, with nothing counted or logged.
-		e.recheck, e.state, e.due = false, StateWanted, time.Time{}
+		e.recheck, e.phase, e.due = false, phaseWanted, time.Time{}
 		log.Debug("a Docker removal came during the fetch; checking again", "result", string(result.Outcome))
 		return
 	}
@@ -63,10 +63,10 @@ func (r *loopRun) finish(res fetchDone, now time.Time) {
 // (Stale), schedules its retry and logs it as the outage log decides.
 func (r *loopRun) failed(e *entry, res Result, log *slog.Logger, now time.Time) {
 	e.lastErr = res.Err.Error()
-	e.state = StateFailed
+	e.phase = phaseFailed
 	e.imageID = ""
 	if res.Outcome == Stale {
-		e.state, e.imageID = StatePresent, res.ImageID
+		e.phase, e.imageID = phasePresent, res.ImageID
 	}
 	delay := backoff.Policy{Min: r.cfg.RetryInitial, Max: r.cfg.RetryMax, Jitter: 0.2}.Delay(e.fails.Attempts()+1, rand.Float64())
 	delay = max(delay, retryAfter(res.Err))
@@ -99,7 +99,7 @@ func (r *loopRun) failed(e *entry, res Result, log *slog.Logger, now time.Time) 
 // succeeded records a fetch that made e present and schedules its resync.
 func (r *loopRun) succeeded(e *entry, res Result, log *slog.Logger, now time.Time) {
 	r.dockerUp(now)
-	e.state, e.imageID, e.source, e.lastErr, e.lastOK = StatePresent, res.ImageID, res.Source, "", now
+	e.phase, e.imageID, e.source, e.lastErr, e.lastOK = phasePresent, res.ImageID, res.Source, "", now
 	e.due = now.Add(r.cfg.ResyncInterval + time.Duration(rand.Float64()*0.1*float64(r.cfg.ResyncInterval)))
 	e.retrying = false
 	attrs := []any{"result", string(res.Outcome), "duration", res.Duration.Round(time.Millisecond).String(), "image_id", res.ImageID}
@@ -132,7 +132,7 @@ func (r *loopRun) gone(e *entry) {
 		r.loop.Log.Debug("Docker removed an image the node keeps; restoring it", "image", e.img.Expected, "image_id", e.imageID)
 	}
 	e.imageID = ""
-	if e.cancel == nil { // else the fetch in flight is the restore
-		e.state, e.due, e.retrying = StateWanted, time.Time{}, false
+	if e.phase != phasePulling { // else the fetch in flight is the restore
+		e.phase, e.due, e.retrying = phaseWanted, time.Time{}, false
 	}
 }
