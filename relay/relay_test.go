@@ -105,7 +105,7 @@ func TestRelayByteIdentical(t *testing.T) {
 	fake.PublishAt(5, nomadtest.JobEvent(1, "web", "default"))
 	fake.PublishAt(7, nomadtest.JobEvent(2, "web", "default"))
 	fake.PublishAt(7, nomadtest.JobEvent(3, "api", "default")) // a split index
-	want := up.wait(t, "upstream frames", func(f []string, _ []nomad.Discontinuity) bool { return len(f) == 3 })
+	up.wait(t, "upstream frames", func(f []string, _ []nomad.Discontinuity) bool { return len(f) == 3 })
 	var cs []*collector
 	for range 3 {
 		c := newCollector()
@@ -113,7 +113,7 @@ func TestRelayByteIdentical(t *testing.T) {
 		follow(t, url, c, nomad.Position{})
 	}
 	fake.PublishAt(9, nomadtest.JobEvent(4, "web", "default"))
-	want = up.wait(t, "upstream frames", func(f []string, _ []nomad.Discontinuity) bool { return len(f) == 4 })
+	want := up.wait(t, "upstream frames", func(f []string, _ []nomad.Discontinuity) bool { return len(f) == 4 })
 	for i, c := range cs {
 		got := c.wait(t, "relayed frames", func(f []string, _ []nomad.Discontinuity) bool { return len(f) >= 4 })
 		if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -134,7 +134,9 @@ func TestRelayByteIdentical(t *testing.T) {
 // no longer holds exactly sees a Gap.
 func TestRelayResumeBelowHistory(t *testing.T) {
 	h := NewHistory(HistoryOptions{MaxBytes: 100, MaxFrameBytes: 100})
-	line := func(i int) string { return `{"Events":[{"Topic":"Job","Index":` + strconv.Itoa(i) + `}],"Index":` + strconv.Itoa(i) + `}` }
+	line := func(i int) string {
+		return `{"Events":[{"Topic":"Job","Index":` + strconv.Itoa(i) + `}],"Index":` + strconv.Itoa(i) + `}`
+	}
 	for i := 1; i <= 6; i++ {
 		h.Add(uint64(i), []byte(line(i)))
 	}
@@ -185,6 +187,7 @@ func TestServerRefusals(t *testing.T) {
 		{"GET", "?topic=Allocation", http.StatusBadRequest},
 		{"GET", "", http.StatusBadRequest},
 		{"GET", "?topic=Job&index=x", http.StatusBadRequest},
+		{"GET", "?topic=Job&namespace=other", http.StatusBadRequest},
 	} {
 		req, _ := http.NewRequest(tc.method, url+"/v1/event/stream"+tc.query, nil)
 		resp, err := http.DefaultClient.Do(req)

@@ -22,6 +22,10 @@ const (
 // Server answers GET /v1/event/stream from a History, as Nomad would.
 type Server struct {
 	History *History
+	// Namespace is the one the Feed's Streamer follows ("" and "default"
+	// are Nomad's default; "*" every one): a request for another is
+	// refused with 400 rather than served events it did not ask for.
+	Namespace string
 	// Authorize, if set, decides whether a request may subscribe (an
 	// error: 403 with its text). nil allows every request: the agent
 	// wiring must set it.
@@ -63,6 +67,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(q["topic"]) == 0 {
 		http.Error(w, "relay serves only the Job topic: ask for topic=Job", http.StatusBadRequest)
+		return
+	}
+	if ns, want := orDefault(q.Get("namespace")), orDefault(s.Namespace); ns != want {
+		http.Error(w, fmt.Sprintf("relay follows namespace %q only, not %q", want, ns), http.StatusBadRequest)
 		return
 	}
 	var index uint64
@@ -165,4 +173,11 @@ func (s *Server) stream(ctx context.Context, c net.Conn, bw *bufio.Writer, index
 			return
 		}
 	}
+}
+
+func orDefault(ns string) string {
+	if ns == "" {
+		return "default"
+	}
+	return ns
 }
