@@ -224,3 +224,24 @@ func TestServerRefusals(t *testing.T) {
 		t.Errorf("over the limit: %d, want 503", resp.StatusCode)
 	}
 }
+
+// TestRelayBreakReachesLiveSubscriber: a break in Nomad's stream cuts off
+// a live subscriber; its resume starts above its last index, which its
+// Streamer reports as a gap rather than carrying on as if continuous.
+func TestRelayBreakReachesLiveSubscriber(t *testing.T) {
+	h := NewHistory(HistoryOptions{})
+	h.Add(1, []byte(`{"Events":[{"Topic":"Job","Index":1}],"Index":1}`))
+	h.Add(2, []byte(`{"Events":[{"Topic":"Job","Index":2}],"Index":2}`))
+	url := serve(t, &Server{History: h})
+	c := newCollector()
+	follow(t, url, c, nomad.Position{})
+	c.wait(t, "two frames", func(f []string, _ []nomad.Discontinuity) bool { return len(f) == 2 })
+	if err := (Feed{h}).Discontinuity(nomad.Discontinuity{Kind: nomad.Gap, Last: 2, Next: 10}); err != nil {
+		t.Fatal(err)
+	}
+	h.Add(10, []byte(`{"Events":[{"Topic":"Job","Index":10}],"Index":10}`))
+	c.wait(t, "the gap and frame 10", func(f []string, d []nomad.Discontinuity) bool { return len(f) == 3 && len(d) == 1 })
+	if d := c.discs[0]; d.Kind != nomad.Gap || d.Last != 2 || d.Next != 10 {
+		t.Errorf("discontinuity %+v, want a gap from 2 to 10", d)
+	}
+}
