@@ -245,3 +245,40 @@ func TestRelayBreakReachesLiveSubscriber(t *testing.T) {
 		t.Errorf("discontinuity %+v, want a gap from 2 to 10", d)
 	}
 }
+
+// TestRelaySlowSubscriberCut: a subscriber that stops reading is cut off
+// once its backlog passes the bound, while another gets every frame.
+func TestRelaySlowSubscriberCut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("moves 48 MB over loopback")
+	}
+	h := NewHistory(HistoryOptions{MaxBytes: 64 << 20, MaxBacklog: 16 << 20})
+	url := serve(t, &Server{History: h})
+	slow, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	slow.Write([]byte("GET /v1/event/stream?topic=Job HTTP/1.1\r\nHost: x\r\n\r\n"))
+	fast := newCollector()
+	follow(t, url, fast, nomad.Position{})
+	pad := strings.Repeat("a", 1<<20)
+	const n = 48
+	for i := 1; i <= n; i++ {
+		h.Add(uint64(i), []byte(`{"Events":[{"Topic":"Job","Index":`+strconv.Itoa(i)+`,"Payload":{"x":"`+pad+`"}}],"Index":`+strconv.Itoa(i)+`}`))
+		fast.wait(t, "frame "+strconv.Itoa(i), func(f []string, _ []nomad.Discontinuity) bool { return len(f) == i })
+	}
+	// The slow one's connection was closed: reading it drains to EOF.
+	buf := make([]byte, 1<<20)
+	read := 0
+	for read <= n<<20+1<<20 {
+		k, err := slow.Read(buf)
+		read += k
+		if err != nil {
+			break
+		}
+	}
+	if read >= n<<20 {
+		t.Errorf("slow subscriber read %d bytes: it was not cut off", read)
+	}
+}
