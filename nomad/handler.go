@@ -81,3 +81,22 @@ type handlerError struct{ err error }
 
 func (e *handlerError) Error() string { return e.err.Error() }
 func (e *handlerError) Unwrap() error { return e.err }
+
+// Frame is one frame handed over whole: its index and its line exactly as
+// Nomad sent it, without the newline.
+type Frame struct {
+	Index uint64
+	// Raw is the frame's line; valid only until the call returns.
+	Raw []byte
+}
+
+// FrameHandler is a Handler that also wants each new frame's bytes (a
+// relay serving Nomad's stream again). Frame comes after the frame's
+// events were handed to Event, once per frame the resume rules admit; a
+// frame without events, a repeat a resume asked for, or a skipped frame
+// never comes. A Streamer checks for it once, in Run, so a plain Handler
+// pays nothing.
+type FrameHandler interface {
+	Handler
+	Frame(Frame) error
+}

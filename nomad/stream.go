@@ -82,6 +82,7 @@ type Streamer struct {
 
 	// Owned by Run.
 	h       Handler
+	fh      FrameHandler // h, when it is one
 	parser  frameParser
 	lines   *lineReader
 	compact bytes.Buffer
@@ -141,6 +142,7 @@ func (s *Streamer) Stats() *Stats { return s.stats }
 // with an error of h's.
 func (s *Streamer) Run(ctx context.Context, h Handler, start Position) error {
 	s.h = h
+	s.fh, _ = h.(FrameHandler)
 	s.lines = newLineReader(64<<10, s.cfg.MaxFrameBytes)
 	s.r = resumeState{last: start.Index, known: start.Written}
 	if s.r.known {
@@ -546,6 +548,11 @@ func (s *Streamer) frame(line []byte, first bool) error {
 	s.stats.events.Add(uint64(written))
 	s.stats.frames.Add(1)
 	s.handed(idx)
+	if s.fh != nil {
+		if err := s.fh.Frame(Frame{Index: idx, Raw: line}); err != nil {
+			return &handlerError{err}
+		}
+	}
 	return nil
 }
 

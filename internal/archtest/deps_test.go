@@ -72,6 +72,7 @@ func TestDependencyRules(t *testing.T) {
 		"nomad":    {"backoff", "outage"},
 		"bundle":   {"registry"},
 		"stage":    {"nomad"},
+		"relay":    {"nomad"},
 		"agent":    {"backoff", "config", "outage", "registry"},
 	}
 	for name, allowed := range only {
@@ -90,6 +91,7 @@ func TestDependencyRules(t *testing.T) {
 	never := map[string][]string{
 		"eventlog": {"agent", "registry", "status", "config", "watch", "discovery", "cluster", "daemon"},
 		"nomad":    {"eventlog", "agent", "registry", "status"},
+		"relay":    {"agent", "discovery", "daemon"},
 	}
 	for name, banned := range never {
 		for _, dep := range ours(pkgs[name].Deps) {
