@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nomad-prefetch/nomad-prefetch/halock"
 	"github.com/nomad-prefetch/nomad-prefetch/nomad"
 )
 
@@ -136,7 +137,7 @@ func (g *gate) stop(err error) {
 // checkpoint.
 type committer struct {
 	g        *gate
-	lease    *lease
+	lease    *halock.Lease
 	lock     *nomad.VarLock
 	out      io.Writer
 	interval time.Duration
@@ -247,21 +248,21 @@ func (c *committer) checkpoint(pos nomad.Position) error {
 	items["frames"] = strconv.Itoa(pos.Frames)
 	conflicts := 0
 	for {
-		if err := c.lease.held(); err != nil {
+		if err := c.lease.Held(); err != nil {
 			return err
 		}
-		cas, nl, err := c.lock.Write(context.Background(), c.lease.id, c.cas, items)
+		cas, nl, err := c.lock.Write(context.Background(), c.lease.ID(), c.cas, items)
 		var ce *nomad.ConflictError
 		switch {
 		case err == nil:
-			c.lease.reported(nl.TTL)
+			c.lease.Reported(nl.TTL)
 			c.committed, c.cas, c.items = pos, cas, items
 			c.state.checkpoint.Store(pos.Index)
 			return nil
 		case errors.As(err, &ce):
 			if conflicts++; conflicts > 3 {
-				c.lease.lose(fmt.Errorf("checkpoint writes keep being refused: %w", err))
-				return c.lease.held()
+				c.lease.Lose(fmt.Errorf("checkpoint writes keep being refused: %w", err))
+				return c.lease.Held()
 			}
 			landed, err := c.resolve(pos)
 			if err != nil {
@@ -284,8 +285,8 @@ func (c *committer) checkpoint(pos nomad.Position) error {
 // holds pos (an earlier attempt landed), its ModifyIndex taken for the next
 // write.
 func (c *committer) resolve(pos nomad.Position) (landed bool, err error) {
-	if err := c.lease.renew(context.Background()); err != nil {
-		if lost := c.lease.held(); lost != nil {
+	if err := c.lease.Renew(context.Background()); err != nil {
+		if lost := c.lease.Held(); lost != nil {
 			return false, lost
 		}
 		// Not refused, just failed: the read below may still tell.
@@ -295,11 +296,11 @@ func (c *committer) resolve(pos nomad.Position) (landed bool, err error) {
 	case err != nil:
 		return false, nil
 	case !found:
-		c.lease.lose(errors.New("the lock's variable was deleted"))
-		return false, c.lease.held()
-	case v.LockID != "" && v.LockID != c.lease.id:
-		c.lease.lose(errors.New("the lock's variable holds another lock"))
-		return false, c.lease.held()
+		c.lease.Lose(errors.New("the lock's variable was deleted"))
+		return false, c.lease.Held()
+	case v.LockID != "" && v.LockID != c.lease.ID():
+		c.lease.Lose(errors.New("the lock's variable holds another lock"))
+		return false, c.lease.Held()
 	}
 	c.cas = v.ModifyIndex
 	return v.Items["index"] == strconv.FormatUint(pos.Index, 10) && v.Items["frames"] == strconv.Itoa(pos.Frames), nil

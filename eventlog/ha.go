@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/backoff"
+	"github.com/nomad-prefetch/nomad-prefetch/halock"
 	"github.com/nomad-prefetch/nomad-prefetch/nomad"
 	outagelog "github.com/nomad-prefetch/nomad-prefetch/outage"
 )
@@ -88,85 +88,55 @@ func (h *ha) run(ctx context.Context) error {
 			return err
 		}
 		err = h.hold(ctx, ls)
-		var lost *lostError
+		var lost *halock.LostError
 		if !errors.As(err, &lost) {
 			return err
 		}
 		h.state.lost.Add(1)
 		if ctx.Err() != nil {
 			h.log.Warn("HA lock lost while stopping; the next holder resumes from the checkpoint",
-				"reason", lost.reason.Error(), "checkpoint", h.state.checkpoint.Load())
+				"reason", lost.Reason.Error(), "checkpoint", h.state.checkpoint.Load())
 			return nil
 		}
 		h.log.Error("HA lock lost: stopped writing events; another instance may take over, this one waits as a standby",
-			"reason", lost.reason.Error(), "checkpoint", h.state.checkpoint.Load())
+			"reason", lost.Reason.Error(), "checkpoint", h.state.checkpoint.Load())
 	}
 }
 
 // standby tries to acquire the lock until it does (a lease) or ctx ends
-// (nil, nil). Nomad writes the variable from an acquire's body, so an
-// acquire that sent no items would erase the checkpoint the last holder
-// left (recorded from Nomad 2.0.5: a lapse and a release keep the items,
-// an acquire without them does not). So each attempt reads the variable
-// first and acquires only when the read shows no lock (a variable without
-// a lock takes no item writes: what was read is what the last holder left),
-// carrying its items over. While another holds the lock, it waits for the
-// lock to go, trying again at least every lock delay; a failing request is
-// retried with backoff, and reported as the stream's outages are.
-func (h *ha) standby(ctx context.Context) (*lease, error) {
-	var w waiter
+// (nil, nil), as a halock.Contender: the acquire carries the variable's
+// items over, so that the checkpoint the last holder left survives (Nomad
+// writes the variable from an acquire's body; recorded from Nomad 2.0.5: a
+// lapse and a release keep the items, an acquire without them does not).
+// Failing requests are reported as the stream's outages are.
+func (h *ha) standby(ctx context.Context) (*halock.Lease, error) {
 	var run outagelog.Log
 	announced := false
-	attempt := 0
-	for {
-		var nl nomad.Lease
-		sent := h.now()
-		v, found, err := h.lock.Read(ctx, 0, 0)
-		if err == nil && found && v.LockID != "" {
-			err = nomad.ErrLockHeld // no acquire while the read shows a holder: it could only be refused
-			w.index, w.sawLock = v.ModifyIndex, true
-		}
-		if err == nil {
-			sent = h.now()
-			nl, err = h.lock.Acquire(ctx, h.o.HATTL, h.o.HALockDelay, v.Items)
-		}
-		if ctx.Err() != nil {
-			return nil, nil
-		}
-		var he *nomad.HTTPError
-		switch {
-		case err == nil, errors.Is(err, nomad.ErrLockHeld):
+	c := &halock.Contender{
+		Lock: h.lock, TTL: h.o.HATTL, LockDelay: h.o.HALockDelay, Now: h.now, Log: h.log,
+		Held: func(nomad.Variable) {
 			h.state.ok()
-			if attempts, down, ok := run.Recovered(h.now()); ok {
-				h.log.Info("HA lock requests work again", "attempts", attempts, "downtime", down.Round(time.Millisecond).String())
-			}
-			if err == nil {
-				return newLease(h.lock, nl, h.o.HATTL, sent, h.now, h.log), nil
-			}
-			attempt = 0
 			if !announced {
 				announced = true
 				h.log.Info("standby: another instance holds the HA lock; taking over when it is released or lapses", "lock", h.lock.Path())
 			}
-			if h.waitRelease(ctx, &w) != nil {
-				return nil, nil
+		},
+		Failed: func(err error, refused bool, attempt int, delay time.Duration) {
+			h.reportLockFailure(&run, err, refused, attempt, delay)
+		},
+		Working: func() {
+			h.state.ok()
+			if attempts, down, ok := run.Recovered(h.now()); ok {
+				h.log.Info("HA lock requests work again", "attempts", attempts, "downtime", down.Round(time.Millisecond).String())
 			}
-			continue
-		case errors.As(err, &he) && he.Status == http.StatusBadRequest:
-			return nil, &ConfigError{fmt.Errorf("acquiring the HA lock %s: refused as a bad request (check -ha-lock, and -ha-ttl: Nomad takes 10s to 24h): %w", h.lock.Path(), err)}
-		}
-		refused := errors.As(err, &he) && (he.Status == http.StatusUnauthorized || he.Status == http.StatusForbidden)
-		attempt++
-		policy := nomad.DefaultBackoff
-		if refused {
-			policy = nomad.RefusedBackoff
-		}
-		delay := policy.Delay(attempt, rand.Float64())
-		h.reportLockFailure(&run, err, refused, attempt, delay)
-		if backoff.Sleep(ctx, delay) != nil {
-			return nil, nil
-		}
+		},
 	}
+	ls, err := c.Acquire(ctx)
+	var bad *halock.BadRequestError
+	if errors.As(err, &bad) {
+		return nil, &ConfigError{fmt.Errorf("acquiring the HA lock %s: refused as a bad request (check -ha-lock, and -ha-ttl: Nomad takes 10s to 24h): %w", h.lock.Path(), errors.Unwrap(bad.Err))}
+	}
+	return ls, err
 }
 
 // reportLockFailure logs a failed lock request without flooding, as the
@@ -190,52 +160,13 @@ func (h *ha) reportLockFailure(run *outagelog.Log, err error, refused bool, atte
 	}
 }
 
-// waiter is a standby's view of the lock's variable.
-type waiter struct {
-	index   uint64 // the ModifyIndex last seen
-	sawLock bool   // the last read showed a lock
-}
-
-// waitRelease waits, up to the lock delay, for the lock to go. Blocking
-// reads answer when the variable changes: when a change shows the lock gone
-// (Nomad shows it to a workload identity and without ACLs), the wait ends at
-// once; when Nomad hides locks from the token, every change looks alike, and
-// the next acquire waits for the lock delay.
-func (h *ha) waitRelease(ctx context.Context, w *waiter) error {
-	until := h.now().Add(h.o.HALockDelay)
-	for {
-		left := until.Sub(h.now())
-		if left <= 0 {
-			return nil
-		}
-		v, found, err := h.lock.Read(ctx, w.index, left)
-		switch {
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case err != nil:
-			return backoff.Sleep(ctx, left)
-		case !found:
-			return nil
-		}
-		changed := v.ModifyIndex != w.index
-		freed := w.index != 0 && changed && w.sawLock && v.LockID == ""
-		w.index, w.sawLock = v.ModifyIndex, v.LockID != ""
-		if freed {
-			return nil
-		}
-		if !changed && backoff.Sleep(ctx, min(until.Sub(h.now()), 250*time.Millisecond)) != nil {
-			return ctx.Err() // a read that answered early without a change: not in a tight loop
-		}
-	}
-}
-
 // hold streams while the lease holds, from the lock's checkpoint.
-func (h *ha) hold(ctx context.Context, ls *lease) error {
+func (h *ha) hold(ctx context.Context, ls *halock.Lease) error {
 	h.state.active.Store(true)
 	defer h.state.active.Store(false)
 	items, cas, start, err := h.resume(ctx, ls)
 	if err != nil {
-		if ls.held() == nil {
+		if ls.Held() == nil {
 			h.release(ls)
 		}
 		return err
@@ -263,10 +194,10 @@ func (h *ha) hold(ctx context.Context, ls *lease) error {
 
 // resume reads the checkpoint from the lock's variable, retrying while
 // the lock is held.
-func (h *ha) resume(ctx context.Context, ls *lease) (map[string]string, uint64, nomad.Position, error) {
+func (h *ha) resume(ctx context.Context, ls *halock.Lease) (map[string]string, uint64, nomad.Position, error) {
 	var v nomad.Variable
 	for {
-		if err := ls.held(); err != nil {
+		if err := ls.Held(); err != nil {
 			return nil, 0, nomad.Position{}, err
 		}
 		var found bool
@@ -276,7 +207,7 @@ func (h *ha) resume(ctx context.Context, ls *lease) (map[string]string, uint64, 
 			return nil, 0, nomad.Position{}, nil
 		}
 		if err == nil && !found {
-			ls.lose(errors.New("the lock's variable is gone"))
+			ls.Lose(errors.New("the lock's variable is gone"))
 			continue
 		}
 		if err == nil {
@@ -310,13 +241,13 @@ func (h *ha) resume(ctx context.Context, ls *lease) (map[string]string, uint64, 
 // ends, the lock is lost or stdout fails; then, unless the lock was lost,
 // it commits what is left and releases the lock, so that a standby takes
 // over at once.
-func (h *ha) term(ctx context.Context, ls *lease, c *committer, start nomad.Position) error {
+func (h *ha) term(ctx context.Context, ls *halock.Lease, c *committer, start nomad.Position) error {
 	tctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		ls.keep(tctx)
-		if err := ls.held(); err != nil {
+		ls.Keep(tctx)
+		if err := ls.Held(); err != nil {
 			cancel(err)
 		}
 	})
@@ -327,7 +258,7 @@ func (h *ha) term(ctx context.Context, ls *lease, c *committer, start nomad.Posi
 		}
 	})
 	stopGate := context.AfterFunc(tctx, func() {
-		var lost *lostError
+		var lost *halock.LostError
 		if cause := context.Cause(tctx); errors.As(cause, &lost) {
 			c.g.stop(cause)
 			return
@@ -341,7 +272,7 @@ func (h *ha) term(ctx context.Context, ls *lease, c *committer, start nomad.Posi
 	wg.Wait()
 
 	var we *nomad.WriteError
-	switch lost := ls.held(); {
+	switch lost := ls.Held(); {
 	case lost != nil:
 		return lost
 	case commitErr != nil:
@@ -349,12 +280,12 @@ func (h *ha) term(ctx context.Context, ls *lease, c *committer, start nomad.Posi
 			h.release(ls)
 		}
 		return commitErr
-	case runErr != nil && !errors.As(runErr, new(*lostError)):
+	case runErr != nil && !errors.As(runErr, new(*halock.LostError)):
 		h.release(ls)
 		return runErr
 	}
 	if err := c.commit(); err != nil { // what came before the stop
-		if ls.held() == nil {
+		if ls.Held() == nil {
 			h.release(ls)
 		}
 		return err
@@ -377,10 +308,10 @@ func (h *ha) streamConfig() nomad.Config {
 
 // release lets the lock go, so that a standby takes over without waiting
 // for the TTL and the lock delay.
-func (h *ha) release(ls *lease) {
+func (h *ha) release(ls *halock.Lease) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.lock.CallTimeout)
 	defer cancel()
-	if err := h.lock.Release(ctx, ls.id); err != nil {
+	if err := h.lock.Release(ctx, ls.ID()); err != nil {
 		h.log.Warn("HA lock not released: a standby takes over once it lapses", "lock", h.lock.Path(), "error", err.Error())
 		return
 	}

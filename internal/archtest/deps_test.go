@@ -73,6 +73,7 @@ func TestDependencyRules(t *testing.T) {
 		"bundle":   {"registry"},
 		"stage":    {"nomad"},
 		"relay":    {"nomad"},
+		"halock":   {"nomad", "backoff"},
 		"agent":    {"backoff", "config", "outage", "registry"},
 	}
 	for name, allowed := range only {
@@ -92,6 +93,7 @@ func TestDependencyRules(t *testing.T) {
 		"eventlog": {"agent", "registry", "status", "config", "watch", "discovery", "cluster", "daemon"},
 		"nomad":    {"eventlog", "agent", "registry", "status"},
 		"relay":    {"agent", "discovery", "daemon"},
+		"halock":   {"eventlog", "agent", "discovery", "cmd/prefetch", "cmd/eventlog"},
 	}
 	for name, banned := range never {
 		for _, dep := range ours(pkgs[name].Deps) {

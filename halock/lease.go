@@ -1,4 +1,4 @@
-package eventlog
+package halock
 
 import (
 	"context"
@@ -11,14 +11,14 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/nomad"
 )
 
-// lostError is the HA lock lost: this instance must stop writing, another
-// may take over.
-type lostError struct{ reason error }
+// LostError is the lock lost: its holder must stop what only the holder
+// may do; another may take over.
+type LostError struct{ Reason error }
 
-func (e *lostError) Error() string { return "lost the HA lock: " + e.reason.Error() }
-func (e *lostError) Unwrap() error { return e.reason }
+func (e *LostError) Error() string { return "lost the HA lock: " + e.Reason.Error() }
+func (e *LostError) Unwrap() error { return e.Reason }
 
-// lease keeps a held lock. It renews it every third of its TTL and counts
+// Lease keeps a held lock. It renews it every third of its TTL and counts
 // it lost when Nomad refuses a renewal, or when no renewal succeeded within
 // the TTL since the last one was sent. Nomad keeps a lock for twice its TTL
 // after its last renewal, then for the lock delay, before anyone else may
@@ -28,7 +28,7 @@ func (e *lostError) Unwrap() error { return e.reason }
 // The TTL is the shorter of the one asked and the one Nomad last reported:
 // Nomad 2.0.5 resets it to its default (15 s) when the holder writes the
 // items, so a holder that asked for more renews on Nomad's.
-type lease struct {
+type Lease struct {
 	lock  *nomad.VarLock
 	id    string
 	asked time.Duration
@@ -42,14 +42,14 @@ type lease struct {
 	lost     chan struct{}
 }
 
-func newLease(lock *nomad.VarLock, l nomad.Lease, asked time.Duration, sent time.Time, now func() time.Time, log *slog.Logger) *lease {
-	ls := &lease{lock: lock, id: l.ID, asked: asked, now: now, log: log, lost: make(chan struct{})}
+func newLease(lock *nomad.VarLock, l nomad.Lease, asked time.Duration, sent time.Time, now func() time.Time, log *slog.Logger) *Lease {
+	ls := &Lease{lock: lock, id: l.ID, asked: asked, now: now, log: log, lost: make(chan struct{})}
 	ls.renewed(l, sent)
 	return ls
 }
 
-// held returns nil while the lock is held, else a *lostError.
-func (l *lease) held() error {
+// Held returns nil while the lock is held, else a *LostError.
+func (l *Lease) Held() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.err == nil && !l.now().Before(l.deadline) {
@@ -58,22 +58,22 @@ func (l *lease) held() error {
 	return l.err
 }
 
-// lose marks the lock lost (the first reason stays).
-func (l *lease) lose(reason error) {
+// Lose marks the lock lost (the first reason stays).
+func (l *Lease) Lose(reason error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.loseLocked(reason)
 }
 
-func (l *lease) loseLocked(reason error) {
+func (l *Lease) loseLocked(reason error) {
 	if l.err == nil {
-		l.err = &lostError{reason}
+		l.err = &LostError{reason}
 		close(l.lost)
 	}
 }
 
 // renewed records Nomad's answer to an acquire or a renewal sent at sent.
-func (l *lease) renewed(nl nomad.Lease, sent time.Time) {
+func (l *Lease) renewed(nl nomad.Lease, sent time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.ttl = l.asked
@@ -85,10 +85,10 @@ func (l *lease) renewed(nl nomad.Lease, sent time.Time) {
 	}
 }
 
-// reported takes the TTL a write's answer reported: it shortens the next
+// Reported takes the TTL a write's answer reported: it shortens the next
 // renewals, not the current deadline (the timer Nomad runs now is the one
 // the last renewal set).
-func (l *lease) reported(ttl time.Duration) {
+func (l *Lease) Reported(ttl time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if ttl > 0 && ttl < l.ttl {
@@ -96,15 +96,21 @@ func (l *lease) reported(ttl time.Duration) {
 	}
 }
 
-func (l *lease) timing() (ttl time.Duration, deadline time.Time) {
+// ID is the lock's ID, which the holder's writes name.
+func (l *Lease) ID() string { return l.id }
+
+// Path is the lock's variable path.
+func (l *Lease) Path() string { return l.lock.Path() }
+
+func (l *Lease) timing() (ttl time.Duration, deadline time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.ttl, l.deadline
 }
 
-// renew renews once. A refusal loses the lock; another failure is returned
+// Renew renews once. A refusal loses the lock; another failure is returned
 // and the lock stays held until its deadline.
-func (l *lease) renew(ctx context.Context) error {
+func (l *Lease) Renew(ctx context.Context) error {
 	_, deadline := l.timing()
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -113,8 +119,8 @@ func (l *lease) renew(ctx context.Context) error {
 	var nh *nomad.NotHolderError
 	switch {
 	case errors.As(err, &nh):
-		l.lose(fmt.Errorf("renewal refused: %w", err))
-		return l.held()
+		l.Lose(fmt.Errorf("renewal refused: %w", err))
+		return l.Held()
 	case err != nil:
 		return fmt.Errorf("renewing the HA lock: %w", err)
 	}
@@ -122,11 +128,11 @@ func (l *lease) renew(ctx context.Context) error {
 	return nil
 }
 
-// keep renews the lock until ctx ends or the lock is lost: every third of
+// Keep renews the lock until ctx ends or the lock is lost: every third of
 // the TTL, and after a failed renewal every tenth (at least 100 ms). The
 // first failure of a series is a WARN line, the next ones DEBUG; a success
 // after failures is an INFO line.
-func (l *lease) keep(ctx context.Context) {
+func (l *Lease) Keep(ctx context.Context) {
 	failing := false
 	for {
 		ttl, deadline := l.timing()
@@ -140,13 +146,13 @@ func (l *lease) keep(ctx context.Context) {
 		case <-ctx.Done():
 		case <-l.lost:
 		case <-deadT.C:
-			l.held() // loses it, unless a renewal just moved the deadline
+			l.Held() // loses it, unless a renewal just moved the deadline
 		case <-renewT.C:
-			err := l.renew(ctx)
+			err := l.Renew(ctx)
 			switch {
 			case err == nil && failing:
 				l.log.Info("HA lock renewed again")
-			case err != nil && ctx.Err() == nil && l.held() == nil:
+			case err != nil && ctx.Err() == nil && l.Held() == nil:
 				level := slog.LevelDebug
 				if !failing {
 					level = slog.LevelWarn
@@ -158,8 +164,11 @@ func (l *lease) keep(ctx context.Context) {
 		}
 		renewT.Stop()
 		deadT.Stop()
-		if ctx.Err() != nil || l.held() != nil {
+		if ctx.Err() != nil || l.Held() != nil {
 			return
 		}
 	}
 }
+
+// Lost is closed when the lock is lost.
+func (l *Lease) Lost() <-chan struct{} { return l.lost }
