@@ -62,6 +62,27 @@ type DiscoveryStatus struct {
 	HoldReadiness bool `json:"hold_readiness"`
 	// Staged is what this agent read of the staged set (prefetch stage).
 	Staged StagedStatus `json:"staged"`
+	// Relay is the Job stream's relay, when the nomad block turns it on.
+	Relay *RelayStatus `json:"relay,omitempty"`
+}
+
+// The sources discovery follows the Job event stream from
+// (RelayStatus.Source).
+const (
+	SourceNomad = "nomad" // Nomad itself
+	SourceRelay = "relay" // the agent the relay lock names
+	SourceNone  = "none"  // no relay known yet: waiting for one, up to fallback_after
+)
+
+// RelayStatus is where the Job events come from when the relay is on.
+type RelayStatus struct {
+	// Source is SourceRelay, SourceNomad (no relay answered for longer
+	// than fallback_after) or SourceNone (none known yet).
+	Source string `json:"source"`
+	// Holder is the address the relay lock names; Self whether it is
+	// this agent (which then follows Nomad for the others).
+	Holder string `json:"holder,omitempty"`
+	Self   bool   `json:"self"`
 }
 
 // StagedStatus is the staged set as this agent last read it.

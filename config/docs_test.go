@@ -53,6 +53,12 @@ func TestConfigurationDocMatchesBounds(t *testing.T) {
 	check("concurrency", fmt.Sprint(DefaultConcurrency), fmt.Sprintf("%d to %d", MinConcurrency, MaxConcurrency))
 	check("  max_images", fmt.Sprint(DefaultMaxDiscoveredImages), fmt.Sprintf("%d to %d", 1, MaxDiscoveredImages))
 	check("  background_pulls", fmt.Sprint(DefaultBackgroundPulls), fmt.Sprintf("%d to %d", 1, MaxBackgroundPulls))
+	check("    lock_path", fmt.Sprintf("`%q`", DefaultRelayLockPath), "a Nomad variable path")
+	check("    audience", fmt.Sprintf("`%q`", DefaultRelayAudience), "")
+	check("    history_bytes", fmt.Sprint(DefaultRelayHistoryBytes), fmt.Sprintf("%d to %d", MinRelayHistoryBytes, MaxRelayHistoryBytes))
+	check("    max_subscribers", fmt.Sprint(DefaultRelayMaxSubscribers), fmt.Sprintf("%d to %d", 1, MaxRelayMaxSubscribers))
+	check("    fallback_after", fmt.Sprintf("`%q`", short(DefaultRelayFallbackAfter)), short(MinRelayFallbackAfter)+" to "+short(MaxRelayFallbackAfter))
+	check("    lock_ttl", fmt.Sprintf("`%q`", short(DefaultRelayLockTTL)), "up to 24h")
 }
 
 // short writes d as the docs do: 10s, 1h, 168h, 100ms.

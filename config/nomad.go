@@ -69,7 +69,10 @@ type Nomad struct {
 	// default 3, shared by every pull on the daemon) are left to Nomad's
 	// own pulls. Default DefaultBackgroundPulls.
 	BackgroundPulls int
-	Pos             Pos
+	// Relay, when set, elects one agent to follow Nomad's Job events for
+	// the others (the relay block).
+	Relay *Relay
+	Pos   Pos
 }
 
 // The values of the nomad block's yield.
@@ -129,7 +132,7 @@ var (
 			{Name: "max_images"}, {Name: "include_undecided"}, {Name: "allowed_prefixes"}, {Name: "hold_readiness"},
 			{Name: "yield"}, {Name: "background_pulls"},
 		},
-		Blocks: []hcl.BlockHeaderSchema{{Type: "rewrite"}},
+		Blocks: []hcl.BlockHeaderSchema{{Type: "rewrite"}, {Type: "relay"}},
 	}
 	rewriteSchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{{Name: "from", Required: true}, {Name: "sources", Required: true}},
@@ -185,6 +188,14 @@ func (p *parser) nomad(b *hcl.Block) *Nomad {
 	p.nomadBounds(content.Attributes, n)
 	p.nomadYield(content.Attributes, n)
 	for _, rb := range content.Blocks {
+		if rb.Type == "relay" {
+			if n.Relay != nil {
+				p.errorf(rb.DefRange, "nomad: duplicate relay block; the first is at line %d", n.Relay.Pos.Line)
+				continue
+			}
+			n.Relay = p.relay(rb)
+			continue
+		}
 		if rw, ok := p.rewrite(rb); ok {
 			n.Rewrites = append(n.Rewrites, rw)
 		}

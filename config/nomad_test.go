@@ -100,3 +100,63 @@ func TestParseNomadYield(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRelay(t *testing.T) {
+	t.Parallel()
+	got, err := Parse("c.hcl", []byte("nomad {\n  relay {}\n}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Relay{LockPath: DefaultRelayLockPath, Audience: DefaultRelayAudience, HistoryBytes: DefaultRelayHistoryBytes,
+		MaxSubscribers: DefaultRelayMaxSubscribers, FallbackAfter: DefaultRelayFallbackAfter, LockTTL: DefaultRelayLockTTL,
+		Pos: Pos{File: "c.hcl", Line: 2, Col: 3}}
+	if r := got.Nomad.Relay; r == nil || !reflect.DeepEqual(*r, want) {
+		t.Errorf("defaults: got %+v, want %+v", r, want)
+	}
+	if got, err := Parse("c.hcl", []byte("nomad {}\n")); err != nil || got.Nomad.Relay != nil {
+		t.Errorf("without a relay block: %v, %+v", err, got.Nomad.Relay)
+	}
+	got, err = Parse("c.hcl", []byte(`nomad {
+  relay {
+    lock_path       = "nomad/jobs/pf/relay"
+    namespace       = "infra"
+    advertise       = "10.0.0.5:9105"
+    identity_file   = "/secrets/relay.jwt"
+    audience        = "aud"
+    history_bytes   = 2097152
+    max_subscribers = 10
+    fallback_after  = "1m"
+    lock_ttl        = "20s"
+  }
+}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := got.Nomad.Relay
+	if r.LockPath != "nomad/jobs/pf/relay" || r.Namespace != "infra" || r.Advertise != "10.0.0.5:9105" || r.IdentityFile != "/secrets/relay.jwt" ||
+		r.Audience != "aud" || r.HistoryBytes != 2<<20 || r.MaxSubscribers != 10 || r.FallbackAfter.String() != "1m0s" || r.LockTTL.String() != "20s" {
+		t.Errorf("set: got %+v", *r)
+	}
+	for src, want := range map[string]string{
+		`lock_path = "nomad/other"`:                        `c.hcl:3:17: nomad relay: lock_path "nomad/other": want a Nomad variable path`,
+		`lock_path = "a b"`:                                `lock_path "a b"`,
+		`advertise = "10.0.0.5"`:                           `advertise "10.0.0.5": want host:port`,
+		`advertise = ":9105"`:                              `advertise ":9105"`,
+		`history_bytes = 10`:                               "nomad relay: history_bytes must be between 1048576 and 1073741824, got 10",
+		`max_subscribers = 0`:                              "max_subscribers must be between 1 and 20000, got 0",
+		`fallback_after = "100ms"`:                         `fallback_after must be between 1s and 10m, got "100ms"`,
+		`lock_ttl = "25h"`:                                 "lock_ttl must be at most 24h",
+		`audience = ""`:                                    "audience",
+		`unknown = 1`:                                      "unknown",
+		`fallback_after = 30`:                              "fallback_after",
+		`max_subscribers = "5"`:                            "max_subscribers",
+		`identity_file = ["/a", "/b"]`:                     "identity_file",
+		`lock_path = "nomad/jobs/ok"` + "\n  }\n  relay {": "duplicate relay block",
+	} {
+		_, err := Parse("c.hcl", []byte("nomad {\n  relay {\n    "+src+"\n  }\n}\n"))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want an error with %q", src, err, want)
+		}
+	}
+}

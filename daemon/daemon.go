@@ -118,9 +118,10 @@ func Run(ctx context.Context, o Options) error {
 
 	// Nothing here waits for dockerd: the status endpoints are served
 	// whatever it does, and the loop finds out (with deadlines) and says so.
+	disc := &discovery.Discoverer{Log: o.Log, Advertise: advertised(o.Listen)}
 	loop := &agent.Loop{
 		Docker: clients.Engine, Events: clients.Engine, Remote: clients.Remote, Auths: clients.Credentials, Log: o.Log,
-		Discoverer: &discovery.Discoverer{Log: o.Log},
+		Discoverer: disc,
 		Foreground: &foreground.Watcher{Images: clients.Engine, Log: o.Log}, // yield to Nomad's own pulls
 		Bundles:    bundle.NewLoader(clients.Engine, o.Log),                 // the bundle: sources, each loaded once while its file is unchanged
 	}
@@ -129,7 +130,7 @@ func Run(ctx context.Context, o Options) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stopServer, err := serve(o, status.Endpoints{Snapshot: loop.Snapshot, Alive: loop.Alive, Metrics: m.Handler()}, token, reachOf)
+	stopServer, err := serve(o, status.Endpoints{Snapshot: loop.Snapshot, Alive: loop.Alive, Metrics: m.Handler(), Relay: disc.Relay()}, token, reachOf)
 	if err != nil {
 		return err
 	}
@@ -162,6 +163,20 @@ func Run(ctx context.Context, o Options) error {
 	}
 	o.Log.Info("prefetch run stopped")
 	return err
+}
+
+// advertised is the address the other agents reach a -listen at, for the
+// relay: the address itself when it names one host and port, "" when it
+// names every interface or a port the system picks.
+func advertised(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil || port == "0" || port == "" {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		return ""
+	}
+	return listen
 }
 
 // timeouts bound a status server: a client that sends its headers

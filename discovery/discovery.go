@@ -29,6 +29,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
@@ -37,6 +38,7 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/backoff"
 	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"github.com/nomad-prefetch/nomad-prefetch/nomad"
+	"github.com/nomad-prefetch/nomad-prefetch/relay"
 )
 
 // Discoverer follows Nomad's jobs; its zero value is ready to use.
@@ -49,6 +51,11 @@ type Discoverer struct {
 	Coalesce time.Duration
 	// Retry is the backoff between failed attempts to list the jobs.
 	Retry backoff.Policy
+	// Advertise is the address this agent's listener serves at (host:port),
+	// which the relay block's advertise defaults to.
+	Advertise string
+
+	member atomic.Pointer[relay.Member] // the relay's, while Run has one
 }
 
 var _ agent.Discoverer = (*Discoverer)(nil)
@@ -79,8 +86,14 @@ func (d *Discoverer) Run(ctx context.Context, settings config.Nomad, found func(
 	defer bg.Wait()
 	bg.Go(func() { d.followStaged(ctx, client, st, pub, log) })
 	bg.Go(func() { watchExpiry(ctx, st, pub) })
+	rl, err := d.startRelay(ctx, &bg, settings, client, st, pub, log)
+	if err != nil {
+		pub.with(func() { st.failed(err, time.Now()) })
+		pub.now(st)
+		log.Error("discovery: the relay can't be set up; following Nomad directly", "error", err.Error())
+	}
 	for attempt := 1; ctx.Err() == nil; attempt++ {
-		err := d.session(ctx, client, st, pub, log)
+		err := d.session(ctx, client, st, pub, rl, log)
 		if ctx.Err() != nil {
 			return
 		}
@@ -127,7 +140,7 @@ func (st *state) failed(err error, now time.Time) {
 
 // session learns the node, lists every job, then follows the Job events
 // until the stream fails for good, ctx ends, or a gap needs a new list.
-func (d *Discoverer) session(ctx context.Context, c *nomad.Client, st *state, pub *publisher, log *slog.Logger) error {
+func (d *Discoverer) session(ctx context.Context, c *nomad.Client, st *state, pub *publisher, rl *relayLink, log *slog.Logger) error {
 	timeout := cmpOr(d.CallTimeout, 30*time.Second)
 	n, err := learnNode(ctx, c, timeout, st.nodeID)
 	if err != nil {
@@ -151,12 +164,13 @@ func (d *Discoverer) session(ctx context.Context, c *nomad.Client, st *state, pu
 	pub.now(st)
 	log.Info("discovery: jobs listed", "jobs", len(jobs), "with_images_here", len(st.jobs), "index", index)
 
-	streamer := nomad.NewStreamer(c, nomad.Config{
-		Subscription: nomad.Subscription{Topics: []string{"Job"}, Namespace: "*"},
-		Logger:       log, HeartbeatTimeout: 90 * time.Second,
-	})
 	f := &follower{st: st, pub: pub}
-	err = streamer.Run(ctx, f, nomad.Position{Index: index})
+	start := nomad.Position{Index: index}
+	if rl == nil {
+		err = followFrom(ctx, c, f, start, log)
+	} else {
+		err = rl.follow(ctx, c, f, start)
+	}
 	if errors.Is(err, errRelist) {
 		return errRelist
 	}
@@ -164,6 +178,16 @@ func (d *Discoverer) session(ctx context.Context, c *nomad.Client, st *state, pu
 		err = errors.New("the Job event stream ended")
 	}
 	return err
+}
+
+// followFrom follows the Job events of every namespace from client (Nomad,
+// or a relay) into f, from pos, until ctx ends or f stops it.
+func followFrom(ctx context.Context, client *nomad.Client, f nomad.Handler, pos nomad.Position, log *slog.Logger) error {
+	streamer := nomad.NewStreamer(client, nomad.Config{
+		Subscription: nomad.Subscription{Topics: []string{"Job"}, Namespace: "*"},
+		Logger:       log, HeartbeatTimeout: 90 * time.Second,
+	})
+	return streamer.Run(ctx, f, pos)
 }
 
 // learnNode reads the node's facts: node id's, else those of the node of
@@ -267,7 +291,8 @@ type event struct {
 type follower struct {
 	st    *state
 	pub   *publisher
-	dirty bool // events applied since the last publish
+	dirty bool           // events applied since the last publish
+	pos   nomad.Position // where the frames handed over end: a resume from another source starts there
 }
 
 func (f *follower) Event(e nomad.Event) error {
@@ -294,7 +319,10 @@ func (f *follower) Event(e nomad.Event) error {
 	return nil
 }
 
-func (f *follower) Idle(nomad.Position) error {
+func (f *follower) Idle(pos nomad.Position) error {
+	if pos.Written {
+		f.pos = pos
+	}
 	if f.dirty {
 		f.dirty = false
 		f.pub.soon(f.st)

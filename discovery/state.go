@@ -45,6 +45,7 @@ type state struct {
 	live       bool
 	err        string
 	errorSince time.Time
+	relay      *agent.RelayStatus // nil: the relay is off
 
 	// staged is the staged set as read; registered and created are every
 	// followed job's JobModifyIndex and CreateIndex, by job key, to tell
@@ -208,6 +209,10 @@ func (st *state) set() agent.Discovered {
 		Live: st.live, Error: st.err, Problems: slices.Clone(st.problems),
 		MaxImages: limit, LeftOut: len(byRef) - len(all), LeftOutImages: leftOut, HoldReadiness: st.rules.holdReadiness,
 		Staged: agent.StagedStatus{Version: st.staged.version, Error: st.staged.err, Jobs: stagedReport},
+	}
+	if st.relay != nil {
+		r := *st.relay
+		d.Status.Relay = &r
 	}
 	if st.err != "" {
 		t := st.errorSince

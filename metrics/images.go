@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"strconv"
+
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -41,7 +43,7 @@ type imageCollector struct {
 	snapshot                              func() agent.Snapshot
 	state, present, failingSince, cfgErr  *prometheus.Desc
 	discovered, nomadUp, nomadIndex       *prometheus.Desc
-	discoveredMax, leftOut                *prometheus.Desc
+	discoveredMax, leftOut, source        *prometheus.Desc
 	yielding, yieldWaiting, yieldEpisodes *prometheus.Desc
 	yieldCancelled, allocsUp              *prometheus.Desc
 }
@@ -64,6 +66,8 @@ func newImageCollector(snapshot func() agent.Snapshot) *imageCollector {
 			"Images Nomad's jobs that can run here name but max_images leaves out, the newest jobs' (/v1/status nomad.left_out_images lists them; absent without discovery).", nil, nil),
 		nomadUp: prometheus.NewDesc("prefetch_nomad_stream_up",
 			"1 while discovery follows Nomad's Job events, 0 while it can't (the last known images are kept); absent without discovery.", nil, nil),
+		source: prometheus.NewDesc("prefetch_nomad_stream_source",
+			"With the relay on (nomad relay block): 1, labelled with where discovery follows the Job events from (relay: the agent the relay lock names; nomad: Nomad itself, no relay answering; none: no relay known yet), and whether this agent is the relay (self); absent with the relay off.", []string{"source", "self"}, nil),
 		nomadIndex: prometheus.NewDesc("prefetch_nomad_last_index",
 			"The last Nomad index discovery applied; absent without discovery.", nil, nil),
 		yielding: prometheus.NewDesc("prefetch_yielding",
@@ -89,6 +93,7 @@ func (c *imageCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.discovered
 	ch <- c.nomadUp
 	ch <- c.nomadIndex
+	ch <- c.source
 	ch <- c.discoveredMax
 	ch <- c.leftOut
 	ch <- c.yielding
@@ -133,6 +138,9 @@ func (c *imageCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.leftOut, float64(n.LeftOut))
 		gauge(c.nomadUp, up)
 		gauge(c.nomadIndex, float64(n.Index))
+		if r := n.Relay; r != nil {
+			gauge(c.source, 1, r.Source, strconv.FormatBool(r.Self))
+		}
 	}
 	if f := s.Foreground; f != nil {
 		b := func(v bool) float64 {

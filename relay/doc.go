@@ -15,6 +15,10 @@
 // Authentication is the caller's: Server.Authorize (nil allows every
 // request) must be set by the agent wiring.
 //
-// It imports nomad of the project's, and must not import agent, discovery
-// or cmd.
+// A Member is one agent's part of the election: it contends for a Nomad
+// variable lock (halock) whose items name the holder's address, and while
+// it holds it follows Nomad into a fresh History and serves it.
+//
+// It imports nomad and halock of the project's, and must not import
+// agent, discovery or cmd.
 package relay

@@ -219,3 +219,13 @@ func (r *Reader) Close() {
 	delete(r.h.readers, r)
 	r.h.mu.Unlock()
 }
+
+// Cut cuts every reader off with err, keeping the frames: their clients
+// resume (elsewhere, or here later) exactly.
+func (h *History) Cut(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for r := range h.readers {
+		h.cutLocked(r, err)
+	}
+}

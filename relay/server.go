@@ -3,6 +3,7 @@ package relay
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -19,6 +20,11 @@ const (
 	DefaultWriteTimeout   = 40 * time.Second
 )
 
+// ErrUnavailable marks an Authorize error that says the caller can't be
+// checked now (Nomad's keys can't be fetched), rather than that it is
+// refused.
+var ErrUnavailable = errors.New("relay: callers can't be checked now")
+
 // Server answers GET /v1/event/stream from a History, as Nomad would.
 type Server struct {
 	History *History
@@ -26,9 +32,10 @@ type Server struct {
 	// are Nomad's default; "*" every one): a request for another is
 	// refused with 400 rather than served events it did not ask for.
 	Namespace string
-	// Authorize, if set, decides whether a request may subscribe (an
-	// error: 403 with its text). nil allows every request: the agent
-	// wiring must set it.
+	// Authorize, if set, decides whether a request may subscribe, before
+	// anything else is looked at: an error is a 403 with its text, or a
+	// 503 when it wraps ErrUnavailable (the check itself can't be made
+	// now). nil allows every request: the agent wiring must set it.
 	Authorize func(*http.Request) error
 	// Heartbeat is the `{}` interval (default 10 s).
 	Heartbeat time.Duration
@@ -58,6 +65,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Invalid method", http.StatusMethodNotAllowed)
 		return
 	}
+	if s.Authorize != nil {
+		if err := s.Authorize(r); err != nil {
+			code := http.StatusForbidden
+			if errors.Is(err, ErrUnavailable) {
+				code = http.StatusServiceUnavailable
+			}
+			http.Error(w, err.Error(), code)
+			return
+		}
+	}
 	q := r.URL.Query()
 	for _, t := range q["topic"] {
 		if t != "Job" && t != "Job:*" {
@@ -81,12 +98,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		index = n
-	}
-	if s.Authorize != nil {
-		if err := s.Authorize(r); err != nil {
-			http.Error(w, err.Error(), http.StatusForbidden)
-			return
-		}
 	}
 	max := s.MaxSubscribers
 	if max <= 0 {

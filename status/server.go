@@ -27,6 +27,9 @@ type Endpoints struct {
 	Snapshot func() agent.Snapshot
 	Alive    func() bool
 	Metrics  http.Handler
+	// Relay, if set, serves GET /v1/event/stream (the Job events relay)
+	// on every listener: it checks its callers' identity itself.
+	Relay http.Handler
 }
 
 // Local serves every endpoint to anyone: for a loopback listener.
@@ -76,6 +79,9 @@ func (e Endpoints) mux(allowed func(*http.Request) bool, token *Token) http.Hand
 		}
 	})
 	mux.Handle("GET /metrics", gate(allowed, token, e.Metrics))
+	if e.Relay != nil {
+		mux.Handle("GET /v1/event/stream", e.Relay)
+	}
 	mux.Handle("GET /v1/status", gate(allowed, token, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

@@ -72,7 +72,7 @@ func TestDependencyRules(t *testing.T) {
 		"nomad":    {"backoff", "outage"},
 		"bundle":   {"registry"},
 		"stage":    {"nomad"},
-		"relay":    {"nomad"},
+		"relay":    {"nomad", "halock"},
 		"halock":   {"nomad", "backoff"},
 		"agent":    {"backoff", "config", "outage", "registry"},
 	}

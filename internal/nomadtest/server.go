@@ -46,6 +46,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -145,6 +146,8 @@ type Server struct {
 	ln   net.Listener
 	srv  *http.Server
 	URL  string
+
+	streamBytes atomic.Uint64 // see StreamBytes
 
 	mu          sync.Mutex
 	frames      []*storedFrame // ascending index
@@ -409,6 +412,10 @@ func (s *Server) Requests() []Request {
 	return slices.Clone(s.requests)
 }
 
+// StreamBytes is how many bytes of the event stream (frames, newlines and
+// heartbeats, not the status line) every subscription was written in all.
+func (s *Server) StreamBytes() uint64 { return s.streamBytes.Load() }
+
 // Conns is the number of open subscriptions.
 func (s *Server) Conns() int {
 	s.mu.Lock()
@@ -656,6 +663,7 @@ type writer struct {
 }
 
 func (w *writer) write(b []byte) error {
+	w.s.streamBytes.Add(uint64(len(b)))
 	if w.s.opts.WriteTimeout > 0 {
 		_ = w.c.SetWriteDeadline(time.Now().Add(w.s.opts.WriteTimeout))
 	}

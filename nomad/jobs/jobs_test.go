@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/nomad-prefetch/nomad-prefetch/cluster"
+	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"github.com/nomad-prefetch/nomad-prefetch/eventlog"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/flagdocs"
 	"github.com/nomad-prefetch/nomad-prefetch/stage"
@@ -708,8 +709,16 @@ func TestPrefetchPolicy(t *testing.T) {
 	if got := value[[]string](j, def, "capabilities"); !slices.Equal(got, []string{"list-jobs", "read-job"}) {
 		t.Errorf("namespace %q capabilities = %q, want those of \"*\"", stage.Namespace, got)
 	}
-	if got := stagedCaps(j, def); !slices.Equal(got, []string{"read"}) {
-		t.Errorf("%s capabilities %q, want read only", stage.Path, got)
+	vars := j.block(def, "variables")
+	if n := len(blocks(vars, "path")); n != 2 {
+		t.Errorf("%d variable paths, want the staged set's and the relay lock's only", n)
+	}
+	for path, want := range map[string][]string{stage.Path: {"read"}, config.DefaultRelayLockPath: {"read", "write"}} {
+		caps := value[[]string](j, j.block(vars, "path", path), "capabilities")
+		slices.Sort(caps)
+		if !slices.Equal(caps, want) {
+			t.Errorf("%s capabilities %q, want %q", path, caps, want)
+		}
 	}
 }
 

@@ -15,14 +15,22 @@ namespace "*" {
 }
 
 # The staged set lives in namespace "default" (always, whatever namespace
-# the job runs in): read on that one variable, nothing else. Nomad applies
-# the most specific namespace rule alone, so this block repeats the "*" one.
+# the job runs in): read on that one variable. With the job's
+# discovery_relay = true, the lock the agents contend for to elect the
+# relay (the relay block's lock_path, in the job's namespace: rename or
+# copy this block when the job runs elsewhere): read and write on that one
+# path (acquire, renew and release need write, the blocking reads read).
+# Nothing else. Nomad applies the most specific namespace rule alone, so
+# this block repeats the "*" one.
 namespace "default" {
   capabilities = ["list-jobs", "read-job"]
 
   variables {
     path "nomad-prefetch/staged" {
       capabilities = ["read"]
+    }
+    path "nomad/jobs/prefetch/relay" {
+      capabilities = ["read", "write"]
     }
   }
 }

@@ -104,6 +104,12 @@ variable "discovery" {
   description = "Also keep the images of every Nomad job that can run on each node (discovery), with no list to maintain. Attach prefetch-policy.hcl to this job first."
 }
 
+variable "discovery_relay" {
+  type        = bool
+  default     = false
+  description = "discovery: elect one agent to follow Nomad's Job events and serve them to the others, so that Nomad's servers serve one subscription per cluster instead of one per node (worth it from about 50 nodes; docs/operating.md, The relay). Needs prefetch-policy.hcl's write on nomad/jobs/prefetch/relay."
+}
+
 variable "discovery_rewrites" {
   type = list(object({
     from    = string
@@ -351,12 +357,27 @@ job "prefetch" {
         PREFETCH_NOMAD_ALLOWED_PREFIXES   = jsonencode(var.discovery_allowed_prefixes)
         PREFETCH_NOMAD_YIELD              = var.discovery_yield
         PREFETCH_NOMAD_BACKGROUND_PULLS   = var.discovery_background_pulls
+        PREFETCH_NOMAD_RELAY              = var.discovery_relay
       }
 
       # The workload identity's token in secrets/nomad_token, for discovery
       # (prefetch-policy.hcl says what it may read).
       identity {
         file = true
+      }
+
+      # The relay's identity (discovery_relay): what this agent presents to
+      # the relay and what the relay checks its callers against, in
+      # secrets/nomad_relay.jwt, renewed by Nomad. Its audience is its own,
+      # so that it is no Nomad API token wherever it travels.
+      dynamic "identity" {
+        for_each = var.discovery_relay ? ["relay"] : []
+        content {
+          name = identity.value
+          aud  = ["nomad-prefetch-relay"]
+          file = true
+          ttl  = "1h"
+        }
       }
 
       template {

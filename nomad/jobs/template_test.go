@@ -330,6 +330,7 @@ func TestDiscoveryBlock(t *testing.T) {
 		`PREFETCH_NOMAD_ALLOWED_PREFIXES=["registry.service.consul:5000","docker.io/library/"]`,
 		"PREFETCH_NOMAD_YIELD=pause",
 		"PREFETCH_NOMAD_BACKGROUND_PULLS=2",
+		"PREFETCH_NOMAD_RELAY=true",
 	}, "-config", cfgFile)
 	cfg, err = config.Parse("config.hcl", rendered)
 	if err != nil {
@@ -339,6 +340,9 @@ func TestDiscoveryBlock(t *testing.T) {
 	if n == nil || n.MaxImages != 250 || !n.IncludeUndecided || n.HoldReadiness ||
 		!slices.Equal(n.AllowedPrefixes, []string{"registry.service.consul:5000", "docker.io/library/"}) {
 		t.Fatalf("discovery bounds: got nomad block %+v from\n%s", n, rendered)
+	}
+	if n.Relay == nil || n.Relay.LockPath != config.DefaultRelayLockPath {
+		t.Fatalf("PREFETCH_NOMAD_RELAY=true: got relay %+v from\n%s", n.Relay, rendered)
 	}
 	if n.Yield != config.YieldPause || n.BackgroundPulls != 2 {
 		t.Fatalf("foreground first: got yield %q, background_pulls %d from\n%s", n.Yield, n.BackgroundPulls, rendered)

@@ -1,0 +1,258 @@
+package main
+
+// The Job events relay (nomad relay block, issue #19), end to end: ten
+// agents in this process, each with its own listener, lock file, Nomad
+// token and relay identity, against the fake Nomad and the real dockerd
+// and registries.
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+	"github.com/nomad-prefetch/nomad-prefetch/agent"
+	"github.com/nomad-prefetch/nomad-prefetch/halock"
+	"github.com/nomad-prefetch/nomad-prefetch/internal/nomadtest"
+	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
+	"github.com/nomad-prefetch/nomad-prefetch/nomad"
+)
+
+const relayLock = "nomad/jobs/prefetch/relay"
+
+// relayCluster is the fake Nomad with short locks (Nomad's minimum TTL is
+// 10 s: a failover would take most of a minute).
+func relayCluster(t *testing.T) *nomadtest.Server {
+	t.Helper()
+	srv, err := nomadtest.New(nomadtest.Options{
+		MinLockTTL: 500 * time.Millisecond, DefaultLockTTL: time.Second, DefaultLockDelay: time.Second,
+		Heartbeat: time.Second, // a subscription its client closed is seen closed at the next write
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	srv.SetNode(nomadFixture(t, "node.json"))
+	return srv
+}
+
+// relayAgent starts agent i with the relay on: its Nomad token is
+// "agent-i", its relay identity the one the fake issues for the prefetch
+// job.
+func relayAgent(t *testing.T, srv *nomadtest.Server, i int, identity string) *agentProc {
+	t.Helper()
+	dir := t.TempDir()
+	tokenFile, idFile := filepath.Join(dir, "nomad_token"), filepath.Join(dir, "nomad_relay.jwt")
+	for f, v := range map[string]string{tokenFile: fmt.Sprintf("agent-%d", i), idFile: identity} {
+		if err := os.WriteFile(f, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := daemonSettings() + fmt.Sprintf(`
+nomad {
+  address     = %q
+  token_file  = %q
+  infra_image = ""
+  relay {
+    identity_file  = %q
+    lock_ttl       = "1s"
+    fallback_after = "3s"
+  }
+}
+`, srv.URL, tokenFile, idFile)
+	cfgPath := filepath.Join(dir, "config.hcl")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return startAgent(t, cfgPath, filepath.Join(dir, "lock"))
+}
+
+// relayOf is the agent's relay status ("" source before discovery runs).
+func relayOf(t *testing.T, a *agentProc) agent.RelayStatus {
+	s := a.status(t)
+	if s.Nomad == nil || s.Nomad.Relay == nil {
+		return agent.RelayStatus{}
+	}
+	return *s.Nomad.Relay
+}
+
+// streamTokens counts the subscriptions to Nomad by token, from index on.
+func streamTokens(srv *nomadtest.Server, from int) map[string]int {
+	out := map[string]int{}
+	for _, r := range srv.Requests()[from:] {
+		out[r.Token]++
+	}
+	return out
+}
+
+func TestRelayOneSubscriptionPerCluster(t *testing.T) {
+	testbed.Need(t, bed)
+	ctx := context.Background()
+	reg, rp := startProxied(t, "relay-cluster")
+	ids := []string{seed(t, reg.Addr+"/app:1", "relay-app-1"), seed(t, reg.Addr+"/app:2", "relay-app-2"), seed(t, reg.Addr+"/app:3", "relay-app-3")}
+	t.Cleanup(func() { _ = bed.Remove(ctx, ids...) })
+	exp := func(repo string) string { return rp.Addr + "/" + repo }
+	srv := relayCluster(t)
+	srv.RegisterJob(webJob(t, "web", exp("app:1"), exp("app:1")))
+
+	const n = 10
+	var agents []*agentProc
+	for i := range n {
+		agents = append(agents, relayAgent(t, srv, i, relayIdentity(t, srv)))
+	}
+	have := func(as []*agentProc, ref string) func() bool {
+		return func() bool {
+			for _, a := range as {
+				if a.images(t)[ref].State != agent.StatePresent || relayOf(t, a).Source != agent.SourceRelay {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitFor(t, "every agent to follow the relay and hold app:1", 60*time.Second, have(agents, exp("app:1")))
+
+	holder := -1
+	for i, a := range agents {
+		if relayOf(t, a).Self {
+			if holder >= 0 {
+				t.Fatalf("agents %d and %d both say they hold the relay", holder, i)
+			}
+			holder = i
+		}
+	}
+	if holder < 0 {
+		t.Fatal("no agent says it holds the relay")
+	}
+	if got := streamTokens(srv, 0); len(got) != 1 || got[fmt.Sprintf("agent-%d", holder)] == 0 {
+		t.Errorf("subscriptions to Nomad by token: %v, want agent-%d's alone", got, holder)
+	}
+	if c := srv.Conns(); c != 1 {
+		t.Errorf("open subscriptions to Nomad: %d, want 1 for %d agents", c, n)
+	}
+
+	// A job update reaches every agent through the relay.
+	before := srv.StreamBytes()
+	srv.RegisterJob(webJob(t, "web", exp("app:2"), exp("app:1")))
+	waitFor(t, "every agent to hold app:2", 60*time.Second, have(agents, exp("app:2")))
+	t.Logf("Nomad served %d bytes of the stream for one job update to %d agents", srv.StreamBytes()-before, n)
+
+	// The holder dies without letting go: its Nomad requests hang from
+	// now on (its renewals, its release), the lock lapses, another agent
+	// takes it, and a job registered meanwhile reaches every other agent.
+	old := fmt.Sprintf("agent-%d", holder)
+	mark := len(srv.Requests())
+	srv.Partition(old)
+	srv.LapseLock(relayLock)
+	srv.RegisterJob(webJob(t, "web", exp("app:3"), exp("app:1")))
+	rest := append(append([]*agentProc(nil), agents[:holder]...), agents[holder+1:]...)
+	waitFor(t, "every other agent to hold app:3 through a new relay", 90*time.Second, have(rest, exp("app:3")))
+	newHolder := ""
+	for _, a := range rest {
+		if r := relayOf(t, a); r.Self {
+			newHolder = r.Holder
+		}
+	}
+	if newHolder == "" || newHolder == agents[holder].addr {
+		t.Errorf("the relay did not move: new holder %q, old %s", newHolder, agents[holder].addr)
+	}
+	if got := streamTokens(srv, mark); len(got) != 1 {
+		t.Errorf("subscriptions to Nomad since the failover, by token: %v, want the new holder's alone", got)
+	}
+	srv.Heal(old)
+
+	// Nobody else subscribes: no identity, or a forged one.
+	for name, token := range map[string]string{"no identity": "", "a forged identity": forgedIdentity(t)} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+newHolder+"/v1/event/stream?topic=Job&namespace=*", nil)
+		if token != "" {
+			req.Header.Set("X-Nomad-Token", token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s: the relay answered %d, want 403", name, resp.StatusCode)
+		}
+	}
+	if s := agents[holder].stderr.String(); !strings.Contains(s, "relay: lost the lock") {
+		t.Logf("the old holder's log does not say it lost the lock")
+	}
+}
+
+// A lock that names a relay nobody serves: the agents follow Nomad
+// directly after fallback_after (and still get a job registered then);
+// once the lock is free, one of them becomes the relay and they all go
+// back to it.
+func TestRelayFallsBackToNomad(t *testing.T) {
+	testbed.Need(t, bed)
+	ctx := context.Background()
+	reg, rp := startProxied(t, "relay-fallback")
+	ids := []string{seed(t, reg.Addr+"/app:1", "relay-fb-1"), seed(t, reg.Addr+"/app:2", "relay-fb-2")}
+	t.Cleanup(func() { _ = bed.Remove(ctx, ids...) })
+	exp := func(repo string) string { return rp.Addr + "/" + repo }
+	srv := relayCluster(t)
+	srv.RegisterJob(webJob(t, "web", exp("app:1"), exp("app:1")))
+
+	// A holder that keeps the lock but serves nothing.
+	client, err := nomad.NewClient(&api.Config{Address: srv.URL}, func() (string, error) { return "zombie", nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := client.VarLock(relayLock, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	zctx, stopZombie := context.WithCancel(ctx)
+	defer stopZombie()
+	zombie := &halock.Contender{Lock: lock, TTL: time.Second, LockDelay: time.Second,
+		Items: func(map[string]string) map[string]string { return map[string]string{"address": "127.0.0.1:1"} }}
+	ls, err := zombie.Acquire(zctx)
+	if err != nil || ls == nil {
+		t.Fatalf("the zombie's acquire: %v", err)
+	}
+	kept := make(chan struct{})
+	go func() { defer close(kept); ls.Keep(zctx) }()
+
+	agents := []*agentProc{relayAgent(t, srv, 0, relayIdentity(t, srv)), relayAgent(t, srv, 1, relayIdentity(t, srv))}
+	source := func(want string, ref string) func() bool {
+		return func() bool {
+			for _, a := range agents {
+				r := relayOf(t, a)
+				if a.images(t)[ref].State != agent.StatePresent || r.Source != want || want == agent.SourceNomad && r.Holder != "127.0.0.1:1" {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitFor(t, "both agents to follow Nomad directly, with app:1", 60*time.Second, source(agent.SourceNomad, exp("app:1")))
+	for _, a := range agents {
+		if got := a.metric(t, "prefetch_nomad_stream_source", "source", "nomad", "self", "false"); got != 1 {
+			t.Errorf("prefetch_nomad_stream_source{source=nomad}: %v, want 1", got)
+		}
+		if !strings.Contains(a.stderr.String(), "following Nomad directly until a relay answers") {
+			t.Error("the fallback was not logged")
+		}
+	}
+	srv.RegisterJob(webJob(t, "web", exp("app:2"), exp("app:1")))
+	waitFor(t, "both agents to hold app:2 from Nomad directly", 60*time.Second, source(agent.SourceNomad, exp("app:2")))
+
+	// The zombie lets go: an agent takes the lock, both follow it again.
+	stopZombie()
+	<-kept
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := lock.Release(rctx, ls.ID()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both agents to follow the relay again", 60*time.Second, source(agent.SourceRelay, exp("app:2")))
+	waitFor(t, "one subscription to Nomad again", 30*time.Second, func() bool { return srv.Conns() == 1 })
+}
