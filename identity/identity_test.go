@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -468,6 +469,18 @@ func TestOversizedKeySetIsRefused(t *testing.T) {
 	}
 }
 
+// request is a GET with header.
+func request(header map[string]string) *http.Request {
+	r, err := http.NewRequest(http.MethodGet, "http://127.0.0.1/v1/event/stream", nil)
+	if err != nil {
+		panic(err)
+	}
+	for k, v := range header {
+		r.Header.Set(k, v)
+	}
+	return r
+}
+
 func TestFromRequest(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
@@ -485,7 +498,7 @@ func TestFromRequest(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := httptestRequest(tc.header)
+			r := request(tc.header)
 			if got := FromRequest(r); got != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}

@@ -3,7 +3,6 @@ package identity
 import (
 	"context"
 	"errors"
-	"net/http"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -11,17 +10,6 @@ import (
 
 	"github.com/nomad-prefetch/nomad-prefetch/internal/nomadtest"
 )
-
-func httptestRequest(header map[string]string) *http.Request {
-	r, err := http.NewRequest(http.MethodGet, "http://127.0.0.1/v1/event/stream", nil)
-	if err != nil {
-		panic(err)
-	}
-	for k, v := range header {
-		r.Header.Set(k, v)
-	}
-	return r
-}
 
 // gatedSource serves a key set once release is closed, counting requests.
 type gatedSource struct {
