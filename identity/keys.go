@@ -77,7 +77,8 @@ func FromNomad(c *nomad.Client) *Keys { return NewKeys(c, KeysOptions{}) }
 var errUnknownKey = errors.New("unknown kid")
 
 // Refresh fetches the set now (or waits for the fetch running), whatever
-// its age: to warm the cache at start. A failure keeps the set held.
+// its age and MinInterval: to warm the cache at start, or on the caller's
+// own schedule. A failure keeps the set held.
 func (k *Keys) Refresh(ctx context.Context) error {
 	k.mu.Lock()
 	if wait := k.inflight; wait != nil {
