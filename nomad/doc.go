@@ -4,7 +4,10 @@
 // event to a Handler, and resumes after any drop from the last index it
 // handed over whole, so that nothing is lost and nothing repeated; and the
 // variable locks (/v1/var/:path?lock-acquire, VarLock) that let one
-// of several eventlog instances stream while the others wait. VarLock is the
+// of several eventlog instances stream while the others wait; and the key
+// set Nomad signs workload identities with (/.well-known/jwks.json, JWKS),
+// bytes bounded and nothing more: parsing and trusting its keys are the
+// identity package's. VarLock is the
 // requests only: when to renew, when the lock counts as lost and what its
 // items hold are eventlog's to decide.
 //

@@ -73,6 +73,7 @@ func TestDependencyRules(t *testing.T) {
 		"bundle":   {"registry"},
 		"stage":    {"nomad"},
 		"relay":    {"nomad", "halock"},
+		"identity": {"nomad"},
 		"halock":   {"nomad", "backoff"},
 		"agent":    {"backoff", "config", "outage", "registry"},
 	}
@@ -93,6 +94,7 @@ func TestDependencyRules(t *testing.T) {
 		"eventlog": {"agent", "registry", "status", "config", "watch", "discovery", "cluster", "daemon"},
 		"nomad":    {"eventlog", "agent", "registry", "status"},
 		"relay":    {"agent", "discovery", "daemon"},
+		"identity": {"agent", "discovery", "daemon", "cmd/prefetch", "cmd/eventlog"},
 		"halock":   {"eventlog", "agent", "discovery", "cmd/prefetch", "cmd/eventlog"},
 	}
 	for name, banned := range never {

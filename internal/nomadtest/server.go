@@ -27,6 +27,10 @@
 // differences jobs.go lists. What F does not show is marked there as
 // Nomad's source or as an assumption.
 //
+// It serves the key set of workload identities (/.well-known/jwks.json)
+// and signs identities with it (IssueIdentity, identity.go), from a shape
+// assumed rather than recorded, as identity.go says.
+//
 // On top of that it injects the faults a client must survive: connections
 // cut between frames, inside a frame or between a frame and its newline,
 // frozen connections (TCP open, nothing written), refused subscriptions, a
@@ -172,6 +176,9 @@ type Server struct {
 
 	apiOnce sync.Once
 	apiS    *apiState // the job and node API (api.go)
+
+	idOnce sync.Once
+	idS    *idState // the keyring of workload identities (identity.go)
 }
 
 // Request records one subscription request.
@@ -240,6 +247,7 @@ func NewWithListener(ln net.Listener, opts Options) *Server {
 	mux.HandleFunc("/v1/event/stream", s.handle)
 	s.routeAPI(mux)
 	mux.HandleFunc("/v1/var/", s.handleVar)
+	s.routeIdentity(mux)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s
 }
