@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"time"
@@ -74,7 +75,7 @@ func (c *Contender) Acquire(ctx context.Context) (*Lease, error) {
 		v, found, err := c.Lock.Read(ctx, 0, 0)
 		if err == nil && found && v.LockID != "" {
 			err = nomad.ErrLockHeld // no acquire while the read shows a holder: it could only be refused
-			w.index, w.lockID = v.ModifyIndex, v.LockID
+			w.index, w.lockID, w.items = v.ModifyIndex, v.LockID, v.Items
 			if c.Held != nil {
 				c.Held(v)
 			}
@@ -86,6 +87,16 @@ func (c *Contender) Acquire(ctx context.Context) (*Lease, error) {
 			}
 			sent = c.now()
 			nl, err = c.Lock.Acquire(ctx, c.TTL, c.LockDelay, items)
+			if errors.Is(err, nomad.ErrLockHeld) && found {
+				// Nomad hides a lock from every token but a management one
+				// (recorded from Nomad 2.0.5 with a workload identity): the
+				// refusal is what says it is held, and the items read are
+				// what its holder's acquire wrote.
+				w.index, w.lockID, w.items = v.ModifyIndex, "", v.Items
+				if c.Held != nil {
+					c.Held(v)
+				}
+			}
 		}
 		if ctx.Err() != nil {
 			return nil, nil
@@ -137,16 +148,19 @@ func (c *Contender) logger() *slog.Logger {
 
 // waiter is a contender's view of the lock's variable.
 type waiter struct {
-	index  uint64 // the ModifyIndex last seen
-	lockID string // the lock the last read showed; "" none or hidden
+	index  uint64            // the ModifyIndex last seen
+	lockID string            // the lock the last read showed; "" none or hidden
+	items  map[string]string // the items the last read showed
 }
 
 // waitRelease waits, up to the lock delay, for the lock to go. Blocking
-// reads answer when the variable changes: when a change shows the lock gone
-// (Nomad shows it to a workload identity and without ACLs), the wait ends at
-// once; when Nomad hides locks from the token, every change looks alike, and
-// the next acquire waits for the lock delay. A change to another holder is
-// reported to Held.
+// reads answer when the variable changes. Without ACLs (and to a
+// management token) Nomad shows the lock: a change showing it gone ends
+// the wait at once. With ACLs it hides the lock from every other token (a
+// workload identity included, recorded from Nomad 2.0.5): a change that
+// keeps the items (a release, a lapse) ends the wait, one that changes
+// them (a new holder's acquire, the holder's writes) is reported to Held.
+// A change to another holder is reported to Held.
 func (c *Contender) waitRelease(ctx context.Context, w *waiter) error {
 	until := c.now().Add(c.LockDelay)
 	for {
@@ -164,9 +178,22 @@ func (c *Contender) waitRelease(ctx context.Context, w *waiter) error {
 			return nil
 		}
 		changed := v.ModifyIndex != w.index
-		freed := w.index != 0 && changed && w.lockID != "" && v.LockID == ""
-		moved := changed && v.LockID != "" && v.LockID != w.lockID
-		w.index, w.lockID = v.ModifyIndex, v.LockID
+		var freed, moved bool
+		switch {
+		case !changed:
+		case w.lockID != "": // the lock is shown: it went, or moved
+			freed = v.LockID == ""
+			moved = v.LockID != "" && v.LockID != w.lockID
+		case v.LockID == "" && maps.Equal(v.Items, w.items):
+			// Hidden: a release or a lapse moves the index and keeps the
+			// items (recorded), where a holder's acquire or write changes
+			// them; so the same items at a new index is most likely a
+			// free lock: try it.
+			freed = true
+		case v.LockID == "":
+			moved = true // a new holder's acquire, or the holder's write
+		}
+		w.index, w.lockID, w.items = v.ModifyIndex, v.LockID, v.Items
 		if freed {
 			return nil
 		}

@@ -66,8 +66,9 @@ type Variable struct {
 	Items       map[string]string
 	ModifyIndex uint64
 	// LockID is the ID of the lock the variable holds, when Nomad shows it:
-	// it hides it from an ACL token without management rights (a workload
-	// identity, and a cluster without ACLs, see it).
+	// with ACLs on, to a management token only; a workload identity, its
+	// holder's included, reads no lock (recorded from Nomad 2.0.5). Without
+	// ACLs every token sees it.
 	LockID string
 }
 

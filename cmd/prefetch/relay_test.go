@@ -15,8 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/hashicorp/nomad/api"
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
+	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"github.com/nomad-prefetch/nomad-prefetch/halock"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/nomadtest"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
@@ -25,6 +27,20 @@ import (
 
 const relayLock = "nomad/jobs/prefetch/relay"
 
+// relayIdentity is the prefetch job's identity named relay, as the fake
+// Nomad signs it.
+func relayIdentity(t *testing.T, srv *nomadtest.Server) string {
+	t.Helper()
+	return srv.IssueIdentity(nomadtest.Identity{Name: "relay", Audience: []string{config.DefaultRelayAudience}, TTL: time.Hour})
+}
+
+// forgedIdentity is a relay identity signed by a key Nomad never served.
+func forgedIdentity(t *testing.T) string {
+	t.Helper()
+	k := nomadtest.Key(5)
+	return nomadtest.SignIdentity(k, jose.RS256, nomadtest.KeyID(k), nomadtest.Identity{Name: "relay", Audience: []string{config.DefaultRelayAudience}})
+}
+
 // relayCluster is the fake Nomad with short locks (Nomad's minimum TTL is
 // 10 s: a failover would take most of a minute).
 func relayCluster(t *testing.T) *nomadtest.Server {
@@ -32,6 +48,9 @@ func relayCluster(t *testing.T) *nomadtest.Server {
 	srv, err := nomadtest.New(nomadtest.Options{
 		MinLockTTL: 500 * time.Millisecond, DefaultLockTTL: time.Second, DefaultLockDelay: time.Second,
 		Heartbeat: time.Second, // a subscription its client closed is seen closed at the next write
+		// ACLs on: the agents' tokens read no lock, as Nomad's workload
+		// identities don't.
+		ManagementToken: "management",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +187,12 @@ func TestRelayOneSubscriptionPerCluster(t *testing.T) {
 	srv.Heal(old)
 
 	// Nobody else subscribes: no identity, or a forged one.
-	for name, token := range map[string]string{"no identity": "", "a forged identity": forgedIdentity(t)} {
+	for name, token := range map[string]string{
+		"no identity": "", "a forged identity": forgedIdentity(t),
+		"another job's identity":           srv.IssueIdentity(nomadtest.Identity{JobID: "web", Name: "relay", Audience: []string{config.DefaultRelayAudience}}),
+		"the job's default identity":       srv.IssueIdentity(nomadtest.Identity{}),
+		"an identity of another namespace": srv.IssueIdentity(nomadtest.Identity{Namespace: "other", Name: "relay", Audience: []string{config.DefaultRelayAudience}}),
+	} {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+newHolder+"/v1/event/stream?topic=Job&namespace=*", nil)
 		if token != "" {
 			req.Header.Set("X-Nomad-Token", token)
@@ -178,7 +202,7 @@ func TestRelayOneSubscriptionPerCluster(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusForbidden {
+		if resp.StatusCode != http.StatusForbidden { // as Nomad answers a missing or bad token
 			t.Errorf("%s: the relay answered %d, want 403", name, resp.StatusCode)
 		}
 	}

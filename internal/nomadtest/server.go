@@ -134,6 +134,12 @@ type Options struct {
 	MinLockTTL       time.Duration
 	DefaultLockTTL   time.Duration
 	DefaultLockDelay time.Duration
+	// ManagementToken, when set, makes variable reads answer as a Nomad
+	// with ACLs on: a variable's Lock is shown to this token only, as
+	// Nomad 2.0.5 shows it only to a management token and hides it from
+	// a workload identity (testdata/nomad-2.0.5/var-lock-read-acl.txt).
+	// Empty: shown to every token, as Nomad without ACLs.
+	ManagementToken string
 }
 
 type storedFrame struct {

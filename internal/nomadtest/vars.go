@@ -327,6 +327,11 @@ func (s *Server) readVar(w http.ResponseWriter, r *http.Request, ns, path string
 			var out varJSON
 			if ok {
 				out = s.encodeVar(v, true, true)
+				if s.opts.ManagementToken != "" && requestToken(r) != s.opts.ManagementToken {
+					// With ACLs, Nomad shows a lock to a management token
+					// only (testdata/nomad-2.0.5/var-lock-read-acl.txt).
+					out.Lock = nil
+				}
 			}
 			s.mu.Unlock()
 			queryMeta(w)

@@ -1,0 +1,41 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/nomad-prefetch/nomad-prefetch/config"
+	"github.com/nomad-prefetch/nomad-prefetch/identity"
+	"github.com/nomad-prefetch/nomad-prefetch/nomad"
+	"github.com/nomad-prefetch/nomad-prefetch/relay"
+)
+
+// authorizer is the relay's check of a subscriber: it must present a
+// workload identity Nomad signed (its keys, from c), with the relay's
+// audience, of the same job and namespace as this agent's own relay
+// identity (read again at each request: Nomad renews it).
+func (d *Discoverer) authorizer(_ context.Context, c *nomad.Client, r *config.Relay, own func() (string, error)) (func(*http.Request) error, error) {
+	keys := identity.FromNomad(c)
+	return func(req *http.Request) error {
+		tok, err := own()
+		if err == nil && tok == "" {
+			err = errors.New("the file is empty")
+		}
+		var mine identity.Claims
+		if err == nil {
+			mine, err = identity.ParseUnverified(tok)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: this agent's own relay identity can't be read, so no caller can be checked against it: %w", relay.ErrUnavailable, err)
+		}
+		v := &identity.Verifier{Keys: keys, Audience: r.Audience, Namespace: mine.Namespace, JobID: mine.JobID}
+		_, err = v.Verify(req.Context(), identity.FromRequest(req))
+		var un *identity.UnavailableError
+		if errors.As(err, &un) {
+			return fmt.Errorf("%w: %w", relay.ErrUnavailable, err)
+		}
+		return err
+	}, nil
+}
