@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 
 	"github.com/nomad-prefetch/nomad-prefetch/config"
@@ -16,7 +17,11 @@ import (
 // workload identity Nomad signed (its keys, from c), with the relay's
 // audience, of the same job and namespace as this agent's own relay
 // identity (read again at each request: Nomad renews it).
-func (d *Discoverer) authorizer(_ context.Context, c *nomad.Client, r *config.Relay, own func() (string, error)) (func(*http.Request) error, error) {
+//
+// What a refused caller is told names the reason only (a missing identity,
+// a signature, an audience, another job...): the job and namespace the
+// relay expects, and the claims it saw, go to this agent's log at DEBUG.
+func (d *Discoverer) authorizer(_ context.Context, c *nomad.Client, r *config.Relay, own func() (string, error), log *slog.Logger) (func(*http.Request) error, error) {
 	keys := identity.FromNomad(c)
 	return func(req *http.Request) error {
 		tok, err := own()
@@ -33,9 +38,19 @@ func (d *Discoverer) authorizer(_ context.Context, c *nomad.Client, r *config.Re
 		v := &identity.Verifier{Keys: keys, Audience: r.Audience, Namespace: mine.Namespace, JobID: mine.JobID}
 		_, err = v.Verify(req.Context(), identity.FromRequest(req))
 		var un *identity.UnavailableError
-		if errors.As(err, &un) {
+		var refused *identity.RefusedError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &un):
 			return fmt.Errorf("%w: %w", relay.ErrUnavailable, err)
+		case errors.Is(err, identity.ErrNoToken):
+			return errors.New("relay: present the prefetch job's relay workload identity (X-Nomad-Token)")
+		case errors.As(err, &refused):
+			log.Debug("relay: a subscriber refused", "remote", req.RemoteAddr, "reason", string(refused.Reason), "detail", refused.Detail)
+			return errors.New("relay: workload identity refused: " + string(refused.Reason))
 		}
-		return err
+		log.Debug("relay: a subscriber refused", "remote", req.RemoteAddr, "error", err.Error())
+		return errors.New("relay: workload identity refused")
 	}, nil
 }

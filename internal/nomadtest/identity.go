@@ -22,15 +22,15 @@ import (
 // identity signed by its active key, as Nomad ≥ 1.7 signs them (RS256, the
 // key's ID in the kid header).
 //
-// Assumed, until a recording of a real Nomad shows them (none is in
-// testdata/ yet): the key set's shape,
-// {"keys":[{"kty":"RSA","alg":"RS256","use":"sig","kid":"…","n":"…","e":"AQAB"}]},
-// a kid that looks like a UUID (Nomad's root key IDs), the claims and their
-// encoding (nomad_namespace, nomad_job_id, nomad_allocation_id, nomad_task,
-// sub "region:namespace:job:group:task:identity", aud a string when there is
-// one audience, as go-jose encodes it, iat and nbf the signing time, exp only
-// with a ttl), a header of alg, kid and typ "JWT", that an answer other than
-// 200 is a failing Nomad's (SetFailStatus), and that no token is asked for.
+// As recorded from Nomad 2.0.5 (identity/testdata/nomad-2.0.5): the key
+// set's shape, {"keys":[{"use":"sig","kty":"RSA","kid":"<uuid>","alg":"RS256","n":"…","e":"AQAB"}]},
+// served without a token; the claims (nomad_namespace, nomad_job_id,
+// nomad_allocation_id, nomad_task, sub "region:namespace:job:group:task:identity",
+// aud a string when there is one audience, iat = nbf, exp only with a ttl);
+// a header of alg, kid and typ "JWT". Nomad also sets jti, which the fake
+// leaves out (nothing reads it). Assumed, not recorded: that an answer
+// other than 200 is a failing Nomad's (SetFailStatus), and how a rotation
+// shows.
 // A rotation (RotateIdentityKey) keeps the old key in the set, as Nomad keeps
 // a rotated root key until it is garbage collected.
 
