@@ -24,7 +24,7 @@ import (
 
 // fixture decodes one of Nomad 2.0.5's real answers (internal/nomadtest's
 // testdata says how they were recorded).
-func fixture(t *testing.T, name string, out any) {
+func fixture(t testing.TB, name string, out any) {
 	t.Helper()
 	b, err := os.ReadFile("../internal/nomadtest/testdata/nomad-2.0.5/" + name)
 	if err != nil {
