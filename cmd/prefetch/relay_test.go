@@ -149,6 +149,9 @@ func TestRelayOneSubscriptionPerCluster(t *testing.T) {
 	if holder < 0 {
 		t.Fatal("no agent says it holds the relay")
 	}
+	if _, out, _ := runCLI(t, "status", "-addr", agents[(holder+1)%n].addr); !strings.Contains(out, "relay: Job events from the relay at "+agents[holder].addr) {
+		t.Errorf("prefetch status of a follower does not name the relay:\n%s", out)
+	}
 	if got := streamTokens(srv, 0); len(got) != 1 || got[fmt.Sprintf("agent-%d", holder)] == 0 {
 		t.Errorf("subscriptions to Nomad by token: %v, want agent-%d's alone", got, holder)
 	}

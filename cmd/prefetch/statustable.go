@@ -94,6 +94,18 @@ func writeDiscovery(w io.Writer, d agent.DiscoveryStatus, now time.Time) {
 			fmt.Fprintf(w, "  the next in line: %s\n", clean(d.LeftOutImages[0], maxField))
 		}
 	}
+	if r := d.Relay; r != nil {
+		switch {
+		case r.Self:
+			fmt.Fprintf(w, "  relay: this agent is the relay (%s): it follows Nomad for the others\n", clean(r.Holder, maxField))
+		case r.Source == agent.SourceRelay:
+			fmt.Fprintf(w, "  relay: Job events from the relay at %s\n", clean(r.Holder, maxField))
+		case r.Source == agent.SourceNomad:
+			fmt.Fprintf(w, "  relay: no relay answers (the lock names %s): Job events from Nomad directly\n", clean(cmp.Or(r.Holder, "none"), maxField))
+		default:
+			fmt.Fprintln(w, "  relay: no relay known yet")
+		}
+	}
 	writeStaged(w, d.Staged)
 	const show = 5 // the newest
 	problems := d.Problems
