@@ -25,7 +25,9 @@ const haPath = "nomad/jobs/eventlog/lock"
 // takes TTLs of 10 s and more and resets a lock to 15 s when its holder
 // writes the items; here both are 1 s.
 func haServer(t *testing.T) *nomadtest.Server {
-	return nomadtest.StartT(t, nomadtest.Options{MinLockTTL: time.Second, DefaultLockTTL: time.Second, DefaultLockDelay: time.Second})
+	return nomadtest.StartT(t, nomadtest.Options{MinLockTTL: time.Second, DefaultLockTTL: time.Second, DefaultLockDelay: time.Second,
+		// ACLs on: the instances' tokens read no lock, as workload identities (recorded).
+		ManagementToken: "management"})
 }
 
 // haOptions are the options of an instance in HA mode with its own token.
