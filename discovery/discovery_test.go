@@ -246,7 +246,7 @@ func fakeNomad(t *testing.T, opts nomadtest.Options) *nomadtest.Server {
 	return s
 }
 
-func webJob(t *testing.T, id, image string) map[string]any {
+func webJob(t testing.TB, id, image string) map[string]any {
 	t.Helper()
 	var job map[string]any
 	fixture(t, "job-web.json", &job)

@@ -89,13 +89,7 @@ func benchRelay(b *testing.B, n int, relayed bool) {
 	var node map[string]any
 	fixture(b, "node.json", &node)
 	srv.SetNode(node)
-	job := func(image string) map[string]any {
-		var j map[string]any
-		fixture(b, "job-web.json", &j)
-		proxy := j["TaskGroups"].([]any)[0].(map[string]any)["Tasks"].([]any)[0].(map[string]any)
-		proxy["Config"].(map[string]any)["image"] = image
-		return j
-	}
+	job := func(image string) map[string]any { return webJob(b, "web", image) }
 	srv.RegisterJob(job("reg:5000/app:0"))
 
 	dir := b.TempDir()

@@ -38,7 +38,13 @@ func nomadFixture(t *testing.T, name string) map[string]any {
 // default, no class, amd64).
 func fakeCluster(t *testing.T) *nomadtest.Server {
 	t.Helper()
-	srv, err := nomadtest.New(nomadtest.Options{})
+	return fakeClusterWith(t, nomadtest.Options{})
+}
+
+// fakeClusterWith is fakeCluster with opts.
+func fakeClusterWith(t *testing.T, opts nomadtest.Options) *nomadtest.Server {
+	t.Helper()
+	srv, err := nomadtest.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,20 +45,13 @@ func forgedIdentity(t *testing.T) string {
 // 10 s: a failover would take most of a minute).
 func relayCluster(t *testing.T) *nomadtest.Server {
 	t.Helper()
-	srv, err := nomadtest.New(nomadtest.Options{
+	return fakeClusterWith(t, nomadtest.Options{
 		MinLockTTL: 500 * time.Millisecond, DefaultLockTTL: time.Second, DefaultLockDelay: time.Second,
 		Heartbeat: time.Second, // a subscription its client closed is seen closed at the next write
 		// ACLs on: the agents' tokens read no lock, as Nomad's workload
 		// identities don't.
 		ManagementToken: "management",
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	srv.SetNode(nomadFixture(t, "node.json"))
-	return srv
 }
 
 // relayAgent starts agent i with the relay on: its Nomad token is
