@@ -834,3 +834,34 @@ func TestDeployPolicy(t *testing.T) {
 		t.Errorf("the deploy policy grants %v, the job mounts %v", granted, want)
 	}
 }
+
+// The relay's identity: only with discovery_relay, named relay, with the
+// audience the agents check and a TTL Nomad renews it within.
+func TestPrefetchJobRelayIdentity(t *testing.T) {
+	t.Parallel()
+	for _, on := range []bool{false, true} {
+		j := readJob(t, "prefetch.nomad.hcl", map[string]cty.Value{
+			"image": cty.StringVal("registry.example:5000/nomad-prefetch:v1"), "discovery": cty.True, "discovery_relay": cty.BoolVal(on),
+		})
+		task := j.block(j.block(j.block(j.body, "job", "prefetch"), "group", "prefetch"), "task", "prefetch")
+		var named []expanded
+		for _, id := range expand(j, task, "identity") {
+			if has(id.body, "name") {
+				named = append(named, id)
+			}
+		}
+		switch {
+		case !on && len(named) != 0:
+			t.Errorf("discovery_relay = false: %d named identities, want none", len(named))
+		case on && len(named) != 1:
+			t.Fatalf("discovery_relay = true: %d named identities, want the relay's", len(named))
+		case on:
+			id := named[0]
+			aud := id.eval("aud")
+			if id.str("name") != "relay" || aud.LengthInt() != 1 || aud.Index(cty.NumberIntVal(0)).AsString() != config.DefaultRelayAudience || !id.bool("file") || id.str("ttl") == "" {
+				t.Errorf("the relay identity: name %q, aud %#v, file %v, ttl %q; want relay, [%q], true, a TTL",
+					id.str("name"), aud, id.bool("file"), id.str("ttl"), config.DefaultRelayAudience)
+			}
+		}
+	}
+}
