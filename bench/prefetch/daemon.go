@@ -30,6 +30,12 @@ type agentProc struct {
 // and no Docker API call has arrived for a second (the start reconcile is
 // over). It returns how long that took.
 func (e *env) startAgent(ctx context.Context, cfg string) (*agentProc, time.Duration, error) {
+	return e.startAgentLock(ctx, cfg, filepath.Join(e.dir, "prefetch.lock"))
+}
+
+// startAgentLock is startAgent with its own lock file, for agents side by
+// side.
+func (e *env) startAgentLock(ctx context.Context, cfg, lock string) (*agentProc, time.Duration, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, 0, err
@@ -37,7 +43,7 @@ func (e *env) startAgent(ctx context.Context, cfg string) (*agentProc, time.Dura
 	listen := ln.Addr().String()
 	ln.Close()
 	cmd := exec.Command(e.o.prefetch, "run", "-config", cfg, "-listen", listen,
-		"-lock-file", filepath.Join(e.dir, "prefetch.lock"), "-log-level", "info")
+		"-lock-file", lock, "-log-level", "info")
 	cmd.Env = e.cmdEnv()
 	cmd.Stdout, cmd.Stderr = e.log, e.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -19,7 +19,12 @@ import (
 // fakeNomad starts the fake Nomad agent of internal/nomadtest with the node
 // of its recorded Nomad 2.0.5 answers.
 func (e *env) fakeNomad(bufferSize int) (*nomadtest.Server, error) {
-	srv, err := nomadtest.New(nomadtest.Options{BufferSize: bufferSize})
+	return e.fakeNomadWith(nomadtest.Options{BufferSize: bufferSize})
+}
+
+// fakeNomadWith is fakeNomad with opts.
+func (e *env) fakeNomadWith(opts nomadtest.Options) (*nomadtest.Server, error) {
+	srv, err := nomadtest.New(opts)
 	if err != nil {
 		return nil, err
 	}

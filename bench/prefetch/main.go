@@ -10,6 +10,7 @@
 //	latency  config rename → first registry request for the new image, prefetch run
 //	idle     prefetch run converged on 20 present images: RSS and CPU over a window
 //	discovery  JobRegistered → first registry request, with discovery and with a poller
+//	relay      JobRegistered → first registry request, following the relay and Nomad directly
 //	follow   prefetch run following 2,000 jobs × 5 tasks updated 100 times a second
 //
 // Run it through bench/prefetch.sh, which builds the prefetch binary. It
@@ -133,10 +134,10 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	want := map[string]bool{}
 	for _, m := range strings.Split(o.run, ",") {
 		switch m = strings.TrimSpace(m); m {
-		case "cold", "warm", "latency", "idle", "discovery", "follow", "stage":
+		case "cold", "warm", "latency", "idle", "discovery", "follow", "stage", "relay":
 			want[m] = true
 		default:
-			return fmt.Errorf("-run: unknown measurement %q (cold, warm, latency, idle, discovery, follow, stage)", m)
+			return fmt.Errorf("-run: unknown measurement %q (cold, warm, latency, idle, discovery, follow, stage, relay)", m)
 		}
 	}
 
@@ -196,7 +197,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	for _, m := range []struct {
 		name string
 		f    func(context.Context, *env, io.Writer) error
-	}{{"cold", cold}, {"warm", warm}, {"latency", latency}, {"idle", idle}, {"discovery", discoveryLatency}, {"follow", follow}, {"stage", stagedLatency}} {
+	}{{"cold", cold}, {"warm", warm}, {"latency", latency}, {"idle", idle}, {"discovery", discoveryLatency}, {"follow", follow}, {"stage", stagedLatency}, {"relay", relayLatency}} {
 		if !want[m.name] {
 			continue
 		}

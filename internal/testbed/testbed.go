@@ -90,8 +90,12 @@ func Run(m *testing.M, bed **Bed) int {
 	return code
 }
 
-// short is go test -short, read in TestMain before m.Run parses the flags.
+// short is go test -short, read in TestMain before m.Run parses the flags;
+// false outside a test binary (the benchmarks under bench/ use the bed too).
 func short() bool {
+	if !testing.Testing() {
+		return false
+	}
 	if !flag.Parsed() {
 		flag.Parse()
 	}
