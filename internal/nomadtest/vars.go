@@ -40,7 +40,11 @@ import (
 //   - DELETE: 409 while locked, else 204 (A7).
 //   - GET: the variable with its Items and Lock, X-Nomad-Index its
 //     ModifyIndex; ?index=N&wait=D blocks until the ModifyIndex passes N, at
-//     most D (A8). A missing variable: 404 with the table's index (A2, A7).
+//     most D (A8). A missing variable: 404 with the table's index (A2, A7),
+//     at once when N is below the table's index, after the wait (or a
+//     change) when it is not (var-missing-blocking.txt). With
+//     ManagementToken set (ACLs on) the Lock is shown to that token only
+//     (var-lock-read-acl.txt).
 //
 // Every write takes the next raft index, shared with the event stream's
 // frames, and so does a refused write (A3, A4, A7), as in Nomad.
@@ -323,6 +327,20 @@ func (s *Server) readVar(w http.ResponseWriter, r *http.Request, ns, path string
 			s.advanceLock(v, time.Now())
 		}
 		closed, changed, table := s.closed, s.changed, s.varIndex
+		// A missing variable answers at once below the variables' table
+		// index, and blocks from it on (var-missing-blocking.txt).
+		if !ok && !closed && after > 0 && after >= table {
+			s.mu.Unlock()
+			select {
+			case <-changed:
+				continue
+			case <-timer.C:
+				after = 0
+				continue
+			case <-r.Context().Done():
+				return 0
+			}
+		}
 		if !ok || closed || after == 0 || v.modifyIndex > after {
 			var out varJSON
 			if ok {

@@ -338,3 +338,64 @@ func TestPartition(t *testing.T) {
 		}
 	}
 }
+
+// var-missing-blocking.txt: a blocking read of a missing variable answers
+// at once below the variables' index and waits from it on; with ACLs on
+// (var-lock-read-acl.txt) only the management token reads the Lock.
+func TestVarMissingBlockingAndHiddenLock(t *testing.T) {
+	t.Parallel()
+	s := StartT(t, Options{ManagementToken: "management"})
+	get := func(path, token string) (int, string, time.Duration) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, s.URL+path, nil)
+		if token != "" {
+			req.Header.Set("X-Nomad-Token", token)
+		}
+		start := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("X-Nomad-Index") + " " + string(b), time.Since(start)
+	}
+	put := func(path, body string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPut, s.URL+path, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	put("/v1/var/other", `{"Items":{"a":"1"}}`)
+	code, body, _ := get("/v1/var/missing", "")
+	table := strings.Fields(body)[0]
+	if code != http.StatusNotFound {
+		t.Fatalf("missing: %d %s", code, body)
+	}
+	if code, _, _ := get("/v1/var/missing?index=1&wait=5s", ""); code != http.StatusNotFound {
+		t.Errorf("below the table index: %d, want 404 at once", code)
+	}
+	// At the table index it waits: a variable written meanwhile ends the
+	// wait (the test does not time the wait itself).
+	done := make(chan int, 1)
+	go func() { c, _, _ := get("/v1/var/missing?index="+table+"&wait=1m", ""); done <- c }()
+	select {
+	case c := <-done:
+		t.Fatalf("at the table index it answered %d without waiting", c)
+	default:
+	}
+	put("/v1/var/missing", `{"Items":{"b":"2"}}`)
+	if c := <-done; c != http.StatusOK {
+		t.Errorf("the variable written during the wait: %d, want 200", c)
+	}
+	put("/v1/var/locked?lock-acquire", `{"Items":{"address":"x"},"Lock":{"TTL":"15s"}}`)
+	if _, body, _ := get("/v1/var/locked", "a-workload-identity"); strings.Contains(body, `"Lock"`) {
+		t.Errorf("a workload identity read the Lock: %s", body)
+	}
+	if _, body, _ := get("/v1/var/locked", "management"); !strings.Contains(body, `"Lock"`) {
+		t.Errorf("the management token did not read the Lock: %s", body)
+	}
+}
