@@ -75,10 +75,6 @@ func (c *Contender) Acquire(ctx context.Context) (*Lease, error) {
 		v, found, err := c.Lock.Read(ctx, 0, 0)
 		if err == nil && found && v.LockID != "" {
 			err = nomad.ErrLockHeld // no acquire while the read shows a holder: it could only be refused
-			w.index, w.lockID, w.items = v.ModifyIndex, v.LockID, v.Items
-			if c.Held != nil {
-				c.Held(v)
-			}
 		}
 		if err == nil {
 			items := v.Items
@@ -87,15 +83,15 @@ func (c *Contender) Acquire(ctx context.Context) (*Lease, error) {
 			}
 			sent = c.now()
 			nl, err = c.Lock.Acquire(ctx, c.TTL, c.LockDelay, items)
-			if errors.Is(err, nomad.ErrLockHeld) && found {
-				// Nomad hides a lock from every token but a management one
-				// (recorded from Nomad 2.0.5 with a workload identity): the
-				// refusal is what says it is held, and the items read are
-				// what its holder's acquire wrote.
-				w.index, w.lockID, w.items = v.ModifyIndex, "", v.Items
-				if c.Held != nil {
-					c.Held(v)
-				}
+		}
+		if errors.Is(err, nomad.ErrLockHeld) && found {
+			// Held: the read shows the lock or, as Nomad hides a lock from
+			// every token but a management one (recorded from Nomad 2.0.5
+			// with a workload identity), the acquire was refused. Either
+			// way the items read are what its holder's acquire wrote.
+			w.index, w.lockID, w.items = v.ModifyIndex, v.LockID, v.Items
+			if c.Held != nil {
+				c.Held(v)
 			}
 		}
 		if ctx.Err() != nil {
@@ -159,8 +155,8 @@ type waiter struct {
 // the wait at once. With ACLs it hides the lock from every other token (a
 // workload identity included, recorded from Nomad 2.0.5): a change that
 // keeps the items (a release, a lapse) ends the wait, one that changes
-// them (a new holder's acquire, the holder's writes) is reported to Held.
-// A change to another holder is reported to Held.
+// them (a new holder's acquire, the holder's writes) is reported to Held,
+// as is a change the shown lock makes to another holder.
 func (c *Contender) waitRelease(ctx context.Context, w *waiter) error {
 	until := c.now().Add(c.LockDelay)
 	for {
@@ -181,17 +177,18 @@ func (c *Contender) waitRelease(ctx context.Context, w *waiter) error {
 		var freed, moved bool
 		switch {
 		case !changed:
-		case w.lockID != "": // the lock is shown: it went, or moved
-			freed = v.LockID == ""
-			moved = v.LockID != "" && v.LockID != w.lockID
-		case v.LockID == "" && maps.Equal(v.Items, w.items):
+		case v.LockID != "": // shown: another holder, or the same one's write
+			moved = v.LockID != w.lockID
+		case w.lockID != "": // shown before, gone now
+			freed = true
+		case maps.Equal(v.Items, w.items):
 			// Hidden: a release or a lapse moves the index and keeps the
 			// items (recorded), where a holder's acquire or write changes
 			// them; so the same items at a new index is most likely a
 			// free lock: try it.
 			freed = true
-		case v.LockID == "":
-			moved = true // a new holder's acquire, or the holder's write
+		default:
+			moved = true // hidden: a new holder's acquire, or the holder's write
 		}
 		w.index, w.lockID, w.items = v.ModifyIndex, v.LockID, v.Items
 		if freed {
