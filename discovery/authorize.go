@@ -1,7 +1,6 @@
 package discovery
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,7 +12,7 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/relay"
 )
 
-// authorizer is the relay's check of a subscriber: it must present a
+// relayAuthorizer is the relay's check of a subscriber: it must present a
 // workload identity Nomad signed (its keys, from c), with the relay's
 // audience, of the same job and namespace as this agent's own relay
 // identity (read again at each request: Nomad renews it).
@@ -21,7 +20,7 @@ import (
 // What a refused caller is told names the reason only (a missing identity,
 // a signature, an audience, another job...): the job and namespace the
 // relay expects, and the claims it saw, go to this agent's log at DEBUG.
-func (d *Discoverer) authorizer(_ context.Context, c *nomad.Client, r *config.Relay, own func() (string, error), log *slog.Logger) (func(*http.Request) error, error) {
+func relayAuthorizer(c *nomad.Client, r *config.Relay, own func() (string, error), log *slog.Logger) func(*http.Request) error {
 	keys := identity.FromNomad(c)
 	return func(req *http.Request) error {
 		tok, err := own()
@@ -52,5 +51,5 @@ func (d *Discoverer) authorizer(_ context.Context, c *nomad.Client, r *config.Re
 		}
 		log.Debug("relay: a subscriber refused", "remote", req.RemoteAddr, "error", err.Error())
 		return errors.New("relay: workload identity refused")
-	}, nil
+	}
 }

@@ -97,10 +97,7 @@ func (d *Discoverer) startRelay(ctx context.Context, bg *sync.WaitGroup, setting
 		return nil, fmt.Errorf("nomad relay: lock_path: %w", err)
 	}
 	token := nomad.TokenFromEnvOrFile(file)
-	authorize, err := d.authorizer(ctx, client, r, token, log)
-	if err != nil {
-		return nil, err
-	}
+	authorize := relayAuthorizer(client, r, token, log)
 	m := &relay.Member{
 		Nomad: client, Lock: lock, Address: addr, Node: settings.NodeID,
 		TTL: r.LockTTL, LockDelay: r.LockTTL,
