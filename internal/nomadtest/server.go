@@ -28,8 +28,9 @@
 // Nomad's source or as an assumption.
 //
 // It serves the key set of workload identities (/.well-known/jwks.json)
-// and signs identities with it (IssueIdentity, identity.go), from a shape
-// assumed rather than recorded, as identity.go says.
+// and signs identities with it (IssueIdentity, identity.go), in the shape
+// recorded from Nomad 2.0.5; identity.go says which answers (a failing key
+// set, a rotation) are assumed.
 //
 // On top of that it injects the faults a client must survive: connections
 // cut between frames, inside a frame or between a frame and its newline,
