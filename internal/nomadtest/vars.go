@@ -327,21 +327,11 @@ func (s *Server) readVar(w http.ResponseWriter, r *http.Request, ns, path string
 			s.advanceLock(v, time.Now())
 		}
 		closed, changed, table := s.closed, s.changed, s.varIndex
-		// A missing variable answers at once below the variables' table
-		// index, and blocks from it on (var-missing-blocking.txt).
-		if !ok && !closed && after > 0 && after >= table {
-			s.mu.Unlock()
-			select {
-			case <-changed:
-				continue
-			case <-timer.C:
-				after = 0
-				continue
-			case <-r.Context().Done():
-				return 0
-			}
-		}
-		if !ok || closed || after == 0 || v.modifyIndex > after {
+		// A variable answers once its ModifyIndex passes ?index; a missing
+		// one answers at once below the variables' table index, and blocks
+		// from it on (var-missing-blocking.txt).
+		answer := closed || after == 0 || (ok && v.modifyIndex > after) || (!ok && after < table)
+		if answer {
 			var out varJSON
 			if ok {
 				out = s.encodeVar(v, true, true)
