@@ -120,18 +120,11 @@ func discoveryLatency(ctx context.Context, e *env, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var first []time.Duration
-	for i, ref := range refs[:o.samples] {
-		d, err := e.timeFirstRequest(ctx, ref, func() { srv.RegisterJob(benchJob("web", []string{ref}, 1)) })
-		if err != nil {
-			a.stop()
-			return fmt.Errorf("discovery sample %d: %w", i+1, err)
-		}
-		first = append(first, d)
-		progress("discovery sample %d: first request %s", i+1, ms(d))
-		time.Sleep(300 * time.Millisecond)
-	}
+	first, err := e.sampleJobUpdates(ctx, srv, "discovery", refs[:o.samples])
 	a.stop()
+	if err != nil {
+		return err
+	}
 
 	// The baseline: the same update, seen by polling the jobs.
 	polled, err := e.pollBaseline(ctx, srv, refs[o.samples:], dir)
@@ -152,6 +145,23 @@ func discoveryLatency(ctx context.Context, e *env, out io.Writer) error {
 	fmt.Fprintf(out, "\nGoal: p50 < 250 ms and p95 < 1 s: %s (p50 %s, p95 %s). A poller's wait grows with its interval: at resync_interval's default (10m) it is 5 min on average.\n",
 		verdict(pct(first, 50) < 250*time.Millisecond && pct(first, 95) < time.Second), ms(pct(first, 50)), ms(pct(first, 95)))
 	return nil
+}
+
+// sampleJobUpdates registers, for each of refs in turn, a new version of
+// the job "web" naming it, and returns how long each took to reach the
+// registry (timeFirstRequest).
+func (e *env) sampleJobUpdates(ctx context.Context, srv *nomadtest.Server, what string, refs []string) ([]time.Duration, error) {
+	var ds []time.Duration
+	for i, ref := range refs {
+		d, err := e.timeFirstRequest(ctx, ref, func() { srv.RegisterJob(benchJob("web", []string{ref}, 1)) })
+		if err != nil {
+			return nil, fmt.Errorf("%s sample %d: %w", what, i+1, err)
+		}
+		ds = append(ds, d)
+		progress("%s sample %d: first request %s", what, i+1, ms(d))
+		time.Sleep(300 * time.Millisecond)
+	}
+	return ds, nil
 }
 
 // timeFirstRequest runs act and returns how long until the registry saw the
@@ -361,14 +371,24 @@ func jobSize(images []string, tasks int) int {
 
 // agentIndex is the Nomad index the agent at listen last applied.
 func agentIndex(listen string) (uint64, bool) {
+	s, ok := agentStatus(listen)
+	if !ok {
+		return 0, false
+	}
+	return s.Nomad.Index, true
+}
+
+// agentStatus reads the /v1/status of the agent at listen, with discovery
+// on (a status without a nomad part is not ok).
+func agentStatus(listen string) (agent.Snapshot, bool) {
 	resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + listen + "/v1/status")
 	if err != nil {
-		return 0, false
+		return agent.Snapshot{}, false
 	}
 	defer resp.Body.Close()
 	var s agent.Snapshot
 	if json.NewDecoder(resp.Body).Decode(&s) != nil || s.Nomad == nil {
-		return 0, false
+		return agent.Snapshot{}, false
 	}
-	return s.Nomad.Index, true
+	return s, true
 }

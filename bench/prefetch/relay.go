@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -35,19 +33,6 @@ func relayLatency(ctx context.Context, e *env, out io.Writer) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	sample := func(what string, refs []string) ([]time.Duration, error) {
-		var ds []time.Duration
-		for i, ref := range refs {
-			d, err := e.timeFirstRequest(ctx, ref, func() { srv.RegisterJob(benchJob("web", []string{ref}, 1)) })
-			if err != nil {
-				return nil, fmt.Errorf("%s sample %d: %w", what, i+1, err)
-			}
-			ds = append(ds, d)
-			progress("%s sample %d: first request %s", what, i+1, ms(d))
-			time.Sleep(300 * time.Millisecond)
-		}
-		return ds, nil
-	}
 	write := func(name, text string) (string, error) {
 		p := filepath.Join(dir, name)
 		return p, os.WriteFile(p, []byte(text), 0o600)
@@ -62,7 +47,7 @@ func relayLatency(ctx context.Context, e *env, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	direct, err := sample("direct", refs[:o.samples])
+	direct, err := e.sampleJobUpdates(ctx, srv, "direct", refs[:o.samples])
 	a.stop()
 	if err != nil {
 		return err
@@ -100,7 +85,7 @@ func relayLatency(ctx context.Context, e *env, out io.Writer) error {
 	if err := waitRelay(ctx, f.listen, func(r agent.RelayStatus) bool { return r.Source == agent.SourceRelay && !r.Self }); err != nil {
 		return fmt.Errorf("the follower: %w", err)
 	}
-	relayed, err := sample("relayed", refs[o.samples:])
+	relayed, err := e.sampleJobUpdates(ctx, srv, "relayed", refs[o.samples:])
 	if err != nil {
 		return err
 	}
@@ -121,15 +106,9 @@ func relayLatency(ctx context.Context, e *env, out io.Writer) error {
 // waitRelay waits, up to a minute, until the agent at listen reports a
 // relay status ok takes.
 func waitRelay(ctx context.Context, listen string, ok func(agent.RelayStatus) bool) error {
-	hc := &http.Client{Timeout: time.Second}
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
-		if resp, err := hc.Get("http://" + listen + "/v1/status"); err == nil {
-			var s agent.Snapshot
-			err := json.NewDecoder(resp.Body).Decode(&s)
-			resp.Body.Close()
-			if err == nil && s.Nomad != nil && s.Nomad.Relay != nil && ok(*s.Nomad.Relay) {
-				return nil
-			}
+		if s, got := agentStatus(listen); got && s.Nomad.Relay != nil && ok(*s.Nomad.Relay) {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
