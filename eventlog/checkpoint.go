@@ -42,6 +42,18 @@ const batchBytes = pipeBytes
 // unprivileged maximum by default (/proc/sys/fs/pipe-max-size).
 const pipeBytes = 1 << 20
 
+// readBytes and writeBytes are the stream's read buffer and stdout's
+// write buffer outside HA mode. A busy stream is then read 1 MiB at a time
+// (what Nomad's socket holds by then), and stdout written in a few writes
+// per read: a twentieth of the system calls and wake-ups of 64 KiB buffers
+// (docs/BENCHMARKS.md). HA mode keeps the Streamer's and Lines' 64 KiB,
+// which keeps a batch within a lock of batchBytes: a read of a megabyte
+// would let one grow to two.
+const (
+	readBytes  = 1 << 20
+	writeBytes = 256 << 10
+)
+
 // maxPending bounds the bytes of whole frames waiting for their checkpoint:
 // that much holds the reading of the stream back until the committer
 // catches up (as a blocked stdout does).

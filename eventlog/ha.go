@@ -267,7 +267,7 @@ func (h *ha) term(ctx context.Context, ls *halock.Lease, c *committer, start nom
 	})
 	defer stopGate()
 	st := nomad.NewStreamer(h.client, h.streamConfig())
-	runErr := st.Run(tctx, lines(h.o, c.g, c.g.flushed), start)
+	runErr := st.Run(tctx, lines(h.o, c.g, 0, c.g.flushed), start)
 	cancel(nil)
 	wg.Wait()
 

@@ -71,9 +71,10 @@ func locate(o Options) *nomad.Locator {
 	return redaction
 }
 
-// lines is the stdout writer for o, writing to w.
-func lines(o Options, w io.Writer, flushed func(nomad.Position)) *nomad.Lines {
-	lo := nomad.LinesOptions{Flushed: flushed}
+// lines is the stdout writer for o, writing to w through a buffer of size
+// bytes (0: Lines' default).
+func lines(o Options, w io.Writer, size int, flushed func(nomad.Position)) *nomad.Lines {
+	lo := nomad.LinesOptions{BufferSize: size, Flushed: flushed}
 	if !o.Unredacted {
 		lo.Replace = redactedValue
 	}

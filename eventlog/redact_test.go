@@ -42,7 +42,7 @@ func redact(topic string, event []byte) ([]byte, error) {
 		return nil, err
 	}
 	var out bytes.Buffer
-	l := lines(Options{}, &out, nil)
+	l := lines(Options{}, &out, 0, nil)
 	if err := l.Event(nomad.Event{Topic: topic, Raw: event, Strings: spans}); err != nil {
 		return nil, err
 	}

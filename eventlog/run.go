@@ -177,6 +177,7 @@ func streamAlone(ctx context.Context, o Options, client *nomad.Client, stats *no
 		Subscription:     nomad.Subscription{Topics: o.Topics, Namespace: o.Namespace},
 		HeartbeatTimeout: o.HeartbeatTimeout,
 		MaxFrameBytes:    o.MaxFrameBytes,
+		ReadBufferSize:   readBytes,
 		AlertAfter:       o.AlertAfter,
 		Locate:           locate(o),
 		Logger:           log,
@@ -206,7 +207,7 @@ func streamAlone(ctx context.Context, o Options, client *nomad.Client, stats *no
 	if n := growPipe(o.Stdout, pipeBytes); n > 0 {
 		log.Debug("stdout is a pipe: its capacity raised", "bytes", n)
 	}
-	err = st.Run(ctx, lines(o, o.Stdout, nil), start)
+	err = st.Run(ctx, lines(o, o.Stdout, writeBytes, nil), start)
 	if errors.Is(err, syscall.EPIPE) {
 		err = fmt.Errorf("stdout was closed (whatever reads eventlog's output exited or closed it): %w", err)
 	}

@@ -50,7 +50,13 @@ type Config struct {
 	// the memory one frame may take. A longer frame is skipped: read to its
 	// end without being kept, logged at ERROR, counted in Stats, and the
 	// stream goes on after its index.
-	MaxFrameBytes  int
+	MaxFrameBytes int
+	// ReadBufferSize is the stream's read buffer (default 64 KiB): what one
+	// read of the connection takes at most. A busy stream is read in reads
+	// this big, and a Handler's Idle comes once per read: eventlog's 1 MiB
+	// makes its writes to stdout that big too (docs/BENCHMARKS.md). A
+	// frame longer than it is read in pieces (MaxFrameBytes bounds it).
+	ReadBufferSize int
 	Backoff        backoff.Policy // default DefaultBackoff
 	RefusedBackoff backoff.Policy // default RefusedBackoff
 	// AlertAfter: an outage is logged again at ERROR each time it has lasted
@@ -98,6 +104,9 @@ func NewStreamer(client *Client, cfg Config) *Streamer {
 	if cfg.MaxFrameBytes <= 0 {
 		cfg.MaxFrameBytes = 64 << 20
 	}
+	if cfg.ReadBufferSize <= 0 {
+		cfg.ReadBufferSize = 64 << 10
+	}
 	if cfg.Backoff == (backoff.Policy{}) {
 		cfg.Backoff = DefaultBackoff
 	}
@@ -143,7 +152,7 @@ func (s *Streamer) Stats() *Stats { return s.stats }
 func (s *Streamer) Run(ctx context.Context, h Handler, start Position) error {
 	s.h = h
 	s.fh, _ = h.(FrameHandler)
-	s.lines = newLineReader(64<<10, s.cfg.MaxFrameBytes)
+	s.lines = newLineReader(s.cfg.ReadBufferSize, s.cfg.MaxFrameBytes)
 	s.r = resumeState{last: start.Index, known: start.Written}
 	if s.r.known {
 		s.r.atLast = max(start.Frames, 0)

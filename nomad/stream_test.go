@@ -28,14 +28,23 @@ func smallEvent(topic, key string, i int) nomadtest.Event {
 	}
 }
 
+// Under cuts at random places, every event is written exactly once, with
+// each framing and whatever the read buffer's size: smaller than a frame
+// (every frame read in pieces), the default, eventlog's 1 MiB.
 func TestExactlyOnceUnderRandomCuts(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []nomadtest.Mode{nomadtest.CloseDelimited, nomadtest.Chunked} {
-		t.Run(mode.String(), func(t *testing.T) {
+	type run struct {
+		mode nomadtest.Mode
+		read int
+	}
+	runs := []run{{nomadtest.CloseDelimited, 0}, {nomadtest.Chunked, 0}, {nomadtest.CloseDelimited, 100}, {nomadtest.CloseDelimited, 1 << 20}}
+	for _, rn := range runs {
+		mode := rn.mode
+		t.Run(fmt.Sprintf("%s/read=%d", mode, rn.read), func(t *testing.T) {
 			t.Parallel()
 			const wantCuts, frames = 100, 1500
 			var mu sync.Mutex
-			rnd := rand.New(rand.NewPCG(uint64(mode), 42))
+			rnd := rand.New(rand.NewPCG(uint64(mode), 42+uint64(rn.read)))
 			cuts, countdown := 0, 1
 			cut := func() nomadtest.Cut {
 				mu.Lock()
@@ -52,7 +61,7 @@ func TestExactlyOnceUnderRandomCuts(t *testing.T) {
 			}
 			srv := startServer(t, nomadtest.Options{Mode: mode, BufferSize: 2 * frames, Cut: cut})
 			out := newLineSink()
-			r := startStreamer(t, srv.URL, nil, Config{}, out, Position{Index: 0})
+			r := startStreamer(t, srv.URL, nil, Config{ReadBufferSize: rn.read}, out, Position{Index: 0})
 
 			var want []string
 			for i := range frames {
