@@ -25,7 +25,6 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
 	"github.com/nomad-prefetch/nomad-prefetch/status"
-	"github.com/nomad-prefetch/nomad-prefetch/watch"
 )
 
 // agentProc is a `prefetch run` started in-process by startAgent.
@@ -381,6 +380,18 @@ func TestRunReloadsOncePerBurst(t *testing.T) {
 		}
 	}
 	r := newRenderer(t, cfgPath)
+	// marker writes a config naming the image marker-k, which the status
+	// shows once that config is loaded: a reload that comes after every
+	// reload of the change before it (or together with the last), so that
+	// counting up to it counts the change's reloads without waiting out a
+	// stretch of wall time.
+	markers := 0
+	marker := func() string {
+		markers++
+		name := fmt.Sprintf("marker-%d", markers)
+		atomicWrite([]byte(daemonSettings() + fmt.Sprintf("image %q {\n  expected = \"127.0.0.1:1/marker:%d\"\n}\n", name, markers)))
+		return name
+	}
 	// The watcher's rule (one reload per burst, Quiet after its last event
 	// and at most Max after its first) is tested exactly, on a fake clock,
 	// in package watch. Here, on a real clock and a machine that may be busy
@@ -418,8 +429,12 @@ func TestRunReloadsOncePerBurst(t *testing.T) {
 			before := a.reloads(t)
 			tc.change()
 			waitFor(t, "a reload", 10*time.Second, func() bool { return a.reloads(t) > before })
-			time.Sleep(watch.DefaultMax) // longer than the watcher's longest wait: a further reload would show
-			if got := a.reloads(t) - before; got < 1 || got > tc.most {
+			name := marker()
+			waitFor(t, "the marker's config loaded", 10*time.Second, func() bool {
+				_, loaded := a.image(t, name)
+				return loaded && a.reloads(t)-before >= 2 // the change's first reload and the marker's
+			})
+			if got := a.reloads(t) - before - 1; got > tc.most { // less the marker's
 				t.Errorf("got %v reloads, want 1 to %v", got, tc.most)
 			}
 			if s := a.status(t); s.ConfigError != "" {
