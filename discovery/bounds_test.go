@@ -14,10 +14,45 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
 )
 
-// versionConstraint is one this agent can't decide, a prerelease (Nomad's recorded
-// constraint shape: LTarget, Operand, RTarget).
+// versionConstraint is one this agent can't decide, an operator newer than
+// it (Nomad's recorded constraint shape: LTarget, Operand, RTarget).
 func versionConstraint() map[string]any {
-	return map[string]any{"LTarget": "${attr.driver.docker.version}", "Operand": "semver", "RTarget": ">= 20.10.0-rc.1"}
+	return map[string]any{"LTarget": "${attr.driver.docker.version}", "Operand": "semver_next", "RTarget": ">= 20.10.0"}
+}
+
+// Nomad 2.0.5 adds ${attr.nomad.version} semver ">= 1.7.0-a" to every group
+// with a named workload identity (recorded: `nomad job inspect` of such a
+// job on a real 2.0.5 agent, whose node reports nomad.version 2.0.5, as the
+// node fixture does). Its images are kept: the prerelease constraint is
+// decided, not skipped as undecided.
+func TestImplicitIdentityConstraintDecided(t *testing.T) {
+	t.Parallel()
+	var job api.Job
+	fixture(t, "job-web.json", &job)
+	n := fixtureNode(t)
+	r := compile(config.Nomad{Namespaces: []string{"*"}})
+	implicit := &api.Constraint{LTarget: "${attr.nomad.version}", Operand: "semver", RTarget: ">= 1.7.0-a"}
+	all := r.imagesOf(&job, n)
+	j := job
+	groups := slices.Clone(job.TaskGroups)
+	for i, g := range groups {
+		c := *g
+		c.Constraints = append(slices.Clone(g.Constraints), implicit)
+		groups[i] = &c
+	}
+	j.TaskGroups = groups
+	ji := r.imagesOf(&j, n)
+	if !slices.Equal(ji.problems, all.problems) || len(ji.images) != len(all.images) || len(ji.images) == 0 {
+		t.Errorf("with the implicit constraint: got %d images, problems %q; want the %d images and problems %q without it", len(ji.images), ji.problems, len(all.images), all.problems)
+	}
+	later := *implicit
+	later.RTarget = ">= 2.1.0-a" // a later Nomad's: this node can't run it
+	for _, g := range groups {
+		g.Constraints = []*api.Constraint{&later}
+	}
+	if ji := r.imagesOf(&j, n); len(ji.images) != 0 || len(ji.problems) != 0 {
+		t.Errorf("a constraint on a later Nomad: got %d images, problems %q; want none, silently", len(ji.images), ji.problems)
+	}
 }
 
 // A job, or a group, whose placement can't be decided here is skipped and
@@ -27,13 +62,13 @@ func TestUndecidedPlacement(t *testing.T) {
 	var job api.Job
 	fixture(t, "job-web.json", &job)
 	n := fixtureNode(t)
-	undecided := &api.Constraint{LTarget: "${attr.driver.docker.version}", Operand: "semver", RTarget: ">= 20.10.0-rc.1"}
+	undecided := &api.Constraint{LTarget: "${attr.driver.docker.version}", Operand: "semver_next", RTarget: ">= 20.10.0"}
 	r := compile(config.Nomad{Namespaces: []string{"*"}})
 
 	j := job
 	j.Constraints = []*api.Constraint{undecided}
 	ji := r.imagesOf(&j, n)
-	if len(ji.images) != 0 || len(ji.problems) != 1 || !strings.Contains(ji.problems[0], `default/web (version 1): placement can't be decided here (constraint ${attr.driver.docker.version} semver ">= 20.10.0-rc.1")`) ||
+	if len(ji.images) != 0 || len(ji.problems) != 1 || !strings.Contains(ji.problems[0], `default/web (version 1): placement can't be decided here (constraint ${attr.driver.docker.version} semver_next ">= 20.10.0")`) ||
 		!strings.Contains(ji.problems[0], "include_undecided = true") {
 		t.Errorf("undecided job: got %d images, problems %q", len(ji.images), ji.problems)
 	}

@@ -74,8 +74,22 @@ func TestConstraints(t *testing.T) {
 		{"${attr.driver.docker.version}", "semver", ">= 20.10.0", allows},
 		{"${attr.nomad.version}", "semver", ">= 1.4.0", allows}, // Nomad's implicit constraint
 		{"${attr.nomad.version}", "semver", "< 2.0.0", forbids},
-		{"${attr.driver.docker.version}", "semver", ">= 20.10.0-rc.1", undecided}, // prereleases: not guessed
-		{"${attr.nomad.beta}", "semver", ">= 1.0.0", undecided},
+		// Nomad's implicit constraint on a group with a named workload
+		// identity (a real 2.0.5's, its nomad/job_endpoint_hook_implicit_identities.go).
+		{"${attr.nomad.version}", "semver", ">= 1.7.0-a", allows},
+		{"${attr.nomad.version}", "semver", ">= 1.8.0-dev", allows},
+		{"${attr.driver.docker.version}", "semver", ">= 20.10.0-rc.1", allows}, // 20.10.24 is past the rc
+		{"${attr.driver.docker.version}", "semver", ">= 20.10.24-rc.1, < 20.11", allows},
+		{"${attr.nomad.beta}", "semver", ">= 1.0.0", allows},  // 2.1.0-beta.1: above every earlier version
+		{"${attr.nomad.beta}", "semver", ">= 2.1.0", forbids}, // and below its release
+		{"${attr.nomad.beta}", "semver", "> 2.1.0-alpha.3", allows},
+		{"${attr.nomad.beta}", "semver", "2.1.0-beta.1", allows},
+		{"${attr.nomad.version}", "semver", "~> 2.0", forbids}, // not a semver operator: malformed, as in Nomad
+		// go-version's rule for "version": a prerelease satisfies only a
+		// constraint on a prerelease of its own version.
+		{"${attr.nomad.beta}", "version", ">= 1.0", forbids},
+		{"${attr.nomad.beta}", "version", ">= 2.1.0-alpha", allows},
+		{"${attr.nomad.version}", "version", ">= 1.7.0-a", allows},
 		{"${attr.driver.docker.version}", "version", "not a constraint", forbids},
 		{"${attr.nope}", "version", ">= 1.0", forbids}, // not set: Nomad says no
 		{"${node.unique.id}", "distinct_hosts", "", allows},

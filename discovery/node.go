@@ -114,7 +114,7 @@ func (n node) check(c *api.Constraint) verdict {
 		if !both {
 			break
 		}
-		return versionMatch(l, r)
+		return versionMatch(c.Operand, l, r)
 	default: // anything newer
 		return undecided
 	}
@@ -124,30 +124,82 @@ func (n node) check(c *api.Constraint) verdict {
 	return forbids
 }
 
-// versionMatch decides a version or semver constraint as Nomad's scheduler
-// does for release versions (scheduler/feasible: checkVersionMatch, with
-// hashicorp/go-version): a version or a constraint that does not parse
-// forbids. Nomad implicitly constrains every job that uses Nomad services,
-// variables or workload identities with ${attr.nomad.version} semver
-// ">= 1.x" (seen on a real 2.0.5 agent), so deciding these matters. A
-// prerelease on either side is undecided: "version" and Nomad's own semver
-// rules treat prereleases differently, and this agent does not guess.
-func versionMatch(have, constraint string) verdict {
+// versionMatch decides a version or semver constraint (op) as Nomad's
+// scheduler does (scheduler/feasible: checkVersionMatch): the node's value
+// parsed by hashicorp/go-version (v1.9.0, the version Nomad 2.0.5 builds
+// with), "version" checked by go-version's own constraints (whose rule is
+// that a prerelease only satisfies a constraint naming a prerelease of its
+// own version), "semver" by semverCheck. A value or constraint that does not
+// parse forbids, as there.
+//
+// Deciding these matters: Nomad adds ${attr.nomad.version} semver
+// ">= 1.x" to every group using its services or variables, and
+// ">= 1.7.0-a" to every group with a named workload identity (seen on a real
+// 2.0.5: discovery used to leave such jobs undecided, the prefetch job's own
+// among them).
+func versionMatch(op, have, constraint string) verdict {
 	v, err := version.NewVersion(have)
 	if err != nil {
 		return forbids
 	}
-	if v.Prerelease() != "" || strings.Contains(constraint, "-") {
-		return undecided
+	var ok bool
+	if op == "semver" {
+		ok, err = semverCheck(v, constraint)
+	} else {
+		var c version.Constraints
+		if c, err = version.NewConstraint(constraint); err == nil {
+			ok = c.Check(v)
+		}
 	}
-	c, err := version.NewConstraint(constraint)
-	if err != nil {
+	switch {
+	case err != nil:
 		return forbids
-	}
-	if c.Check(v) {
+	case ok:
 		return allows
 	}
 	return forbids
+}
+
+// semverTerm is one term of a semver constraint: an operator (none is "=")
+// and a semantic version.
+var semverTerm = regexp.MustCompile(`^\s*(!=|>=|<=|=|>|<)?\s*(` + version.SemverRegexpRaw + `)\s*$`)
+
+// semverCheck checks v against a semver constraint as Nomad's semver
+// operand does (helper/constraints/semver): comma-separated terms, all of
+// which must hold, with the operators = != > < >= <= only, comparing in
+// semantic-version order, where a prerelease is below its release and above
+// every earlier version.
+func semverCheck(v *version.Version, constraint string) (bool, error) {
+	for _, term := range strings.Split(constraint, ",") {
+		m := semverTerm.FindStringSubmatch(term)
+		if m == nil {
+			return false, fmt.Errorf("malformed semver constraint %q", term)
+		}
+		want, err := version.NewSemver(m[2])
+		if err != nil {
+			return false, err
+		}
+		c := v.Compare(want)
+		var ok bool
+		switch m[1] {
+		case "", "=":
+			ok = c == 0
+		case "!=":
+			ok = c != 0
+		case ">":
+			ok = c > 0
+		case "<":
+			ok = c < 0
+		case ">=":
+			ok = c >= 0
+		case "<=":
+			ok = c <= 0
+		}
+		if !ok {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // knownTarget says whether target names something a node may lack (an
