@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseNomadBounds(t *testing.T) {
@@ -112,6 +113,14 @@ func TestParseRelay(t *testing.T) {
 		Pos: Pos{File: "c.hcl", Line: 2, Col: 3}}
 	if r := got.Nomad.Relay; r == nil || !reflect.DeepEqual(*r, want) {
 		t.Errorf("defaults: got %+v, want %+v", r, want)
+	}
+	// Without fallback_after, a longer lock_ttl lengthens it: four TTLs,
+	// past the three a dead holder takes to be replaced.
+	if got, err := Parse("c.hcl", []byte("nomad {\n  relay {\n    lock_ttl = \"30s\"\n  }\n}\n")); err != nil || got.Nomad.Relay.FallbackAfter != 2*time.Minute {
+		t.Errorf("lock_ttl 30s: got %v, fallback_after %v; want 2m", err, got.Nomad.Relay)
+	}
+	if got, err := Parse("c.hcl", []byte("nomad {\n  relay {\n    lock_ttl = \"10s\"\n  }\n}\n")); err != nil || got.Nomad.Relay.FallbackAfter != DefaultRelayFallbackAfter {
+		t.Errorf("lock_ttl 10s: got %v, fallback_after %v; want the default", err, got.Nomad.Relay)
 	}
 	if got, err := Parse("c.hcl", []byte("nomad {}\n")); err != nil || got.Nomad.Relay != nil {
 		t.Errorf("without a relay block: %v, %+v", err, got.Nomad.Relay)

@@ -41,7 +41,10 @@ type Relay struct {
 	MaxSubscribers int
 	// FallbackAfter: while no relay answers for this long, the agent
 	// follows Nomad directly, and returns to the relay when one answers
-	// (default DefaultRelayFallbackAfter).
+	// (default DefaultRelayFallbackAfter, or 4 × LockTTL when that is
+	// longer: above the time a dead holder takes to be replaced, so that
+	// its death moves the agents to the next relay, not all of them to
+	// Nomad at once).
 	FallbackAfter time.Duration
 	// LockTTL is the lock's TTL and lock delay (default
 	// DefaultRelayLockTTL; Nomad takes 10 s to 24 h): a holder that dies
@@ -59,7 +62,7 @@ const (
 	MaxRelayHistoryBytes       = 1 << 30
 	DefaultRelayMaxSubscribers = 1024
 	MaxRelayMaxSubscribers     = 20000
-	DefaultRelayFallbackAfter  = 30 * time.Second
+	DefaultRelayFallbackAfter  = time.Minute
 	MinRelayFallbackAfter      = time.Second
 	MaxRelayFallbackAfter      = 10 * time.Minute
 	DefaultRelayLockTTL        = 15 * time.Second
@@ -135,6 +138,9 @@ func (p *parser) relay(b *hcl.Block) *Relay {
 			}
 			r.LockTTL = d
 		}
+	}
+	if _, set := content.Attributes["fallback_after"]; !set {
+		r.FallbackAfter = max(DefaultRelayFallbackAfter, min(4*r.LockTTL, MaxRelayFallbackAfter))
 	}
 	return r
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -152,7 +153,7 @@ func (rl *relayLink) follow(ctx context.Context, c *nomad.Client, f *follower, s
 			select {
 			case <-changed:
 				continue
-			case <-time.After(rl.fallback):
+			case <-time.After(rl.fallbackWait()):
 				rl.fallBack("no relay is known")
 				continue
 			case <-ctx.Done():
@@ -168,9 +169,17 @@ func (rl *relayLink) follow(ctx context.Context, c *nomad.Client, f *follower, s
 	return nil
 }
 
+// fallbackWait is how long to wait for a relay before following Nomad:
+// fallback_after and up to a quarter more, drawn each time, so that the
+// agents that lost a relay together do not all subscribe to Nomad in the
+// same instant.
+func (rl *relayLink) fallbackWait() time.Duration {
+	return rl.fallback + rand.N(rl.fallback/4+1)
+}
+
 func (rl *relayLink) fallBack(why string) {
 	rl.direct = true
-	rl.log.Warn("discovery: "+why+" for "+rl.fallback.String()+": following Nomad directly until a relay answers", "fallback_after", rl.fallback.String())
+	rl.log.Warn("discovery: "+why+" for fallback_after ("+rl.fallback.String()+" or a little more): following Nomad directly until a relay answers", "fallback_after", rl.fallback.String())
 }
 
 // followRelay follows the relay at addr until the lock names another, the
@@ -184,13 +193,13 @@ func (rl *relayLink) followRelay(ctx context.Context, addr string, self bool, ch
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	w := &watched{Handler: f}
-	watchdog := time.AfterFunc(rl.fallback, func() { cancel(errNoRelay) })
+	watchdog := time.AfterFunc(rl.fallbackWait(), func() { cancel(errNoRelay) })
 	defer watchdog.Stop()
 	w.up = func() {
 		watchdog.Stop()
 		rl.report(agent.SourceRelay, addr, self)
 	}
-	w.down = func() { watchdog.Reset(rl.fallback) }
+	w.down = func() { watchdog.Reset(rl.fallbackWait()) }
 	go func() {
 		select {
 		case <-changed:
