@@ -26,9 +26,12 @@
 //
 // A token without exp (Nomad's default identity, or a named one without a
 // ttl) never expires by itself: Nomad's own API refuses it once its
-// allocation has stopped, which a Verifier cannot see. It is therefore
-// refused unless Verifier.MaxAge is set, and then accepted only while its
-// iat is younger than MaxAge. Give the identity a ttl instead.
+// allocation has stopped, which the signature does not show. It is
+// therefore refused unless Verifier.MaxAge is set, and then accepted only
+// while its iat is younger than MaxAge. Give the identity a ttl instead.
+// Verifier.Allocations closes the rest of that gap for tokens with a ttl
+// too: it asks Nomad whether the token's allocation still runs (cached, a
+// minute for a running one) and refuses it once it does not.
 //
 // Keys caches Nomad's key set. A token naming a kid the set lacks makes it
 // fetch again, but never more than once per MinInterval (30 s), so that a

@@ -48,11 +48,19 @@ func refused(r Reason, format string, args ...any) *RefusedError {
 }
 
 // UnavailableError is a token that could not be checked: Nomad's keys could
-// not be had, and none were had before.
-type UnavailableError struct{ Err error }
+// not be had, and none were had before, or Nomad could not say whether the
+// token's allocation runs (What says which).
+type UnavailableError struct {
+	What string // "" is Nomad's keys
+	Err  error
+}
 
 func (e *UnavailableError) Error() string {
-	return "checking the workload identity: Nomad's keys are unavailable: " + e.Err.Error()
+	what := e.What
+	if what == "" {
+		what = "Nomad's keys"
+	}
+	return "checking the workload identity: " + what + " unavailable: " + e.Err.Error()
 }
 
 func (e *UnavailableError) Unwrap() error { return e.Err }

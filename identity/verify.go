@@ -31,6 +31,9 @@ type Verifier struct {
 	// younger than MaxAge; 0 refuses every token without exp (see the
 	// package doc).
 	MaxAge time.Duration
+	// Allocations, when set, also refuses a token whose allocation no
+	// longer runs, as Nomad does, after everything else verified.
+	Allocations *Allocations
 }
 
 // Verify returns a token's claims once it has checked them all. Errors:
@@ -77,7 +80,13 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 		return Claims{}, &RefusedError{Reason: ReasonMalformed, Detail: "its claims do not decode"}
 	}
 	c := p.claims(hdr.KeyID)
-	return c, v.check(c)
+	if err := v.check(c); err != nil {
+		return c, err
+	}
+	if v.Allocations != nil {
+		return c, v.Allocations.check(ctx, c.AllocationID)
+	}
+	return c, nil
 }
 
 // check checks the claims of a token whose signature verified.

@@ -182,9 +182,12 @@ func TestRelayOneSubscriptionPerCluster(t *testing.T) {
 	}
 	srv.Heal(old)
 
-	// Nobody else subscribes: no identity, or a forged one.
+	// Nobody else subscribes: no identity, or a forged one, or the relay
+	// identity of an allocation Nomad has stopped (Nomad refuses it at once).
+	stopped := srv.IssueIdentity(nomadtest.Identity{AllocationID: "0c6f1b9e-7d42-4a55-9e0e-3f2b8a1d5c77", Name: "relay", Audience: []string{config.DefaultRelayAudience}, TTL: time.Hour})
+	srv.StopAllocation("0c6f1b9e-7d42-4a55-9e0e-3f2b8a1d5c77")
 	for name, token := range map[string]string{
-		"no identity": "", "a forged identity": forgedIdentity(t),
+		"no identity": "", "a forged identity": forgedIdentity(t), "a stopped allocation's identity": stopped,
 		"another job's identity":           srv.IssueIdentity(nomadtest.Identity{JobID: "web", Name: "relay", Audience: []string{config.DefaultRelayAudience}}),
 		"the job's default identity":       srv.IssueIdentity(nomadtest.Identity{}),
 		"an identity of another namespace": srv.IssueIdentity(nomadtest.Identity{Namespace: "other", Name: "relay", Audience: []string{config.DefaultRelayAudience}}),

@@ -46,6 +46,67 @@ func (s *Server) PutAllocation(alloc map[string]any) uint64 {
 	return index
 }
 
+// StopAllocation marks allocation id stopped (desired "stop", client
+// "complete", as Nomad 2.0.5 shows one after `nomad alloc stop`,
+// testdata/nomad-2.0.5/alloc-get.txt) at the next index, and returns it;
+// 0 when the fake holds no such allocation. The fake goes on taking the
+// stopped allocation's identities as tokens (Nomad answers them 403): no
+// caller here depends on that.
+func (s *Server) StopAllocation(id string) uint64 {
+	a := s.api()
+	a.mu.Lock()
+	al, ok := a.allocs[id]
+	a.mu.Unlock()
+	if !ok {
+		return 0
+	}
+	al = clone(al)
+	al["DesiredStatus"], al["ClientStatus"] = "stop", "complete"
+	return s.PutAllocation(al)
+}
+
+// issuedAllocation records the allocation an identity names, running, when
+// the fake holds none of that ID: Nomad signs identities for its
+// allocations only. It writes nothing (no index is taken) and is on no
+// node's list.
+func (s *Server) issuedAllocation(id, namespace, job, group string) {
+	a := s.api()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.allocs[id]; ok {
+		return
+	}
+	if a.allocs == nil {
+		a.allocs = map[string]map[string]any{}
+	}
+	s.mu.Lock()
+	index := max(s.nextIndex-1, 1)
+	s.mu.Unlock()
+	a.allocs[id] = map[string]any{"ID": id, "Namespace": namespace, "JobID": job, "TaskGroup": group,
+		"DesiredStatus": "run", "ClientStatus": "running", "CreateIndex": index, "ModifyIndex": index}
+}
+
+// allocation answers GET /v1/allocation/:id as Nomad 2.0.5 does
+// (testdata/nomad-2.0.5/alloc-get.txt): the allocation, X-Nomad-Index its
+// ModifyIndex, or 404 "alloc not found" in plain text.
+func (s *Server) allocation(w http.ResponseWriter, r *http.Request) {
+	a := s.api()
+	a.mu.Lock()
+	al, ok := a.allocs[r.PathValue("id")]
+	if ok {
+		al = clone(al)
+	}
+	a.mu.Unlock()
+	queryMeta(w)
+	if !ok {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprint(w, "alloc not found")
+		return
+	}
+	writeJSON(w, http.StatusOK, uint64(toFloat(al["ModifyIndex"])), al)
+}
+
 // DeleteAllocation removes an allocation (garbage collected) at the next
 // index and returns it.
 func (s *Server) DeleteAllocation(id string) uint64 {

@@ -2,8 +2,12 @@ package nomadtest
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -102,4 +106,49 @@ func TestNodeAllocationsAsRecorded(t *testing.T) {
 			t.Fatalf("after GC: %d allocations, index %d", len(a.allocs), a.index)
 		}
 	})
+}
+
+// GET /v1/allocation/:id answers as testdata/nomad-2.0.5/alloc-get.txt
+// records: an identity's allocation running (run/running), the same once
+// stopped (stop/complete), and 404 "alloc not found" in plain text for an ID
+// the fake does not hold.
+func TestAllocationReadAsRecorded(t *testing.T) {
+	t.Parallel()
+	rec, err := os.ReadFile("testdata/nomad-2.0.5/alloc-get.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"DesiredStatus": "run", "ClientStatus": "running"`, `"DesiredStatus": "stop", "ClientStatus": "complete"`,
+		"HTTP/1.1 404 Not Found\nContent-Type: text/plain; charset=utf-8\nX-Nomad-Index: 19\nalloc not found"} {
+		if !strings.Contains(string(rec), want) {
+			t.Fatalf("the recording lacks %q", want)
+		}
+	}
+	s := StartT(t, Options{})
+	const id = "af38baee-0377-1cb3-3a7c-dffda7b896be"
+	s.IssueIdentity(Identity{AllocationID: id, Name: "relay"})
+	get := func(id string) (int, string, string, map[string]any) {
+		t.Helper()
+		resp, err := http.Get(s.URL + "/v1/allocation/" + id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var al map[string]any
+		json.Unmarshal(b, &al)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), string(b), al
+	}
+	if code, _, _, al := get(id); code != 200 || al["DesiredStatus"] != "run" || al["ClientStatus"] != "running" || al["JobID"] != "prefetch" || al["Namespace"] != "default" {
+		t.Errorf("running: got %d %v", code, al)
+	}
+	if s.StopAllocation(id) == 0 {
+		t.Fatal("StopAllocation: no such allocation")
+	}
+	if code, _, _, al := get(id); code != 200 || al["DesiredStatus"] != "stop" || al["ClientStatus"] != "complete" {
+		t.Errorf("stopped: got %d %v", code, al)
+	}
+	if code, ct, body, _ := get("00000000-0000-0000-0000-000000000000"); code != 404 || ct != "text/plain; charset=utf-8" || body != "alloc not found" {
+		t.Errorf("unknown: got %d %q %q", code, ct, body)
+	}
 }

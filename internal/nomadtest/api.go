@@ -61,6 +61,7 @@ func (s *Server) routeAPI(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/agent/self", s.guard(s.agentSelf))
 	mux.HandleFunc("GET /v1/node/{id}", s.guard(s.nodeInfo))
 	mux.HandleFunc("GET /v1/node/{id}/allocations", s.guard(s.nodeAllocations))
+	mux.HandleFunc("GET /v1/allocation/{id}", s.guard(s.allocation))
 	mux.HandleFunc("GET /v1/jobs", s.guard(s.jobList))
 	mux.HandleFunc("GET /v1/job/{id}", s.guard(s.jobInfo))
 	mux.HandleFunc("GET /v1/job/{id}/versions", s.guard(s.jobVersions))

@@ -205,13 +205,44 @@ func (s *Server) RotateIdentityKey() string {
 	return KeyID(Key(id.active))
 }
 
-// IssueIdentity returns a workload identity signed by the fake's active key.
+// IssueIdentity returns a workload identity signed by the fake's active key,
+// and records its allocation as running (GET /v1/allocation/:id answers it;
+// StopAllocation stops it) unless the fake holds one of that ID.
 func (s *Server) IssueIdentity(c Identity) string {
+	c = c.withDefaults()
+	s.issuedAllocation(c.AllocationID, c.Namespace, c.JobID, c.Group)
 	id := s.ids()
 	id.mu.Lock()
 	k := Key(id.active)
 	id.mu.Unlock()
 	return SignIdentity(k, jose.RS256, KeyID(k), c)
+}
+
+// withDefaults is c with the zero fields given the defaults Identity notes
+// (an allocation ID drawn when there is none).
+func (c Identity) withDefaults() Identity {
+	def := func(v *string, d string) {
+		if *v == "" {
+			*v = d
+		}
+	}
+	def(&c.Namespace, "default")
+	def(&c.JobID, "prefetch")
+	def(&c.Group, "prefetch")
+	def(&c.Task, "prefetch")
+	def(&c.Name, "default")
+	def(&c.Region, "global")
+	def(&c.AllocationID, newUUID())
+	if c.Audience == nil {
+		c.Audience = []string{"nomadproject.io"}
+	}
+	if c.IssuedAt.IsZero() {
+		c.IssuedAt = time.Now()
+	}
+	if c.NotBefore.IsZero() {
+		c.NotBefore = c.IssuedAt
+	}
+	return c
 }
 
 // SignIdentity returns c signed with key as alg, kid in its header (or
@@ -235,27 +266,7 @@ func SignIdentity(key any, alg jose.SignatureAlgorithm, kid string, c Identity) 
 
 // IdentityClaims returns c's payload as Nomad encodes it, defaults applied.
 func IdentityClaims(c Identity) any {
-	def := func(v *string, d string) {
-		if *v == "" {
-			*v = d
-		}
-	}
-	def(&c.Namespace, "default")
-	def(&c.JobID, "prefetch")
-	def(&c.Group, "prefetch")
-	def(&c.Task, "prefetch")
-	def(&c.Name, "default")
-	def(&c.Region, "global")
-	def(&c.AllocationID, newUUID())
-	if c.Audience == nil {
-		c.Audience = []string{"nomadproject.io"}
-	}
-	if c.IssuedAt.IsZero() {
-		c.IssuedAt = time.Now()
-	}
-	if c.NotBefore.IsZero() {
-		c.NotBefore = c.IssuedAt
-	}
+	c = c.withDefaults()
 	cl := nomadClaims{
 		Namespace: c.Namespace, JobID: c.JobID, AllocationID: c.AllocationID, Task: c.Task,
 		Claims: jwt.Claims{
