@@ -321,8 +321,8 @@ func (p *frameParser) value(b []byte, i, depth int, n *locNode, inside uint64) (
 						ci |= cn.located
 					}
 				}
-				if i+1 < len(b) && b[i] == ':' && !isWS(b[i+1]) {
-					i++ // as Nomad writes it: no blanks
+				if i+1 < len(b) && b[i] == ':' && b[i+1] > ' ' {
+					i++ // as Nomad writes it: no blanks (every blank is <= ' ')
 				} else if i, err = p.colon(b, i); err != nil {
 					return 0, err
 				}
@@ -354,7 +354,7 @@ func (p *frameParser) value(b []byte, i, depth int, n *locNode, inside uint64) (
 			if err != nil {
 				return 0, err
 			}
-			if i+1 < len(b) && b[i] == ',' && !isWS(b[i+1]) {
+			if i+1 < len(b) && b[i] == ',' && b[i+1] > ' ' {
 				i++ // as Nomad writes it
 				continue
 			}
