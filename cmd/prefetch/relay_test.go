@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,6 +61,15 @@ func relayCluster(t *testing.T) *nomadtest.Server {
 // job.
 func relayAgent(t *testing.T, srv *nomadtest.Server, i int, identity string) *agentProc {
 	t.Helper()
+	cfgPath := relayConfig(t, srv, i, identity, "3s")
+	return startAgent(t, cfgPath, filepath.Join(filepath.Dir(cfgPath), "lock"))
+}
+
+// relayConfig writes agent i's config (its Nomad token "agent-i", its relay
+// identity, the relay's fallback_after) in a directory of its own and
+// returns the config's path.
+func relayConfig(t *testing.T, srv *nomadtest.Server, i int, identity, fallback string) string {
+	t.Helper()
 	dir := t.TempDir()
 	tokenFile, idFile := filepath.Join(dir, "nomad_token"), filepath.Join(dir, "nomad_relay.jwt")
 	for f, v := range map[string]string{tokenFile: fmt.Sprintf("agent-%d", i), idFile: identity} {
@@ -74,15 +85,15 @@ nomad {
   relay {
     identity_file  = %q
     lock_ttl       = "1s"
-    fallback_after = "3s"
+    fallback_after = %q
   }
 }
-`, srv.URL, tokenFile, idFile)
+`, srv.URL, tokenFile, idFile, fallback)
 	cfgPath := filepath.Join(dir, "config.hcl")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return startAgent(t, cfgPath, filepath.Join(dir, "lock"))
+	return cfgPath
 }
 
 // relayOf is the agent's relay status ("" source before discovery runs).
@@ -278,4 +289,108 @@ func TestRelayFallsBackToNomad(t *testing.T) {
 	}
 	waitFor(t, "both agents to follow the relay again", 60*time.Second, source(agent.SourceRelay, exp("app:2")))
 	waitFor(t, "one subscription to Nomad again", 30*time.Second, func() bool { return srv.Conns() == 1 })
+}
+
+// The holder is a real process killed with SIGKILL (no release, no last
+// word): the lock lapses, another of the agent processes takes it, and a
+// job registered just after the kill reaches every surviving agent through
+// the new relay, with one subscription to Nomad between them.
+func TestRelayHolderProcessKilled(t *testing.T) {
+	testbed.Need(t, bed)
+	ctx := context.Background()
+	reg, rp := startProxied(t, "relay-kill")
+	ids := []string{seed(t, reg.Addr+"/app:1", "relay-kill-1"), seed(t, reg.Addr+"/app:2", "relay-kill-2")}
+	t.Cleanup(func() { _ = bed.Remove(ctx, ids...) })
+	exp := func(repo string) string { return rp.Addr + "/" + repo }
+	srv := relayCluster(t)
+	srv.RegisterJob(webJob(t, "web", exp("app:1"), exp("app:1")))
+
+	bin := filepath.Join(t.TempDir(), "prefetch")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	type proc struct {
+		*agentProc
+		cmd *exec.Cmd
+	}
+	const n = 3
+	var procs []proc
+	for i := range n {
+		// A dead holder's lock lapses about 3 s after the kill here (two 1 s
+		// TTLs and a lock delay): fallback_after outlasts it, as the
+		// default outlasts Nomad's, so that nobody follows Nomad meanwhile.
+		cfgPath := relayConfig(t, srv, i, relayIdentity(t, srv), "15s")
+		a := &agentProc{addr: testbed.FreeAddr(t), stderr: &testbed.Buffer{}}
+		cmd := exec.Command(bin, "run", "-config", cfgPath, "-listen", a.addr, "-lock-file", filepath.Join(filepath.Dir(cfgPath), "lock"), "-log-level", "debug")
+		cmd.Stderr = a.stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				_ = cmd.Process.Kill()
+				t.Errorf("agent %d did not stop within 30s of SIGTERM", i)
+			}
+			if t.Failed() {
+				t.Logf("agent %d stderr:\n%s", i, a.stderr)
+			}
+		})
+		procs = append(procs, proc{a, cmd})
+	}
+	have := func(ps []proc, ref string) func() bool {
+		return func() bool {
+			for _, p := range ps {
+				if code, _ := p.get("/healthz"); code != http.StatusOK {
+					return false
+				}
+				if p.images(t)[ref].State != agent.StatePresent || relayOf(t, p.agentProc).Source != agent.SourceRelay {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitFor(t, "every agent process to follow the relay and hold app:1", 60*time.Second, have(procs, exp("app:1")))
+	holder := -1
+	for i, p := range procs {
+		if relayOf(t, p.agentProc).Self {
+			holder = i
+		}
+	}
+	if holder < 0 {
+		t.Fatal("no agent says it holds the relay")
+	}
+
+	mark := len(srv.Requests())
+	if err := procs[holder].cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = procs[holder].cmd.Wait()
+	srv.RegisterJob(webJob(t, "web", exp("app:2"), exp("app:1")))
+	rest := append(append([]proc(nil), procs[:holder]...), procs[holder+1:]...)
+	waitFor(t, "both other agents to hold app:2 through a new relay", 90*time.Second, have(rest, exp("app:2")))
+	selves := 0
+	for _, p := range rest {
+		r := relayOf(t, p.agentProc)
+		if r.Holder == procs[holder].addr {
+			t.Errorf("agent at %s still follows the killed holder", p.addr)
+		}
+		if r.Self {
+			selves++
+		}
+	}
+	if selves != 1 {
+		t.Errorf("%d agents say they hold the relay after the kill, want 1", selves)
+	}
+	if got := streamTokens(srv, mark); len(got) != 1 {
+		t.Errorf("subscriptions to Nomad since the kill, by token: %v, want the new holder's alone", got)
+	}
+	if c := srv.Conns(); c != 1 {
+		t.Errorf("open subscriptions to Nomad: %d, want 1", c)
+	}
 }
