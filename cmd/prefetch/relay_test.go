@@ -291,10 +291,11 @@ func TestRelayFallsBackToNomad(t *testing.T) {
 	waitFor(t, "one subscription to Nomad again", 30*time.Second, func() bool { return srv.Conns() == 1 })
 }
 
-// The holder is a real process killed with SIGKILL (no release, no last
-// word): the lock lapses, another of the agent processes takes it, and a
-// job registered just after the kill reaches every surviving agent through
-// the new relay, with one subscription to Nomad between them.
+// Ten real agent processes hold one subscription to Nomad between them;
+// the holder killed with SIGKILL (no release, no last word), the lock
+// lapses, another of them takes it, and a job registered just after the
+// kill reaches every surviving agent through the new relay, still with one
+// subscription to Nomad.
 func TestRelayHolderProcessKilled(t *testing.T) {
 	testbed.Need(t, bed)
 	ctx := context.Background()
@@ -313,7 +314,7 @@ func TestRelayHolderProcessKilled(t *testing.T) {
 		*agentProc
 		cmd *exec.Cmd
 	}
-	const n = 3
+	const n = 10
 	var procs []proc
 	for i := range n {
 		// A dead holder's lock lapses about 3 s after the kill here (two 1 s
@@ -365,6 +366,12 @@ func TestRelayHolderProcessKilled(t *testing.T) {
 	if holder < 0 {
 		t.Fatal("no agent says it holds the relay")
 	}
+	if got := streamTokens(srv, 0); len(got) != 1 || got[fmt.Sprintf("agent-%d", holder)] == 0 {
+		t.Errorf("subscriptions to Nomad by token: %v, want agent-%d's alone", got, holder)
+	}
+	if c := srv.Conns(); c != 1 {
+		t.Errorf("open subscriptions to Nomad: %d, want 1 for %d agent processes", c, n)
+	}
 
 	mark := len(srv.Requests())
 	if err := procs[holder].cmd.Process.Kill(); err != nil {
@@ -373,7 +380,7 @@ func TestRelayHolderProcessKilled(t *testing.T) {
 	_ = procs[holder].cmd.Wait()
 	srv.RegisterJob(webJob(t, "web", exp("app:2"), exp("app:1")))
 	rest := append(append([]proc(nil), procs[:holder]...), procs[holder+1:]...)
-	waitFor(t, "both other agents to hold app:2 through a new relay", 90*time.Second, have(rest, exp("app:2")))
+	waitFor(t, "every other agent to hold app:2 through a new relay", 90*time.Second, have(rest, exp("app:2")))
 	selves := 0
 	for _, p := range rest {
 		r := relayOf(t, p.agentProc)
