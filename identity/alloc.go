@@ -90,7 +90,7 @@ func (a *Allocations) check(ctx context.Context, id string) error {
 		a.keep(id, false)
 		return refused(ReasonStopped, "allocation %s: unknown to Nomad", quote(id))
 	case err != nil:
-		return &UnavailableError{What: "the allocation's status", Err: err}
+		return &UnavailableError{What: "Nomad can't say whether its allocation runs", Err: err}
 	case desired == "run" && (client == "pending" || client == "running"):
 		a.keep(id, true)
 		return nil

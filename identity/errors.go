@@ -51,16 +51,16 @@ func refused(r Reason, format string, args ...any) *RefusedError {
 // not be had, and none were had before, or Nomad could not say whether the
 // token's allocation runs (What says which).
 type UnavailableError struct {
-	What string // "" is Nomad's keys
+	What string // what could not be had; "" is "Nomad's keys are unavailable"
 	Err  error
 }
 
 func (e *UnavailableError) Error() string {
 	what := e.What
 	if what == "" {
-		what = "Nomad's keys"
+		what = "Nomad's keys are unavailable"
 	}
-	return "checking the workload identity: " + what + " unavailable: " + e.Err.Error()
+	return "checking the workload identity: " + what + ": " + e.Err.Error()
 }
 
 func (e *UnavailableError) Unwrap() error { return e.Err }
