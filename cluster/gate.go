@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -45,8 +46,13 @@ type Verdict struct {
 	// Pending are the live agents that are not ready yet, an agent that
 	// could not be asked among them.
 	Pending []Pending `json:"pending"`
-	// Ignored are the agents the catalog reports down, not waited for.
+	// Ignored are the agents not waited for: those the catalog reports
+	// down, and for a staged job those whose node can run none of its
+	// groups.
 	Ignored []Pending `json:"ignored,omitempty"`
+	// Elsewhere counts the agents of Ignored whose node can run no group
+	// of the staged job (they read its version and said so).
+	Elsewhere int `json:"elsewhere,omitempty"`
 }
 
 // Ready reports whether there are live agents and every one is ready.
@@ -62,6 +68,7 @@ func (g Gate) Judge(reports []Report) Verdict {
 		}
 		if g.Staged != nil && r.Err == nil && g.Staged.elsewhere(r.Snapshot) {
 			v.Ignored = append(v.Ignored, Pending{Agent: r.Agent, Why: "no group of " + g.Staged.Job + " can run on this node"})
+			v.Elsewhere++
 			continue
 		}
 		v.Live++
@@ -213,11 +220,17 @@ type WaitOptions struct {
 	Progress func(Round)
 }
 
+// ErrFitsNowhere ends a wait for a staged job that no agent's node can
+// run: every live agent read the job's version and said that none of its
+// groups fits its node, so there is nobody to wait for.
+var ErrFitsNowhere = errors.New("no node with an agent can run a group of the staged job")
+
 // Wait looks at the cluster in rounds until the gate is passed. It returns
 // the last round and nil when it is; the last round and an error when ctx
-// is done first (ctx's error) or the catalog fails in a way that waiting
-// won't fix (Permanent: a refused token, a bad address). A catalog that
-// can't be reached is only this round's Err: it may come back.
+// is done first (ctx's error), the catalog fails in a way that waiting
+// won't fix (Permanent: a refused token, a bad address), or a staged job
+// fits nowhere (ErrFitsNowhere). A catalog that can't be reached is only
+// this round's Err: it may come back.
 func Wait(ctx context.Context, cat Catalog, o WaitOptions) (Round, error) {
 	if o.Interval <= 0 {
 		o.Interval = 5 * time.Second
@@ -237,6 +250,8 @@ func Wait(ctx context.Context, cat Catalog, o WaitOptions) (Round, error) {
 			return r, fmt.Errorf("reading %s: %w", cat, r.Err)
 		case r.Err == nil && r.Verdict.Ready():
 			return r, nil
+		case r.Err == nil && r.Verdict.Live == 0 && r.Verdict.Elsewhere > 0:
+			return r, ErrFitsNowhere
 		}
 		if err := backoff.Sleep(ctx, o.Interval); err != nil {
 			return last, fmt.Errorf("waiting for the gate: %w", err)

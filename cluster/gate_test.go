@@ -269,7 +269,18 @@ func TestStagedGate(t *testing.T) {
 	if v.Ready() {
 		t.Error("ready with pending agents")
 	}
-	if v := g.Judge([]Report{{Agent: Agent{Node: "ready"}, Snapshot: staged(42, fits, present("a", refA))}, {Agent: Agent{Node: "elsewhere"}, Snapshot: staged(42, elsewhere)}}); !v.Ready() || v.Live != 1 {
+	if v := g.Judge([]Report{{Agent: Agent{Node: "ready"}, Snapshot: staged(42, fits, present("a", refA))}, {Agent: Agent{Node: "elsewhere"}, Snapshot: staged(42, elsewhere)}}); !v.Ready() || v.Live != 1 || v.Elsewhere != 1 {
 		t.Errorf("one ready, one elsewhere: %+v", v)
+	}
+	// Every agent read the version and none can run the job (seen on a
+	// real Nomad: a constraint no node meets): not ready, and Wait says
+	// so at once rather than waiting out its timeout.
+	nowhere := []Report{{Agent: Agent{Node: "a"}, Snapshot: staged(42, elsewhere)}, {Agent: Agent{Node: "b"}, Snapshot: staged(42, elsewhere)}}
+	if v := g.Judge(nowhere); v.Ready() || v.Live != 0 || v.Elsewhere != 2 {
+		t.Errorf("fits nowhere: %+v", v)
+	}
+	// One of them not at the version yet: it may still fit; wait on.
+	if v := g.Judge([]Report{nowhere[0], {Agent: Agent{Node: "b"}, Snapshot: staged(41, elsewhere)}}); v.Live != 1 || v.Elsewhere != 1 {
+		t.Errorf("one elsewhere, one behind: %+v", v)
 	}
 }

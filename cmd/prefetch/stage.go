@@ -39,7 +39,8 @@ pulls their new image from the registry they are.
 3. Waits until every agent whose node can run a group of the job has read
    this version of the staged set and holds all of that group's images. A
    node where no group can run is not waited for; an agent that has not read
-   it yet, or can't be asked, is not ready. Progress goes to stderr.
+   it yet, or can't be asked, is not ready; when no node with an agent can
+   run a group, it says so at once. Progress goes to stderr.
 4. With -run, then registers the job as 'nomad job run -detach' does, and
    prints the evaluation ID; it refuses if the job was changed by someone
    else since the stage began (Nomad's EnforceIndex with the job's modify
@@ -171,6 +172,11 @@ func runStage(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitFailed
 	case err == nil:
 		fmt.Fprintf(stderr, "stage: ready: all %d node(s) that can run %s have its images (%d not waited for)\n", last.Verdict.Live, clean(key, maxField), len(last.Verdict.Ignored))
+	case errors.Is(err, cluster.ErrFitsNowhere):
+		fmt.Fprintf(stderr, "prefetch stage: no node with an agent can run a group of %s: each of the %d agent(s) asked says none fits its node (check the job's datacenters, node pool and constraints, and that the nodes meant to run it run the agent); nothing to wait for, not registered; it stays staged until %s (prefetch stage -cancel %s removes it)\n",
+			clean(key, maxField), last.Verdict.Elsewhere, staged.Expires.Format(time.RFC3339), clean(id, maxField))
+		writePending(stderr, last)
+		return exitFailed
 	case errors.Is(err, context.DeadlineExceeded):
 		fmt.Fprintf(stderr, "stage: timed out after %s waiting for %s; it stays staged until %s (prefetch stage -cancel %s removes it)\n", *timeout, p.what, staged.Expires.Format(time.RFC3339), clean(id, maxField))
 		writePending(stderr, last)

@@ -147,11 +147,28 @@ nomad {
 		t.Errorf("an unparsable file: exit %d, stderr %q", code, stderr)
 	}
 
+	// A version no node can run (its group wants class gpu): every agent
+	// says so, and stage ends at once, exit 1, not registered, rather than
+	// waiting out -timeout for agents it set aside (seen on a real Nomad).
+	gpu := parsedRegistry(t, exp("2"))
+	gpu["TaskGroups"].([]any)[0].(map[string]any)["Constraints"] = []any{map[string]any{"LTarget": "${node.class}", "RTarget": "gpu", "Operand": "="}}
+	srv.AddParse(hcl, `tag = "gpu"`+"\n", gpu)
+	code, stdout, stderr := runCLI(t, "stage", "-provider", "consul", "-run", "-timeout", "60s", "-interval", "100ms", "-var", "tag=gpu", jobFile)
+	if code != exitFailed || !strings.Contains(stderr, "no node with an agent can run a group of default/registry: each of the 2 agent(s) asked says none fits its node") || strings.Contains(stdout, "Evaluation ID") {
+		t.Errorf("a job no node can run: exit %d, stdout %q, stderr:\n%s", code, stdout, stderr)
+	}
+	if srv.JobModifyIndex("default", "registry") != 0 {
+		t.Error("the job no node can run was registered")
+	}
+	if code, _, stderr := runCLI(t, "stage", "-cancel", "registry"); code != exitOK {
+		t.Fatalf("stage -cancel: exit %d, %s", code, stderr)
+	}
+
 	// No source can serve the image: the gate stays closed until -timeout,
 	// exit 1 naming the edge node and the image; the plain node is not
 	// waited for; the job is not registered.
 	up.Set(faultproxy.Manifest500, -1)
-	code, stdout, stderr := runCLI(t, "stage", "-provider", "consul", "-run", "-timeout", "4s", "-interval", "100ms", "-var", "tag=2", jobFile)
+	code, stdout, stderr = runCLI(t, "stage", "-provider", "consul", "-run", "-timeout", "4s", "-interval", "100ms", "-var", "tag=2", jobFile)
 	if code != exitFailed || !strings.Contains(stderr, "1 of 1 node(s) still missing it") || !strings.Contains(stderr, exp("2")) || !strings.Contains(stderr, "not waited for") || strings.Contains(stdout, "Evaluation ID") {
 		t.Errorf("an image nobody serves: exit %d, stdout %q, stderr:\n%s", code, stdout, stderr)
 	}

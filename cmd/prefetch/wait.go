@@ -122,6 +122,8 @@ func (p *progress) round(r cluster.Round) {
 	switch {
 	case r.Err != nil:
 		line = "catalog: " + clean(r.Err.Error(), maxText)
+	case r.Verdict.Live == 0 && r.Verdict.Elsewhere > 0:
+		line = fmt.Sprintf("no node can run the job: %d agent(s) say no group fits theirs", r.Verdict.Elsewhere)
 	case r.Verdict.Live == 0:
 		line = "no live agent is registered yet"
 	default:
@@ -152,7 +154,7 @@ func writePending(w io.Writer, r cluster.Round) {
 		return
 	}
 	v := r.Verdict
-	if v.Live == 0 {
+	if v.Live == 0 && v.Elsewhere == 0 {
 		fmt.Fprintln(w, "no live agent was registered in the catalog")
 		return
 	}
