@@ -266,7 +266,7 @@ func Err(err error) error {
 	if errors.As(err, &ue) && ue.HasStatusCode() {
 		he := &HTTPError{Status: ue.StatusCode(), Body: strings.TrimSpace(ue.Body())}
 		if he.Status == http.StatusForbidden {
-			return errors.Join(he, ErrRefused)
+			return fmt.Errorf("%w: %w", he, ErrRefused) // one line (errors.Join would put a newline in every message)
 		}
 		return he
 	}

@@ -101,3 +101,34 @@ func quote(s string) string {
 	b.WriteByte('"')
 	return b.String()
 }
+
+// Undeclared returns the names of vars (-var name=value) that the job file
+// src (its name is file) declares no variable block for, in order: `nomad
+// job run` refuses them ("Undefined -var variable"), while Nomad's parse
+// endpoint takes its Variables as a variables file and ignores them, so a
+// misspelt -var would stage the default. A file that does not parse here
+// declares nothing known: nil, and Nomad's parse says what is wrong.
+func Undeclared(src []byte, file string, vars []string) []string {
+	f, diags := hclsyntax.ParseConfig(src, file, hcl.InitialPos)
+	if diags.HasErrors() {
+		return nil
+	}
+	body, ok := f.Body.(*hclsyntax.Body)
+	if !ok {
+		return nil
+	}
+	declared := map[string]bool{}
+	for _, b := range body.Blocks {
+		if b.Type == "variable" && len(b.Labels) == 1 {
+			declared[b.Labels[0]] = true
+		}
+	}
+	var out []string
+	for _, kv := range vars {
+		name, _, _ := strings.Cut(kv, "=")
+		if !declared[name] && !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}

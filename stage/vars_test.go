@@ -1,6 +1,7 @@
 package stage
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -50,5 +51,23 @@ func TestVariablesErrors(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, c.want)
 			}
 		})
+	}
+}
+
+// A -var the job file declares no variable for is reported, as `nomad job
+// run` refuses it (Nomad's parse endpoint would ignore it, recorded on
+// 2.0.5 by a stage that staged the default); a file that does not parse
+// reports nothing (Nomad's parse then says why).
+func TestUndeclared(t *testing.T) {
+	t.Parallel()
+	src := []byte("variable \"tag\" {\n  default = \"1\"\n}\nvariable \"tier\" {}\njob \"j\" {\n  meta {\n    nosuch = \"x\"\n  }\n}\n")
+	if got := Undeclared(src, "j.nomad.hcl", []string{"tag=2", "nosuch=1", "tier=edge", "nosuch=2", "other=3"}); !slices.Equal(got, []string{"nosuch", "other"}) {
+		t.Errorf("got %q, want nosuch and other", got)
+	}
+	if got := Undeclared(src, "j.nomad.hcl", []string{"tag=2"}); got != nil {
+		t.Errorf("all declared: got %q", got)
+	}
+	if got := Undeclared([]byte("job \"x\" {\n"), "bad.hcl", []string{"tag=2"}); got != nil {
+		t.Errorf("a file that does not parse: got %q, want nil", got)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/nomad/api"
+
 	"github.com/nomad-prefetch/nomad-prefetch/cluster"
 	"github.com/nomad-prefetch/nomad-prefetch/status"
 )
@@ -28,14 +30,23 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 }
 
 // catalog returns the catalog the flags name, or a usage error.
-func (c *clusterFlags) catalog() (cluster.Catalog, error) {
+func (c *clusterFlags) catalog() (cluster.Catalog, error) { return c.catalogIn("") }
+
+// catalogIn is catalog with Nomad's registrations read in namespace ns
+// rather than NOMAD_NAMESPACE's ("" keeps it).
+func (c *clusterFlags) catalogIn(ns string) (cluster.Catalog, error) {
 	if c.parallel < 1 || c.parallel > 1024 {
 		return nil, fmt.Errorf("-parallel %d: want 1 to 1024", c.parallel)
 	}
 	if c.agentTimeout < 10*time.Millisecond {
 		return nil, fmt.Errorf("-agent-timeout %s: want at least 10ms", c.agentTimeout)
 	}
-	return cluster.NewCatalog(cluster.CatalogOptions{Provider: c.provider, Service: c.service, Job: c.job})
+	o := cluster.CatalogOptions{Provider: c.provider, Service: c.service, Job: c.job}
+	if ns != "" {
+		o.Nomad = api.DefaultConfig()
+		o.Nomad.Namespace = ns
+	}
+	return cluster.NewCatalog(o)
 }
 
 // ask returns the options of asking the agents, with the token of

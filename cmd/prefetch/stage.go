@@ -55,7 +55,8 @@ NOMAD_TOKEN, NOMAD_CACERT, NOMAD_NAMESPACE, ...). The token needs parse-job
 (and read-job) on the job's namespace, variables write on ` + stage.Path + `,
 and for -run submit-job: nomad/jobs/prefetch-stage-policy.hcl. The agents are
 found and asked as by 'prefetch wait' (-provider, -service, -job,
--token-file).
+-token-file); with -provider nomad their service is read in
+-agents-namespace (default), NOMAD_NAMESPACE being the staged job's.
 
 Exit codes: 0 ready (and, with -run, registered); 1 not ready in time (each
 node still missing an image, and why), the registration refused, or Nomad
@@ -85,6 +86,7 @@ func runStage(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	ttl := fs.Duration("ttl", stage.DefaultTTL, "how long the staged job lasts if it is never registered")
 	cancelIt := fs.Bool("cancel", false, "remove job JOB from the staged set instead")
 	namespace := fs.String("namespace", "", "the namespace of a job file that names none, and with -cancel JOB's (default NOMAD_NAMESPACE, else default)")
+	agentsNS := fs.String("agents-namespace", "default", "the namespace of the agents' job, where -provider nomad reads their service (NOMAD_NAMESPACE is the staged job's here, as for nomad job run)")
 	var cf clusterFlags
 	cf.register(fs)
 	args, code, done := parseInterspersed(fs, args)
@@ -107,7 +109,7 @@ func runStage(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "prefetch stage: -timeout must be positive, -interval at least 10ms and -ttl at least 1m (see prefetch stage -h)")
 		return exitUsage
 	}
-	cat, err := cf.catalog()
+	cat, err := cf.catalogIn(cmp.Or(*agentsNS, "default"))
 	if err != nil {
 		fmt.Fprintf(stderr, "prefetch stage: %v (see prefetch stage -h)\n", err)
 		return exitUsage
@@ -117,7 +119,7 @@ func runStage(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "prefetch stage: %v\n", err)
 		return exitUsage
 	}
-	job, code, err := parseJob(ctx, client, args[0], varFiles, vars)
+	job, sub, code, err := parseJob(ctx, client, args[0], varFiles, vars)
 	if err != nil {
 		fmt.Fprintf(stderr, "prefetch stage: %s\n", cleanLines(err.Error(), maxText))
 		return code
@@ -189,27 +191,33 @@ func runStage(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if !*runIt {
 		return exitOK
 	}
-	return register(ctx, client, job, base, stdout, stderr)
+	return register(ctx, client, job, sub, base, stdout, stderr)
 }
 
 // parseJob has Nomad parse the job file with the variables given; code is
-// the exit code of an error.
-func parseJob(ctx context.Context, c *nomad.Client, file string, varFiles, vars []string) (*api.Job, int, error) {
+// the exit code of an error. The submission is what -run registers with
+// the job, as `nomad job run` does (Nomad keeps it: the job's source and
+// variables in its UI and /v1/job/:id/submission): the file as read, and
+// every variable's value in one variables text.
+func parseJob(ctx context.Context, c *nomad.Client, file string, varFiles, vars []string) (*api.Job, *api.JobSubmission, int, error) {
 	hcl, err := readBounded(file)
 	if err != nil {
-		return nil, exitUsage, err
+		return nil, nil, exitUsage, err
+	}
+	if bad := stage.Undeclared(hcl, file, vars); len(bad) > 0 {
+		return nil, nil, exitUsage, fmt.Errorf("%s: -var %s: no such variable is declared in the job file (nomad job run refuses it too: \"Undefined -var variable\"; declare it with a variable block)", file, strings.Join(bad, ", -var "))
 	}
 	var files []stage.VarFile
 	for _, f := range varFiles {
 		b, err := readBounded(f)
 		if err != nil {
-			return nil, exitUsage, err
+			return nil, nil, exitUsage, err
 		}
 		files = append(files, stage.VarFile{Name: f, Content: b})
 	}
 	variables, err := stage.Variables(os.Environ(), files, vars)
 	if err != nil {
-		return nil, exitUsage, err
+		return nil, nil, exitUsage, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, stageTimeout)
 	defer cancel()
@@ -222,17 +230,17 @@ func parseJob(ctx context.Context, c *nomad.Client, file string, varFiles, vars 
 		var he *nomad.HTTPError
 		if errors.As(err, &he) && he.Status == 400 {
 			// Nomad's own message: "Failed to parse job: input.hcl:2,13-14: ..."
-			return nil, exitUsage, fmt.Errorf("%s: %s", file, strings.Replace(he.Body, "input.hcl", file, 1))
+			return nil, nil, exitUsage, fmt.Errorf("%s: %s", file, strings.Replace(he.Body, "input.hcl", file, 1))
 		}
 		if errors.Is(err, nomad.ErrRefused) {
-			return nil, exitFailed, fmt.Errorf("parsing %s with Nomad: %w (the token needs parse-job: see prefetch-stage-policy.hcl)", file, err)
+			return nil, nil, exitFailed, fmt.Errorf("parsing %s with Nomad: %w (the token needs parse-job: see prefetch-stage-policy.hcl)", file, err)
 		}
-		return nil, exitFailed, fmt.Errorf("parsing %s with Nomad: %w", file, err)
+		return nil, nil, exitFailed, fmt.Errorf("parsing %s with Nomad: %w", file, err)
 	}
 	if deref(job.ID) == "" {
-		return nil, exitUsage, fmt.Errorf("%s: Nomad's parse gives no job ID", file)
+		return nil, nil, exitUsage, fmt.Errorf("%s: Nomad's parse gives no job ID", file)
 	}
-	return &job, exitOK, nil
+	return &job, &api.JobSubmission{Source: string(hcl), Format: "hcl2", Variables: variables}, exitOK, nil
 }
 
 // readBounded reads a file of at most maxJobFile bytes.
@@ -304,16 +312,19 @@ func watchJob(ctx context.Context, c *nomad.Client, ns, id string, base uint64, 
 // register registers job unless it changed since base, prints the
 // evaluation as nomad job run -detach does, and removes the job from the
 // staged set (its registered version names the images now).
-func register(ctx context.Context, c *nomad.Client, job *api.Job, base uint64, stdout, stderr io.Writer) int {
+func register(ctx context.Context, c *nomad.Client, job *api.Job, sub *api.JobSubmission, base uint64, stdout, stderr io.Writer) int {
 	ns, id := deref(job.Namespace), deref(job.ID)
 	rctx, cancel := context.WithTimeout(ctx, stageTimeout)
-	resp, _, err := c.API().Jobs().RegisterOpts(job, &api.RegisterOptions{EnforceIndex: true, ModifyIndex: base}, (&api.WriteOptions{Namespace: ns}).WithContext(rctx))
+	resp, _, err := c.API().Jobs().RegisterOpts(job, &api.RegisterOptions{EnforceIndex: true, ModifyIndex: base, Submission: sub}, (&api.WriteOptions{Namespace: ns}).WithContext(rctx))
 	cancel()
 	if err != nil {
 		err = nomad.Err(err)
-		if strings.Contains(err.Error(), "Enforcing job modify index") {
+		switch {
+		case strings.Contains(err.Error(), "Enforcing job modify index"):
 			fmt.Fprintf(stderr, "prefetch stage: not registered: job %s/%s was changed by someone else since the stage began (%s); stage it again\n", clean(ns, maxField), clean(id, maxField), clean(err.Error(), maxText))
-		} else {
+		case errors.Is(err, nomad.ErrRefused):
+			fmt.Fprintf(stderr, "prefetch stage: registering job %s/%s: %s (the token needs submit-job on the namespace, and for a job that mounts host volumes the host_volume capability of each: see prefetch-stage-policy.hcl)\n", clean(ns, maxField), clean(id, maxField), clean(err.Error(), maxText))
+		default:
 			fmt.Fprintf(stderr, "prefetch stage: registering job %s/%s: %s\n", clean(ns, maxField), clean(id, maxField), clean(err.Error(), maxText))
 		}
 		return exitFailed

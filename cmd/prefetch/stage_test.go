@@ -147,13 +147,21 @@ nomad {
 		t.Errorf("an unparsable file: exit %d, stderr %q", code, stderr)
 	}
 
+	// A -var the file declares no variable for: refused before anything is
+	// staged, as nomad job run refuses it (Nomad's parse would ignore it).
+	code, _, stderr = runCLI(t, "stage", "-provider", "consul", "-var", "tga=2", jobFile)
+	if code != exitUsage || !strings.Contains(stderr, "-var tga: no such variable is declared in the job file") {
+		t.Errorf("an undeclared -var: exit %d, stderr %q", code, stderr)
+	}
+
 	// A version no node can run (its group wants class gpu): every agent
 	// says so, and stage ends at once, exit 1, not registered, rather than
 	// waiting out -timeout for agents it set aside (seen on a real Nomad).
 	gpu := parsedRegistry(t, exp("2"))
 	gpu["TaskGroups"].([]any)[0].(map[string]any)["Constraints"] = []any{map[string]any{"LTarget": "${node.class}", "RTarget": "gpu", "Operand": "="}}
 	srv.AddParse(hcl, `tag = "gpu"`+"\n", gpu)
-	code, stdout, stderr := runCLI(t, "stage", "-provider", "consul", "-run", "-timeout", "60s", "-interval", "100ms", "-var", "tag=gpu", jobFile)
+	var stdout string
+	code, stdout, stderr = runCLI(t, "stage", "-provider", "consul", "-run", "-timeout", "60s", "-interval", "100ms", "-var", "tag=gpu", jobFile)
 	if code != exitFailed || !strings.Contains(stderr, "no node with an agent can run a group of default/registry: each of the 2 agent(s) asked says none fits its node") || strings.Contains(stdout, "Evaluation ID") {
 		t.Errorf("a job no node can run: exit %d, stdout %q, stderr:\n%s", code, stdout, stderr)
 	}
@@ -198,6 +206,13 @@ nomad {
 	registered := srv.JobModifyIndex("default", "registry")
 	if registered == 0 {
 		t.Fatal("stage -run did not register the job")
+	}
+	// With the job's source and variables, as nomad job run sends them
+	// (Nomad keeps them for its UI; without, a real 2.0.5 answered 404 on
+	// the version's /v1/job/:id/submission).
+	sub := srv.JobSubmission("default", "registry")
+	if vars, _ := sub["Variables"].(string); sub["Source"] != hcl || sub["Format"] != "hcl2" || !strings.Contains(vars, `tag = "2"`) {
+		t.Errorf("the registration's submission: %v", sub)
 	}
 	if set, _, err := stage.Read(ctx, c, 5*time.Second); err != nil || len(set.Jobs) != 0 {
 		t.Errorf("after -run the staged set holds %+v (%v)", set.Jobs, err)

@@ -45,6 +45,9 @@ type apiState struct {
 	// the allocations table's last write.
 	allocs     map[string]map[string]any
 	allocIndex uint64
+	// submissions are the last registration's Submission of each job, by
+	// "namespace/id" (jobs.go).
+	submissions map[string]map[string]any
 	// parses are the answers AddParse and AddParseError registered
 	// (jobs.go).
 	parses map[parseKey]parsed

@@ -234,6 +234,7 @@ func (s *Server) jobRegister(w http.ResponseWriter, r *http.Request) {
 		EnforceIndex   bool
 		JobModifyIndex uint64
 		Namespace      string // the embedded WriteRequest's
+		Submission     map[string]any
 	}
 	if err := decodeBody(r, &req); err != nil {
 		answerText(w, http.StatusBadRequest, "", err.Error())
@@ -280,6 +281,10 @@ func (s *Server) jobRegister(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	index := s.registerLocked(req.Job)
+	if a.submissions == nil {
+		a.submissions = map[string]map[string]any{}
+	}
+	a.submissions[ns+"/"+id] = req.Submission // nil: none sent (Nomad then keeps none, 404 on /v1/job/:id/submission)
 	evalID, evalIndex := newUUID(), index
 	if req.Job["Periodic"] != nil || req.Job["ParameterizedJob"] != nil {
 		evalID, evalIndex = "", 0
@@ -294,4 +299,14 @@ func (s *Server) jobRegister(w http.ResponseWriter, r *http.Request) {
 		"NextToken":       "",
 		"Warnings":        "",
 	})
+}
+
+// JobSubmission returns the submission (the job's source and variables, as
+// `nomad job run` sends them) of the last registration of namespace/id,
+// nil when it sent none.
+func (s *Server) JobSubmission(namespace, id string) map[string]any {
+	a := s.api()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.submissions[namespace+"/"+id]
 }

@@ -7,9 +7,20 @@
 #   nomad acl token create -name ci-stage -policy prefetch-stage
 #
 # The agents are found through the service catalog as `prefetch wait`
-# finds them: with -provider nomad the token also reads the services
-# (read-job covers it). Narrow "*" to the namespaces of the jobs staged;
-# drop submit-job if stage never runs with -run.
+# finds them: with -provider nomad the token also reads the services in
+# -agents-namespace (read-job covers it). Narrow "*" to the namespaces of
+# the jobs staged; drop submit-job if stage never runs with -run.
+#
+# Nomad checks a job's volumes when it is registered: for -run of a job
+# that mounts a host volume (a registry's storage, say), add for each
+# volume, at the top level:
+#
+#   host_volume "registry-data" {
+#     capabilities = ["mount-readwrite"]
+#   }
+#
+# (seen on Nomad 2.0.5: without it the registration is a 403 after the
+# whole wait).
 
 namespace "*" {
   capabilities = ["parse-job", "read-job", "submit-job"]
