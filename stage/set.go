@@ -130,7 +130,7 @@ func (s Set) Check() error {
 		return fmt.Errorf("%w: format %d, this agent reads format %d", ErrBad, s.Format, Format)
 	}
 	if len(s.Jobs) > MaxJobs {
-		return fmt.Errorf("%w: %d jobs staged, over the limit of %d", ErrBad, len(s.Jobs), MaxJobs)
+		return fmt.Errorf("%w: %d jobs staged, over the limit of %d (a job registered without -run stays staged until its -ttl: remove finished ones with prefetch stage -cancel JOB)", ErrBad, len(s.Jobs), MaxJobs)
 	}
 	seen := map[string]bool{}
 	for _, j := range s.Jobs {
