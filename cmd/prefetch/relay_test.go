@@ -114,6 +114,17 @@ func streamTokens(srv *nomadtest.Server, from int) map[string]int {
 	return out
 }
 
+// relayHolds says whether every agent of as holds ref and follows the
+// relay.
+func relayHolds(t *testing.T, as []*agentProc, ref string) bool {
+	for _, a := range as {
+		if a.images(t)[ref].State != agent.StatePresent || relayOf(t, a).Source != agent.SourceRelay {
+			return false
+		}
+	}
+	return true
+}
+
 func TestRelayOneSubscriptionPerCluster(t *testing.T) {
 	testbed.Need(t, bed)
 	ctx := context.Background()
@@ -129,16 +140,7 @@ func TestRelayOneSubscriptionPerCluster(t *testing.T) {
 	for i := range n {
 		agents = append(agents, relayAgent(t, srv, i, relayIdentity(t, srv)))
 	}
-	have := func(as []*agentProc, ref string) func() bool {
-		return func() bool {
-			for _, a := range as {
-				if a.images(t)[ref].State != agent.StatePresent || relayOf(t, a).Source != agent.SourceRelay {
-					return false
-				}
-			}
-			return true
-		}
-	}
+	have := func(as []*agentProc, ref string) func() bool { return func() bool { return relayHolds(t, as, ref) } }
 	waitFor(t, "every agent to follow the relay and hold app:1", 60*time.Second, have(agents, exp("app:1")))
 
 	holder := -1
@@ -342,19 +344,17 @@ func TestRelayHolderProcessKilled(t *testing.T) {
 			}
 		})
 		procs = append(procs, proc{a, cmd})
+		waitFor(t, "agent process to serve /healthz", 20*time.Second, func() bool {
+			code, _ := a.get("/healthz")
+			return code == http.StatusOK
+		})
 	}
 	have := func(ps []proc, ref string) func() bool {
-		return func() bool {
-			for _, p := range ps {
-				if code, _ := p.get("/healthz"); code != http.StatusOK {
-					return false
-				}
-				if p.images(t)[ref].State != agent.StatePresent || relayOf(t, p.agentProc).Source != agent.SourceRelay {
-					return false
-				}
-			}
-			return true
+		as := make([]*agentProc, len(ps))
+		for i, p := range ps {
+			as[i] = p.agentProc
 		}
+		return func() bool { return relayHolds(t, as, ref) }
 	}
 	waitFor(t, "every agent process to follow the relay and hold app:1", 60*time.Second, have(procs, exp("app:1")))
 	holder := -1
