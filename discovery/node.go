@@ -151,10 +151,7 @@ func versionMatch(op, have, constraint string) verdict {
 			ok = c.Check(v)
 		}
 	}
-	switch {
-	case err != nil:
-		return forbids
-	case ok:
+	if err == nil && ok {
 		return allows
 	}
 	return forbids
