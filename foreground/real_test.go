@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -168,8 +169,15 @@ func TestYieldsToNomadsPull(t *testing.T) {
 	logs.wait(ctx, t, 1, "yielding to Nomad ended")
 	yieldEnd := time.Now()
 
+	// The lines come from the transitions; the snapshot is published after
+	// the loop's pass, and a fetch resumed after the episode may still be
+	// under way: wait (bounded by ctx) for the state they settle in.
 	logs.wait(ctx, t, len(backlog), "image ready")
 	s := loop.Snapshot()
+	for ctx.Err() == nil && slices.ContainsFunc(s.Images, func(img agent.ImageStatus) bool { return img.State != agent.StatePresent }) {
+		time.Sleep(10 * time.Millisecond) // bounded by ctx; the publish follows the log line within the pass
+		s = loop.Snapshot()
+	}
 	for _, img := range s.Images {
 		if img.State != agent.StatePresent || img.Attempts != 0 {
 			t.Errorf("%s after the episode: %s, %d failed attempts; want present, none", img.Expected, img.State, img.Attempts)
