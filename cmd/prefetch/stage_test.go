@@ -197,6 +197,11 @@ nomad {
 	if code != exitOK || !strings.Contains(stdout, "Job registration successful\nEvaluation ID: ") || !strings.Contains(stderr, "stage: ready: all 1 node(s) that can run default/registry have its images (1 not waited for)") {
 		t.Fatalf("stage -run: exit %d, stdout %q, stderr:\n%s", code, stdout, stderr)
 	}
+	// -run registers the job and then removes it from the staged set; the
+	// agent learns the two apart, and between them its status may list the
+	// image under neither (it is never removed from Docker): wait for it
+	// to be listed again before looking.
+	waitFor(t, "the edge node to list the image again", 30*time.Second, func() bool { _, ok := a.images(t)[exp("2")]; return ok })
 	if img := a.images(t)[exp("2")]; img.State != agent.StatePresent || img.Source != up.Addr+"/stage-reg:2" || img.ImageID != id2 {
 		t.Errorf("the edge node's staged image: %+v", img)
 	}
