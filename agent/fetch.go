@@ -53,9 +53,30 @@ const (
 	Retagged Outcome = "retagged"
 	// Stale: nothing could be pulled, but expected is present locally.
 	Stale Outcome = "present, not refreshed"
+	// Copied: a peer agent served it, verified and tagged as expected.
+	Copied Outcome = "copied"
 	// Failed: the image is not present.
 	Failed Outcome = "failed"
 )
+
+// PeerSource prefixes a Result's Source when a peer served the image:
+// "peer:" and the peer's node.
+const PeerSource = "peer:"
+
+// Peers copies images from sibling agents: the nomad block's peers block.
+// *discovery.Discoverer implements it.
+type Peers interface {
+	// Copy makes expected present from a peer (content dgst, when set, by
+	// proof), verified, untagged, and returns its image ID and the peer's
+	// node. Asked first (before any registry), it returns an error wrapping
+	// ErrOwnFetch when this agent is the one to fetch the image from the
+	// registries, its peers copying it from here.
+	Copy(ctx context.Context, expected, dgst string, first bool, opts registry.ArchiveOptions) (id, node string, err error)
+}
+
+// ErrOwnFetch is Peers.Copy's answer, asked first, when this agent fetches
+// the image from the registries itself.
+var ErrOwnFetch = errors.New("this agent fetches the image from the registries itself")
 
 // Result is the outcome for one image.
 type Result struct {
@@ -105,6 +126,11 @@ type Fetcher struct {
 	// Offline asks no registry: only bundle sources are tried (prefetch
 	// once -bundle, for a site no registry serves).
 	Offline bool
+	// Peers, when set, copies an image that is not present (or not the
+	// content of its digest pin) from a sibling agent: before any registry
+	// with PeersFirst, else once every registry failed.
+	Peers      Peers
+	PeersFirst bool
 
 	shareOnce sync.Once
 	sh        *shared // set by the daemon, else made on first use
@@ -136,6 +162,11 @@ func (f *Fetcher) state() *shared {
 //     when one is set, which step 1 rules out), it is Stale: usable, not
 //     refreshed.
 //  5. Else it failed; the error lists every reference tried and why.
+//
+// With Peers, an image that is not present (or not its pin's content) is
+// asked of the peers too: before step 2 with PeersFirst (unless this agent
+// is the one to fetch it from the registries), and before step 4 in any
+// case.
 func (f *Fetcher) Fetch(ctx context.Context, img config.Image) Result {
 	start := time.Now()
 	res := f.fetch(ctx, img)
@@ -164,6 +195,12 @@ func (f *Fetcher) fetch(ctx context.Context, img config.Image) Result {
 		have = &before
 	}
 	var tried []error
+	askPeers := f.Peers != nil && !f.Offline && (!present || img.Digest != "")
+	if askPeers && f.PeersFirst {
+		if res, ok := f.fromPeers(ctx, img, true, &tried); ok {
+			return res
+		}
+	}
 	if f.Offline {
 		tried = append(tried, errOffline)
 	} else {
@@ -186,6 +223,11 @@ func (f *Fetcher) fetch(ctx context.Context, img config.Image) Result {
 	}
 	if res, ok := f.fromSources(ctx, img, have, &tried); ok {
 		return res
+	}
+	if askPeers && ctx.Err() == nil {
+		if res, ok := f.fromPeers(ctx, img, false, &tried); ok {
+			return res
+		}
 	}
 
 	err = errors.Join(tried...)
@@ -232,6 +274,25 @@ func (f *Fetcher) fromSources(ctx context.Context, img config.Image, have *regis
 		return Result{Outcome: Retagged, Source: src, ImageID: id}, true
 	}
 	return Result{}, false
+}
+
+// fromPeers asks the peers for img (first: before any registry) and tags
+// the verified copy as expected; ok is false when no peer served it (the
+// reason appended to tried) or this agent is to fetch it itself.
+func (f *Fetcher) fromPeers(ctx context.Context, img config.Image, first bool, tried *[]error) (res Result, ok bool) {
+	id, node, err := f.Peers.Copy(ctx, img.Expected, img.Digest, first, registry.ArchiveOptions{StallTimeout: f.StallTimeout, QuietTimeout: f.PullTimeout})
+	switch {
+	case errors.Is(err, ErrOwnFetch):
+		return Result{}, false
+	case err != nil:
+		*tried = append(*tried, fmt.Errorf("peers: %w", err))
+		return Result{}, false
+	}
+	src := PeerSource + node
+	if _, err := f.settle(ctx, id, img.Expected); err != nil {
+		return Result{Outcome: Failed, Source: src, Err: &settleError{err}}, true
+	}
+	return Result{Outcome: Copied, Source: src, ImageID: id}, true
 }
 
 // settleError is a failure after a pull succeeded (inspecting or tagging

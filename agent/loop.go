@@ -46,12 +46,15 @@ var _ AuthSetter = (*registry.Credentials)(nil)
 // goroutines, at most concurrency at once, and report back to the loop; the
 // loop itself never waits on Docker or a registry.
 type Loop struct {
-	Docker   Docker
-	Events   ImageEventer
-	Remote   Digester   // optional
-	Auths    AuthSetter // optional: given the auth blocks of each config put in force
-	Bundles  Bundles    // optional: serves the bundle: sources
-	Observer Observer   // optional: told what happens, for the metrics
+	Docker  Docker
+	Events  ImageEventer
+	Remote  Digester   // optional
+	Auths   AuthSetter // optional: given the auth blocks of each config put in force
+	Bundles Bundles    // optional: serves the bundle: sources
+	// Peers, when set, is asked for images while the config has a nomad
+	// block with a peers block.
+	Peers    Peers
+	Observer Observer // optional: told what happens, for the metrics
 	// Discoverer, when set, is run while the config has a nomad block.
 	Discoverer Discoverer
 	// Foreground, when set, is run while the config has a nomad block: the

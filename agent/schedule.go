@@ -4,6 +4,7 @@ package agent
 
 import (
 	"context"
+	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"log/slog"
 	"slices"
 	"time"
@@ -97,6 +98,9 @@ func (r *loopRun) start(ctx context.Context, e *entry) {
 		Docker: r.loop.Docker, Remote: r.loop.Remote,
 		PullTimeout: r.cfg.PullTimeout, StallTimeout: r.cfg.StallTimeout,
 		Log: r.loop.Log, FallbackLevel: slog.LevelDebug, sh: r.loop.shared, Bundles: r.loop.Bundles,
+	}
+	if n := r.cfg.Nomad; n != nil && n.Peers != nil && r.loop.Peers != nil {
+		f.Peers, f.PeersFirst = r.loop.Peers, n.Peers.Order == config.PeersFirst
 	}
 	key, img, gen := e.img.Expected, e.img, e.gen
 	r.wg.Go(func() {

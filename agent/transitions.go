@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/backoff"
@@ -45,7 +46,10 @@ func (r *loopRun) finish(res fetchDone, now time.Time) {
 	from := "none"
 	if result.OK() {
 		from = "expected"
-		if result.Source != "" {
+		switch {
+		case strings.HasPrefix(result.Source, PeerSource):
+			from = "peer"
+		case result.Source != "":
 			from = "source"
 		}
 	}

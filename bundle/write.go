@@ -97,6 +97,17 @@ func Write(ctx context.Context, eng Saver, path string, entries []Entry, opts Wr
 	return w, nil
 }
 
+// Stream writes a bundle of entries to w as the Engine's save streams it,
+// member by member, the manifest last: what Write puts in a file, for a
+// reader elsewhere (a peer agent). Nothing is buffered but the archive's
+// metadata; on an error, w holds a part of a bundle, which Read refuses.
+func Stream(ctx context.Context, eng Saver, w io.Writer, entries []Entry, opts WriteOptions) (Manifest, error) {
+	if len(entries) == 0 {
+		return Manifest{}, errors.New("writing a bundle: no image to put in it")
+	}
+	return stream(ctx, eng, w, entries, opts)
+}
+
 // stream copies the Engine's save of entries' images to w, member by
 // member, and appends the manifest.
 func stream(ctx context.Context, eng Saver, w io.Writer, entries []Entry, opts WriteOptions) (Manifest, error) {

@@ -72,6 +72,9 @@ type Nomad struct {
 	// Relay, when set, elects one agent to follow Nomad's Job events for
 	// the others (the relay block).
 	Relay *Relay
+	// Peers, when set, makes the sibling agents a source of every
+	// expected image (the peers block).
+	Peers *Peers
 	Pos   Pos
 }
 
@@ -132,7 +135,7 @@ var (
 			{Name: "max_images"}, {Name: "include_undecided"}, {Name: "allowed_prefixes"}, {Name: "hold_readiness"},
 			{Name: "yield"}, {Name: "background_pulls"},
 		},
-		Blocks: []hcl.BlockHeaderSchema{{Type: "rewrite"}, {Type: "relay"}},
+		Blocks: []hcl.BlockHeaderSchema{{Type: "rewrite"}, {Type: "relay"}, {Type: "peers"}},
 	}
 	rewriteSchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{{Name: "from", Required: true}, {Name: "sources", Required: true}},
@@ -194,6 +197,14 @@ func (p *parser) nomad(b *hcl.Block) *Nomad {
 				continue
 			}
 			n.Relay = p.relay(rb)
+			continue
+		}
+		if rb.Type == "peers" {
+			if n.Peers != nil {
+				p.errorf(rb.DefRange, "nomad: duplicate peers block; the first is at line %d", n.Peers.Pos.Line)
+				continue
+			}
+			n.Peers = p.peers(rb)
 			continue
 		}
 		if rw, ok := p.rewrite(rb); ok {

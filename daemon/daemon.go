@@ -28,6 +28,7 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/foreground"
 	"github.com/nomad-prefetch/nomad-prefetch/lockfile"
 	"github.com/nomad-prefetch/nomad-prefetch/metrics"
+	"github.com/nomad-prefetch/nomad-prefetch/peer"
 	"github.com/nomad-prefetch/nomad-prefetch/status"
 	"github.com/nomad-prefetch/nomad-prefetch/watch"
 )
@@ -118,8 +119,9 @@ func Run(ctx context.Context, o Options) error {
 
 	// Nothing here waits for dockerd: the status endpoints are served
 	// whatever it does, and the loop finds out (with deadlines) and says so.
-	disc := &discovery.Discoverer{Log: o.Log, Advertise: advertised(o.Listen)}
+	disc := &discovery.Discoverer{Log: o.Log, Advertise: advertised(o.Listen), Engine: clients.Engine, StallTimeout: cfg.StallTimeout}
 	loop := &agent.Loop{
+		Peers:  disc, // the nomad block's peers block
 		Docker: clients.Engine, Events: clients.Engine, Remote: clients.Remote, Auths: clients.Credentials, Log: o.Log,
 		Discoverer: disc,
 		Foreground: &foreground.Watcher{Images: clients.Engine, Log: o.Log}, // yield to Nomad's own pulls
@@ -127,10 +129,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	m := metrics.New(loop.Snapshot)
 	loop.Observer = m
+	disc.Held, disc.PeerBytes = heldIn(loop.Snapshot), m.PeerBytes
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stopServer, err := serve(o, status.Endpoints{Snapshot: loop.Snapshot, Alive: loop.Alive, Metrics: m.Handler(), Relay: disc.Relay()}, token, reachOf)
+	stopServer, err := serve(o, status.Endpoints{Snapshot: loop.Snapshot, Alive: loop.Alive, Metrics: m.Handler(), Relay: disc.Relay(), Peer: disc.Peer()}, token, reachOf)
 	if err != nil {
 		return err
 	}
@@ -163,6 +166,19 @@ func Run(ctx context.Context, o Options) error {
 	}
 	o.Log.Info("prefetch run stopped")
 	return err
+}
+
+// heldIn is what the agent holds for an expected reference, by its
+// snapshot: what the peers are served from.
+func heldIn(snapshot func() agent.Snapshot) func(ref string) peer.Held {
+	return func(ref string) peer.Held {
+		for _, img := range snapshot().Images {
+			if img.Expected == ref {
+				return peer.Held{Expected: true, State: img.State, ImageID: img.ImageID}
+			}
+		}
+		return peer.Held{}
+	}
 }
 
 // advertised is the address the other agents reach a -listen at, for the

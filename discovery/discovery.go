@@ -21,10 +21,12 @@
 package discovery
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nomad-prefetch/nomad-prefetch/bundle"
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
@@ -38,6 +40,7 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/backoff"
 	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"github.com/nomad-prefetch/nomad-prefetch/nomad"
+	"github.com/nomad-prefetch/nomad-prefetch/peer"
 	"github.com/nomad-prefetch/nomad-prefetch/relay"
 )
 
@@ -54,8 +57,25 @@ type Discoverer struct {
 	// Advertise is the address this agent's listener serves at (host:port),
 	// which the relay block's advertise defaults to.
 	Advertise string
+	// Engine, Held and PeerBytes serve the peers block: the Docker Engine
+	// that saves the images served and loads the ones taken, what the
+	// agent holds for an expected reference (its snapshot), and a counter
+	// of the bytes "served" to and "taken" from peers (optional).
+	Engine    PeerEngine
+	Held      func(ref string) peer.Held
+	PeerBytes func(direction string, n int64)
+	// StallTimeout ends a peer transfer silent that long (default 2 min).
+	StallTimeout time.Duration
 
 	member atomic.Pointer[relay.Member] // the relay's, while Run has one
+	peers  atomic.Pointer[peerLink]     // the peers', while Run has them
+}
+
+// PeerEngine is what the peers need of the Docker Engine: save the images
+// served, load and inspect the ones taken. *registry.Engine implements it.
+type PeerEngine interface {
+	peer.Engine
+	bundle.Engine
 }
 
 var _ agent.Discoverer = (*Discoverer)(nil)
@@ -86,6 +106,21 @@ func (d *Discoverer) Run(ctx context.Context, settings config.Nomad, found func(
 	defer bg.Wait()
 	bg.Go(func() { d.followStaged(ctx, client, st, pub, log) })
 	bg.Go(func() { watchExpiry(ctx, st, pub) })
+	self := func() (id string) {
+		pub.with(func() {
+			if st.known {
+				id = st.node.id
+			}
+		})
+		return cmp.Or(id, settings.NodeID)
+	}
+	if stopPeers, err := d.startPeers(settings, client, self, log); err != nil {
+		pub.with(func() { st.failed(err, time.Now()) })
+		pub.now(st)
+		log.Error("discovery: the peers can't be set up; no image is taken from or served to them", "error", err.Error())
+	} else {
+		defer stopPeers()
+	}
 	rl, err := d.startRelay(ctx, &bg, settings, client, st, pub, log)
 	if err != nil {
 		pub.with(func() { st.failed(err, time.Now()) })

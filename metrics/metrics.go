@@ -27,6 +27,7 @@ type Metrics struct {
 	lastConfig   prometheus.Gauge
 	imageEvents  prometheus.Counter
 	dockerUp     prometheus.Gauge
+	peerBytes    *prometheus.CounterVec
 }
 
 // New registers the metrics on a registry of their own, with the Go
@@ -37,7 +38,7 @@ func New(snapshot func() agent.Snapshot) *Metrics {
 		Registry: reg,
 		pulls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "prefetch_pulls_total",
-			Help: "Image fetches (pull of expected, else its sources) by result (pulled, up to date, retagged, present not refreshed, failed) and where the content came from (expected, source, none).",
+			Help: "Image fetches (pull of expected, else its sources, or a copy from a peer) by result (pulled, up to date, retagged, copied, present not refreshed, failed) and where the content came from (expected, source, peer, none).",
 		}, []string{"result", "from"}),
 		pullDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "prefetch_pull_duration_seconds",
@@ -60,9 +61,15 @@ func New(snapshot func() agent.Snapshot) *Metrics {
 			Name: "prefetch_docker_up",
 			Help: "1 while the Docker daemon answers, 0 from a failed call or a lost event subscription until it answers again (and before it first answered).",
 		}),
+		peerBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "prefetch_peer_bytes_total",
+			Help: "Bytes of image transfers between agents (the nomad peers block), by direction: served to peers, taken from them.",
+		}, []string{"direction"}),
 	}
+	m.peerBytes.WithLabelValues("served")
+	m.peerBytes.WithLabelValues("taken")
 	states := prometheus.NewDesc("prefetch_images", "Images in the config by state (wanted, pulling, present, failed).", []string{"state"}, nil)
-	reg.MustRegister(m.pulls, m.pullDuration, m.reloads, m.lastConfig, m.imageEvents, m.dockerUp,
+	reg.MustRegister(m.pulls, m.pullDuration, m.reloads, m.lastConfig, m.imageEvents, m.dockerUp, m.peerBytes,
 		newImageCollector(snapshot),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectorFunc{desc: states, collect: func(ch chan<- prometheus.Metric) {
@@ -82,6 +89,11 @@ func New(snapshot func() agent.Snapshot) *Metrics {
 func (m *Metrics) Fetched(result, from string, d time.Duration) {
 	m.pulls.WithLabelValues(result, from).Inc()
 	m.pullDuration.WithLabelValues(result).Observe(d.Seconds())
+}
+
+// PeerBytes counts bytes of peer transfers: direction "served" or "taken".
+func (m *Metrics) PeerBytes(direction string, n int64) {
+	m.peerBytes.WithLabelValues(direction).Add(float64(n))
 }
 
 // Reloaded records a config reload; ok, unchanged or failed.

@@ -30,6 +30,9 @@ type Endpoints struct {
 	// Relay, if set, serves GET /v1/event/stream (the Job events relay)
 	// on every listener: it checks its callers' identity itself.
 	Relay http.Handler
+	// Peer, if set, serves GET /v1/peer/image (images to peer agents) on
+	// every listener: it checks its callers' identity itself.
+	Peer http.Handler
 }
 
 // Local serves every endpoint to anyone: for a loopback listener.
@@ -81,6 +84,9 @@ func (e Endpoints) mux(allowed func(*http.Request) bool, token *Token) http.Hand
 	mux.Handle("GET /metrics", gate(allowed, token, e.Metrics))
 	if e.Relay != nil {
 		mux.Handle("GET /v1/event/stream", e.Relay)
+	}
+	if e.Peer != nil {
+		mux.Handle("GET /v1/peer/image", e.Peer)
 	}
 	mux.Handle("GET /v1/status", gate(allowed, token, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

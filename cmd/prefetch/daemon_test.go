@@ -37,7 +37,14 @@ type agentProc struct {
 
 func startAgent(t *testing.T, cfgPath, lockPath string, extra ...string) *agentProc {
 	t.Helper()
-	a := &agentProc{addr: testbed.FreeAddr(t), stderr: &testbed.Buffer{}, done: make(chan int, 1)}
+	return startAgentOn(t, testbed.FreeAddr(t), cfgPath, lockPath, extra...)
+}
+
+// startAgentOn is startAgent listening on addr (for a catalog that must
+// list the agent before it starts).
+func startAgentOn(t *testing.T, addr, cfgPath, lockPath string, extra ...string) *agentProc {
+	t.Helper()
+	a := &agentProc{addr: addr, stderr: &testbed.Buffer{}, done: make(chan int, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stop = cancel
 	args := append([]string{"run", "-config", cfgPath, "-listen", a.addr, "-lock-file", lockPath, "-log-level", "debug"}, extra...)

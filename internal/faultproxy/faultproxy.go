@@ -61,10 +61,11 @@ type Proxy struct {
 	fault  Fault
 	times  int // how many more requests the fault applies to; <0: all
 	counts map[string]int
-	delay  time.Duration // before every request is passed on (SetDelay)
-	link   *link         // shared by every answer's body (SetBandwidth); nil: unlimited
-	seen   []Seen        // every request, in arrival order (at most maxSeen)
-	moved  chan struct{} // closed and replaced at each request
+	delay  time.Duration    // before every request is passed on (SetDelay)
+	link   *link            // shared by every answer's body (SetBandwidth); nil: unlimited
+	seen   []Seen           // every request, in arrival order (at most maxSeen)
+	sent   map[string]int64 // body bytes answered, by kind (BodyBytes)
+	moved  chan struct{}    // closed and replaced at each request
 }
 
 // Seen is one request the proxy received.
@@ -128,6 +129,42 @@ func (p *Proxy) Count(kind string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.counts[kind]
+}
+
+// BodyBytes returns how many bytes of answer bodies to requests of kind
+// ("GET blob", ...) the proxy has sent: what the registry served, as an
+// uplink would count it.
+func (p *Proxy) BodyBytes(kind string) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sent[kind]
+}
+
+// counting counts the body bytes written for kind.
+type counting struct {
+	http.ResponseWriter
+	p    *Proxy
+	kind string
+}
+
+func (w *counting) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	w.p.mu.Lock()
+	if w.p.sent == nil {
+		w.p.sent = map[string]int64{}
+	}
+	w.p.sent[w.kind] += int64(n)
+	w.p.mu.Unlock()
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection (Hijack).
+func (w *counting) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *counting) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // SetDelay makes every request wait d before it is passed on or failed (a
@@ -242,6 +279,7 @@ func (p *Proxy) ResetCounts() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	clear(p.counts)
+	clear(p.sent)
 }
 
 func kindOf(path string) string {
@@ -281,6 +319,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.moved = make(chan struct{})
 	delay, lk := p.delay, p.link
 	p.mu.Unlock()
+	w = &counting{ResponseWriter: w, p: p, kind: r.Method + " " + kindOf(r.URL.Path)}
 	if lk != nil {
 		w = &limited{ResponseWriter: w, link: lk, ctx: r.Context()}
 	}

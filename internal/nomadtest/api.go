@@ -68,6 +68,7 @@ func (s *Server) routeAPI(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/jobs", s.guard(s.jobList))
 	mux.HandleFunc("GET /v1/job/{id}", s.guard(s.jobInfo))
 	mux.HandleFunc("GET /v1/job/{id}/versions", s.guard(s.jobVersions))
+	mux.HandleFunc("GET /v1/service/{name}", s.guard(s.service))
 	for _, m := range []string{"PUT", "POST"} { // Nomad takes either (jobs.go)
 		mux.HandleFunc(m+" /v1/jobs", s.guard(s.jobRegister))
 		mux.HandleFunc(m+" /v1/jobs/parse", s.guard(s.jobParse))

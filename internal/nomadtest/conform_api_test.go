@@ -29,9 +29,9 @@ import (
 // conform_jobs_test.go). Not replayed at all, because the fake has no such
 // endpoint:
 //   - D (/v1/service/:name, /v1/services, /v1/job/:id/allocations): no
-//     service or job-allocation endpoints here; D's service reads are
-//     replayed against internal/catalogtest (its conform_test.go), the
-//     catalog fake the cluster package uses.
+//     /v1/services or job-allocation endpoints here; D's service reads are
+//     replayed in services_test.go, and against internal/catalogtest (its
+//     conform_test.go), the catalog fake the cluster package uses.
 //   - E's /v1/acl/bootstrap, /v1/acl/policy, /v1/acl/token and
 //     /v1/service/rec-svc steps: no ACL or service endpoints.
 //   - F (/v1/jobs/parse, PUT /v1/jobs with EnforceIndex, /v1/job/:id/plan):
@@ -292,8 +292,8 @@ func TestConformsToNomadACL(t *testing.T) {
 	const management = "42c92abe-ac54-2991-3558-41db47ce17d3" // E's bootstrap token
 	skip := map[int]string{
 		0:  "no /v1/acl/bootstrap in the fake",
-		3:  "no /v1/service in the fake",
-		7:  "no /v1/service in the fake",
+		3:  "the fake's services are what a test sets, not a job's (services_test.go replays D's)",
+		7:  "the fake's services are what a test sets, not a job's (services_test.go replays D's)",
 		12: "no /v1/acl/policy in the fake",
 		13: "no /v1/acl/token in the fake",
 		15: "Authorize is per token: the read-only token's read is refused",

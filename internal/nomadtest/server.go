@@ -183,6 +183,8 @@ type Server struct {
 
 	apiOnce sync.Once
 	apiS    *apiState // the job and node API (api.go)
+	svcOnce sync.Once
+	svcS    *serviceState // the service registrations (services.go)
 
 	idOnce sync.Once
 	idS    *idState // the keyring of workload identities (identity.go)

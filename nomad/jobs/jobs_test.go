@@ -835,13 +835,19 @@ func TestDeployPolicy(t *testing.T) {
 	}
 }
 
-// The relay's identity: only with discovery_relay, named relay, with the
-// audience the agents check and a TTL Nomad renews it within.
+// The agents' identity: only with discovery_relay or discovery_peers,
+// named relay, with the audience the agents check and a TTL Nomad renews
+// it within.
 func TestPrefetchJobRelayIdentity(t *testing.T) {
 	t.Parallel()
-	for _, on := range []bool{false, true} {
+	for _, c := range []struct {
+		relay bool
+		peers string
+	}{{false, ""}, {true, ""}, {false, "first"}, {true, "last"}} {
+		on := c.relay || c.peers != ""
 		j := readJob(t, "prefetch.nomad.hcl", map[string]cty.Value{
-			"image": cty.StringVal("registry.example:5000/nomad-prefetch:v1"), "discovery": cty.True, "discovery_relay": cty.BoolVal(on),
+			"image": cty.StringVal("registry.example:5000/nomad-prefetch:v1"), "discovery": cty.True,
+			"discovery_relay": cty.BoolVal(c.relay), "discovery_peers": cty.StringVal(c.peers),
 		})
 		task := j.block(j.block(j.block(j.body, "job", "prefetch"), "group", "prefetch"), "task", "prefetch")
 		var named []expanded
@@ -852,9 +858,9 @@ func TestPrefetchJobRelayIdentity(t *testing.T) {
 		}
 		switch {
 		case !on && len(named) != 0:
-			t.Errorf("discovery_relay = false: %d named identities, want none", len(named))
+			t.Errorf("%+v: %d named identities, want none", c, len(named))
 		case on && len(named) != 1:
-			t.Fatalf("discovery_relay = true: %d named identities, want the relay's", len(named))
+			t.Fatalf("%+v: %d named identities, want the relay's", c, len(named))
 		case on:
 			id := named[0]
 			aud := id.eval("aud")

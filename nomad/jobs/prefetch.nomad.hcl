@@ -110,6 +110,17 @@ variable "discovery_relay" {
   description = "discovery: elect one agent to follow Nomad's Job events and serve them to the others, so that Nomad's servers serve one subscription per cluster instead of one per node (worth it from about 50 nodes; docs/operating.md, The relay). Needs prefetch-policy.hcl's write on nomad/jobs/prefetch/relay."
 }
 
+variable "discovery_peers" {
+  type        = string
+  default     = ""
+  description = "discovery: make the sibling agents a source of every image: \"first\" (before any registry: the agents agree which one pulls a new image, the others copy it from a peer: one registry pull per image per cluster) or \"last\" (only when every registry failed); \"\" turns it off (docs/operating.md, Peers)."
+
+  validation {
+    condition     = contains(["", "first", "last"], var.discovery_peers)
+    error_message = "The discovery_peers must be \"\", \"first\" or \"last\"."
+  }
+}
+
 variable "discovery_rewrites" {
   type = list(object({
     from    = string
@@ -358,6 +369,7 @@ job "prefetch" {
         PREFETCH_NOMAD_YIELD              = var.discovery_yield
         PREFETCH_NOMAD_BACKGROUND_PULLS   = var.discovery_background_pulls
         PREFETCH_NOMAD_RELAY              = var.discovery_relay
+        PREFETCH_NOMAD_PEERS              = var.discovery_peers
       }
 
       # The workload identity's token in secrets/nomad_token, for discovery
@@ -366,12 +378,13 @@ job "prefetch" {
         file = true
       }
 
-      # The relay's identity (discovery_relay): what this agent presents to
-      # the relay and what the relay checks its callers against, in
+      # The agents' identity for one another (discovery_relay,
+      # discovery_peers): what this agent presents to the relay and to its
+      # peers, and what it checks their calls against, in
       # secrets/nomad_relay.jwt, renewed by Nomad. Its audience is its own,
       # so that it is no Nomad API token wherever it travels.
       dynamic "identity" {
-        for_each = var.discovery_relay ? ["relay"] : []
+        for_each = var.discovery_relay || var.discovery_peers != "" ? ["relay"] : []
         content {
           name = identity.value
           aud  = ["nomad-prefetch-relay"]

@@ -331,6 +331,7 @@ func TestDiscoveryBlock(t *testing.T) {
 		"PREFETCH_NOMAD_YIELD=pause",
 		"PREFETCH_NOMAD_BACKGROUND_PULLS=2",
 		"PREFETCH_NOMAD_RELAY=true",
+		"PREFETCH_NOMAD_PEERS=first",
 	}, "-config", cfgFile)
 	cfg, err = config.Parse("config.hcl", rendered)
 	if err != nil {
@@ -343,6 +344,9 @@ func TestDiscoveryBlock(t *testing.T) {
 	}
 	if n.Relay == nil || n.Relay.LockPath != config.DefaultRelayLockPath {
 		t.Fatalf("PREFETCH_NOMAD_RELAY=true: got relay %+v from\n%s", n.Relay, rendered)
+	}
+	if n.Peers == nil || n.Peers.Order != config.PeersFirst || n.Peers.MaxServing != config.DefaultPeersMaxServing {
+		t.Fatalf("PREFETCH_NOMAD_PEERS=first: got peers %+v from\n%s", n.Peers, rendered)
 	}
 	if n.Yield != config.YieldPause || n.BackgroundPulls != 2 {
 		t.Fatalf("foreground first: got yield %q, background_pulls %d from\n%s", n.Yield, n.BackgroundPulls, rendered)

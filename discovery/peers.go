@@ -1,0 +1,185 @@
+package discovery
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/nomad-prefetch/nomad-prefetch/agent"
+	"github.com/nomad-prefetch/nomad-prefetch/config"
+	"github.com/nomad-prefetch/nomad-prefetch/identity"
+	"github.com/nomad-prefetch/nomad-prefetch/nomad"
+	"github.com/nomad-prefetch/nomad-prefetch/peer"
+	"github.com/nomad-prefetch/nomad-prefetch/registry"
+)
+
+// The peers (the nomad block's peers block): every agent serves its own
+// expected, present images to the others (peer.Server, on its listener
+// beside the relay), and takes images from them (peer.Source). The peers
+// are the registrations of the agents' service in Nomad's catalog by this
+// agent's own job and namespace (its identity's claims), and each transfer
+// is authorized as the relay's subscriptions are (agentAuthorizer).
+
+// peerLink is what the peers block sets up for one Run.
+type peerLink struct {
+	server *peer.Server
+	source *peer.Source
+}
+
+// Peer is the handler of GET /v1/peer/image on the agent's listener: the
+// transfers this agent serves while its config has a peers block, 404
+// otherwise.
+func (d *Discoverer) Peer() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l := d.peers.Load()
+		if l == nil {
+			http.Error(w, "peer: off on this agent (nomad peers block not set)", http.StatusNotFound)
+			return
+		}
+		l.server.ServeHTTP(w, r)
+	})
+}
+
+// Copy takes expected from a peer (see agent.Peers).
+func (d *Discoverer) Copy(ctx context.Context, expected, dgst string, first bool, opts registry.ArchiveOptions) (string, string, error) {
+	l := d.peers.Load()
+	if l == nil {
+		return "", "", errors.New("the peers are not set up (no nomad peers block, or discovery not running)")
+	}
+	c, err := l.source.Image(ctx, expected, dgst, first, opts)
+	switch {
+	case errors.Is(err, peer.ErrFetchYourself):
+		return "", "", fmt.Errorf("%w: %w", agent.ErrOwnFetch, err)
+	case err != nil:
+		return "", "", err
+	}
+	return c.ID, c.Peer.Name(), nil
+}
+
+var _ agent.Peers = (*Discoverer)(nil)
+
+// peerIdentityFile is the peers block's identity_file, or where Nomad
+// writes a task's identity named "relay" (the agents' one identity for
+// one another).
+func peerIdentityFile(p *config.Peers) (string, error) {
+	if p.IdentityFile != "" {
+		return p.IdentityFile, nil
+	}
+	dir := os.Getenv("NOMAD_SECRETS_DIR")
+	if dir == "" {
+		return "", errors.New("nomad peers: identity_file is not set and NOMAD_SECRETS_DIR is not either (outside a Nomad task, name the file holding the agents' identity)")
+	}
+	return filepath.Join(dir, "nomad_relay.jwt"), nil
+}
+
+// spoolDir is the peers block's spool_dir, or the task's local/ directory
+// in a Nomad task (the job's root file system is read-only), or the
+// system's temporary directory.
+func spoolDir(p *config.Peers) string {
+	return cmp.Or(p.SpoolDir, os.Getenv("NOMAD_TASK_DIR"), os.TempDir())
+}
+
+// startPeers sets the peers up for this Run, when settings turn them on,
+// and returns what undoes it.
+func (d *Discoverer) startPeers(settings config.Nomad, c *nomad.Client, self func() string, log *slog.Logger) (stop func(), err error) {
+	p := settings.Peers
+	if p == nil {
+		return func() {}, nil
+	}
+	if d.Engine == nil {
+		return nil, errors.New("nomad peers: no Docker Engine to serve and load images (an agent wiring error)")
+	}
+	file, err := peerIdentityFile(p)
+	if err != nil {
+		return nil, err
+	}
+	token := nomad.TokenFromEnvOrFile(file)
+	bytes := func(direction string) func(int64) {
+		if d.PeerBytes == nil {
+			return nil
+		}
+		return func(n int64) { d.PeerBytes(direction, n) }
+	}
+	held := d.Held
+	if held == nil {
+		held = func(string) peer.Held { return peer.Held{} }
+	}
+	l := &peerLink{
+		server: &peer.Server{
+			Held: held, Engine: d.Engine, MaxServing: p.MaxServing, StallTimeout: d.StallTimeout,
+			Authorize: agentAuthorizer(c, p.Audience, token, log, "peer", peer.ErrUnavailable),
+			Served:    bytes("served"), Log: log,
+		},
+		source: &peer.Source{
+			Self: self, Token: token, Engine: d.Engine, SpoolDir: spoolDir(p), MaxSize: p.MaxSize, Wait: p.Wait,
+			StallTimeout: d.StallTimeout, Taken: bytes("taken"), Log: log,
+			Lister: &catalogPeers{c: c, service: p.Service, token: token, timeout: cmpOr(d.CallTimeout, 30*time.Second)},
+		},
+	}
+	d.peers.Store(l)
+	return func() { d.peers.CompareAndSwap(l, nil) }, nil
+}
+
+// catalogPeers lists the peers from Nomad's service catalog: the
+// registrations of service by the job and namespace of this agent's own
+// identity, read at most once per peersFresh while it lists any (a
+// rollout asks for many images at once; the catalog changes far more
+// slowly), and again at each call while it lists none (the agents'
+// registrations come a moment after their tasks start).
+type catalogPeers struct {
+	c       *nomad.Client
+	service string
+	token   func() (string, error)
+	timeout time.Duration
+
+	mu    sync.Mutex
+	at    time.Time
+	peers []peer.Peer
+}
+
+const peersFresh = 15 * time.Second
+
+func (cp *catalogPeers) Peers(ctx context.Context) ([]peer.Peer, error) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if !cp.at.IsZero() && time.Since(cp.at) < peersFresh {
+		return cp.peers, nil
+	}
+	tok, err := cp.token()
+	var mine identity.Claims
+	if err == nil {
+		mine, err = identity.ParseUnverified(tok)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("this agent's own identity can't be read, so its job's registrations can't be told: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, cp.timeout)
+	defer cancel()
+	regs, _, err := cp.c.API().Services().Get(cp.service, nomad.Query(cctx, &api.QueryOptions{Namespace: mine.Namespace}))
+	if err != nil {
+		return nil, fmt.Errorf("reading Nomad's service %q in namespace %q: %w", cp.service, mine.Namespace, nomad.Err(err))
+	}
+	var out []peer.Peer
+	for _, r := range regs {
+		if r.JobID != mine.JobID || r.Namespace != "" && r.Namespace != mine.Namespace || r.Port <= 0 || r.Port > 65535 || net.ParseIP(r.Address) == nil {
+			continue
+		}
+		out = append(out, peer.Peer{Node: r.NodeID, Address: net.JoinHostPort(r.Address, strconv.Itoa(r.Port))})
+	}
+	cp.peers, cp.at = out, time.Time{}
+	if len(out) > 0 {
+		cp.at = time.Now()
+	}
+	return out, nil
+}

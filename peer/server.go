@@ -1,0 +1,229 @@
+package peer
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nomad-prefetch/nomad-prefetch/bundle"
+	"github.com/nomad-prefetch/nomad-prefetch/registry"
+)
+
+// Path is where an agent serves its images to its peers:
+// GET /v1/peer/image?ref=EXPECTED[&digest=sha256:...].
+const Path = "/v1/peer/image"
+
+// IDHeader names, in a 200 answer, the image ID the transfer holds: the
+// receiver loads it only if the loaded ID is that one.
+const IDHeader = "X-Prefetch-Image-Id"
+
+// Held is what an agent knows of one expected reference: whether it is one
+// of its own expected images, its state and, when present, its image ID.
+type Held struct {
+	Expected bool
+	State    string
+	ImageID  string
+}
+
+// Engine is what a Server asks of the Docker Engine. *registry.Engine
+// implements it.
+type Engine interface {
+	bundle.Saver
+	Inspect(ctx context.Context, ref string) (registry.Image, error)
+}
+
+var _ Engine = (*registry.Engine)(nil)
+
+// Answer is the JSON body of every answer but a transfer: why not, in
+// words and in fields the asking agent branches on.
+type Answer struct {
+	// Expected is false when the reference is none of this agent's
+	// expected images (it will never serve it).
+	Expected bool `json:"expected"`
+	// State is the image's state on this agent while it is not present
+	// ("wanted", "pulling", "failed"): a peer that is getting it.
+	State string `json:"state,omitempty"`
+	Error string `json:"error"`
+}
+
+// Server serves this agent's expected, present images to its peers, each
+// as a one-image bundle (bundle.Stream: the Engine's save of the image ID,
+// and a manifest naming it), never anything else: no image the agent does
+// not expect, none that is not present by the ID the agent holds for it.
+type Server struct {
+	// Held says what the agent holds for an expected reference (the loop's
+	// snapshot).
+	Held   func(ref string) Held
+	Engine Engine
+	// Authorize decides whether a request may be served, before anything
+	// else is looked at: an error is a 403 with its text, or a 503 when it
+	// wraps ErrUnavailable. nil refuses every request.
+	Authorize func(*http.Request) error
+	// MaxServing bounds the transfers served at once (at least 1); beyond
+	// it: 429, and the peer tries another.
+	MaxServing int
+	// StallTimeout ends a transfer whose peer has read nothing for that
+	// long, and a save whose archive stopped coming (default 2 min).
+	StallTimeout time.Duration
+	// Served, when set, is told the bytes of each transfer as they are
+	// sent.
+	Served func(bytes int64)
+	Log    *slog.Logger
+
+	mu      sync.Mutex
+	serving int
+}
+
+// ErrUnavailable marks an Authorize error that says the caller can't be
+// checked now, rather than that it is refused.
+var ErrUnavailable = errors.New("peer: callers can't be checked now")
+
+// maxRef bounds the reference a request names.
+const maxRef = 512
+
+func answer(w http.ResponseWriter, code int, a Answer) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(a)
+}
+
+func (s *Server) stall() time.Duration {
+	if s.StallTimeout > 0 {
+		return s.StallTimeout
+	}
+	return 2 * time.Minute
+}
+
+// ServeHTTP serves one transfer, or says why not.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		answer(w, http.StatusMethodNotAllowed, Answer{Error: "peer: GET only"})
+		return
+	}
+	if s.Authorize == nil {
+		answer(w, http.StatusForbidden, Answer{Error: "peer: serving no one (no authorizer)"})
+		return
+	}
+	if err := s.Authorize(r); err != nil {
+		code := http.StatusForbidden
+		if errors.Is(err, ErrUnavailable) {
+			code = http.StatusServiceUnavailable
+		}
+		answer(w, code, Answer{Error: err.Error()})
+		return
+	}
+	q := r.URL.Query()
+	ref, dgst := q.Get("ref"), q.Get("digest")
+	if ref == "" || len(ref) > maxRef || len(dgst) > 128 {
+		answer(w, http.StatusBadRequest, Answer{Error: fmt.Sprintf("peer: want ref=EXPECTED (at most %d bytes) and optionally digest=sha256:...", maxRef)})
+		return
+	}
+	h := s.Held(ref)
+	switch {
+	case !h.Expected:
+		answer(w, http.StatusNotFound, Answer{Error: "peer: not one of this agent's expected images"})
+		return
+	case h.ImageID == "":
+		answer(w, http.StatusNotFound, Answer{Expected: true, State: h.State, Error: "peer: expected here, not present (" + h.State + ")"})
+		return
+	}
+	ctx := r.Context()
+	im, err := s.Engine.Inspect(ctx, ref)
+	switch {
+	case errors.Is(err, registry.ErrNotFound), err == nil && im.ID != h.ImageID:
+		answer(w, http.StatusNotFound, Answer{Expected: true, State: "changing", Error: "peer: the image changed here since it was last checked"})
+		return
+	case err != nil:
+		answer(w, http.StatusServiceUnavailable, Answer{Expected: true, Error: "peer: Docker: " + err.Error()})
+		return
+	case dgst != "" && !im.HasDigest(dgst) && im.ID != dgst:
+		answer(w, http.StatusNotFound, Answer{Expected: true, State: "other content", Error: "peer: this agent's image is not content " + dgst})
+		return
+	}
+	if !s.take() {
+		w.Header().Set("Retry-After", "1")
+		answer(w, http.StatusTooManyRequests, Answer{Expected: true, State: StatePresent, Error: fmt.Sprintf("peer: serving %d transfers already; try another peer", s.MaxServing)})
+		return
+	}
+	defer s.release()
+	pin := ""
+	if dgst != "" {
+		pin = dgst
+	}
+	entry := bundle.EntryFor(ref, ref, "", pin, im)
+	w.Header().Set("Content-Type", "application/x-tar")
+	w.Header().Set(IDHeader, im.ID)
+	w.WriteHeader(http.StatusOK)
+	out := &deadlineWriter{rc: http.NewResponseController(w), w: w, stall: s.stall(), served: s.Served}
+	buf := bufio.NewWriterSize(out, 256<<10)
+	_, err = bundle.Stream(ctx, s.Engine, buf, []bundle.Entry{entry}, bundle.WriteOptions{Archive: registry.ArchiveOptions{StallTimeout: s.stall(), QuietTimeout: s.stall()}})
+	if err == nil {
+		err = buf.Flush()
+	}
+	if err != nil {
+		// The receiver sees a cut archive and refuses it; the connection
+		// is closed so that it does not wait for more.
+		if s.Log != nil {
+			s.Log.Warn("peer: a transfer failed", "image", ref, "peer", r.RemoteAddr, "sent", out.n, "error", err.Error())
+		}
+		panic(http.ErrAbortHandler)
+	}
+	if s.Log != nil {
+		s.Log.Info("peer: served an image", "image", ref, "image_id", registry.ShortID(im.ID), "peer", r.RemoteAddr, "bytes", out.n)
+	}
+}
+
+// StatePresent is what Answer.State says of an image present but not
+// served now (every slot busy).
+const StatePresent = "present"
+
+func (s *Server) take() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.serving >= max(s.MaxServing, 1) {
+		return false
+	}
+	s.serving++
+	return true
+}
+
+func (s *Server) release() {
+	s.mu.Lock()
+	s.serving--
+	s.mu.Unlock()
+}
+
+// deadlineWriter gives each write to the peer stall to complete, however
+// long the whole transfer takes (the listener's write timeout is for the
+// short status answers), and counts what was sent.
+type deadlineWriter struct {
+	rc     *http.ResponseController
+	w      io.Writer
+	stall  time.Duration
+	n      int64
+	served func(int64)
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	if err := d.rc.SetWriteDeadline(time.Now().Add(d.stall)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return 0, err
+	}
+	n, err := d.w.Write(p)
+	d.n += int64(n)
+	if d.served != nil && n > 0 {
+		d.served(int64(n))
+	}
+	if err != nil {
+		return n, fmt.Errorf("sending to the peer (%s sent): %w", strconv.FormatInt(d.n, 10), err)
+	}
+	return n, nil
+}
