@@ -1,0 +1,203 @@
+package peer
+
+// Transfers between agents on the real dockerd (the test bed's private
+// daemon): a real Server's image is copied and verified; a peer that
+// announces one ID and sends another image, one that sends a cut archive,
+// one that stalls and one that sends too much are each refused, and
+// nothing they sent is reported as copied.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nomad-prefetch/nomad-prefetch/bundle"
+	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
+	"github.com/nomad-prefetch/nomad-prefetch/registry"
+)
+
+var bed *testbed.Bed
+
+func TestMain(m *testing.M) { os.Exit(testbed.Run(m, &bed)) }
+
+type staticPeers []Peer
+
+func (s staticPeers) Peers(context.Context) ([]Peer, error) { return s, nil }
+
+func engine(t *testing.T) *registry.Engine {
+	t.Helper()
+	e, err := registry.NewEngine(registry.Options{Host: bed.Host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// image imports an image as ref on the bed and returns its ID.
+func image(t *testing.T, ref, seed string) string {
+	t.Helper()
+	if _, err := bed.Import(context.Background(), ref, seed, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	imgs, err := bed.Images(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return imgs[ref]
+}
+
+// bundleOf is the one-image bundle a Server would send for ref.
+func bundleOf(t *testing.T, e *registry.Engine, ref string) []byte {
+	t.Helper()
+	im, err := e.Inspect(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if _, err := bundle.Stream(context.Background(), e, &b, []bundle.Entry{bundle.EntryFor(ref, ref, "", "", im)}, bundle.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func source(t *testing.T, e *registry.Engine, addr string) *Source {
+	return &Source{
+		Self: func() string { return "self-node" }, Lister: staticPeers{{Node: "peer-node-1", Address: addr}},
+		Engine: e, SpoolDir: t.TempDir(), MaxSize: 64 << 20, Wait: time.Second, StallTimeout: time.Second,
+	}
+}
+
+func TestCopyFromServer(t *testing.T) {
+	testbed.Need(t, bed)
+	e := engine(t)
+	ref := "peer.test/app:good"
+	id := image(t, ref, "good")
+	var served int64
+	srv := &Server{
+		Held:   func(r string) Held { return Held{Expected: r == ref, State: "present", ImageID: id} },
+		Engine: e, MaxServing: 1, Authorize: func(*http.Request) error { return nil },
+		Served: func(n int64) { served += n },
+	}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	src := source(t, e, strings.TrimPrefix(ts.URL, "http://"))
+	c, err := src.Image(context.Background(), ref, "", false, registry.ArchiveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ID != id || c.Peer.Node != "peer-node-1" || c.Bytes == 0 || served != c.Bytes {
+		t.Fatalf("copied %+v (served %d bytes), want %s from peer-node-1", c, served, id)
+	}
+	// An image the server does not expect is never served.
+	_, err = src.Image(context.Background(), "peer.test/app:other", "", false, registry.ArchiveOptions{})
+	var nc *NoCopyError
+	if !errors.As(err, &nc) || !strings.Contains(err.Error(), "does not expect it") {
+		t.Fatalf("an image the peer does not expect: %v", err)
+	}
+	// Asked first with the only peer not expecting it: fetch it yourself.
+	if _, err := src.Image(context.Background(), "peer.test/app:other", "", true, registry.ArchiveOptions{}); !errors.Is(err, ErrFetchYourself) {
+		t.Fatalf("asked first, no peer expecting it: %v, want ErrFetchYourself", err)
+	}
+}
+
+func TestServerRefuses(t *testing.T) {
+	testbed.Need(t, bed)
+	e := engine(t)
+	ref := "peer.test/app:refuse"
+	id := image(t, ref, "refuse")
+	for _, c := range []struct {
+		name      string
+		authorize func(*http.Request) error
+		held      Held
+		want      int
+	}{
+		{"unauthorized", func(*http.Request) error { return errors.New("peer: workload identity refused: signature") }, Held{Expected: true, ImageID: id}, http.StatusForbidden},
+		{"unavailable", func(*http.Request) error { return ErrUnavailable }, Held{Expected: true, ImageID: id}, http.StatusServiceUnavailable},
+		{"not expected", func(*http.Request) error { return nil }, Held{}, http.StatusNotFound},
+		{"not present", func(*http.Request) error { return nil }, Held{Expected: true, State: "pulling"}, http.StatusNotFound},
+		{"another ID than held", func(*http.Request) error { return nil }, Held{Expected: true, ImageID: "sha256:" + strings.Repeat("0", 64)}, http.StatusNotFound},
+	} {
+		srv := &Server{Held: func(string) Held { return c.held }, Engine: e, MaxServing: 1, Authorize: c.authorize}
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, Path+"?ref="+ref, nil))
+		if rec.Code != c.want || rec.Header().Get(IDHeader) != "" {
+			t.Errorf("%s: %d %q, want %d and no transfer", c.name, rec.Code, rec.Body.String(), c.want)
+		}
+	}
+}
+
+func TestHostilePeers(t *testing.T) {
+	testbed.Need(t, bed)
+	e := engine(t)
+	ref := "peer.test/app:wanted"
+	wantID := image(t, ref, "wanted")
+	otherRef := "peer.test/app:w4nted" // as long as ref: a name swapped in place keeps the archive whole
+	otherID := image(t, otherRef, "evil")
+	good := bundleOf(t, e, ref)
+	evil := bundleOf(t, e, otherRef)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	for _, c := range []struct {
+		name  string
+		serve func(w http.ResponseWriter, r *http.Request)
+		want  string
+		max   int64
+		dgst  string
+	}{
+		{"another image under the ID", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(IDHeader, wantID)
+			w.Write(evil)
+		}, "the bundle holds no image for it", 0, ""},
+		{"another image, its archive claiming the wanted name and ID", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(IDHeader, wantID)
+			forged := bytes.ReplaceAll(evil, []byte(otherRef), []byte(ref))
+			forged = bytes.ReplaceAll(forged, []byte(strings.TrimPrefix(otherID, "sha256:")), []byte(strings.TrimPrefix(wantID, "sha256:")))
+			w.Write(forged)
+		}, "refused", 0, ""},
+		{"a cut archive", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(IDHeader, wantID)
+			w.Write(good[:len(good)/2])
+		}, "refused", 0, ""},
+		{"a stall", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(IDHeader, wantID)
+			w.Write(good[:len(good)/2])
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}, "made no progress", 0, ""},
+		{"too much", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(IDHeader, wantID)
+			w.Write(good)
+		}, "max_size", 4 << 10, ""},
+		{"a digest pin its archive does not prove", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(IDHeader, wantID)
+			w.Write(good)
+		}, "pins digest", 0, "sha256:" + strings.Repeat("a", 64)},
+		{"no ID", func(w http.ResponseWriter, r *http.Request) {
+			w.Write(good)
+		}, "announced no image ID", 0, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ts := httptest.NewServer(http.HandlerFunc(c.serve))
+			defer ts.Close()
+			src := source(t, e, strings.TrimPrefix(ts.URL, "http://"))
+			if c.max > 0 {
+				src.MaxSize = c.max
+			}
+			got, err := src.Image(context.Background(), ref, c.dgst, false, registry.ArchiveOptions{StallTimeout: time.Second})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("copied %+v, err %v; want a refusal saying %q", got, err, c.want)
+			}
+			t.Logf("refused: %v", err)
+		})
+	}
+}
