@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/docker/go-units"
 )
 
 // docs/configuration.md's table says the defaults and bounds this package
@@ -59,6 +61,10 @@ func TestConfigurationDocMatchesBounds(t *testing.T) {
 	check("    max_subscribers", fmt.Sprint(DefaultRelayMaxSubscribers), fmt.Sprintf("%d to %d", 1, MaxRelayMaxSubscribers))
 	check("    fallback_after", fmt.Sprintf("`%q`", short(DefaultRelayFallbackAfter)), short(MinRelayFallbackAfter)+" to "+short(MaxRelayFallbackAfter))
 	check("    lock_ttl", fmt.Sprintf("`%q`", short(DefaultRelayLockTTL)), "up to 24h")
+	check("    order", fmt.Sprintf("`%q`", PeersLast), fmt.Sprintf("`%q` or `%q`", PeersFirst, PeersLast))
+	check("    wait", fmt.Sprintf("`%q`", short(DefaultPeersWait)), "up to "+short(MaxPeersWait))
+	check("    max_serving", fmt.Sprint(DefaultPeersMaxServing), fmt.Sprintf("%d to %d", 1, MaxPeersMaxServing))
+	check("    max_size", fmt.Sprintf("`%q`", units.BytesSize(DefaultPeersMaxSize)), "at least "+units.BytesSize(MinPeersMaxSize))
 }
 
 // short writes d as the docs do: 10s, 1h, 168h, 100ms.

@@ -169,3 +169,54 @@ func TestParseRelay(t *testing.T) {
 		}
 	}
 }
+
+func TestParsePeers(t *testing.T) {
+	t.Parallel()
+	got, err := Parse("c.hcl", []byte("nomad {\n  peers {}\n}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Peers{Order: PeersLast, Wait: DefaultPeersWait, MaxServing: DefaultPeersMaxServing, MaxSize: DefaultPeersMaxSize,
+		Service: DefaultPeersService, Audience: DefaultRelayAudience, Pos: Pos{File: "c.hcl", Line: 2, Col: 3}}
+	if p := got.Nomad.Peers; p == nil || !reflect.DeepEqual(*p, want) {
+		t.Errorf("defaults: got %+v, want %+v", p, want)
+	}
+	got, err = Parse("c.hcl", []byte(`nomad {
+  peers {
+    order         = "first"
+    wait          = "30s"
+    max_serving   = 4
+    max_size      = "2GiB"
+    spool_dir     = "/alloc/tmp"
+    service       = "pf"
+    identity_file = "/secrets/id.jwt"
+    audience      = "aud"
+  }
+}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = Peers{Order: PeersFirst, Wait: 30 * time.Second, MaxServing: 4, MaxSize: 2 << 30, SpoolDir: "/alloc/tmp",
+		Service: "pf", IdentityFile: "/secrets/id.jwt", Audience: "aud", Pos: Pos{File: "c.hcl", Line: 2, Col: 3}}
+	if p := got.Nomad.Peers; p == nil || !reflect.DeepEqual(*p, want) {
+		t.Errorf("set: got %+v, want %+v", p, want)
+	}
+	for src, wantErr := range map[string]string{
+		`order = "sometimes"`: `c.hcl:3:`,
+		`wait = "2h"`:         "wait must be at most 1h",
+		`max_serving = 0`:     "max_serving must be between 1 and 64",
+		`max_size = "lots"`:   "is not a size",
+		`max_size = "1KiB"`:   "at least 1MiB",
+		`service = ""`:        "service must not be empty",
+		`unknown = 1`:         "Unsupported argument",
+	} {
+		_, err := Parse("c.hcl", []byte("nomad {\n  peers {\n    "+src+"\n  }\n}\n"))
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("%s: got %v, want an error with %q", src, err, wantErr)
+		}
+	}
+	if _, err := Parse("c.hcl", []byte("nomad {\n  peers {}\n  peers {}\n}\n")); err == nil || !strings.Contains(err.Error(), "duplicate peers block; the first is at line 2") {
+		t.Errorf("two peers blocks: %v", err)
+	}
+}
