@@ -90,6 +90,13 @@ func TestMatrix(t *testing.T) {
 	if m := NewMatrix([]Report{clusterReports()[0], clusterReports()[3]}); m.Complete() || !m.Lacking() {
 		t.Error("a node whose config lacks b: want not Complete")
 	}
+	// An image a peer served says which peer; one from a registry says nothing.
+	copied := present("b", refB)
+	copied.Source = agent.PeerSource + "0a1b2c3d"
+	m = NewMatrix([]Report{{Agent: Agent{Node: "copier"}, Snapshot: snap(present("a", refA), copied)}})
+	if n := m.Nodes[0]; n.Images[refB] != CellPresent || n.FromPeers[refB] != "0a1b2c3d" || len(n.FromPeers) != 1 {
+		t.Errorf("an image from a peer: got cell %q, from peers %v; want present, b from 0a1b2c3d only", n.Images[refB], n.FromPeers)
+	}
 }
 
 func TestGate(t *testing.T) {

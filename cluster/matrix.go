@@ -3,6 +3,7 @@ package cluster
 import (
 	"cmp"
 	"slices"
+	"strings"
 
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
 )
@@ -48,6 +49,9 @@ type Node struct {
 	Images map[string]Cell `json:"images"`
 	// Failures holds each failed image's last error, by expected reference.
 	Failures map[string]string `json:"failures,omitempty"`
+	// FromPeers names, for each present image a peer agent served, that
+	// peer's node, by expected reference.
+	FromPeers map[string]string `json:"from_peers,omitempty"`
 }
 
 // Answered reports whether the agent answered.
@@ -144,6 +148,12 @@ func column(r Report, images []Image) Node {
 	for _, img := range s.Images {
 		c := cellOf(s, img, missing)
 		n.Images[normalized(img.Expected)] = c
+		if peer, ok := strings.CutPrefix(img.Source, agent.PeerSource); ok && c == CellPresent {
+			if n.FromPeers == nil {
+				n.FromPeers = map[string]string{}
+			}
+			n.FromPeers[normalized(img.Expected)] = peer
+		}
 		if c == CellFailed && img.LastError != "" {
 			if n.Failures == nil {
 				n.Failures = map[string]string{}

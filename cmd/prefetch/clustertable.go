@@ -47,7 +47,7 @@ func writeByImage(w io.Writer, m cluster.Matrix) {
 	for _, img := range m.Images {
 		row := []string{clean(img.Name, maxField), clean(img.Expected, maxField)}
 		for _, n := range m.Nodes {
-			row = append(row, string(n.Images[img.Expected]))
+			row = append(row, cellText(n, img))
 		}
 		fmt.Fprintln(w, strings.Join(row, "\t"))
 	}
@@ -62,10 +62,20 @@ func writeByNode(w io.Writer, m cluster.Matrix) {
 	for _, n := range m.Nodes {
 		row := []string{clean(n.Node, maxField), clean(n.Address, maxField)}
 		for _, img := range m.Images {
-			row = append(row, string(n.Images[img.Expected]))
+			row = append(row, cellText(n, img))
 		}
 		fmt.Fprintln(w, strings.Join(row, "\t"))
 	}
+}
+
+// cellText is one cell as the table shows it: its state, and for an image a
+// peer served, that peer's node.
+func cellText(n cluster.Node, img cluster.Image) string {
+	c := string(n.Images[img.Expected])
+	if peer, ok := n.FromPeers[img.Expected]; ok {
+		c += " (peer " + clean(peer, maxField) + ")"
+	}
+	return c
 }
 
 // writeNotes says why the cells that are not present are so.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
+	"github.com/nomad-prefetch/nomad-prefetch/cluster"
 )
 
 func sampleSnapshot(now time.Time) agent.Snapshot {
@@ -101,5 +102,24 @@ func TestStatusTableForeground(t *testing.T) {
 	}
 	if want := "foreground: YIELDING for 3s (cancel), background pulls held back: default/web/g/t waits for reg:5000/web:1\n"; !strings.Contains(b.String(), want) {
 		t.Errorf("status lacks %q:\n%s", want, b.String())
+	}
+}
+
+// The matrix names the peer an image was copied from, in its cell.
+func TestMatrixCellNamesPeer(t *testing.T) {
+	m := cluster.Matrix{
+		Images: []cluster.Image{{Name: "app", Expected: "reg:5000/app:1"}},
+		Nodes: []cluster.Node{
+			{Agent: cluster.Agent{Node: "n1"}, Ready: true, Images: map[string]cluster.Cell{"reg:5000/app:1": cluster.CellPresent}},
+			{Agent: cluster.Agent{Node: "n2"}, Ready: true, Images: map[string]cluster.Cell{"reg:5000/app:1": cluster.CellPresent}, FromPeers: map[string]string{"reg:5000/app:1": "0a1b2c3d"}},
+		},
+	}
+	var b strings.Builder
+	if err := writeMatrix(&b, "the catalog", m, false); err != nil {
+		t.Fatal(err)
+	}
+	row := strings.Split(b.String(), "\n")[3]
+	if !strings.Contains(row, "present  present (peer 0a1b2c3d)") {
+		t.Errorf("the image's row: %q, want n1 present and n2 present (peer 0a1b2c3d)\n%s", row, b.String())
 	}
 }
