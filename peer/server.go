@@ -78,8 +78,8 @@ type Server struct {
 	Served func(bytes int64)
 	Log    *slog.Logger
 
-	mu      sync.Mutex
-	serving int
+	once  sync.Once
+	slots chan struct{} // one token per transfer being served
 }
 
 // ErrUnavailable marks an Authorize error that says the caller can't be
@@ -128,6 +128,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := s.Held(ref)
+	var until time.Time // a held question waits for the image and a slot until then
+	if hold, err := time.ParseDuration(q.Get("wait")); err == nil && hold > 0 {
+		until = time.Now().Add(min(hold, MaxHold))
+		h = s.hold(r.Context(), ref, h, until)
+	}
 	switch {
 	case !h.Expected:
 		answer(w, http.StatusNotFound, Answer{Error: "peer: not one of this agent's expected images"})
@@ -149,7 +154,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		answer(w, http.StatusNotFound, Answer{Expected: true, State: "other content", Error: "peer: this agent's image is not content " + dgst})
 		return
 	}
-	if !s.take() {
+	if !s.take(r.Context(), until) {
 		w.Header().Set("Retry-After", "1")
 		answer(w, http.StatusTooManyRequests, Answer{Expected: true, State: StatePresent, Error: fmt.Sprintf("peer: serving %d transfers already; try another peer", s.MaxServing)})
 		return
@@ -182,25 +187,66 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// MaxHold bounds how long a request with ?wait= is held while the image is
+// being fetched here, and holdPoll how often the agent's state is looked
+// at meanwhile (the snapshot, in memory).
+const (
+	MaxHold  = 10 * time.Second
+	holdPoll = 100 * time.Millisecond
+)
+
+// hold waits, until then, for an expected image that this agent is fetching
+// to be present, so that a peer waiting for it is answered as soon as it is
+// rather than at its next round.
+func (s *Server) hold(ctx context.Context, ref string, h Held, until time.Time) Held {
+	if !h.Expected || h.ImageID != "" || h.State != "wanted" && h.State != "pulling" {
+		return h
+	}
+	t := time.NewTicker(holdPoll)
+	defer t.Stop()
+	deadline := time.After(time.Until(until))
+	for {
+		select {
+		case <-ctx.Done():
+			return h
+		case <-deadline:
+			return h
+		case <-t.C:
+		}
+		if h = s.Held(ref); h.ImageID != "" || !h.Expected {
+			return h
+		}
+	}
+}
+
 // StatePresent is what Answer.State says of an image present but not
 // served now (every slot busy).
 const StatePresent = "present"
 
-func (s *Server) take() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.serving >= max(s.MaxServing, 1) {
-		return false
+// take takes a transfer slot: at once, or, for a held question, as one
+// frees up before until (a peer waiting at the agent that has just got an
+// image is served next, rather than sent round the others).
+func (s *Server) take(ctx context.Context, until time.Time) bool {
+	s.once.Do(func() { s.slots = make(chan struct{}, max(s.MaxServing, 1)) })
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	default:
 	}
-	s.serving++
-	return true
+	if d := time.Until(until); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case s.slots <- struct{}{}:
+			return true
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}
+	return false
 }
 
-func (s *Server) release() {
-	s.mu.Lock()
-	s.serving--
-	s.mu.Unlock()
-}
+func (s *Server) release() { <-s.slots }
 
 // deadlineWriter gives each write to the peer stall to complete, however
 // long the whole transfer takes (the listener's write timeout is for the

@@ -87,7 +87,8 @@ type Source struct {
 	Token  func() (string, error)
 	Engine bundle.Engine
 	// HTTP, when set, is the client transfers use (tests); by default one
-	// with a 5 s connect and a 15 s answer deadline.
+	// with a 5 s connect and a 25 s answer deadline (a held question
+	// included).
 	HTTP *http.Client
 	// SpoolDir holds a transfer until it is loaded (os.TempDir() when
 	// empty).
@@ -129,7 +130,7 @@ func (s *Source) httpClient() *http.Client {
 		if s.client == nil {
 			s.client = &http.Client{Transport: &http.Transport{
 				DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-				ResponseHeaderTimeout: 15 * time.Second,
+				ResponseHeaderTimeout: MaxHold + 15*time.Second,
 				MaxIdleConnsPerHost:   1,
 				IdleConnTimeout:       30 * time.Second,
 			}}
@@ -182,21 +183,23 @@ func (s *Source) Image(ctx context.Context, expected, dgst string, first bool, o
 		wait := false
 		asked := map[string]bool{}
 		if first {
-			// The ones ahead of this agent, until one that expects it.
-			owner := false
+			// The ones ahead of this agent, until one that expects it; the
+			// one getting it holds the question until it has it (up to
+			// MaxHold, within the wait), so that the copy starts at once.
+			hold := min(MaxHold, time.Until(deadline))
 			for _, p := range ahead[:min(len(ahead), maxAhead)] {
 				asked[p.Node] = true
-				c, o, err := s.try(ctx, p, expected, dgst, opts)
+				c, o, err := s.try(ctx, p, expected, dgst, opts, hold)
 				if o == copied {
 					return c, nil
 				}
 				note(p, describe(o, err))
 				if o == getting || o == busy {
-					owner, wait = true, true
+					wait = true
 					break
 				}
 			}
-			if !owner {
+			if !wait {
 				return Copy{}, ErrFetchYourself
 			}
 		}
@@ -206,7 +209,7 @@ func (s *Source) Image(ctx context.Context, expected, dgst string, first bool, o
 				continue
 			}
 			n++
-			c, o, err := s.try(ctx, p, expected, dgst, opts)
+			c, o, err := s.try(ctx, p, expected, dgst, opts, 0)
 			if o == copied {
 				return c, nil
 			}
@@ -260,9 +263,13 @@ func describe(o outcome, err error) string {
 var idPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 
 // try asks p for expected and, when p serves it, copies, loads and
-// verifies it.
-func (s *Source) try(ctx context.Context, p Peer, expected, dgst string, opts registry.ArchiveOptions) (Copy, outcome, error) {
+// verifies it. A positive hold asks p to hold the answer that long at most
+// while it is getting the image.
+func (s *Source) try(ctx context.Context, p Peer, expected, dgst string, opts registry.ArchiveOptions, hold time.Duration) (Copy, outcome, error) {
 	q := url.Values{"ref": {expected}}
+	if hold > 0 {
+		q.Set("wait", hold.Round(time.Millisecond).String())
+	}
 	if dgst != "" {
 		q.Set("digest", dgst)
 	}
