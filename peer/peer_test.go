@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -199,5 +200,41 @@ func TestHostilePeers(t *testing.T) {
 			}
 			t.Logf("refused: %v", err)
 		})
+	}
+}
+
+// A peer asked first waits at the agent getting the image: the question is
+// held until the image is present there, then served.
+func TestHeldUntilPresent(t *testing.T) {
+	testbed.Need(t, bed)
+	e := engine(t)
+	ref := "peer.test/app:held"
+	id := image(t, ref, "held")
+	asked, present := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	srv := &Server{
+		Held: func(string) Held {
+			select {
+			case <-present:
+				return Held{Expected: true, State: "present", ImageID: id}
+			default:
+				once.Do(func() { close(asked) })
+				return Held{Expected: true, State: "pulling"}
+			}
+		},
+		Engine: e, MaxServing: 1, Authorize: func(*http.Request) error { return nil },
+	}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	src := source(t, e, strings.TrimPrefix(ts.URL, "http://"))
+	src.Wait = time.Minute
+	src.Self = func() string { return "" } // not known yet: ranked last, behind the peer
+	go func() {
+		<-asked
+		close(present) // the agent got it while the question was held
+	}()
+	c, err := src.Image(context.Background(), ref, "", true, registry.ArchiveOptions{})
+	if err != nil || c.ID != id {
+		t.Fatalf("asked first while the peer was getting it: %+v, %v; want %s", c, err, id)
 	}
 }

@@ -24,7 +24,8 @@ func score(node, image string) uint64 {
 }
 
 // rank orders the peers for image as every agent does, this agent (self)
-// left out: ahead are the ones ranked before it, others the ones after.
+// left out: ahead are the ones ranked before it, others the ones after (an
+// agent whose node is not known yet ranks last).
 // Registrations of one node are one peer (the first address listed); a
 // peer without a node or an address is left out.
 func rank(peers []Peer, self, image string) (ahead, others []Peer) {
@@ -49,7 +50,7 @@ func rank(peers []Peer, self, image string) (ahead, others []Peer) {
 		mine = score(self, image)
 	}
 	for _, x := range all {
-		if self != "" && (x.s > mine || x.s == mine && x.p.Node < self) {
+		if self == "" || x.s > mine || x.s == mine && x.p.Node < self {
 			ahead = append(ahead, x.p)
 		} else {
 			others = append(others, x.p)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/bundle"
@@ -80,7 +81,12 @@ type Server struct {
 
 	once  sync.Once
 	slots chan struct{} // one token per transfer being served
+	held  atomic.Int32  // questions being held
 }
+
+// maxHeld bounds the questions held at once: past it, they are answered at
+// once (the asker comes back at its next round).
+const maxHeld = 256
 
 // ErrUnavailable marks an Authorize error that says the caller can't be
 // checked now, rather than that it is refused.
@@ -130,8 +136,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := s.Held(ref)
 	var until time.Time // a held question waits for the image and a slot until then
 	if hold, err := time.ParseDuration(q.Get("wait")); err == nil && hold > 0 {
-		until = time.Now().Add(min(hold, MaxHold))
-		h = s.hold(r.Context(), ref, h, until)
+		if s.held.Add(1) <= maxHeld {
+			until = time.Now().Add(min(hold, MaxHold))
+			h = s.hold(r.Context(), ref, h, until)
+		}
+		defer s.held.Add(-1)
 	}
 	switch {
 	case !h.Expected:
