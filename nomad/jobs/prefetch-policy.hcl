@@ -7,6 +7,10 @@
 #   nomad acl policy apply -namespace default -job prefetch \
 #     -description "prefetch: discover the images of the jobs" prefetch prefetch-policy.hcl
 #
+# With the job's discovery_peers, the agents find one another in Nomad's
+# service catalog (GET /v1/service/prefetch in the job's namespace), which
+# read-job covers: nothing more is needed.
+#
 # The job passes its node's ID (${node.unique.id}), so no agent:read is
 # needed. Narrow "*" together with the job's discovery_namespaces.
 
