@@ -3,7 +3,7 @@
 // client agent it talks to), lists every job of the namespaces it follows,
 // and then follows the Job event stream with the exact-resume reader of the
 // nomad package, keeping the images of every docker task of every job that
-// can be placed on this node (datacenters, node pool and constraints, as
+// can be placed on this node (datacenters, node pool, constraints and host volumes, as
 // Nomad's scheduler decides them; what it can't decide is skipped unless
 // include_undecided). Images are interpolated from the node and the job's
 // meta, and mapped to sources by the nomad block's rewrites.

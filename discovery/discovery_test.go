@@ -94,6 +94,9 @@ func TestConstraints(t *testing.T) {
 		{"${attr.nope}", "version", ">= 1.0", forbids}, // not set: Nomad says no
 		{"${node.unique.id}", "distinct_hosts", "", allows},
 		{"${NOMAD_whatever}", "=", "x", undecided},
+		// A staged host volume, as an agent that does not know the operand
+		// sees it (stage.HostVolumeOperand; this one turns it into Volumes).
+		{"data", "host_volume", "read_write", undecided},
 	} {
 		if got := n.check(&api.Constraint{LTarget: tc.l, Operand: tc.op, RTarget: tc.r}); got != tc.want {
 			t.Errorf("%s %s %q: got %d, want %d", tc.l, tc.op, tc.r, got, tc.want)

@@ -151,8 +151,11 @@ func (r rules) placeable(job *api.Job, n node) (verdict, string) {
 }
 
 // groupPlacement is what the constraints of g and of its tasks (a task's
-// bind its whole group's placement) say of n.
+// bind its whole group's placement) and its host volumes say of n.
 func groupPlacement(g *api.TaskGroup, n node) (verdict, string) {
+	if !n.volumesFit(g) {
+		return forbids, ""
+	}
 	v, why := n.decide(g.Constraints)
 	for _, t := range g.Tasks {
 		if v == forbids {

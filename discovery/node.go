@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/go-version"
@@ -14,6 +15,9 @@ import (
 type node struct {
 	id, name, datacenter, pool, class string
 	attrs, meta                       map[string]string
+	// volumes are the node's host volumes by name, each true when it is
+	// read-only.
+	volumes map[string]bool
 }
 
 func newNode(n *api.Node) node {
@@ -21,7 +25,70 @@ func newNode(n *api.Node) node {
 	if pool == "" {
 		pool = "default"
 	}
-	return node{id: n.ID, name: n.Name, datacenter: n.Datacenter, pool: pool, class: n.NodeClass, attrs: n.Attributes, meta: n.Meta}
+	volumes := map[string]bool{}
+	for name, v := range n.HostVolumes {
+		if v != nil {
+			volumes[name] = v.ReadOnly
+		}
+	}
+	return node{id: n.ID, name: n.Name, datacenter: n.Datacenter, pool: pool, class: n.NodeClass, attrs: n.Attributes, meta: n.Meta, volumes: volumes}
+}
+
+// volumesFit reports whether n has the host volumes group g mounts, as
+// Nomad's scheduler checks them (scheduler/feasible: HostVolumeChecker):
+// each request of type "host" needs a node volume named by its source, and
+// a read-write one a volume that is not read-only; with per_alloc,
+// allocation i needs source[i] (Nomad's AllocSuffix), so n fits when, for
+// some i below the group's count, it has every per_alloc source[i] too.
+// Only the node's own record is read: a dynamic host volume's access mode
+// and a sticky volume's claims are not checked. CSI volumes are not
+// checked at all (whether a node can mount one is its plugin's and its
+// claims' to say): they don't restrict where images are fetched.
+func (n node) volumesFit(g *api.TaskGroup) bool {
+	var perAlloc []*api.VolumeRequest
+	for _, v := range g.Volumes {
+		switch {
+		case v == nil || v.Type != "host":
+		case v.PerAlloc:
+			perAlloc = append(perAlloc, v)
+		case !n.hasVolume(v.Source, v.ReadOnly):
+			return false
+		}
+	}
+	if len(perAlloc) == 0 {
+		return true
+	}
+	count := 1
+	if g.Count != nil {
+		count = *g.Count
+	}
+	// The indexes to try are those of the node's volumes named after the
+	// first per_alloc source: a node has few volumes, while a count is
+	// whatever the job says.
+	for name := range n.volumes {
+		rest, ok := strings.CutPrefix(name, perAlloc[0].Source+"[")
+		if !ok || !strings.HasSuffix(rest, "]") {
+			continue
+		}
+		i, err := strconv.Atoi(strings.TrimSuffix(rest, "]"))
+		if err != nil || i < 0 || i >= count || name != perAlloc[0].Source+suffix(i) {
+			continue
+		}
+		if !slices.ContainsFunc(perAlloc, func(v *api.VolumeRequest) bool { return !n.hasVolume(v.Source+suffix(i), v.ReadOnly) }) {
+			return true
+		}
+	}
+	return false
+}
+
+// suffix is Nomad's AllocSuffix for allocation index i.
+func suffix(i int) string { return "[" + strconv.Itoa(i) + "]" }
+
+// hasVolume reports whether n has host volume name, and one that is not
+// read-only unless readOnly.
+func (n node) hasVolume(name string, readOnly bool) bool {
+	ro, ok := n.volumes[name]
+	return ok && (readOnly || !ro)
 }
 
 // platform is os/arch of the node, as Docker names platforms, or "" when

@@ -30,7 +30,7 @@ pulls their new image from the registry they are.
 1. Reads JOBFILE as 'nomad job run' would: Nomad parses it (/v1/jobs/parse),
    with the variables of NOMAD_VAR_name, each -var-file, then each -var.
 2. Writes the images of its docker tasks, with each group's placement
-   (datacenters, node pool, constraints), into the staged set: the Nomad
+   (datacenters, node pool, constraints, host volumes), into the staged set: the Nomad
    variable ` + stage.Path + ` in namespace ` + stage.Namespace + `, which every agent with
    discovery on follows. An agent whose node can run a group fetches that
    group's images as it fetches a registered job's (rewrites to sources,
@@ -175,7 +175,7 @@ func runStage(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case err == nil:
 		fmt.Fprintf(stderr, "stage: ready: all %d node(s) that can run %s have its images (%d not waited for)\n", last.Verdict.Live, clean(key, maxField), len(last.Verdict.Ignored))
 	case errors.Is(err, cluster.ErrFitsNowhere):
-		fmt.Fprintf(stderr, "prefetch stage: no node with an agent can run a group of %s: each of the %d agent(s) asked says none fits its node (check the job's datacenters, node pool and constraints, and that the nodes meant to run it run the agent); nothing to wait for, not registered; it stays staged until %s (prefetch stage -cancel %s removes it)\n",
+		fmt.Fprintf(stderr, "prefetch stage: no node with an agent can run a group of %s: each of the %d agent(s) asked says none fits its node (check the job's datacenters, node pool, constraints and host volumes, and that the nodes meant to run it run the agent); nothing to wait for, not registered; it stays staged until %s (prefetch stage -cancel %s removes it)\n",
 			clean(key, maxField), last.Verdict.Elsewhere, staged.Expires.Format(time.RFC3339), clean(id, maxField))
 		writePending(stderr, last)
 		return exitFailed
