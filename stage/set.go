@@ -130,7 +130,7 @@ func (s Set) Check() error {
 		return fmt.Errorf("%w: format %d, this agent reads format %d", ErrBad, s.Format, Format)
 	}
 	if len(s.Jobs) > MaxJobs {
-		return fmt.Errorf("%w: %d jobs staged, over the limit of %d (a job registered without -run stays staged until its -ttl: remove finished ones with prefetch stage -cancel JOB)", ErrBad, len(s.Jobs), MaxJobs)
+		return fmt.Errorf("%w: %d jobs staged, over the limit of %d (prefetch stage drops the jobs registered since they were staged and those past their -ttl; the rest are not registered yet, or their job could not be read: remove one with prefetch stage -cancel JOB)", ErrBad, len(s.Jobs), MaxJobs)
 	}
 	seen := map[string]bool{}
 	for _, j := range s.Jobs {
@@ -159,6 +159,46 @@ func (s Set) With(job Job, now time.Time) Set {
 	}
 	out.Jobs = append(out.Jobs, job)
 	return out
+}
+
+// Dropped is a job Prune took out of the set, and why.
+type Dropped struct {
+	Key, Why string
+}
+
+// Prune returns the set without the jobs whose stage is over: expired at
+// now, or registered since they were staged (index, the job's
+// JobModifyIndex as Nomad answers it now, 0 when there is no such job, is
+// no longer Base: a job deregistered since is dropped too), and what it
+// dropped. index is asked at most MaxJobs times, never for the job
+// namespace/id keep (the one being staged or cancelled); a job it can't
+// read (an error) stays.
+func (s Set) Prune(now time.Time, keep string, index func(Job) (uint64, error)) (Set, []Dropped) {
+	out := Set{Format: Format}
+	var dropped []Dropped
+	reads := 0
+	for _, j := range s.Jobs {
+		switch {
+		case j.Key() == keep:
+		case j.Expired(now):
+			dropped = append(dropped, Dropped{j.Key(), "its -ttl passed"})
+			continue
+		case reads < MaxJobs:
+			reads++
+			i, err := index(j)
+			switch {
+			case err != nil, i == j.Base:
+			case i == 0:
+				dropped = append(dropped, Dropped{j.Key(), "deregistered since it was staged"})
+				continue
+			default:
+				dropped = append(dropped, Dropped{j.Key(), "registered since it was staged"})
+				continue
+			}
+		}
+		out.Jobs = append(out.Jobs, j)
+	}
+	return out, dropped
 }
 
 // Without returns the set without the job namespace/id, and whether it was

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -142,4 +143,43 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// Prune drops what the agents ignore already: the expired, the registered
+// since (JobModifyIndex no longer Base) and the deregistered (not found,
+// Base not 0); it keeps a job it can't read, one not registered yet, one
+// still at its Base, and keep unread.
+func TestPrune(t *testing.T) {
+	now := time.Date(2026, 12, 7, 4, 0, 0, 0, time.UTC)
+	job := func(id string, base uint64, expires time.Time) Job {
+		return Job{Namespace: "default", ID: id, Base: base, Expires: expires}
+	}
+	later := now.Add(time.Hour)
+	s := Set{Format: Format, Jobs: []Job{
+		job("expired", 5, now), job("registered", 5, later), job("deregistered", 5, later), job("new", 0, later),
+		job("live", 7, later), job("unreadable", 5, later), job("kept", 5, later), job("new-registered", 0, later),
+	}}
+	indexes := map[string]uint64{"registered": 9, "live": 7, "new-registered": 3}
+	var asked []string
+	out, dropped := s.Prune(now, "default/kept", func(j Job) (uint64, error) {
+		asked = append(asked, j.ID)
+		if j.ID == "unreadable" {
+			return 0, errors.New("Unexpected response code: 500")
+		}
+		return indexes[j.ID], nil
+	})
+	var ids []string
+	for _, j := range out.Jobs {
+		ids = append(ids, j.ID)
+	}
+	if want := []string{"new", "live", "unreadable", "kept"}; !slices.Equal(ids, want) {
+		t.Errorf("kept %q, want %q", ids, want)
+	}
+	want := []Dropped{{"default/expired", "its -ttl passed"}, {"default/registered", "registered since it was staged"}, {"default/deregistered", "deregistered since it was staged"}, {"default/new-registered", "registered since it was staged"}}
+	if !slices.Equal(dropped, want) {
+		t.Errorf("dropped %+v, want %+v", dropped, want)
+	}
+	if slices.Contains(asked, "expired") || slices.Contains(asked, "kept") || len(asked) != 6 {
+		t.Errorf("read %q", asked)
+	}
 }

@@ -47,7 +47,9 @@ pulls their new image from the registry they are.
    index read at the start; a new job must still not exist).
 
 A staged job goes away once a version of the job is registered (discovery
-keeps its images from then on), with -cancel, or when its -ttl passes. At
+keeps its images from then on; each write of the set by prefetch stage,
+-cancel too, drops the jobs registered or deregistered since they were
+staged, reading each), with -cancel, or when its -ttl passes. At
 most ` + strconv.Itoa(stage.MaxJobs) + ` jobs are staged at once, ` + strconv.Itoa(stage.MaxImagesPerJob) + ` docker tasks each, ` + strconv.Itoa(stage.MaxSetBytes>>10) + ` KiB in all.
 
 The Nomad settings come from the standard environment (NOMAD_ADDR,
@@ -143,18 +145,20 @@ func runStage(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitFailed
 	}
 	now := time.Now()
+	key := ns + "/" + id
 	staged := stage.Job{Namespace: ns, ID: id, Base: base, StagedAt: now.UTC(), Expires: now.Add(*ttl).UTC(), Spec: spec}
+	pr := newPruner(client)
 	version, _, err := stage.Update(ctx, client, stageTimeout, func(s stage.Set, bad error) (stage.Set, error) {
 		if bad != nil {
 			fmt.Fprintf(stderr, "stage: the staged set was unreadable and is replaced: %s\n", clean(bad.Error(), maxText))
 		}
-		return s.With(staged, now), nil
+		return pr.prune(ctx, s, now, key).With(staged, now), nil
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "prefetch stage: %s\n", clean(err.Error(), maxText))
 		return exitFailed
 	}
-	key := ns + "/" + id
+	pr.report(stderr)
 	fmt.Fprintf(stderr, "stage: %s staged (staged set version %d, %s), until %s\n", clean(key, maxField), version, clean(imagesOf(spec), maxText), staged.Expires.Format(time.RFC3339))
 
 	wctx, cancel := context.WithTimeout(ctx, *timeout)
@@ -334,27 +338,81 @@ func register(ctx context.Context, c *nomad.Client, job *api.Job, sub *api.JobSu
 	if resp.Warnings != "" {
 		fmt.Fprintf(stderr, "stage: Nomad's warnings: %s\n", clean(resp.Warnings, maxText))
 	}
+	pr := newPruner(c)
 	if _, _, err := stage.Update(ctx, c, stageTimeout, func(s stage.Set, bad error) (stage.Set, error) {
 		if bad != nil {
 			return s, bad
 		}
 		out, _ := s.Without(ns, id)
-		return out, nil
+		return pr.prune(ctx, out, time.Now(), ""), nil
 	}); err != nil {
-		fmt.Fprintf(stderr, "stage: the job is registered but is still in the staged set (the agents ignore it now; it goes at its TTL): %s\n", clean(err.Error(), maxText))
+		fmt.Fprintf(stderr, "stage: the job is registered but is still in the staged set (the agents ignore it now; the next prefetch stage drops it, else it goes at its TTL): %s\n", clean(err.Error(), maxText))
+		return exitOK
 	}
+	pr.report(stderr)
 	return exitOK
+}
+
+// pruner drops from the staged set the jobs whose stage is over
+// (stage.Set.Prune): expired, or registered or deregistered since they
+// were staged, which the agents ignore already but which count toward
+// stage.MaxJobs until their TTL. It reads each job's JobModifyIndex once
+// (stageTimeout each, at most stage.MaxJobs reads), however often
+// stage.Update runs the change again after a race; a read that fails
+// keeps the job and does not fail the write.
+type pruner struct {
+	c       *nomad.Client
+	indexes map[string]prunerRead
+	dropped []stage.Dropped
+}
+
+type prunerRead struct {
+	index uint64
+	err   error
+}
+
+func newPruner(c *nomad.Client) *pruner {
+	return &pruner{c: c, indexes: map[string]prunerRead{}}
+}
+
+// prune is s without the jobs whose stage is over at now, keep aside.
+func (p *pruner) prune(ctx context.Context, s stage.Set, now time.Time, keep string) stage.Set {
+	out, dropped := s.Prune(now, keep, func(j stage.Job) (uint64, error) {
+		r, ok := p.indexes[j.Key()]
+		if !ok {
+			r.index, r.err = jobModifyIndex(ctx, p.c, j.Namespace, j.ID)
+			p.indexes[j.Key()] = r
+		}
+		return r.index, r.err
+	})
+	p.dropped = dropped
+	return out
+}
+
+// report says on w which jobs the last write dropped.
+func (p *pruner) report(w io.Writer) {
+	if len(p.dropped) == 0 {
+		return
+	}
+	parts := make([]string, 0, len(p.dropped))
+	for _, d := range p.dropped {
+		parts = append(parts, clean(d.Key, maxField)+" ("+d.Why+")")
+	}
+	fmt.Fprintf(w, "stage: dropped from the staged set, their stage over: %s\n", clean(strings.Join(parts, ", "), maxText))
 }
 
 // cancelStage removes namespace/id from the staged set.
 func cancelStage(ctx context.Context, c *nomad.Client, ns, id string, stderr io.Writer) int {
 	found := false
+	pr := newPruner(c)
 	version, _, err := stage.Update(ctx, c, stageTimeout, func(s stage.Set, bad error) (stage.Set, error) {
 		if bad != nil {
 			return s, fmt.Errorf("%w (prefetch stage of any job replaces it)", bad)
 		}
 		out, ok := s.Without(ns, id)
-		if found = ok; !ok {
+		found = ok
+		out = pr.prune(ctx, out, time.Now(), "")
+		if !ok && len(pr.dropped) == 0 {
 			return s, errNotStaged
 		}
 		return out, nil
@@ -367,9 +425,12 @@ func cancelStage(ctx context.Context, c *nomad.Client, ns, id string, stderr io.
 		fmt.Fprintf(stderr, "prefetch stage: %s\n", clean(err.Error(), maxText))
 		return exitFailed
 	}
-	if found {
-		fmt.Fprintf(stderr, "stage: job %s/%s is no longer staged (staged set version %d)\n", clean(ns, maxField), clean(id, maxField), version)
+	pr.report(stderr)
+	if !found {
+		fmt.Fprintf(stderr, "prefetch stage: job %s/%s is not staged\n", clean(ns, maxField), clean(id, maxField))
+		return exitFailed
 	}
+	fmt.Fprintf(stderr, "stage: job %s/%s is no longer staged (staged set version %d)\n", clean(ns, maxField), clean(id, maxField), version)
 	return exitOK
 }
 
