@@ -51,6 +51,10 @@ type apiState struct {
 	// parses are the answers AddParse and AddParseError registered
 	// (jobs.go).
 	parses map[parseKey]parsed
+	// held, while set (HoldJobReads), holds each GET /v1/job/:id until it
+	// is closed, and says on waiting that one is held.
+	held    chan struct{}
+	waiting chan string
 }
 
 func (s *Server) api() *apiState {
@@ -361,9 +365,47 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request) (map[string]any, st
 	return j, key, ok
 }
 
+// HoldJobReads holds every GET /v1/job/:id from now on until release is
+// called (or the request ends), sending the job's "namespace/id" on waiting
+// as each one is held. A test control, not Nomad's behaviour: the answer,
+// once released, is the recorded one, made at release.
+func (s *Server) HoldJobReads() (waiting <-chan string, release func()) {
+	a := s.api()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	held, w := make(chan struct{}), make(chan string, 64)
+	a.held, a.waiting = held, w
+	var once sync.Once
+	return w, func() {
+		once.Do(func() {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			close(held)
+			a.held, a.waiting = nil, nil
+		})
+	}
+}
+
 func (s *Server) jobInfo(w http.ResponseWriter, r *http.Request) {
 	a := s.api()
 	a.mu.Lock()
+	if held, waiting := a.held, a.waiting; held != nil {
+		a.mu.Unlock()
+		ns := r.URL.Query().Get("namespace")
+		if ns == "" {
+			ns = "default"
+		}
+		select {
+		case waiting <- ns + "/" + r.PathValue("id"):
+		default:
+		}
+		select {
+		case <-held:
+		case <-r.Context().Done():
+			return
+		}
+		a.mu.Lock()
+	}
 	defer a.mu.Unlock()
 	if j, _, ok := s.job(w, r); ok {
 		// C: X-Nomad-Index is the job's ModifyIndex.

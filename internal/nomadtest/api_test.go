@@ -86,3 +86,35 @@ func TestStopMovesModifyIndex(t *testing.T) {
 		t.Errorf("the stop's frame %d: ModifyIndex %d, JobModifyIndex %d; want %d", f.index, p.Job.ModifyIndex, p.Job.JobModifyIndex, stop)
 	}
 }
+
+// HoldJobReads holds a job read until released and says which one it
+// holds; the read then answers as at its release (a job registered while it
+// was held is found).
+func TestHoldJobReads(t *testing.T) {
+	t.Parallel()
+	s := start(t, Options{})
+	waiting, release := s.HoldJobReads()
+	type answer struct {
+		job *api.Job
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		c, err := api.NewClient(&api.Config{Address: s.URL})
+		if err != nil {
+			done <- answer{err: err}
+			return
+		}
+		job, _, err := c.Jobs().Info("web", &api.QueryOptions{Namespace: "default"})
+		done <- answer{job, err}
+	}()
+	if key := <-waiting; key != "default/web" {
+		t.Fatalf("held %q, want default/web", key)
+	}
+	s.RegisterJob(map[string]any{"ID": "web", "Name": "web"})
+	release()
+	a := <-done
+	if a.err != nil || a.job == nil || *a.job.ID != "web" {
+		t.Fatalf("the released read: %+v, %v", a.job, a.err)
+	}
+}
