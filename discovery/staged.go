@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/nomad/api"
+
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
 	"github.com/nomad-prefetch/nomad-prefetch/backoff"
 	"github.com/nomad-prefetch/nomad-prefetch/nomad"
@@ -102,10 +104,17 @@ func (d *Discoverer) followStaged(ctx context.Context, c *nomad.Client, st *stat
 					log.Warn("discovery: "+problem, "version", version)
 				}
 			}
+			var handed []*api.Job
+			if problem == "" {
+				handed = handovers(ctx, c, st, pub, set, timeout)
+			}
 			pub.with(func() {
 				st.staged.version, st.staged.err = version, problem
 				if problem == "" {
 					st.staged.set = set
+					for _, job := range handed {
+						st.handOver(job)
+					}
 				}
 			})
 			pub.now(st)
@@ -123,6 +132,56 @@ func (d *Discoverer) followStaged(ctx context.Context, c *nomad.Client, st *stat
 }
 
 func (st *state) stagedErr() string { return st.staged.err }
+
+// handovers reads the jobs that next no longer stages but that this agent
+// still keeps as staged (not registered since, as far as it knows), and
+// returns those registered since. A stager that registers a job removes it
+// from the set just after (prefetch stage -run), and this agent learns the
+// two through two streams with no order between them: the set's blocking
+// read may answer before the Job event of the registration arrives, and
+// dropping the staged job then would leave its images under neither for a
+// moment. With the registered version read here and applied in the same
+// publish as the set (handOver), the images stay listed throughout. A job
+// still at its Base or not found (a -cancel), or that can't be read, is not
+// returned: the staged job goes, as before. At most stage.MaxJobs reads,
+// each bounded by timeout.
+func handovers(ctx context.Context, c *nomad.Client, st *state, pub *publisher, next stage.Set, timeout time.Duration) []*api.Job {
+	var gone []stage.Job
+	pub.with(func() {
+		if !st.known {
+			return
+		}
+		now := st.now()
+		for _, j := range st.staged.set.Jobs {
+			if _, still := next.Find(j.Namespace, j.ID); still || j.Expired(now) || !st.namespaceWanted(j.Namespace) {
+				continue
+			}
+			if reg, ok := st.registered[j.Key()]; ok && reg != j.Base {
+				continue // handed over already
+			}
+			gone = append(gone, j)
+		}
+	})
+	var out []*api.Job
+	for _, j := range gone[:min(len(gone), stage.MaxJobs)] {
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		job, _, err := c.API().Jobs().Info(j.ID, nomad.Query(rctx, &api.QueryOptions{Namespace: j.Namespace}))
+		cancel()
+		if err == nil && job != nil && deref(job.JobModifyIndex) != j.Base {
+			out = append(out, job)
+		}
+	}
+	return out
+}
+
+// handOver applies job, read at a staged job's handover, unless the Job
+// events brought this version or a newer one already.
+func (st *state) handOver(job *api.Job) {
+	if prev, ok := st.registered[jobKey(deref(job.Namespace), deref(job.ID))]; ok && prev >= deref(job.JobModifyIndex) {
+		return
+	}
+	st.upsert(job)
+}
 
 // stagedJobs is what the staged set gives this node at now: the images of
 // each staged job still staged, keyed like a registered job's (with usedBy

@@ -135,3 +135,85 @@ func TestStagedJobExpiresAndFits(t *testing.T) {
 		t.Errorf("after its TTL: %+v, images %+v", j, d.Images)
 	}
 }
+
+// The handover from staged to registered is one publish: when the staged
+// set drops a job (prefetch stage -run removes it after registering) before
+// the Job event of its registration arrives, the agent reads the job and
+// lists its registered images in the same set that drops the staged ones.
+// The Job stream is frozen (the event never comes) and the job's read held,
+// so the order is the bad one every time: the image is listed in every set
+// published from its staging on.
+func TestStagedHandoverIsAtomic(t *testing.T) {
+	t.Parallel()
+	srv := fakeNomad(t, nomadtest.Options{})
+	srv.RegisterJob(webJob(t, "web", "reg:5000/traefik:v3.1.3"))
+	s := runDiscoverer(t, config.Nomad{Address: srv.URL})
+	eventually(t, "the jobs listed", func() bool { return slices.Contains(s.refs(), "reg:5000/traefik:v3.1.3") })
+
+	now := time.Now()
+	img := "registry.service.consul:5000/traefik:v3.2"
+	spec := stage.Spec{Groups: []stage.Group{{Name: "frontend", Tasks: []stage.Task{{Name: "proxy", Image: img}}}}}
+	base := srv.JobModifyIndex("default", "web")
+	writeStaged(t, srv, func(set stage.Set) stage.Set {
+		return set.With(stage.Job{Namespace: "default", ID: "web", Base: base, StagedAt: now, Expires: now.Add(time.Hour), Spec: spec}, now)
+	})
+	eventually(t, "the staged image", func() bool { return slices.Contains(s.refs(), img) })
+	s.mu.Lock()
+	from := len(s.all) - 1
+	s.mu.Unlock()
+
+	srv.FreezeAll() // the Job stream: the registration's event is not delivered
+	waiting, release := srv.HoldJobReads()
+	defer release()
+	srv.RegisterJob(webJob(t, "web", img))
+	removed := writeStaged(t, srv, func(set stage.Set) stage.Set { out, _ := set.Without("default", "web"); return out })
+	read := ""
+	eventually(t, "the agent to read the dropped job, or to take the set without it", func() bool {
+		select {
+		case read = <-waiting:
+			return true
+		default:
+			return s.last().Status.Staged.Version >= removed
+		}
+	})
+	if read != "" {
+		if last := s.last(); read != "default/web" || last.Status.Staged.Version >= removed || !slices.Contains(s.refs(), img) {
+			t.Errorf("while the read of %s is held: staged version %d (the removal is %d), images %q", read, last.Status.Staged.Version, removed, s.refs())
+		}
+	}
+	release()
+	eventually(t, "the set without the staged job", func() bool { return s.last().Status.Staged.Version >= removed })
+
+	s.mu.Lock()
+	all := slices.Clone(s.all)
+	s.mu.Unlock()
+	for i, d := range all[from:] {
+		var ub []string
+		for _, im := range d.Images {
+			if im.Expected == img {
+				ub = d.UsedBy[img]
+			}
+		}
+		if len(ub) == 0 {
+			t.Errorf("set %d after staging (staged set version %d): %s listed under nothing", from+i, d.Status.Staged.Version, img)
+		}
+	}
+	if ub := all[len(all)-1].UsedBy[img]; !slices.Equal(ub, []string{"default/web/frontend/proxy"}) {
+		t.Errorf("after the handover %s is used by %q, want the registered job's task", img, ub)
+	}
+
+	// A job dropped from the set while still at its Base (a -cancel) is
+	// read too, and its staged images go.
+	next := "registry.service.consul:5000/traefik:v3.3"
+	spec.Groups[0].Tasks[0].Image = next
+	base = srv.JobModifyIndex("default", "web")
+	writeStaged(t, srv, func(set stage.Set) stage.Set {
+		return set.With(stage.Job{Namespace: "default", ID: "web", Base: base, StagedAt: now, Expires: now.Add(time.Hour), Spec: spec}, now)
+	})
+	eventually(t, "the next staged image", func() bool { return slices.Contains(s.refs(), next) })
+	writeStaged(t, srv, func(set stage.Set) stage.Set { out, _ := set.Without("default", "web"); return out })
+	eventually(t, "the cancelled stage's image gone", func() bool { return !slices.Contains(s.refs(), next) })
+	if !slices.Contains(s.refs(), img) {
+		t.Errorf("after the cancel: images %q, want the registered %s kept", s.refs(), img)
+	}
+}
