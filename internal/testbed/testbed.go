@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,6 +47,7 @@ type Bed struct {
 
 	dockerd    *exec.Cmd
 	dockerdErr chan error
+	mu         sync.Mutex // guards registries: parallel tests start them
 	registries []*Registry
 }
 
@@ -226,7 +228,10 @@ func (b *Bed) StopDocker() error {
 
 // Close stops the registries and the daemon and removes Dir.
 func (b *Bed) Close() error {
-	for _, r := range b.registries {
+	b.mu.Lock()
+	regs := b.registries
+	b.mu.Unlock()
+	for _, r := range regs {
 		r.Stop()
 	}
 	if b.Client != nil {
@@ -320,7 +325,9 @@ func (b *Bed) StartRegistry(name string, opts RegistryOptions) (*Registry, error
 		return nil, fmt.Errorf("starting docker-registry: %w", err)
 	}
 	go func() { _ = r.cmd.Wait(); logf.Close(); close(r.done) }()
+	b.mu.Lock()
 	b.registries = append(b.registries, r)
+	b.mu.Unlock()
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
