@@ -129,6 +129,18 @@ func newNomadCatalog(o CatalogOptions, cfg *api.Config) (*nomadCatalog, error) {
 	return &nomadCatalog{c: c, o: o, ns: cmp.Or(cfg.Namespace, "default"), timeout: o.CallTimeout}, nil
 }
 
+// NewNomadCatalogFrom returns the catalog of Nomad's service
+// registrations read through c (an agent's own client, whose token file is
+// read again at each call) in namespace, with o's service, job and call
+// timeout.
+func NewNomadCatalogFrom(c *nomad.Client, namespace string, o CatalogOptions) Catalog {
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = DefaultCallTimeout
+	}
+	o.Job = cmp.Or(o.Job, DefaultJob)
+	return &nomadCatalog{c: c, o: o, ns: cmp.Or(namespace, "default"), timeout: o.CallTimeout}
+}
+
 func (c *nomadCatalog) String() string {
 	return fmt.Sprintf("Nomad's service %q of job %s/%s at %s", c.o.Service, c.ns, c.o.Job, c.c.Address())
 }
@@ -139,7 +151,7 @@ func (c *nomadCatalog) Agents(ctx context.Context) ([]Agent, error) {
 		cctx, cancel := context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 		var err error
-		regs, _, err = c.c.API().Services().Get(c.o.Service, nomad.Query(cctx, nil))
+		regs, _, err = c.c.API().Services().Get(c.o.Service, nomad.Query(cctx, &api.QueryOptions{Namespace: c.ns}))
 		return c.failure(err)
 	})
 	if err != nil {

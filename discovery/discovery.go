@@ -17,7 +17,8 @@
 // It implements agent.Discoverer and reports agent.Discovered sets; losing
 // Nomad never drops images (the last known set stays), and a gap in the
 // stream makes it list every job again. It imports agent (for the set it
-// reports), config and nomad, and must not be imported by them.
+// reports), config and nomad, and cluster for the peers' catalog (peers.go),
+// and must not be imported by them.
 package discovery
 
 import (

@@ -9,14 +9,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
-	"github.com/hashicorp/nomad/api"
-
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
+	"github.com/nomad-prefetch/nomad-prefetch/cluster"
 	"github.com/nomad-prefetch/nomad-prefetch/config"
 	"github.com/nomad-prefetch/nomad-prefetch/identity"
 	"github.com/nomad-prefetch/nomad-prefetch/nomad"
@@ -69,20 +66,6 @@ func (d *Discoverer) Copy(ctx context.Context, expected, dgst string, first bool
 
 var _ agent.Peers = (*Discoverer)(nil)
 
-// peerIdentityFile is the peers block's identity_file, or where Nomad
-// writes a task's identity named "relay" (the agents' one identity for
-// one another).
-func peerIdentityFile(p *config.Peers) (string, error) {
-	if p.IdentityFile != "" {
-		return p.IdentityFile, nil
-	}
-	dir := os.Getenv("NOMAD_SECRETS_DIR")
-	if dir == "" {
-		return "", errors.New("nomad peers: identity_file is not set and NOMAD_SECRETS_DIR is not either (outside a Nomad task, name the file holding the agents' identity)")
-	}
-	return filepath.Join(dir, "nomad_relay.jwt"), nil
-}
-
 // spoolDir is the peers block's spool_dir, or the task's local/ directory
 // in a Nomad task (the job's root file system is read-only), or the
 // system's temporary directory.
@@ -100,7 +83,7 @@ func (d *Discoverer) startPeers(settings config.Nomad, c *nomad.Client, self fun
 	if d.Engine == nil {
 		return nil, errors.New("nomad peers: no Docker Engine to serve and load images (an agent wiring error)")
 	}
-	file, err := peerIdentityFile(p)
+	file, err := identityFile("nomad peers", p.IdentityFile)
 	if err != nil {
 		return nil, err
 	}
@@ -131,21 +114,24 @@ func (d *Discoverer) startPeers(settings config.Nomad, c *nomad.Client, self fun
 	return func() { d.peers.CompareAndSwap(l, nil) }, nil
 }
 
-// catalogPeers lists the peers from Nomad's service catalog: the
-// registrations of service by the job and namespace of this agent's own
-// identity, read at most once per peersFresh while it lists any (a
-// rollout asks for many images at once; the catalog changes far more
-// slowly), and again at each call while it lists none (the agents'
-// registrations come a moment after their tasks start).
+// catalogPeers lists the peers from Nomad's service catalog (the cluster
+// view's own reader, cluster.NewNomadCatalogFrom): the registrations of
+// service by the job and namespace of this agent's own identity, read at
+// most once per peersFresh while it lists any (a rollout asks for many
+// images at once; the catalog changes far more slowly), and again at each
+// call while it lists none (the agents' registrations come a moment after
+// their tasks start). A registration whose address is not an IP address,
+// or that the catalog reader finds invalid, is no peer.
 type catalogPeers struct {
 	c       *nomad.Client
 	service string
 	token   func() (string, error)
 	timeout time.Duration
 
-	mu    sync.Mutex
-	at    time.Time
-	peers []peer.Peer
+	mu      sync.Mutex
+	catalog cluster.Catalog // made from the identity's claims at the first call
+	at      time.Time
+	peers   []peer.Peer
 }
 
 const peersFresh = 15 * time.Second
@@ -156,26 +142,28 @@ func (cp *catalogPeers) Peers(ctx context.Context) ([]peer.Peer, error) {
 	if !cp.at.IsZero() && time.Since(cp.at) < peersFresh {
 		return cp.peers, nil
 	}
-	tok, err := cp.token()
-	var mine identity.Claims
-	if err == nil {
-		mine, err = identity.ParseUnverified(tok)
+	if cp.catalog == nil {
+		tok, err := cp.token()
+		var mine identity.Claims
+		if err == nil {
+			mine, err = identity.ParseUnverified(tok)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("this agent's own identity can't be read, so its job's registrations can't be told: %w", err)
+		}
+		cp.catalog = cluster.NewNomadCatalogFrom(cp.c, mine.Namespace, cluster.CatalogOptions{Service: cp.service, Job: mine.JobID, CallTimeout: cp.timeout})
 	}
+	agents, err := cp.catalog.Agents(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("this agent's own identity can't be read, so its job's registrations can't be told: %w", err)
-	}
-	cctx, cancel := context.WithTimeout(ctx, cp.timeout)
-	defer cancel()
-	regs, _, err := cp.c.API().Services().Get(cp.service, nomad.Query(cctx, &api.QueryOptions{Namespace: mine.Namespace}))
-	if err != nil {
-		return nil, fmt.Errorf("reading Nomad's service %q in namespace %q: %w", cp.service, mine.Namespace, nomad.Err(err))
+		return nil, fmt.Errorf("reading %s: %w", cp.catalog, err)
 	}
 	var out []peer.Peer
-	for _, r := range regs {
-		if r.JobID != mine.JobID || r.Namespace != "" && r.Namespace != mine.Namespace || r.Port <= 0 || r.Port > 65535 || net.ParseIP(r.Address) == nil {
+	for _, a := range agents {
+		host, _, err := net.SplitHostPort(a.Address)
+		if a.Invalid != "" || err != nil || net.ParseIP(host) == nil {
 			continue
 		}
-		out = append(out, peer.Peer{Node: r.NodeID, Address: net.JoinHostPort(r.Address, strconv.Itoa(r.Port))})
+		out = append(out, peer.Peer{Node: a.NodeID, Address: a.Address})
 	}
 	cp.peers, cp.at = out, time.Time{}
 	if len(out) > 0 {

@@ -62,15 +62,17 @@ type relayLink struct {
 	direct bool // following Nomad directly: no relay answered in time
 }
 
-// identityFile is the relay block's identity_file, or where Nomad writes
-// a task's identity named "relay".
-func identityFile(r *config.Relay) (string, error) {
-	if r.IdentityFile != "" {
-		return r.IdentityFile, nil
+// identityFile is a block's identity_file (file), or where Nomad writes a
+// task's identity named "relay": the agents' one identity for one another,
+// which the relay and the peers blocks share; block names the block in the
+// error.
+func identityFile(block, file string) (string, error) {
+	if file != "" {
+		return file, nil
 	}
 	dir := os.Getenv("NOMAD_SECRETS_DIR")
 	if dir == "" {
-		return "", errors.New("nomad relay: identity_file is not set and NOMAD_SECRETS_DIR is not either (outside a Nomad task, name the file holding the relay identity)")
+		return "", errors.New(block + ": identity_file is not set and NOMAD_SECRETS_DIR is not either (outside a Nomad task, name the file holding the agents' identity)")
 	}
 	return filepath.Join(dir, "nomad_relay.jwt"), nil
 }
@@ -89,7 +91,7 @@ func (d *Discoverer) startRelay(ctx context.Context, bg *sync.WaitGroup, setting
 	if addr == "" {
 		return nil, errors.New("nomad relay: no address to advertise: set advertise, or -listen to this node's address")
 	}
-	file, err := identityFile(r)
+	file, err := identityFile("nomad relay", r.IdentityFile)
 	if err != nil {
 		return nil, err
 	}

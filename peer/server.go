@@ -169,11 +169,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.release()
-	pin := ""
-	if dgst != "" {
-		pin = dgst
-	}
-	entry := bundle.EntryFor(ref, ref, "", pin, im)
+	entry := bundle.EntryFor(ref, ref, "", dgst, im)
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.Header().Set(IDHeader, im.ID)
 	w.WriteHeader(http.StatusOK)
