@@ -197,8 +197,12 @@ func imageBlock(name, expected string, sources ...string) string {
 	return fmt.Sprintf("image %q {\n  expected = %q\n  sources  = [%s]\n}\n", name, expected, strings.Join(q, ", "))
 }
 
-func daemonSettings() string {
-	return fmt.Sprintf("docker {\n  host = %q\n}\nretry_initial = \"200ms\"\nretry_max = \"1s\"\nresync_interval = \"1h\"\nstall_timeout = \"5s\"\n", bed.Host)
+func daemonSettings() string { return daemonSettingsFor(bed.Host) }
+
+// daemonSettingsFor is daemonSettings for the dockerd at host (a peers
+// test's other nodes).
+func daemonSettingsFor(host string) string {
+	return fmt.Sprintf("docker {\n  host = %q\n}\nretry_initial = \"200ms\"\nretry_max = \"1s\"\nresync_interval = \"1h\"\nstall_timeout = \"5s\"\n", host)
 }
 
 // startProxied starts a registry behind a fault proxy.

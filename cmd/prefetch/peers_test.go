@@ -82,14 +82,7 @@ func startPeers(t *testing.T, srv *nomadtest.Server, beds []*testbed.Bed, order,
 			}
 		}
 		body := func(images string) string {
-			return fmt.Sprintf(`docker {
-  host = %q
-}
-retry_initial = "200ms"
-retry_max = "1s"
-resync_interval = "1h"
-stall_timeout = "10s"
-%s
+			return daemonSettingsFor(n.bed.Host) + fmt.Sprintf(`%s
 nomad {
   address     = %q
   token_file  = %q
@@ -102,7 +95,7 @@ nomad {
     spool_dir     = %q
   }
 }
-`, n.bed.Host, images, srv.URL, tokenFile, n.id, order, idFile, dir)
+`, images, srv.URL, tokenFile, n.id, order, idFile, dir)
 		}
 		n.path = filepath.Join(dir, "config.hcl")
 		n.cfg = func(images string) {
