@@ -60,6 +60,9 @@ type fakeEngine struct {
 	loads   int
 	loadErr error
 	extra   []member // added to every save
+	altered bool     // Load loads each config with a byte more: other IDs
+	stowed  []byte   // a config Load loads too, beyond the archive's
+	removed []string // what Remove removed
 }
 
 func newFakeEngine(configs ...string) (*fakeEngine, []string) {
@@ -121,11 +124,37 @@ func (e *fakeEngine) Load(_ context.Context, archive io.Reader, _ registry.Archi
 	}
 	var res registry.LoadResult
 	for _, it := range items {
-		id := sha(files[it.Config])
-		e.configs[id] = files[it.Config]
+		config := files[it.Config]
+		if e.altered {
+			config = append(config, ' ')
+		}
+		id := sha(config)
+		e.configs[id] = config
 		res.IDs = append(res.IDs, id)
 	}
+	if e.stowed != nil {
+		e.configs[sha(e.stowed)] = e.stowed
+		res.IDs = append(res.IDs, sha(e.stowed))
+	}
 	return res, nil
+}
+
+func (e *fakeEngine) ImageIDs(context.Context) (map[string]bool, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ids := map[string]bool{}
+	for id := range e.configs {
+		ids[id] = true
+	}
+	return ids, nil
+}
+
+func (e *fakeEngine) Remove(_ context.Context, id string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.configs, id)
+	e.removed = append(e.removed, id)
+	return nil
 }
 
 func (e *fakeEngine) Inspect(_ context.Context, ref string) (registry.Image, error) {
@@ -411,6 +440,59 @@ func TestLoaderErrors(t *testing.T) {
 	e2.loadErr = nil
 	if _, err := l2.Image(ctx, path2, "reg:5000/a:1", "", opts); err != nil {
 		t.Errorf("after RetryFailedLoad: %v", err)
+	}
+}
+
+// TestLoaderDiscards: the images a refused load added leave Docker again;
+// one that was there before the load stays.
+func TestLoaderDiscards(t *testing.T) {
+	t.Parallel()
+	e, path, ids := writeTwo(t)
+	for _, id := range ids {
+		e.remove(id)
+	}
+	e.altered = true // the Engine loads other images than the manifest names
+	before := sha(append([]byte(`{"a":1}`), ' '))
+	e.configs[before] = []byte(`{"a":1} `) // one of them is there already
+	after := sha(append([]byte(`{"b":2}`), ' '))
+	l := NewLoader(e, quiet)
+	if _, err := l.Image(context.Background(), path, "reg:5000/a:1", "", registry.ArchiveOptions{}); err == nil || !strings.Contains(err.Error(), "not what the bundle's manifest names") {
+		t.Fatalf("a bundle that loads other images: %v", err)
+	}
+	if !slices.Equal(e.removed, []string{after}) {
+		t.Errorf("removed %v, want only %s (the one the load added)", e.removed, after)
+	}
+	if _, err := e.Inspect(context.Background(), before); err != nil {
+		t.Errorf("the image there before the load: %v", err)
+	}
+
+	// A caller that refuses a verified image has it removed, when the
+	// load added it.
+	e2, path2, ids2 := writeTwo(t)
+	e2.remove(ids2[1])
+	l2 := NewLoader(e2, quiet)
+	for i, exp := range []string{"reg:5000/a:1", "reg:5000/b:1"} {
+		id, err := l2.Image(context.Background(), path2, exp, "", registry.ArchiveOptions{})
+		if err != nil || id != ids2[i] {
+			t.Fatalf("%s: %q %v", exp, id, err)
+		}
+		l2.Discard(context.Background(), path2, id)
+	}
+	if !slices.Equal(e2.removed, []string{ids2[1]}) {
+		t.Errorf("discarded: removed %v, want only %s (the one the load added)", e2.removed, ids2[1])
+	}
+
+	// An image stowed in a bundle beside the ones its manifest names is
+	// loaded by the Engine, and removed again.
+	e3, path3, ids3 := writeTwo(t)
+	e3.stowed = []byte(`{"stowed":1}`)
+	e3.remove(ids3[0])
+	l3 := NewLoader(e3, quiet)
+	if id, err := l3.Image(context.Background(), path3, "reg:5000/a:1", "", registry.ArchiveOptions{}); err != nil || id != ids3[0] {
+		t.Fatalf("a bundle with a stowed image: %q %v", id, err)
+	}
+	if !slices.Equal(e3.removed, []string{sha(e3.stowed)}) {
+		t.Errorf("a stowed image: removed %v, want %s", e3.removed, sha(e3.stowed))
 	}
 }
 

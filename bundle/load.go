@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -21,6 +22,10 @@ import (
 type Engine interface {
 	Load(ctx context.Context, archive io.Reader, opts registry.ArchiveOptions, progress func(int64)) (registry.LoadResult, error)
 	Inspect(ctx context.Context, ref string) (registry.Image, error)
+	// ImageIDs and Remove take out again what a refused load added: the
+	// images that were not there before it.
+	ImageIDs(ctx context.Context) (map[string]bool, error)
+	Remove(ctx context.Context, id string) error
 }
 
 var _ Engine = (*registry.Engine)(nil)
@@ -70,6 +75,7 @@ type fileData struct {
 	state    fileState
 	manifest *Manifest
 	verified map[string]string // expected → the ID the last load gave it
+	fresh    map[string]bool   // the IDs the last load added to Docker
 	proofs   map[string]proof  // digest → what the archive proves to be it
 	err      error             // why the file in this state can't serve
 	errUntil time.Time         // zero: until the file changes
@@ -259,7 +265,17 @@ func (l *Loader) load(ctx context.Context, path string, bf *bundleFile, opts reg
 	log := l.log.With("file", path)
 	log.Info("loading bundle", "images", len(bf.manifest.Images), "size", FormatBytes(bf.state.size))
 	prog := &loadProgress{log: log, total: bf.state.size, every: 5 * time.Second, next: start.Add(5 * time.Second)}
+	before, err := l.engine.ImageIDs(ctx)
+	if err != nil {
+		return err
+	}
 	res, err := l.engine.Load(ctx, f, opts, prog.read)
+	bf.fresh = map[string]bool{}
+	for _, id := range res.IDs {
+		if !before[id] {
+			bf.fresh[id] = true
+		}
+	}
 	if st, serr := statFile(path); serr != nil || st != bf.state {
 		bf.manifest, bf.verified = nil, nil
 		return errors.New("the file changed while it was loaded; it is read again at the next try")
@@ -268,6 +284,9 @@ func (l *Loader) load(ctx context.Context, path string, bf *bundleFile, opts reg
 		if retryable(ctx, err) {
 			return err
 		}
+		for id := range bf.fresh { // what it loaded before it failed
+			l.discard(ctx, log, bf, id)
+		}
 		bf.err, bf.errUntil = fmt.Errorf("the Docker Engine refused it: %w (not loaded again before %s unless the file changes)", err, l.now().Add(RetryFailedLoad).UTC().Format(time.RFC3339)), l.now().Add(RetryFailedLoad)
 		return bf.err
 	}
@@ -275,11 +294,64 @@ func (l *Loader) load(ctx context.Context, path string, bf *bundleFile, opts reg
 	verified, err := verify(bf.manifest, res)
 	if err != nil {
 		bf.err, bf.verified = err, nil
+		for id := range bf.fresh {
+			l.discard(ctx, log, bf, id)
+		}
 		return err
 	}
 	bf.verified = verified
+	for id := range bf.fresh { // images no expected name asked for
+		if !slices.Contains(slices.Collect(maps.Values(verified)), id) {
+			l.discard(ctx, log, bf, id)
+		}
+	}
 	log.Info("bundle loaded", "images", len(verified), "duration", l.now().Sub(start).Round(time.Millisecond).String())
 	return nil
+}
+
+// Discard removes from Docker the image id served from the bundle at
+// path, when the caller refused it after all (a peer announced another ID)
+// and the Loader's last load of the file added it: what a refused load
+// added never stays to fill the disk. An image that was there before the
+// load, or that has a name now, is kept.
+func (l *Loader) Discard(ctx context.Context, path, id string) {
+	bf := l.file(path)
+	select {
+	case bf.turn <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-bf.turn }()
+	for exp, v := range bf.verified {
+		if v == id {
+			delete(bf.verified, exp)
+		}
+	}
+	l.discard(ctx, l.log.With("file", path), bf, id)
+}
+
+// discard removes id if the last load added it and nothing has named it
+// since; a failure is logged, the image kept.
+func (l *Loader) discard(ctx context.Context, log *slog.Logger, bf *bundleFile, id string) {
+	if !bf.fresh[id] {
+		return
+	}
+	delete(bf.fresh, id)
+	im, err := l.engine.Inspect(ctx, id)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return
+	case err == nil && len(im.RepoTags) > 0:
+		log.Warn("a refused load's image has a name now; keeping it", "image_id", id, "names", strings.Join(im.RepoTags, ", "))
+		return
+	case err == nil:
+		err = l.engine.Remove(ctx, id)
+	}
+	if err != nil {
+		log.Warn("a refused load's image could not be removed", "image_id", id, "err", err)
+		return
+	}
+	log.Info("removed the image a refused load added", "image_id", id)
 }
 
 // retryable says whether a failed load says nothing about the file: the

@@ -238,3 +238,41 @@ func TestHeldUntilPresent(t *testing.T) {
 		t.Fatalf("asked first while the peer was getting it: %+v, %v; want %s", c, err, id)
 	}
 }
+
+// A peer that announces one ID and sends, well formed, another image for
+// the name: the image is refused, and the load that refused it leaves
+// nothing behind (it was not on this node before).
+func TestRefusedCopyLeavesNothing(t *testing.T) {
+	testbed.Need(t, bed)
+	e := engine(t)
+	ref := "peer.test/app:announced"
+	wantID := image(t, ref, "announced")
+	otherRef := "peer.test/app:sent"
+	otherID := image(t, otherRef, "sent instead")
+	im, err := e.Inspect(context.Background(), otherRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if _, err := bundle.Stream(context.Background(), e, &b, []bundle.Entry{bundle.EntryFor(ref, ref, "", "", im)}, bundle.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.Remove(context.Background(), otherID); err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(IDHeader, wantID)
+		w.Write(b.Bytes())
+	}))
+	defer ts.Close()
+	got, err := source(t, e, strings.TrimPrefix(ts.URL, "http://")).Image(context.Background(), ref, "", false, registry.ArchiveOptions{})
+	if err == nil || !strings.Contains(err.Error(), "it announced image "+wantID+" and the Engine loaded "+otherID) {
+		t.Fatalf("copied %+v, err %v; want the announced ID refused", got, err)
+	}
+	if _, err := e.Inspect(context.Background(), otherID); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("the refused image is still in Docker (inspect: %v)", err)
+	}
+	if _, err := e.Inspect(context.Background(), wantID); err != nil {
+		t.Errorf("the image there before: %v", err)
+	}
+}

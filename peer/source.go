@@ -359,11 +359,13 @@ func (s *Source) copyFrom(ctx context.Context, cancel context.CancelCauseFunc, b
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	got, err := bundle.NewLoader(s.Engine, log.With("peer", p.Name())).Image(ctx, f.Name(), expected, dgst, opts)
+	loader := bundle.NewLoader(s.Engine, log.With("peer", p.Name()))
+	got, err := loader.Image(ctx, f.Name(), expected, dgst, opts)
 	if err != nil {
 		return Copy{}, fmt.Errorf("what it sent was refused: %w", err)
 	}
 	if got != id {
+		loader.Discard(ctx, f.Name(), got)
 		return Copy{}, fmt.Errorf("what it sent was refused: it announced image %s and the Engine loaded %s", id, got)
 	}
 	return Copy{ID: got, Peer: p, Bytes: n}, nil

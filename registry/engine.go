@@ -232,6 +232,42 @@ func (e *Engine) Inspect(ctx context.Context, ref string) (Image, error) {
 	return Image{ID: res.ID, RepoTags: res.RepoTags, RepoDigests: res.RepoDigests, Size: res.Size}, nil
 }
 
+// ImageIDs returns the IDs of every local image (intermediate ones
+// included).
+func (e *Engine) ImageIDs(ctx context.Context) (map[string]bool, error) {
+	var res client.ImageListResult
+	err := e.call(ctx, "an image list", func(ctx context.Context) (err error) {
+		res, err = e.cli.ImageList(ctx, client.ImageListOptions{All: true})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the images: %w", err)
+	}
+	ids := make(map[string]bool, len(res.Items))
+	for _, im := range res.Items {
+		ids[im.ID] = true
+	}
+	return ids, nil
+}
+
+// Remove removes the local image id, never forced: Docker refuses while a
+// container uses it or while more than one name refers to it, and its
+// parent images are kept. It is for images the caller made itself (a
+// load it then refused), never for an image it found.
+func (e *Engine) Remove(ctx context.Context, id string) error {
+	err := e.call(ctx, "an image remove", func(ctx context.Context) error {
+		_, err := e.cli.ImageRemove(ctx, id, client.ImageRemoveOptions{})
+		return err
+	})
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("removing image %s: %w", ShortID(id), err)
+	}
+	return nil
+}
+
 // Tag points target (a repo:tag reference) at the local image source (an ID
 // or a reference).
 func (e *Engine) Tag(ctx context.Context, source, target string) error {
