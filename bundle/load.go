@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -300,8 +299,8 @@ func (l *Loader) load(ctx context.Context, path string, bf *bundleFile, opts reg
 		return err
 	}
 	bf.verified = verified
-	for id := range bf.fresh { // images no expected name asked for
-		if !slices.Contains(slices.Collect(maps.Values(verified)), id) {
+	for id := range bf.fresh { // images the manifest does not name at all
+		if !slices.ContainsFunc(bf.manifest.Images, func(img Image) bool { return slices.Contains(img.IDs(), id) }) {
 			l.discard(ctx, log, bf, id)
 		}
 	}
