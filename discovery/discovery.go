@@ -65,7 +65,9 @@ type Discoverer struct {
 	Engine    PeerEngine
 	Held      func(ref string) peer.Held
 	PeerBytes func(direction string, n int64)
-	// StallTimeout ends a peer transfer silent that long (default 2 min).
+	// StallTimeout ends a peer transfer silent that long (default 2 min):
+	// one served, and one taken when the fetch does not pass the config's
+	// current stall_timeout.
 	StallTimeout time.Duration
 
 	member atomic.Pointer[relay.Member] // the relay's, while Run has one

@@ -174,7 +174,7 @@ func TestHostilePeers(t *testing.T) {
 			case <-release:
 			case <-r.Context().Done():
 			}
-		}, "made no progress", 0, ""},
+		}, "made no progress for 1s", 0, ""}, // the options' stall_timeout, not the Source's minute
 		{"too much", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set(IDHeader, wantID)
 			w.Write(good)
@@ -191,6 +191,7 @@ func TestHostilePeers(t *testing.T) {
 			ts := httptest.NewServer(http.HandlerFunc(c.serve))
 			defer ts.Close()
 			src := source(t, e, strings.TrimPrefix(ts.URL, "http://"))
+			src.StallTimeout = time.Minute
 			if c.max > 0 {
 				src.MaxSize = c.max
 			}

@@ -98,7 +98,9 @@ type Source struct {
 	// Wait bounds, asked first, the wait for a peer that is getting the
 	// image; asked last, the wait for a peer that has it and is busy.
 	Wait time.Duration
-	// StallTimeout ends a transfer silent that long (default 2 min).
+	// StallTimeout ends a transfer silent that long, unless the options
+	// Image is given set their own (the config's current stall_timeout);
+	// default 2 min.
 	StallTimeout time.Duration
 	// Taken, when set, is told the bytes taken from peers as they come.
 	Taken func(bytes int64)
@@ -139,7 +141,12 @@ func (s *Source) httpClient() *http.Client {
 	return s.client
 }
 
-func (s *Source) stall() time.Duration {
+// stall is the transfer's watchdog: the caller's current stall_timeout
+// (opts), else StallTimeout, else 2 min.
+func (s *Source) stall(opts registry.ArchiveOptions) time.Duration {
+	if opts.StallTimeout > 0 {
+		return opts.StallTimeout
+	}
 	if s.StallTimeout > 0 {
 		return s.StallTimeout
 	}
@@ -332,7 +339,7 @@ func (s *Source) copyFrom(ctx context.Context, cancel context.CancelCauseFunc, b
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	stall := s.stall()
+	stall := s.stall(opts)
 	watchdog := time.AfterFunc(stall, func() { cancel(fmt.Errorf("the transfer made no progress for %s", stall)) })
 	defer watchdog.Stop()
 	r := &progressReader{r: io.LimitReader(body, s.MaxSize+1), kick: func(n int) {
