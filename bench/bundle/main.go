@@ -21,7 +21,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -29,6 +28,7 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
+	"github.com/nomad-prefetch/nomad-prefetch/bench/internal/benchkit"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
 )
 
@@ -56,20 +56,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bundle-bench: -prefetch is required")
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	err := run(ctx, o)
-	cancel()
-	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bundle-bench: %v\n", err)
-		os.Exit(1)
-	}
+	benchkit.Main("bundle-bench", o.timeout, func(ctx context.Context) error { return run(ctx, o) })
 }
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", args...)
-}
+var logf = benchkit.Progress
 
 // set is a group of images, their config and where their bundles go.
 type set struct {

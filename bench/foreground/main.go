@@ -23,27 +23,20 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/moby/moby/client"
 
-	"github.com/nomad-prefetch/nomad-prefetch/agent"
-	"github.com/nomad-prefetch/nomad-prefetch/daemon"
+	"github.com/nomad-prefetch/nomad-prefetch/bench/internal/benchkit"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/nomadtest"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
@@ -77,24 +70,10 @@ func main() {
 	flag.StringVar(&o.startAfter, "start-after", "blobs", "when the task is placed: \"blobs\", once the backlog's first pull asked for 2 blobs (its layers under way), or \"manifest\", as it asks for its manifest (its layers then meet the task's)")
 	flag.DurationVar(&o.timeout, "timeout", 9*time.Minute, "stop everything after this long")
 	flag.Parse()
-	if why := testbed.Missing(); why != "" {
-		fmt.Fprintln(os.Stderr, "foreground-bench:", why)
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("-timeout %s reached", o.timeout))
-	err := run(ctx, o, os.Stdout)
-	cancel()
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "foreground-bench:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("foreground-bench", o.timeout, func(ctx context.Context) error { return run(ctx, o, os.Stdout) })
 }
 
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
-}
+var progress = benchkit.Progress
 
 // result is one phase's measurement.
 type result struct {
@@ -199,12 +178,16 @@ func (e *env) phase(ctx context.Context, phase string) (result, error) {
 	default:
 		return r, fmt.Errorf("unknown phase %q (alone, cancel, pause, off)", phase)
 	}
-	status, stop, err := e.startAgent(ctx, yield, budget)
+	agentStart := time.Now()
+	a, err := e.startAgent(ctx, yield, budget)
 	if err != nil {
 		return r, err
 	}
-	defer stop()
-	agentStart := time.Now()
+	defer func() {
+		if err := a.Stop(); err != nil {
+			progress("  prefetch run: %v", err)
+		}
+	}()
 	// The backlog is under way: two background blobs asked for, or its
 	// first manifest.
 	what, n := "/blobs/", 2
@@ -230,7 +213,7 @@ func (e *env) phase(ctx context.Context, phase string) (result, error) {
 		}
 	}
 	for {
-		s, err := status(ctx)
+		s, err := a.Status(ctx)
 		if err == nil && len(s.Missing()) == 0 && len(s.Images) == len(e.backlog) {
 			r.backlog = time.Since(agentStart)
 			if s.Foreground != nil {
@@ -294,12 +277,11 @@ func (e *env) waitRequests(ctx context.Context, what string, n int) error {
 	}
 }
 
-// startAgent runs prefetch run on the backlog and returns a reader of its
-// /v1/status and a stop function that waits for it.
-func (e *env) startAgent(ctx context.Context, yield string, budget int) (func(context.Context) (agent.Snapshot, error), func(), error) {
+// startAgent runs prefetch run on the backlog.
+func (e *env) startAgent(ctx context.Context, yield string, budget int) (*benchkit.Agent, error) {
 	dir := filepath.Join(e.dir, fmt.Sprintf("agent-%d", e.seq))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	src := fmt.Sprintf("docker {\n  host = %q\n}\nconcurrency = %d\nnomad {\n  address = %q\n  node_id = %q\n  yield = %q\n  background_pulls = %d\n  infra_image = \"\"\n}\n",
 		e.bed.Host, e.o.concurrency, e.nomad.URL, e.node, yield, budget)
@@ -308,50 +290,15 @@ func (e *env) startAgent(ctx context.Context, yield string, budget int) (func(co
 	}
 	path := filepath.Join(dir, "config.hcl")
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	listen, err := benchkit.FreeAddr()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	listen := ln.Addr().String()
-	ln.Close()
-	logf, err := os.Create(filepath.Join(dir, "prefetch.log"))
-	if err != nil {
-		return nil, nil, err
-	}
-	actx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- daemon.Run(actx, daemon.Options{ConfigPath: path, Listen: listen, LockFile: filepath.Join(dir, "lock"),
-			Log: slog.New(slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: slog.LevelDebug})), Version: "bench"})
-	}()
-	status := func(ctx context.Context) (agent.Snapshot, error) {
-		var s agent.Snapshot
-		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+listen+"/v1/status", nil)
-		if err != nil {
-			return s, err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return s, err
-		}
-		defer resp.Body.Close()
-		return s, json.NewDecoder(resp.Body).Decode(&s)
-	}
-	stop := func() {
-		cancel()
-		if err := <-done; err != nil {
-			progress("  prefetch run: %v", err)
-		}
-		logf.Close()
-	}
-	return status, stop, nil
+	return benchkit.StartAgent(ctx, dir, path, listen)
 }
 
-// allocation is a task's allocation on node, shaped as transcript G's
-// (trimmed to what the watcher reads): pending with no task state yet
-// (placed, its image about to be pulled), or running.
 func allocation(id, node, image, status string) map[string]any {
 	a := map[string]any{
 		"ID": id, "NodeID": node, "Namespace": "default", "JobID": "bench", "TaskGroup": "g",

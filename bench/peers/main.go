@@ -20,25 +20,19 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
+	"github.com/nomad-prefetch/nomad-prefetch/bench/internal/benchkit"
 	"github.com/nomad-prefetch/nomad-prefetch/config"
-	"github.com/nomad-prefetch/nomad-prefetch/daemon"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/nomadtest"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
@@ -64,24 +58,10 @@ func main() {
 	flag.IntVar(&o.reps, "reps", 1, "repetitions of the phases")
 	flag.DurationVar(&o.timeout, "timeout", 9*time.Minute, "stop everything after this long")
 	flag.Parse()
-	if why := testbed.Missing(); why != "" {
-		fmt.Fprintln(os.Stderr, "peers-bench:", why)
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("-timeout %s reached", o.timeout))
-	err := run(ctx, o, os.Stdout)
-	cancel()
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "peers-bench:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("peers-bench", o.timeout, func(ctx context.Context) error { return run(ctx, o, os.Stdout) })
 }
 
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
-}
+var progress = benchkit.Progress
 
 // node is one node: its dockerd, its Nomad node ID, its agent's address.
 type node struct {
@@ -146,12 +126,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	var regs []nomadtest.Registration
 	for i, b := range beds {
 		n := &node{bed: b, id: fmt.Sprintf("%08x-bbbb-4000-8000-%012x", i+1, i+1), dir: filepath.Join(b.Dir, "agent")}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
+		if n.listen, err = benchkit.FreeAddr(); err != nil {
 			return err
 		}
-		n.listen = ln.Addr().String()
-		ln.Close()
 		e.nomad.AddNode(map[string]any{"ID": n.id, "Name": fmt.Sprintf("node-%d", i+1), "Datacenter": "dc1", "Attributes": map[string]any{}})
 		regs = append(regs, nomadtest.Registration{Service: "prefetch", NodeID: n.id, Address: n.listen})
 		e.nodes = append(e.nodes, n)
@@ -199,23 +176,22 @@ func (e *env) phase(ctx context.Context, phase string) (result, error) {
 		return r, fmt.Errorf("unknown phase %q (plain, peers)", phase)
 	}
 	e.seq++
-	var stops []func()
+	var agents []*benchkit.Agent
 	defer func() {
-		for _, stop := range stops {
-			stop()
+		for _, a := range agents {
+			a.Stop()
 		}
 	}()
-	var statuses []func(context.Context) (agent.Snapshot, error)
 	var writes []func(images string) error
 	for _, n := range e.nodes {
 		if err := n.bed.Remove(ctx, e.ref); err != nil {
 			return r, err
 		}
-		status, write, stop, err := e.startAgent(ctx, n, peers)
+		a, write, err := e.startAgent(ctx, n, peers)
 		if err != nil {
 			return r, err
 		}
-		stops, statuses, writes = append(stops, stop), append(statuses, status), append(writes, write)
+		agents, writes = append(agents, a), append(writes, write)
 	}
 	e.proxy.ResetCounts()
 	t0 := time.Now()
@@ -226,11 +202,11 @@ func (e *env) phase(ctx context.Context, phase string) (result, error) {
 	}
 	done := make([]bool, len(e.nodes))
 	for !slices.Equal(done, slices.Repeat([]bool{true}, len(done))) {
-		for i, status := range statuses {
+		for i, a := range agents {
 			if done[i] {
 				continue
 			}
-			s, err := status(ctx)
+			s, err := a.Status(ctx)
 			if err != nil || len(s.Images) != 1 || s.Images[0].State != agent.StatePresent {
 				continue
 			}
@@ -250,18 +226,17 @@ func (e *env) phase(ctx context.Context, phase string) (result, error) {
 	return r, nil
 }
 
-// startAgent runs prefetch run on n with no image yet and returns a reader
-// of its /v1/status, a writer of its config's image blocks, and a stop
-// function that waits for it.
-func (e *env) startAgent(ctx context.Context, n *node, peers string) (func(context.Context) (agent.Snapshot, error), func(string) error, func(), error) {
+// startAgent runs prefetch run on n with no image yet and returns it and
+// a writer of its config's image blocks.
+func (e *env) startAgent(ctx context.Context, n *node, peers string) (*benchkit.Agent, func(string) error, error) {
 	dir := filepath.Join(n.dir, fmt.Sprintf("run-%d", e.seq))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	idFile := filepath.Join(dir, "nomad_relay.jwt")
 	ident := e.nomad.IssueIdentity(nomadtest.Identity{Name: "relay", Audience: []string{config.DefaultRelayAudience}, TTL: time.Hour})
 	if err := os.WriteFile(idFile, []byte(ident), 0o600); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	path := filepath.Join(dir, "config.hcl")
 	write := func(images string) error {
@@ -273,56 +248,13 @@ func (e *env) startAgent(ctx context.Context, n *node, peers string) (func(conte
 		return os.Rename(path+".new", path)
 	}
 	if err := write(""); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	logf, err := os.Create(filepath.Join(dir, "prefetch.log"))
+	a, err := benchkit.StartAgent(ctx, dir, path, n.listen)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, fmt.Errorf("node %s: %w", n.id, err)
 	}
-	actx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- daemon.Run(actx, daemon.Options{ConfigPath: path, Listen: n.listen, LockFile: filepath.Join(dir, "lock"),
-			Log: slog.New(slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: slog.LevelDebug})), Version: "bench"})
-	}()
-	status := func(ctx context.Context) (agent.Snapshot, error) {
-		var s agent.Snapshot
-		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-		defer rcancel()
-		req, err := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+n.listen+"/v1/status", nil)
-		if err != nil {
-			return s, err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return s, err
-		}
-		defer resp.Body.Close()
-		return s, json.NewDecoder(resp.Body).Decode(&s)
-	}
-	// Up once it answers.
-	for {
-		if _, err := status(ctx); err == nil {
-			break
-		}
-		select {
-		case err := <-done:
-			cancel()
-			logf.Close()
-			return nil, nil, nil, fmt.Errorf("the agent on %s stopped: %v (log %s)", n.id, err, logf.Name())
-		case <-ctx.Done():
-			cancel()
-			logf.Close()
-			return nil, nil, nil, context.Cause(ctx)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	stop := func() {
-		cancel()
-		<-done
-		logf.Close()
-	}
-	return status, write, stop, nil
+	return a, write, nil
 }
 
 func report(out io.Writer, e *env, results []result, took time.Duration) error {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/nomad-prefetch/nomad-prefetch/bench/internal/benchkit"
 )
 
 // agentProc is a running `prefetch run`.
@@ -36,12 +37,10 @@ func (e *env) startAgent(ctx context.Context, cfg string) (*agentProc, time.Dura
 // startAgentLock is startAgent with its own lock file, for agents side by
 // side.
 func (e *env) startAgentLock(ctx context.Context, cfg, lock string) (*agentProc, time.Duration, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	listen, err := benchkit.FreeAddr()
 	if err != nil {
 		return nil, 0, err
 	}
-	listen := ln.Addr().String()
-	ln.Close()
 	cmd := exec.Command(e.o.prefetch, "run", "-config", cfg, "-listen", listen,
 		"-lock-file", lock, "-log-level", "info")
 	cmd.Env = e.cmdEnv()

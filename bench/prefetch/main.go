@@ -26,7 +26,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -37,6 +36,7 @@ import (
 
 	registrytypes "github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/client"
+	"github.com/nomad-prefetch/nomad-prefetch/bench/internal/benchkit"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
 )
@@ -89,19 +89,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "prefetch-bench: -prefetch BINARY is required (use bench/prefetch.sh)")
 		os.Exit(2)
 	}
-	if why := testbed.Missing(); why != "" {
-		fmt.Fprintln(os.Stderr, "prefetch-bench:", why)
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("-timeout %s reached", o.timeout))
-	err := run(ctx, o, os.Stdout)
-	cancel()
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "prefetch-bench:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("prefetch-bench", o.timeout, func(ctx context.Context) error { return run(ctx, o, os.Stdout) })
 }
 
 // env is everything the measurements share.
@@ -118,9 +106,7 @@ type env struct {
 	seeded map[string][]string // seedSet name → refs
 }
 
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
-}
+var progress = benchkit.Progress
 
 func run(ctx context.Context, o options, out io.Writer) error {
 	bin, err := filepath.Abs(o.prefetch)
