@@ -27,6 +27,17 @@ type agentProc struct {
 	err    error         // why, once done is closed
 }
 
+// writeConfig writes text as the config of a measurement, config.hcl in
+// its own directory name, and returns its path.
+func (e *env) writeConfig(name, text string) (string, error) {
+	dir := filepath.Join(e.dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	cfg := filepath.Join(dir, "config.hcl")
+	return cfg, os.WriteFile(cfg, []byte(text), 0o644)
+}
+
 // startAgent starts prefetch run on cfg and waits until /readyz answers 200
 // and no Docker API call has arrived for a second (the start reconcile is
 // over). It returns how long that took.
@@ -139,12 +150,8 @@ func idle(ctx context.Context, e *env, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(e.dir, "idle")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	cfg := filepath.Join(dir, "config.hcl")
-	if err := os.WriteFile(cfg, []byte(e.configText(refs, "resync_interval = \"10m\"\n")), 0o644); err != nil {
+	cfg, err := e.writeConfig("idle", e.configText(refs, "resync_interval = \"10m\"\n"))
+	if err != nil {
 		return err
 	}
 	e.resetCounts()
@@ -222,12 +229,8 @@ func latency(ctx context.Context, e *env, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(e.dir, "lat")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	cfg := filepath.Join(dir, "config.hcl")
-	if err := os.WriteFile(cfg, []byte(e.configText(base, "")), 0o644); err != nil {
+	cfg, err := e.writeConfig("lat", e.configText(base, ""))
+	if err != nil {
 		return err
 	}
 	a, _, err := e.startAgent(ctx, cfg)
@@ -239,7 +242,7 @@ func latency(ctx context.Context, e *env, out io.Writer) error {
 	var first, present []time.Duration
 	for i, ref := range added {
 		text := e.configText(append(slices.Clone(base), added[:i+1]...), "")
-		tmp, err := os.CreateTemp(dir, "")
+		tmp, err := os.CreateTemp(filepath.Dir(cfg), "")
 		if err != nil {
 			return err
 		}

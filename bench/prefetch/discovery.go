@@ -108,12 +108,8 @@ func discoveryLatency(ctx context.Context, e *env, out io.Writer) error {
 		return err
 	}
 	defer srv.Close()
-	dir := filepath.Join(e.dir, "disc")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	cfg := filepath.Join(dir, "config.hcl")
-	if err := os.WriteFile(cfg, []byte(e.nomadConfig(srv.URL, "")), 0o644); err != nil {
+	cfg, err := e.writeConfig("disc", e.nomadConfig(srv.URL, ""))
+	if err != nil {
 		return err
 	}
 	a, _, err := e.startAgent(ctx, cfg)
@@ -127,7 +123,7 @@ func discoveryLatency(ctx context.Context, e *env, out io.Writer) error {
 	}
 
 	// The baseline: the same update, seen by polling the jobs.
-	polled, err := e.pollBaseline(ctx, srv, refs[o.samples:], dir)
+	polled, err := e.pollBaseline(ctx, srv, refs[o.samples:], filepath.Dir(cfg))
 	if err != nil {
 		return err
 	}
@@ -288,12 +284,8 @@ func follow(ctx context.Context, e *env, out io.Writer) error {
 		srv.RegisterJob(benchJob(fmt.Sprintf("job-%04d", i), rotate(images, i), o.tasks))
 	}
 	progress("registered %d jobs of %d tasks (%s)", o.jobs, o.tasks, time.Since(start).Round(time.Millisecond))
-	dir := filepath.Join(e.dir, "follow")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	cfg := filepath.Join(dir, "config.hcl")
-	if err := os.WriteFile(cfg, []byte(e.nomadConfig(srv.URL, "")), 0o644); err != nil {
+	cfg, err := e.writeConfig("follow", e.nomadConfig(srv.URL, ""))
+	if err != nil {
 		return err
 	}
 	a, ready, err := e.startAgent(ctx, cfg)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
@@ -47,12 +45,8 @@ func stagedLatency(ctx context.Context, e *env, out io.Writer) error {
 	if err := write("none.invalid/never:1"); err != nil {
 		return err
 	}
-	dir := filepath.Join(e.dir, "stage")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	cfg := filepath.Join(dir, "config.hcl")
-	if err := os.WriteFile(cfg, []byte(e.nomadConfig(srv.URL, "")), 0o644); err != nil {
+	cfg, err := e.writeConfig("stage", e.nomadConfig(srv.URL, ""))
+	if err != nil {
 		return err
 	}
 	a, _, err := e.startAgent(ctx, cfg)
