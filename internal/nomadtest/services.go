@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -43,8 +45,11 @@ func (s *Server) SetRegistrations(regs ...Registration) {
 }
 
 // service answers GET /v1/service/:name: the registrations of that name in
-// the namespace asked (default "default"), in the recorded element's shape.
-// It never blocks: ?index= is answered at once (no test follows a service).
+// the namespace asked (default "default"), in the recorded element's shape,
+// ordered by their IDs as Nomad's state store lists them (its service name
+// index ends with the registration ID; testdata/nomad-2.0.5/
+// service-prefetch-acl.json, and another recording where that was not
+// the creation order). It never blocks: ?index= is answered at once (no test follows a service).
 func (s *Server) service(w http.ResponseWriter, r *http.Request) {
 	name, ns := r.PathValue("name"), r.URL.Query().Get("namespace")
 	if ns == "" {
@@ -83,5 +88,6 @@ func (s *Server) service(w http.ResponseWriter, r *http.Request) {
 		e["ID"] = "_nomad-task-" + reg.AllocID + "-group-" + reg.Group + "-" + reg.Service + "-http"
 		out = append(out, e)
 	}
+	slices.SortStableFunc(out, func(a, b map[string]any) int { return strings.Compare(a["ID"].(string), b["ID"].(string)) })
 	writeJSON(w, http.StatusOK, 0, out)
 }

@@ -5,7 +5,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -66,5 +68,51 @@ func TestConformsToNomadServices(t *testing.T) {
 	}
 	if compared < 4 {
 		t.Fatalf("compared %d of D's service reads, want at least 4", compared)
+	}
+}
+
+// The recorded answer of a Nomad v2.0.5 with ACLs on, two client nodes each
+// running the prefetch job, read with the job's workload identity
+// (testdata/nomad-2.0.5/service-prefetch-acl.json): the fake, given the same
+// two registrations in the other order, answers the same elements (but
+// the indexes) in the same order, Nomad's: by registration ID.
+func TestServicesAnswerTwoNodesAsNomad(t *testing.T) {
+	rec, err := os.ReadFile("testdata/nomad-2.0.5/service-prefetch-acl.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []map[string]any
+	if err := json.Unmarshal(rec, &want); err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != 2 {
+		t.Fatalf("the recording lists %d registrations, want 2", len(want))
+	}
+	srv := StartT(t, Options{})
+	var regs []Registration
+	for _, w := range slices.Backward(want) {
+		regs = append(regs, Registration{Namespace: w["Namespace"].(string), Service: w["ServiceName"].(string), JobID: w["JobID"].(string),
+			NodeID: w["NodeID"].(string), AllocID: w["AllocID"].(string),
+			Address: net.JoinHostPort(w["Address"].(string), strconv.Itoa(int(w["Port"].(float64))))})
+	}
+	srv.SetRegistrations(regs...)
+	resp, err := http.Get(srv.URL + "/v1/service/prefetch?namespace=default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var got []map[string]any
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatalf("the fake answered %q: %v", body, err)
+	}
+	for _, es := range [][]map[string]any{got, want} {
+		for _, e := range es {
+			delete(e, "CreateIndex")
+			delete(e, "ModifyIndex")
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("the fake:\n got %v\nwant %v", got, want)
 	}
 }
