@@ -30,8 +30,10 @@ type Relay struct {
 	// Nomad writes a task's identity named "relay".
 	IdentityFile string
 	// Audience is the audience a caller's identity must name (default
-	// DefaultRelayAudience): an identity of its own, so that it is no
-	// Nomad API token where it leaks.
+	// DefaultRelayAudience): an identity of its own, so that the agents
+	// refuse the job's default identity. Nomad does not check audiences:
+	// the identity is still a token with the job's policy (recorded from
+	// 2.0.5; docs/security.md).
 	Audience string
 	// HistoryBytes bounds the frames the relay keeps for subscribers to
 	// resume from (default DefaultRelayHistoryBytes).

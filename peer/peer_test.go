@@ -277,3 +277,36 @@ func TestRefusedCopyLeavesNothing(t *testing.T) {
 		t.Errorf("the image there before: %v", err)
 	}
 }
+
+// Asked first, an agent ranked behind a peer that does not expect the
+// image yet asks it once more a moment later (the agents learn of a new
+// image each on its own): it copies the image rather than pulling it too.
+func TestAskedAgainBeforeFetching(t *testing.T) {
+	testbed.Need(t, bed)
+	e := engine(t)
+	ref := "peer.test/app:later"
+	id := image(t, ref, "later")
+	var mu sync.Mutex
+	asks := 0
+	srv := &Server{
+		Held: func(string) Held {
+			mu.Lock()
+			defer mu.Unlock()
+			asks++
+			if asks == 1 {
+				return Held{} // its config does not have the image yet
+			}
+			return Held{Expected: true, State: "present", ImageID: id}
+		},
+		Engine: e, MaxServing: 1, Authorize: func(*http.Request) error { return nil },
+	}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	src := source(t, e, strings.TrimPrefix(ts.URL, "http://"))
+	src.Wait = time.Minute
+	src.Self = func() string { return "" } // ranked last, behind the peer
+	c, err := src.Image(context.Background(), ref, "", true, registry.ArchiveOptions{})
+	if err != nil || c.ID != id {
+		t.Fatalf("asked first, the peer ahead learning of the image a moment later: %+v, %v; want a copy of %s", c, err, id)
+	}
+}

@@ -119,6 +119,12 @@ const maxAsk = 4
 // an image: past that many that don't, this agent fetches it itself.
 const maxAhead = 16
 
+// settle is how long, asked first, an agent gives the peers ranked ahead
+// of it that do not expect an image yet to learn of it before it fetches
+// the image itself: on a real Nomad each node's agent hears of a new image
+// on its own, milliseconds to a template's re-render apart.
+const settle = time.Second
+
 // Rounds: the pause between two, growing from firstPause to lastPause
 // (each with up to a quarter more, so that the waiting agents spread out).
 const (
@@ -177,6 +183,7 @@ func (s *Source) Image(ctx context.Context, expected, dgst string, first bool, o
 		tried[p.Node] = p.Name() + " (" + p.Address + "): " + what
 	}
 	pause := firstPause
+	settled := false
 	for ctx.Err() == nil {
 		peers, err := s.Lister.Peers(ctx)
 		if err != nil {
@@ -194,6 +201,7 @@ func (s *Source) Image(ctx context.Context, expected, dgst string, first bool, o
 			// one getting it holds the question until it has it (up to
 			// MaxHold, within the wait), so that the copy starts at once.
 			hold := min(MaxHold, time.Until(deadline))
+			unaware := false
 			for _, p := range ahead[:min(len(ahead), maxAhead)] {
 				asked[p.Node] = true
 				c, o, err := s.try(ctx, p, expected, dgst, opts, hold)
@@ -201,10 +209,23 @@ func (s *Source) Image(ctx context.Context, expected, dgst string, first bool, o
 					return c, nil
 				}
 				note(p, describe(o, err))
+				unaware = unaware || o == notExpected
 				if o == getting || o == busy {
 					wait = true
 					break
 				}
+			}
+			if !wait && unaware && !settled && time.Until(deadline) > settle {
+				// The agents learn of a new image each on its own (each
+				// node renders its config, each reads the job), moments
+				// apart: one ranked ahead that does not expect it yet is
+				// asked once more before this agent pulls it too.
+				settled = true
+				select {
+				case <-ctx.Done():
+				case <-time.After(settle):
+				}
+				continue
 			}
 			if !wait {
 				return Copy{}, ErrFetchYourself

@@ -9,7 +9,8 @@
 #
 # With the job's discovery_peers, the agents find one another in Nomad's
 # service catalog (GET /v1/service/prefetch in the job's namespace), which
-# read-job covers: nothing more is needed.
+# Nomad lets every workload identity read (recorded from 2.0.5 with ACLs
+# on, even with this policy detached): nothing more is needed.
 #
 # The job passes its node's ID (${node.unique.id}), so no agent:read is
 # needed. Narrow "*" together with the job's discovery_namespaces.

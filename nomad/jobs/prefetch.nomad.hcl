@@ -382,7 +382,9 @@ job "prefetch" {
       # discovery_peers): what this agent presents to the relay and to its
       # peers, and what it checks their calls against, in
       # secrets/nomad_relay.jwt, renewed by Nomad. Its audience is its own,
-      # so that it is no Nomad API token wherever it travels.
+      # so that the agents refuse the job's default identity; Nomad itself
+      # does not check audiences, so it still reads what the job's policy
+      # allows while the allocation runs (docs/security.md).
       dynamic "identity" {
         for_each = var.discovery_relay || var.discovery_peers != "" ? ["relay"] : []
         content {
