@@ -292,7 +292,7 @@ func (e *env) startAgent(ctx context.Context, yield string, budget int) (*benchk
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		return nil, err
 	}
-	listen, err := benchkit.FreeAddr()
+	listen, err := testbed.UnusedAddr()
 	if err != nil {
 		return nil, err
 	}

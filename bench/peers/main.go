@@ -126,7 +126,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	var regs []nomadtest.Registration
 	for i, b := range beds {
 		n := &node{bed: b, id: fmt.Sprintf("%08x-bbbb-4000-8000-%012x", i+1, i+1), dir: filepath.Join(b.Dir, "agent")}
-		if n.listen, err = benchkit.FreeAddr(); err != nil {
+		if n.listen, err = testbed.UnusedAddr(); err != nil {
 			return err
 		}
 		e.nomad.AddNode(map[string]any{"ID": n.id, "Name": fmt.Sprintf("node-%d", i+1), "Datacenter": "dc1", "Attributes": map[string]any{}})

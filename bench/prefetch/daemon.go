@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nomad-prefetch/nomad-prefetch/bench/internal/benchkit"
+	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
 )
 
 // agentProc is a running `prefetch run`.
@@ -48,7 +48,7 @@ func (e *env) startAgent(ctx context.Context, cfg string) (*agentProc, time.Dura
 // startAgentLock is startAgent with its own lock file, for agents side by
 // side.
 func (e *env) startAgentLock(ctx context.Context, cfg, lock string) (*agentProc, time.Duration, error) {
-	listen, err := benchkit.FreeAddr()
+	listen, err := testbed.UnusedAddr()
 	if err != nil {
 		return nil, 0, err
 	}

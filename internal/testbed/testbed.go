@@ -289,7 +289,7 @@ func (b *Bed) StartRegistry(name string, opts RegistryOptions) (*Registry, error
 	addr := opts.Addr
 	if addr == "" {
 		var err error
-		if addr, err = freeAddr(); err != nil {
+		if addr, err = UnusedAddr(); err != nil {
 			return nil, err
 		}
 	}
@@ -361,7 +361,9 @@ func (r *Registry) Stop() {
 	<-r.done
 }
 
-func freeAddr() (string, error) {
+// UnusedAddr returns a 127.0.0.1 address no listener has at the moment
+// (for a server to listen on next, or for "connection refused").
+func UnusedAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -374,7 +376,7 @@ func freeAddr() (string, error) {
 // refused").
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	addr, err := freeAddr()
+	addr, err := UnusedAddr()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -44,16 +43,6 @@ func Main(name string, timeout time.Duration, f func(ctx context.Context) error)
 // Progress writes a line, stamped with the time of day, on stderr.
 func Progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
-}
-
-// FreeAddr returns a loopback address no listener has at the moment.
-func FreeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // Agent is `prefetch run` (the daemon package) in this process.
