@@ -283,9 +283,7 @@ func (l *Loader) load(ctx context.Context, path string, bf *bundleFile, opts reg
 		if retryable(ctx, err) {
 			return err
 		}
-		for id := range bf.fresh { // what it loaded before it failed
-			l.discard(ctx, log, bf, id)
-		}
+		l.discardFresh(ctx, log, bf, nil) // what it loaded before it failed
 		bf.err, bf.errUntil = fmt.Errorf("the Docker Engine refused it: %w (not loaded again before %s unless the file changes)", err, l.now().Add(RetryFailedLoad).UTC().Format(time.RFC3339)), l.now().Add(RetryFailedLoad)
 		return bf.err
 	}
@@ -293,17 +291,13 @@ func (l *Loader) load(ctx context.Context, path string, bf *bundleFile, opts reg
 	verified, err := verify(bf.manifest, res)
 	if err != nil {
 		bf.err, bf.verified = err, nil
-		for id := range bf.fresh {
-			l.discard(ctx, log, bf, id)
-		}
+		l.discardFresh(ctx, log, bf, nil)
 		return err
 	}
 	bf.verified = verified
-	for id := range bf.fresh { // images the manifest does not name at all
-		if !slices.ContainsFunc(bf.manifest.Images, func(img Image) bool { return slices.Contains(img.IDs(), id) }) {
-			l.discard(ctx, log, bf, id)
-		}
-	}
+	l.discardFresh(ctx, log, bf, func(id string) bool { // keep what the manifest names, under any of its IDs
+		return slices.ContainsFunc(bf.manifest.Images, func(img Image) bool { return slices.Contains(img.IDs(), id) })
+	})
 	log.Info("bundle loaded", "images", len(verified), "duration", l.now().Sub(start).Round(time.Millisecond).String())
 	return nil
 }
@@ -327,6 +321,16 @@ func (l *Loader) Discard(ctx context.Context, path, id string) {
 		}
 	}
 	l.discard(ctx, l.log.With("file", path), bf, id)
+}
+
+// discardFresh discards each image the last load added, but those keep
+// (when set) keeps.
+func (l *Loader) discardFresh(ctx context.Context, log *slog.Logger, bf *bundleFile, keep func(id string) bool) {
+	for id := range bf.fresh {
+		if keep == nil || !keep(id) {
+			l.discard(ctx, log, bf, id)
+		}
+	}
 }
 
 // discard removes id if the last load added it and nothing has named it
