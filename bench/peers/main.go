@@ -45,6 +45,7 @@ type options struct {
 	layerSize int
 	bandwidth int
 	reps      int
+	logs      string
 	timeout   time.Duration
 }
 
@@ -56,6 +57,7 @@ func main() {
 	flag.IntVar(&o.layerSize, "layer-size", 16<<20, "bytes of each layer")
 	flag.IntVar(&o.bandwidth, "bandwidth", 0, "bytes a second of the registry's one link, shared by every pull (0: unlimited)")
 	flag.IntVar(&o.reps, "reps", 1, "repetitions of the phases")
+	flag.StringVar(&o.logs, "logs", "", "keep each agent's log (JSON, debug) in this directory, as PHASE-REP-node-N.log")
 	flag.DurationVar(&o.timeout, "timeout", 9*time.Minute, "stop everything after this long")
 	flag.Parse()
 	benchkit.Main("peers-bench", o.timeout, func(ctx context.Context) error { return run(ctx, o, os.Stdout) })
@@ -87,6 +89,7 @@ type result struct {
 	blobs    int64         // bytes of blobs the registry served
 	gets     int           // blob GETs
 	all      time.Duration // from the config change until every node has it
+	each     []time.Duration
 	fromPeer int
 }
 
@@ -153,8 +156,8 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			if err != nil {
 				return fmt.Errorf("phase %s: %w", phase, err)
 			}
-			progress("  every node has it after %.2f s; the registry served %.1f MiB of blobs (%d GETs); %d node(s) copied it from a peer",
-				r.all.Seconds(), float64(r.blobs)/(1<<20), r.gets, r.fromPeer)
+			progress("  every node has it after %.2f s (each: %s); the registry served %.1f MiB of blobs (%d GETs); %d node(s) copied it from a peer",
+				r.all.Seconds(), seconds(r.each), float64(r.blobs)/(1<<20), r.gets, r.fromPeer)
 			results = append(results, r)
 		}
 	}
@@ -178,8 +181,11 @@ func (e *env) phase(ctx context.Context, phase string) (result, error) {
 	e.seq++
 	var agents []*benchkit.Agent
 	defer func() {
-		for _, a := range agents {
+		for i, a := range agents {
 			a.Stop()
+			if e.o.logs != "" {
+				keepLog(a.Log, filepath.Join(e.o.logs, fmt.Sprintf("%s-%d-node-%d.log", phase, e.seq, i+1)))
+			}
 		}
 	}()
 	var writes []func(images string) error
@@ -211,6 +217,7 @@ func (e *env) phase(ctx context.Context, phase string) (result, error) {
 				continue
 			}
 			done[i] = true
+			r.each = append(r.each, time.Since(t0))
 			if strings.HasPrefix(s.Images[0].Source, agent.PeerSource) {
 				r.fromPeer++
 			}
@@ -255,6 +262,30 @@ func (e *env) startAgent(ctx context.Context, n *node, peers string) (*benchkit.
 		return nil, nil, fmt.Errorf("node %s: %w", n.id, err)
 	}
 	return a, write, nil
+}
+
+// keepLog copies an agent's log to path, saying so on failure (the
+// measurement stands without it).
+func keepLog(from, path string) {
+	b, err := os.ReadFile(from)
+	if err == nil {
+		err = os.WriteFile(path, b, 0o644)
+	}
+	if err != nil {
+		progress("  keeping the log %s: %v", from, err)
+	}
+}
+
+// seconds lists ds as "1.20 s, 2.31 s".
+func seconds(ds []time.Duration) string {
+	var b strings.Builder
+	for i, d := range ds {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%.2f s", d.Seconds())
+	}
+	return b.String()
 }
 
 func report(out io.Writer, e *env, results []result, took time.Duration) error {
