@@ -88,6 +88,19 @@ func (f *facts) wants(hdr *tar.Header, keepBlobs bool) bool {
 		f.blobsSize+hdr.Size <= maxBlobsJSON
 }
 
+// content reads a member's content when f wants it (nil when it does not),
+// bounded as the member's kind is.
+func (f *facts) content(r io.Reader, hdr *tar.Header, keepBlobs bool) ([]byte, error) {
+	if !f.wants(hdr, keepBlobs) {
+		return nil, nil
+	}
+	limit := int64(maxMeta)
+	if path.Clean(hdr.Name) == MemberName {
+		limit = maxManifest
+	}
+	return readMember(r, hdr, limit)
+}
+
 // add records a member, after checkMember. data is its content when wants
 // said so.
 func (f *facts) add(hdr *tar.Header, data []byte) error {

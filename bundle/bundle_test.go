@@ -466,22 +466,6 @@ func TestLoaderDiscards(t *testing.T) {
 		t.Errorf("the image there before the load: %v", err)
 	}
 
-	// A caller that refuses a verified image has it removed, when the
-	// load added it.
-	e2, path2, ids2 := writeTwo(t)
-	e2.remove(ids2[1])
-	l2 := NewLoader(e2, quiet)
-	for i, exp := range []string{"reg:5000/a:1", "reg:5000/b:1"} {
-		id, err := l2.Image(context.Background(), path2, exp, "", registry.ArchiveOptions{})
-		if err != nil || id != ids2[i] {
-			t.Fatalf("%s: %q %v", exp, id, err)
-		}
-		l2.Discard(context.Background(), path2, id)
-	}
-	if !slices.Equal(e2.removed, []string{ids2[1]}) {
-		t.Errorf("discarded: removed %v, want only %s (the one the load added)", e2.removed, ids2[1])
-	}
-
 	// An image stowed in a bundle beside the ones its manifest names is
 	// loaded by the Engine, and removed again.
 	e3, path3, ids3 := writeTwo(t)
@@ -528,15 +512,27 @@ func TestProveDigest(t *testing.T) {
 			if err := os.WriteFile(p, tarOf(t, tc.members...), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			got, err := proveDigest(p, tc.dgst)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Errorf("got %v %v, want an error with %q", got, err, tc.err)
+			// From the file, and from the blobs a streamed pass keeps.
+			kept := newFacts()
+			for _, m := range tc.members {
+				if err := kept.add(&tar.Header{Typeflag: tar.TypeReg, Name: m.name, Size: int64(len(m.data))}, m.data); err != nil {
+					t.Fatal(err)
 				}
-				return
 			}
-			if err != nil || !slices.Equal(got, tc.want) {
-				t.Errorf("got %v %v, want %v", got, err, tc.want)
+			for how, prove := range map[string]func() ([]string, error){
+				"file":   func() ([]string, error) { return proveDigest(p, tc.dgst) },
+				"stream": func() ([]string, error) { return prove(tc.dgst, kept.keptBlobs) },
+			} {
+				got, err := prove()
+				if tc.err != "" {
+					if err == nil || !strings.Contains(err.Error(), tc.err) {
+						t.Errorf("%s: got %v %v, want an error with %q", how, got, err, tc.err)
+					}
+					continue
+				}
+				if err != nil || !slices.Equal(got, tc.want) {
+					t.Errorf("%s: got %v %v, want %v", how, got, err, tc.want)
+				}
 			}
 		})
 	}
@@ -610,4 +606,100 @@ func TestWriteWarnsUnprovable(t *testing.T) {
 	if n := strings.Count(log.String(), "can't prove it"); n != 1 || !strings.Contains(log.String(), "image=reg:5000/a:1") {
 		t.Errorf("%d warnings, want one for reg:5000/a:1:\n%s", n, log.String())
 	}
+}
+
+// TestLoaderStream: a transfer streamed into the Engine is what the Engine
+// loads only once vetted whole: the members saying what it holds and tags
+// reach the Engine last, after everything else; a transfer refused on the
+// way never completes a load; an image the Engine computes otherwise than
+// the transfer names is removed again.
+func TestLoaderStream(t *testing.T) {
+	t.Parallel()
+	e, ids := newFakeEngine(`{"one":1}`)
+	var b bytes.Buffer
+	if _, err := Stream(context.Background(), e, &b, []Entry{{Name: "one", Expected: "reg:5000/one:1", ImageID: ids[0]}}, WriteOptions{Log: quiet}); err != nil {
+		t.Fatal(err)
+	}
+	transfer := b.Bytes()
+	var order []string
+	tr := tar.NewReader(bytes.NewReader(transfer))
+	for {
+		hdr, err := tr.Next()
+		if err != nil {
+			break
+		}
+		order = append(order, hdr.Name)
+	}
+
+	e.remove(ids[0])
+	var relayed bytes.Buffer
+	img, _, err := relay(bytes.NewReader(transfer), &relayed, "reg:5000/one:1", "", ids[0])
+	if err != nil || img.ImageID != ids[0] {
+		t.Fatalf("relay: %+v %v", img, err)
+	}
+	var got []string
+	tr = tar.NewReader(&relayed)
+	for {
+		hdr, err := tr.Next()
+		if err != nil {
+			break
+		}
+		got = append(got, hdr.Name)
+	}
+	heldLast := func(a, b string) int { return boolCmp(isHeld(a), isHeld(b)) }
+	want := slices.Clone(order)
+	slices.SortStableFunc(want, heldLast)
+	if !slices.Equal(got, want) || slices.Equal(want, order) {
+		t.Errorf("relayed members %v, want %v: those sent (%v), the metadata last", got, want, order)
+	}
+
+	l := NewLoader(e, quiet)
+	id, err := l.Stream(context.Background(), bytes.NewReader(transfer), "reg:5000/one:1", "", ids[0], registry.ArchiveOptions{})
+	if err != nil || id != ids[0] {
+		t.Fatalf("a good transfer: %q %v", id, err)
+	}
+	loads := e.loadCount()
+	for _, tc := range []struct {
+		name, want string
+		transfer   []byte
+		announced  string
+	}{
+		{"cut short", "cut short", transfer[:len(transfer)/2], ids[0]},
+		{"announced as another", "announced as image", transfer, sha([]byte("other"))},
+		{"for another image", "holds no image for it", transfer, ""},
+	} {
+		expected := "reg:5000/one:1"
+		if tc.name == "for another image" {
+			expected = "reg:5000/two:1"
+		}
+		if _, err := l.Stream(context.Background(), bytes.NewReader(tc.transfer), expected, "", tc.announced, registry.ArchiveOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+	if n := e.loadCount() - loads; n != 3 {
+		t.Fatalf("the fake engine saw %d loads, want 3 (each one refused)", n)
+	}
+
+	e.remove(ids[0])
+	e.altered = true
+	if _, err := l.Stream(context.Background(), bytes.NewReader(transfer), "reg:5000/one:1", "", ids[0], registry.ArchiveOptions{}); err == nil || !strings.Contains(err.Error(), "not what the bundle's manifest names") {
+		t.Fatalf("an image loaded as another ID: %v", err)
+	}
+	if altered := sha(append([]byte(`{"one":1}`), ' ')); !slices.Equal(e.removed, []string{altered}) {
+		t.Errorf("removed %v, want %s (what the refused load added)", e.removed, altered)
+	}
+}
+
+func isHeld(name string) bool {
+	return slices.Contains(metadataNames, name) || name == MemberName
+}
+
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }

@@ -41,6 +41,12 @@
 //     reports a bad layer inside its answer, and no image of a failed load
 //     is tagged.
 //
+// A peer's one-image transfer is not kept as a file: Loader.Stream sends it
+// to the Engine as it is read, making the same checks on the way, and
+// holds back the members a load reads to know what it holds and tags until
+// the whole archive has been vetted; a refusal ends the Engine's load
+// before it has them.
+//
 // It imports registry (the Engine's save, load and inspect, through the
 // small Engine interface it declares) and nothing else of the project's;
 // it must not import config, agent, daemon or cmd: the agent uses a Loader

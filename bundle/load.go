@@ -159,12 +159,9 @@ func (l *Loader) image(ctx context.Context, path, expected, dgst string, opts re
 			return "", bf.err
 		}
 	}
-	img, ok := bf.manifest.Find(expected)
-	switch {
-	case !ok:
-		return "", fmt.Errorf("the bundle holds no image for it (it holds %s)", strings.Join(bf.manifest.Expected(), ", "))
-	case dgst != "" && img.Digest != dgst:
-		return "", fmt.Errorf("the config pins digest %s, and the bundle records %s for it", dgst, orNone(img.Digest))
+	img, err := imageFor(bf.manifest, expected, dgst)
+	if err != nil {
+		return "", err
 	}
 	var proved []string
 	if dgst != "" {
@@ -209,13 +206,32 @@ func (l *Loader) prove(bf *bundleFile, path, dgst string, img Image) ([]string, 
 		}
 		bf.proofs[dgst] = p
 	}
-	if p.err != nil {
-		return nil, unproven(dgst, p.err)
+	return proves(dgst, img, p.ids, p.err)
+}
+
+// proves refuses a pin whose proof (ids, or why none: err) proves none of
+// img's IDs, and returns the IDs proven.
+func proves(dgst string, img Image, ids []string, err error) ([]string, error) {
+	if err != nil {
+		return nil, unproven(dgst, err)
 	}
-	if !slices.ContainsFunc(img.IDs(), func(id string) bool { return slices.Contains(p.ids, id) }) {
-		return nil, unproven(dgst, fmt.Errorf("blob %s leads to %s, and the bundle's image is %s", dgst, strings.Join(p.ids, ", "), img.describe()))
+	if !slices.ContainsFunc(img.IDs(), func(id string) bool { return slices.Contains(ids, id) }) {
+		return nil, unproven(dgst, fmt.Errorf("blob %s leads to %s, and the bundle's image is %s", dgst, strings.Join(ids, ", "), img.describe()))
 	}
-	return p.ids, nil
+	return ids, nil
+}
+
+// imageFor is m's image for expected, refused when the config pins a
+// digest the bundle does not record for it.
+func imageFor(m *Manifest, expected, dgst string) (Image, error) {
+	img, ok := m.Find(expected)
+	switch {
+	case !ok:
+		return Image{}, fmt.Errorf("the bundle holds no image for it (it holds %s)", strings.Join(m.Expected(), ", "))
+	case dgst != "" && img.Digest != dgst:
+		return Image{}, fmt.Errorf("the config pins digest %s, and the bundle records %s for it", dgst, orNone(img.Digest))
+	}
+	return img, nil
 }
 
 // UnprovenError is why a bundle does not serve an image whose config pins
@@ -269,12 +285,7 @@ func (l *Loader) load(ctx context.Context, path string, bf *bundleFile, opts reg
 		return err
 	}
 	res, err := l.engine.Load(ctx, f, opts, prog.read)
-	bf.fresh = map[string]bool{}
-	for _, id := range res.IDs {
-		if !before[id] {
-			bf.fresh[id] = true
-		}
-	}
+	bf.fresh = added(before, res)
 	if st, serr := statFile(path); serr != nil || st != bf.state {
 		bf.manifest, bf.verified = nil, nil
 		return errors.New("the file changed while it was loaded; it is read again at the next try")
@@ -302,25 +313,16 @@ func (l *Loader) load(ctx context.Context, path string, bf *bundleFile, opts reg
 	return nil
 }
 
-// Discard removes from Docker the image id served from the bundle at
-// path, when the caller refused it after all (a peer announced another ID)
-// and the Loader's last load of the file added it: what a refused load
-// added never stays to fill the disk. An image that was there before the
-// load, or that has a name now, is kept.
-func (l *Loader) Discard(ctx context.Context, path, id string) {
-	bf := l.file(path)
-	select {
-	case bf.turn <- struct{}{}:
-	case <-ctx.Done():
-		return
-	}
-	defer func() { <-bf.turn }()
-	for exp, v := range bf.verified {
-		if v == id {
-			delete(bf.verified, exp)
+// added is what a load added to Docker: the IDs it loaded that were not
+// among before.
+func added(before map[string]bool, res registry.LoadResult) map[string]bool {
+	fresh := map[string]bool{}
+	for _, id := range res.IDs {
+		if !before[id] {
+			fresh[id] = true
 		}
 	}
-	l.discard(ctx, l.log.With("file", path), bf, id)
+	return fresh
 }
 
 // discardFresh discards each image the last load added, but those keep

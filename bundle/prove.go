@@ -33,6 +33,12 @@ const maxProofBlobs = 256
 // the config of a manifest, and for an index the same of each manifest of
 // it that the archive holds. An error says why dgst is not proven at all.
 func proveDigest(file, dgst string) ([]string, error) {
+	return prove(dgst, func(want []string) (map[string][]byte, error) { return readBlobs(file, want) })
+}
+
+// prove is proveDigest over blobs read by read: the blobs of want (hex
+// digests) the archive holds, each checked to hash to its name.
+func prove(dgst string, read func(want []string) (map[string][]byte, error)) ([]string, error) {
 	top := hexOf(dgst)
 	if !isHex(top) {
 		return nil, fmt.Errorf("%s is not a sha256 digest, which is all a bundle's blobs are named by", dgst)
@@ -41,7 +47,7 @@ func proveDigest(file, dgst string) ([]string, error) {
 	level := []string{top}
 	seen := map[string]bool{top: true}
 	for depth := 0; depth < 3 && len(level) > 0; depth++ {
-		blobs, err := readBlobs(file, level)
+		blobs, err := read(level)
 		if err != nil {
 			return nil, err
 		}
@@ -110,4 +116,22 @@ func readBlobs(file string, want []string) (map[string][]byte, error) {
 		}
 		out[h] = data
 	}
+}
+
+// keptBlobs returns the blobs of want (hex digests) among the small JSON
+// blobs a pass kept (facts.wants with keepBlobs), each checked to hash to
+// its name: what prove reads from an archive that was streamed, not kept.
+func (f *facts) keptBlobs(want []string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, h := range want {
+		data, ok := f.blobs["sha256:"+h]
+		if !ok {
+			continue
+		}
+		if got := digest.FromBytes(data).String(); got != "sha256:"+h {
+			return nil, fmt.Errorf("member blobs/sha256/%s does not hash to its name (its content is %s)", h, got)
+		}
+		out[h] = data
+	}
+	return out, nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"strings"
 )
 
@@ -34,19 +33,26 @@ func readFrom(f *os.File) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := fs.vet(); err != nil {
+	return fs.bundleManifest()
+}
+
+// bundleManifest vets what a pass over a whole archive learnt (no tag, layer
+// links to layers) and returns the archive's manifest, which must name
+// only images the archive holds.
+func (f *facts) bundleManifest() (*Manifest, error) {
+	if err := f.vet(); err != nil {
 		return nil, err
 	}
-	if fs.manifest == nil {
+	if f.manifest == nil {
 		return nil, errNoManifest
 	}
-	m, err := parseManifest(fs.manifest)
+	m, err := parseManifest(f.manifest)
 	if err != nil {
 		return nil, err
 	}
 	var missing []string
 	for _, img := range m.Images {
-		if !fs.holds(img) {
+		if !f.holds(img) {
 			missing = append(missing, fmt.Sprintf("%s: %s", img.Expected, img.describe()))
 		}
 	}
@@ -69,15 +75,9 @@ func walk(f *os.File) (*facts, error) {
 		if err != nil {
 			return nil, truncated(f, afterMember(fs.last), err)
 		}
-		var data []byte
-		if fs.wants(hdr, false) {
-			limit := int64(maxMeta)
-			if path.Clean(hdr.Name) == MemberName {
-				limit = maxManifest
-			}
-			if data, err = readMember(tr, hdr, limit); err != nil {
-				return nil, truncated(f, "in member "+hdr.Name, err)
-			}
+		data, err := fs.content(tr, hdr, false)
+		if err != nil {
+			return nil, truncated(f, "in member "+hdr.Name, err)
 		}
 		if err := fs.add(hdr, data); err != nil {
 			return nil, err

@@ -187,7 +187,6 @@ func TestParsePeers(t *testing.T) {
     wait          = "30s"
     max_serving   = 4
     max_size      = "2GiB"
-    spool_dir     = "/alloc/tmp"
     service       = "pf"
     identity_file = "/secrets/id.jwt"
     audience      = "aud"
@@ -197,7 +196,7 @@ func TestParsePeers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = Peers{Order: PeersFirst, Wait: 30 * time.Second, MaxServing: 4, MaxSize: 2 << 30, SpoolDir: "/alloc/tmp",
+	want = Peers{Order: PeersFirst, Wait: 30 * time.Second, MaxServing: 4, MaxSize: 2 << 30,
 		Service: "pf", IdentityFile: "/secrets/id.jwt", Audience: "aud", Pos: Pos{File: "c.hcl", Line: 2, Col: 3}}
 	if p := got.Nomad.Peers; p == nil || !reflect.DeepEqual(*p, want) {
 		t.Errorf("set: got %+v, want %+v", p, want)

@@ -32,11 +32,6 @@ type Peers struct {
 	// MaxSize bounds one transfer this agent takes (default
 	// DefaultPeersMaxSize): a peer sending more is cut off and skipped.
 	MaxSize int64
-	// SpoolDir is where a transfer is written before it is verified and
-	// loaded (removed at once after); empty: $NOMAD_TASK_DIR (the task's
-	// local/ directory) in a Nomad task, else the system's temporary
-	// directory.
-	SpoolDir string
 	// Service is the service name the agents register in Nomad's catalog
 	// (default DefaultPeersService, as the job file does): its
 	// registrations by this agent's own job are the peers.
@@ -69,7 +64,7 @@ const (
 
 var peersSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
-		{Name: "order"}, {Name: "wait"}, {Name: "max_serving"}, {Name: "max_size"}, {Name: "spool_dir"},
+		{Name: "order"}, {Name: "wait"}, {Name: "max_serving"}, {Name: "max_size"},
 		{Name: "service"}, {Name: "identity_file"}, {Name: "audience"},
 	},
 }
@@ -83,7 +78,7 @@ func (p *parser) peers(b *hcl.Block) *Peers {
 		Service: DefaultPeersService, Audience: DefaultRelayAudience, Pos: p.pos(b.DefRange),
 	}
 	for name, dst := range map[string]*string{
-		"spool_dir": &ps.SpoolDir, "service": &ps.Service, "identity_file": &ps.IdentityFile, "audience": &ps.Audience,
+		"service": &ps.Service, "identity_file": &ps.IdentityFile, "audience": &ps.Audience,
 	} {
 		if a, ok := content.Attributes[name]; ok {
 			*dst = p.nonEmptyString(a, "nomad peers")

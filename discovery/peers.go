@@ -1,14 +1,12 @@
 package discovery
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -66,13 +64,6 @@ func (d *Discoverer) Copy(ctx context.Context, expected, dgst string, first bool
 
 var _ agent.Peers = (*Discoverer)(nil)
 
-// spoolDir is the peers block's spool_dir, or the task's local/ directory
-// in a Nomad task (the job's root file system is read-only), or the
-// system's temporary directory.
-func spoolDir(p *config.Peers) string {
-	return cmp.Or(p.SpoolDir, os.Getenv("NOMAD_TASK_DIR"), os.TempDir())
-}
-
 // startPeers sets the peers up for this Run, when settings turn them on,
 // and returns what undoes it.
 func (d *Discoverer) startPeers(settings config.Nomad, c *nomad.Client, self func() string, log *slog.Logger) (stop func(), err error) {
@@ -105,7 +96,7 @@ func (d *Discoverer) startPeers(settings config.Nomad, c *nomad.Client, self fun
 			Served:    bytes("served"), Log: log,
 		},
 		source: &peer.Source{
-			Self: self, Token: token, Engine: d.Engine, SpoolDir: spoolDir(p), MaxSize: p.MaxSize, Wait: p.Wait,
+			Self: self, Token: token, Engine: d.Engine, MaxSize: p.MaxSize, Wait: p.Wait,
 			StallTimeout: d.StallTimeout, Taken: bytes("taken"), Log: log,
 			Lister: &catalogPeers{c: c, service: p.Service, token: token, timeout: cmpOr(d.CallTimeout, 30*time.Second)},
 		},

@@ -2,10 +2,10 @@
 // source. Server serves an agent's own expected, present images to its
 // peers, each as a one-image bundle (the Engine's save of the image's ID
 // and a manifest naming it, bundle.Stream); Source takes an image from the
-// peers, spooling a transfer to disk and having a bundle.Loader vet, load
-// and verify it (no name in the archive, the ID the manifest names, a
-// digest pin proven by the archive's blobs), and checks the loaded ID is
-// the one the peer announced before its caller tags anything.
+// peers, streaming a transfer into the Engine through a bundle.Loader that
+// vets it on the way and verifies what was loaded (no name in the archive,
+// the ID the manifest names and the peer announced, a digest pin proven by
+// the archive's blobs) before its caller tags anything.
 //
 // Which agent fetches a new image from the registries is agreed without a
 // coordinator: the agents rank one another for each image by rendezvous

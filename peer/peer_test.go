@@ -7,9 +7,11 @@ package peer
 // nothing they sent is reported as copied.
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -71,7 +73,7 @@ func bundleOf(t *testing.T, e *registry.Engine, ref string) []byte {
 func source(t *testing.T, e *registry.Engine, addr string) *Source {
 	return &Source{
 		Self: func() string { return "self-node" }, Lister: staticPeers{{Node: "peer-node-1", Address: addr}},
-		Engine: e, SpoolDir: t.TempDir(), MaxSize: 64 << 20, Wait: time.Second, StallTimeout: time.Second,
+		Engine: e, MaxSize: 64 << 20, Wait: time.Second, StallTimeout: time.Second,
 	}
 }
 
@@ -143,6 +145,9 @@ func TestHostilePeers(t *testing.T) {
 	otherID := image(t, otherRef, "evil")
 	good := bundleOf(t, e, ref)
 	evil := bundleOf(t, e, otherRef)
+	forged := forge(t, forge(t, evil, otherRef, ref), strings.TrimPrefix(otherID, "sha256:"), strings.TrimPrefix(wantID, "sha256:"))
+	victim := "peer.test/app:victim" // what a tag sent would make of a name this node does not have
+	tagged := forge(t, good, `"RepoTags":null`, `"RepoTags":["`+victim+`"]`)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	for _, c := range []struct {
@@ -158,10 +163,16 @@ func TestHostilePeers(t *testing.T) {
 		}, "the bundle holds no image for it", 0, ""},
 		{"another image, its archive claiming the wanted name and ID", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set(IDHeader, wantID)
-			forged := bytes.ReplaceAll(evil, []byte(otherRef), []byte(ref))
-			forged = bytes.ReplaceAll(forged, []byte(strings.TrimPrefix(otherID, "sha256:")), []byte(strings.TrimPrefix(wantID, "sha256:")))
 			w.Write(forged)
-		}, "refused", 0, ""},
+		}, "the Engine loaded " + otherID, 0, ""},
+		{"announced as another ID than its manifest names", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(IDHeader, otherID)
+			w.Write(good)
+		}, "its manifest names " + wantID, 0, ""},
+		{"a tag held back until vetted", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(IDHeader, wantID)
+			w.Write(tagged)
+		}, "would tag", 0, ""},
 		{"a cut archive", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set(IDHeader, wantID)
 			w.Write(good[:len(good)/2])
@@ -202,6 +213,9 @@ func TestHostilePeers(t *testing.T) {
 			t.Logf("refused: %v", err)
 		})
 	}
+	if _, err := e.Inspect(context.Background(), victim); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("a refused transfer's tag is on the node (inspect %s: %v)", victim, err)
+	}
 }
 
 // A peer asked first waits at the agent getting the image: the question is
@@ -240,9 +254,47 @@ func TestHeldUntilPresent(t *testing.T) {
 	}
 }
 
-// A peer that announces one ID and sends, well formed, another image for
-// the name: the image is refused, and the load that refused it leaves
-// nothing behind (it was not on this node before).
+// forge rewrites a transfer's archive as a hostile peer would, keeping it
+// well formed: from becomes to in every member's name and in the content
+// of the members that are not layers.
+func forge(t *testing.T, archive []byte, from, to string) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	tr, tw := tar.NewReader(bytes.NewReader(archive)), tar.NewWriter(&out)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hdr.Name = strings.ReplaceAll(hdr.Name, from, to)
+		if !strings.HasSuffix(hdr.Name, "layer.tar") {
+			data = bytes.ReplaceAll(data, []byte(from), []byte(to))
+		}
+		hdr.Size = int64(len(data))
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// A peer that announces one ID and sends, well formed, another image whose
+// archive and manifest claim that ID: every check of the archive passes,
+// the Engine loads it as what it is, and it is refused; the load that
+// refused it leaves nothing behind (it was not on this node before).
 func TestRefusedCopyLeavesNothing(t *testing.T) {
 	testbed.Need(t, bed)
 	e := engine(t)
@@ -261,14 +313,15 @@ func TestRefusedCopyLeavesNothing(t *testing.T) {
 	if err := bed.Remove(context.Background(), otherID); err != nil {
 		t.Fatal(err)
 	}
+	forged := forge(t, b.Bytes(), strings.TrimPrefix(otherID, "sha256:"), strings.TrimPrefix(wantID, "sha256:"))
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(IDHeader, wantID)
-		w.Write(b.Bytes())
+		w.Write(forged)
 	}))
 	defer ts.Close()
 	got, err := source(t, e, strings.TrimPrefix(ts.URL, "http://")).Image(context.Background(), ref, "", false, registry.ArchiveOptions{})
-	if err == nil || !strings.Contains(err.Error(), "it announced image "+wantID+" and the Engine loaded "+otherID) {
-		t.Fatalf("copied %+v, err %v; want the announced ID refused", got, err)
+	if err == nil || !strings.Contains(err.Error(), "the Engine loaded "+otherID) {
+		t.Fatalf("copied %+v, err %v; want the image refused as what the Engine loaded", got, err)
 	}
 	if _, err := e.Inspect(context.Background(), otherID); !errors.Is(err, registry.ErrNotFound) {
 		t.Errorf("the refused image is still in Docker (inspect: %v)", err)

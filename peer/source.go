@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -73,11 +72,12 @@ func (e *NoCopyError) Error() string {
 }
 
 // Source takes images from peer agents: it asks them (in an order every
-// agent computes the same way, see rank), copies the one-image bundle a
-// peer serves into SpoolDir, and has it loaded and verified by a
-// bundle.Loader (the archive's structure, no tag, the ID the manifest
-// names, a digest pin proven), then checks the loaded ID is the one the
-// peer announced. It tags nothing: the caller tags the ID it returns.
+// agent computes the same way, see rank) and streams the one-image bundle
+// a peer serves into the Engine through a bundle.Loader (Loader.Stream: the
+// archive's structure, no tag, the ID the manifest names and the peer
+// announced, a digest pin proven, all checked before the Engine has the
+// archive's end). Nothing is written to disk but by the Engine's load. It
+// tags nothing: the caller tags the ID it returns.
 type Source struct {
 	// Self is this agent's node ID (empty until known: every agent then
 	// ranks it last).
@@ -90,9 +90,6 @@ type Source struct {
 	// with a 5 s connect and a 25 s answer deadline (a held question
 	// included).
 	HTTP *http.Client
-	// SpoolDir holds a transfer until it is loaded (os.TempDir() when
-	// empty).
-	SpoolDir string
 	// MaxSize bounds one transfer.
 	MaxSize int64
 	// Wait bounds, asked first, the wait for a peer that is getting the
@@ -351,65 +348,64 @@ func (s *Source) try(ctx context.Context, p Peer, expected, dgst string, opts re
 	return c, copied, nil
 }
 
-// copyFrom spools the transfer, has it loaded and verified, and removes the
-// spool.
+// copyFrom streams the transfer into the Engine through a bundle.Loader,
+// which vets it on the way and verifies what was loaded.
 func (s *Source) copyFrom(ctx context.Context, cancel context.CancelCauseFunc, body io.Reader, p Peer, id, expected, dgst string, opts registry.ArchiveOptions) (Copy, error) {
-	f, err := os.CreateTemp(s.SpoolDir, "prefetch-peer-*.tar")
-	if err != nil {
-		return Copy{}, fmt.Errorf("spooling the transfer: %w", err)
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
 	stall := s.stall(opts)
 	watchdog := time.AfterFunc(stall, func() { cancel(fmt.Errorf("the transfer made no progress for %s", stall)) })
 	defer watchdog.Stop()
-	r := &progressReader{r: io.LimitReader(body, s.MaxSize+1), kick: func(n int) {
+	var n int64
+	r := &progressReader{r: body, left: s.MaxSize, kick: func(k int) {
+		n += int64(k)
 		watchdog.Reset(stall)
 		if s.Taken != nil {
-			s.Taken(int64(n))
+			s.Taken(int64(k))
 		}
 	}}
-	n, err := io.Copy(f, r)
-	if err != nil {
-		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-			err = cause
-		}
-		return Copy{}, fmt.Errorf("transfer cut off after %d bytes: %w", n, err)
-	}
-	if n > s.MaxSize {
-		return Copy{}, fmt.Errorf("sent more than the peers block's max_size (%d bytes): cut off", s.MaxSize)
-	}
-	if err := f.Close(); err != nil {
-		return Copy{}, fmt.Errorf("spooling the transfer: %w", err)
-	}
-	watchdog.Stop()
 	log := s.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	loader := bundle.NewLoader(s.Engine, log.With("peer", p.Name()))
-	got, err := loader.Image(ctx, f.Name(), expected, dgst, opts)
-	if err != nil {
-		return Copy{}, fmt.Errorf("what it sent was refused: %w", err)
-	}
-	if got != id {
-		loader.Discard(ctx, f.Name(), got)
-		return Copy{}, fmt.Errorf("what it sent was refused: it announced image %s and the Engine loaded %s", id, got)
+	got, err := loader.Stream(ctx, r, expected, dgst, id, opts)
+	watchdog.Stop()
+	switch {
+	case r.over:
+		return Copy{}, fmt.Errorf("sent more than the peers block's max_size (%d bytes): cut off", s.MaxSize)
+	case err != nil && context.Cause(ctx) != nil && !errors.Is(context.Cause(ctx), context.Canceled):
+		return Copy{}, fmt.Errorf("transfer cut off after %d bytes: %w", n, context.Cause(ctx))
+	case err != nil:
+		return Copy{}, fmt.Errorf("what it sent was refused (%d bytes taken): %w", n, err)
 	}
 	return Copy{ID: got, Peer: p, Bytes: n}, nil
 }
 
-// progressReader tells kick of every read that brought bytes.
+// progressReader tells kick of every read that brought bytes, and fails
+// (over set) once more than left bytes came.
 type progressReader struct {
 	r    io.Reader
+	left int64
+	over bool
 	kick func(int)
 }
 
+// errTooLarge is what a transfer longer than the peers block's max_size
+// reads as.
+var errTooLarge = errors.New("the transfer is larger than max_size")
+
 func (p *progressReader) Read(b []byte) (int, error) {
+	if int64(len(b)) > p.left+1 {
+		b = b[:p.left+1]
+	}
 	n, err := p.r.Read(b)
 	if n > 0 {
 		p.kick(n)
 	}
+	if int64(n) > p.left {
+		p.over = true
+		return 0, errTooLarge
+	}
+	p.left -= int64(n)
 	return n, err
 }
 

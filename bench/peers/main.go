@@ -248,7 +248,7 @@ func (e *env) startAgent(ctx context.Context, n *node, peers string) (*benchkit.
 	path := filepath.Join(dir, "config.hcl")
 	write := func(images string) error {
 		src := fmt.Sprintf("docker {\n  host = %q\n}\nallow_empty = true\nresync_interval = \"1h\"\n%s\nnomad {\n  address = %q\n  node_id = %q\n  infra_image = \"\"\n%s}\n",
-			n.bed.Host, images, e.nomad.URL, n.id, strings.ReplaceAll(peers, "peers {", "peers {\n    identity_file = \""+idFile+"\"\n    spool_dir = \""+dir+"\""))
+			n.bed.Host, images, e.nomad.URL, n.id, strings.ReplaceAll(peers, "peers {", "peers {\n    identity_file = \""+idFile+"\""))
 		if err := os.WriteFile(path+".new", []byte(src), 0o644); err != nil {
 			return err
 		}

@@ -92,10 +92,9 @@ nomad {
     order         = %q
     wait          = "1m"
     identity_file = %q
-    spool_dir     = %q
   }
 }
-`, images, srv.URL, tokenFile, n.id, order, idFile, dir)
+`, images, srv.URL, tokenFile, n.id, order, idFile)
 		}
 		n.path = filepath.Join(dir, "config.hcl")
 		n.cfg = func(images string) {
