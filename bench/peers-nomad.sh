@@ -29,6 +29,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
+. bench/nomad-lib.sh
 
 NOMAD=${NOMAD:?set NOMAD to a Nomad binary}
 MIB=${MIB:-8}
@@ -72,38 +73,17 @@ sys.exit(0 if all(a["ClientStatus"] not in ("pending","running") for a in json.l
 	if [ "${KEEP:-}" = 1 ]; then echo "kept $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
-wait_until() { # what seconds command...
-	local what=$1 secs=$2
-	shift 2
-	for _ in $(seq 1 $((secs * 4))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.25; done
-	echo "peers-nomad: $what not within ${secs}s" >&2
-	return 1
-}
 say() { echo "== $*"; }
 
 echo "building prefetch into $W" >&2
 CGO_ENABLED=0 go build -o "$W/prefetch" ./cmd/prefetch
 
-for n in a b; do
-	mkdir -p "$W/$n"
-	echo '{}' >"$W/$n/daemon.json"
-	dockerd --config-file "$W/$n/daemon.json" -H "unix://$W/$n/docker.sock" --data-root "$W/$n/docker" \
-		--exec-root "$W/$n/exec" --pidfile "$W/$n/docker.pid" --storage-driver=vfs --iptables=false \
-		--ip6tables=false --bridge=none --log-level=warn >"$W/$n/dockerd.log" 2>&1 &
-	pids+=($!)
-done
+start_dockerd "$W/a"
+start_dockerd "$W/b"
 da() { DOCKER_HOST="unix://$W/a/docker.sock" docker "$@"; }
 db() { DOCKER_HOST="unix://$W/b/docker.sock" docker "$@"; }
-wait_until "dockerd a" 60 da version
-wait_until "dockerd b" 60 db version
 
-mkdir -p "$W/registry"
-cat >"$W/registry/config.yml" <<YML
-version: 0.1
-log: {level: error, accesslog: {disabled: false}}
-storage: {filesystem: {rootdirectory: $W/registry/data}}
-http: {addr: $REG}
-YML
+registry_config "$W/registry" "$REG" true # the access log counts the pulls
 start_registry() {
 	docker-registry serve "$W/registry/config.yml" >>"$W/registry.log" 2>&1 &
 	regpid=$!
@@ -129,74 +109,17 @@ for t in 1 2; do
 done
 da rmi -f "$REG/app:2" >/dev/null
 # app:3, for a job's task: a program that waits for SIGTERM, on A only too.
-mkdir -p "$W/img/src" && rm -rf "$W/img/rootfs" && mkdir -p "$W/img/rootfs"
-cat >"$W/img/src/main.go" <<'GO'
-package main
-
-import (
-	"os"
-	"os/signal"
-	"syscall"
-)
-
-func main() {
-	c := make(chan os.Signal, 1)
-	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
-	<-c
-}
-GO
-(cd "$W/img/src" && CGO_ENABLED=0 GO111MODULE=off go build -o ../rootfs/wait main.go)
+rm -rf "$W/img/rootfs"
+wait_program "$W/img/rootfs"
 tar -C "$W/img/rootfs" -c . | da import -c 'CMD ["/wait"]' - "$REG/app:3" >/dev/null
 da push -q "$REG/app:3" >/dev/null
 APP1_ID=$(da image inspect -f '{{.Id}}' "$REG/app:1")
 
 agent_conf() { # name http dockerd-dir server? cgroup_parent dynamic-port-base
 	local name=$1 http=$2 dir=$3 server=$4 cg=$5 dyn=$6
-	cat <<HCL
-name      = "$name"
-data_dir  = "$W/$dir/nomad"
-bind_addr = "127.0.0.1"
-log_level = "INFO"
-ports {
-  http = $http
-  rpc  = $((http + 1))
-  serf = $((http + 2))
-}
-advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
-}
-acl {
-  enabled = true
-}
-$(if $server; then printf 'server {\n  enabled          = true\n  bootstrap_expect = 1\n}'; else printf 'server {\n  enabled = false\n}'; fi)
-client {
-  enabled           = true
-  servers           = ["127.0.0.1:$((HTTP_A + 1))"]
-  network_interface = "lo"
-  cgroup_parent     = "$cg"
-  min_dynamic_port  = $dyn
-  max_dynamic_port  = $((dyn + 99))
-  options = {
-    "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
-  }
-  meta {
-    docker_host   = "unix://$W/$dir/docker.sock"
-    prefetch_lock = "$W/$dir/prefetch.lock"
-  }
-}
-plugin "raw_exec" {
-  config {
-    enabled = true
-  }
-}
-plugin "docker" {
-  config {
-    endpoint = "unix://$W/$dir/docker.sock"
-  }
-}
-HCL
+	nomad_agent_hcl "$name" "$http" "$W/$dir" "$server" true "127.0.0.1:$((HTTP_A + 1))" \
+		'network_interface = "lo"' "cgroup_parent     = \"$cg\"" "min_dynamic_port  = $dyn" "max_dynamic_port  = $((dyn + 99))" \
+		'meta {' "  docker_host   = \"unix://$W/$dir/docker.sock\"" "  prefetch_lock = \"$W/$dir/prefetch.lock\"" '}'
 }
 agent_conf node-a "$HTTP_A" a true /nomad 56100 >"$W/a/agent.hcl"
 agent_conf node-b "$HTTP_B" b false /nomad-b 56200 >"$W/b/agent.hcl"
@@ -344,8 +267,6 @@ save_logs() { # phase: the agents' logs, before Nomad collects their allocations
 	cp "$W/a/nomad/alloc/$ALLOC_A/alloc/logs/prefetch.stderr.0" "$W/agent-a-$1.log" 2>/dev/null || true
 	cp "$W/b/nomad/alloc/$ALLOC_B/alloc/logs/prefetch.stderr.0" "$W/agent-b-$1.log" 2>/dev/null || true
 }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 say "order \"last\": app:1 on node A only, the registry stopped"
 t0=$(now)

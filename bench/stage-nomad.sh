@@ -17,6 +17,8 @@
 # bounded by a timeout; the script stops by itself and removes what it made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/nomad-lib.sh
+POLL=0.05 # the waits time the runs
 
 NOMAD=${NOMAD:?set NOMAD to a Nomad binary}
 RUNS=${RUNS:-3}
@@ -35,97 +37,26 @@ cleanup() {
 	rm -rf "$W"
 }
 trap cleanup EXIT
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-wait_until() { # what seconds command...
-	local what=$1 secs=$2
-	shift 2
-	for _ in $(seq 1 $((secs * 20))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
-	echo "bench: $what not within ${secs}s" >&2
-	return 1
-}
 
 echo "building prefetch into $W" >&2
 CGO_ENABLED=0 go build -o "$W/prefetch" ./cmd/prefetch
 
-echo '{}' >"$W/daemon.json"
-dockerd --config-file "$W/daemon.json" -H "unix://$W/docker.sock" --data-root "$W/docker" \
-	--exec-root "$W/exec" --pidfile "$W/docker.pid" --storage-driver=vfs --iptables=false \
-	--ip6tables=false --bridge=none --log-level=warn >"$W/dockerd.log" 2>&1 &
-pids+=($!)
+start_dockerd "$W"
 export DOCKER_HOST="unix://$W/docker.sock"
-wait_until dockerd 60 docker version
 
-mkdir -p "$W/registry"
-cat >"$W/registry/config.yml" <<YML
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $W/registry/data}}
-http: {addr: $REG}
-YML
+registry_config "$W/registry" "$REG" false
 docker-registry serve "$W/registry/config.yml" >"$W/registry.log" 2>&1 &
 pids+=($!)
 wait_until "the registry" 30 curl -sf "http://$REG/v2/"
 
 echo "building a ${MIB} MiB image" >&2
-mkdir -p "$W/img/src" "$W/img/rootfs"
-cat >"$W/img/src/main.go" <<'GO'
-package main
-
-import (
-	"os"
-	"os/signal"
-	"syscall"
-)
-
-// Waits for SIGTERM: the task's whole job.
-func main() {
-	c := make(chan os.Signal, 1)
-	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
-	<-c
-}
-GO
-(cd "$W/img/src" && CGO_ENABLED=0 GO111MODULE=off go build -o ../rootfs/wait main.go)
+wait_program "$W/img/rootfs"
 head -c "$((MIB << 20))" /dev/urandom >"$W/img/rootfs/blob"
 tar -C "$W/img/rootfs" -c . | docker import -c 'CMD ["/wait"]' - "$REG/big:1" >/dev/null
 docker push -q "$REG/big:1" >/dev/null
 docker rmi -f "$REG/big:1" >/dev/null
 
-cat >"$W/agent.hcl" <<HCL
-data_dir  = "$W/nomad"
-bind_addr = "127.0.0.1"
-ports {
-  http = $HTTP
-  rpc  = $((HTTP + 1))
-  serf = $((HTTP + 2))
-}
-advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
-}
-server {
-  enabled          = true
-  bootstrap_expect = 1
-}
-client {
-  enabled = true
-  servers = ["127.0.0.1:$((HTTP + 1))"]
-  options = {
-    "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
-  }
-}
-plugin "raw_exec" {
-  config {
-    enabled = true
-  }
-}
-plugin "docker" {
-  config {
-    endpoint = "unix://$W/docker.sock"
-  }
-}
-HCL
+nomad_agent_hcl node "$HTTP" "$W" true false "127.0.0.1:$((HTTP + 1))" >"$W/agent.hcl"
 "$NOMAD" agent -config "$W/agent.hcl" >"$W/nomad.log" 2>&1 &
 pids+=($!)
 export NOMAD_ADDR="http://127.0.0.1:$HTTP"
