@@ -9,10 +9,18 @@
 // except under CI=true, where the whole package fails instead: a green CI
 // must mean the real servers were exercised. With go test -short they are
 // not started, CI or not: the fast loop of docs/testing.md.
+//
+// The daemon is the first dockerd on PATH, with an empty daemon.json and
+// the vfs storage driver. To run the same tests against another Engine and
+// image store, put its dockerd first on PATH and set
+// PREFETCH_TESTBED_DAEMON_JSON to the daemon.json to use (for Docker 25+'s
+// containerd image store: {"features":{"containerd-snapshotter":true}}) and
+// PREFETCH_TESTBED_STORAGE_DRIVER to its storage driver (default vfs).
 package testbed
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -121,7 +129,8 @@ func Start() (*Bed, error) {
 		return nil, err
 	}
 	b := &Bed{Dir: dir, Host: "unix://" + filepath.Join(dir, "docker.sock")}
-	if err := os.WriteFile(filepath.Join(dir, "daemon.json"), []byte("{}\n"), 0o644); err != nil {
+	conf := cmp.Or(os.Getenv("PREFETCH_TESTBED_DAEMON_JSON"), "{}")
+	if err := os.WriteFile(filepath.Join(dir, "daemon.json"), []byte(conf+"\n"), 0o644); err != nil {
 		return nil, err
 	}
 	if err := b.startDocker(); err != nil {
@@ -153,7 +162,7 @@ func (b *Bed) startDocker() error {
 		"--data-root", filepath.Join(dir, "root"),
 		"--exec-root", filepath.Join(dir, "exec"),
 		"--pidfile", filepath.Join(dir, "docker.pid"),
-		"--storage-driver=vfs", "--iptables=false", "--bridge=none",
+		"--storage-driver="+cmp.Or(os.Getenv("PREFETCH_TESTBED_STORAGE_DRIVER"), "vfs"), "--iptables=false", "--bridge=none",
 		"--log-level=warn",
 	)
 	b.dockerd.Stdout, b.dockerd.Stderr = logf, logf
