@@ -667,6 +667,7 @@ func TestLoaderStream(t *testing.T) {
 		{"cut short", "cut short", transfer[:len(transfer)/2], ids[0]},
 		{"announced as another", "announced as image", transfer, sha([]byte("other"))},
 		{"for another image", "holds no image for it", transfer, ""},
+		{"more after the archive", "follow the archive's end", append(slices.Clone(transfer), make([]byte, 20<<10)...), ids[0]},
 	} {
 		expected := "reg:5000/one:1"
 		if tc.name == "for another image" {
@@ -676,8 +677,8 @@ func TestLoaderStream(t *testing.T) {
 			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
 		}
 	}
-	if n := e.loadCount() - loads; n != 3 {
-		t.Fatalf("the fake engine saw %d loads, want 3 (each one refused)", n)
+	if n := e.loadCount() - loads; n != 4 {
+		t.Fatalf("the fake engine saw %d loads, want 4 (each one refused)", n)
 	}
 
 	e.remove(ids[0])

@@ -33,7 +33,9 @@ import (
 // load added and is refused after all (the Engine computed another ID than
 // the one named) is removed again, as Image removes it.
 //
-// r must end, or fail, when ctx is done.
+// The archive must be all r holds, but padding (r is read to its end
+// before the Engine has the archive's end), and r must end, or fail, when
+// ctx is done.
 func (l *Loader) Stream(ctx context.Context, r io.Reader, expected, dgst, want string, opts registry.ArchiveOptions) (string, error) {
 	before, err := l.engine.ImageIDs(ctx)
 	if err != nil {
@@ -144,6 +146,14 @@ func relay(r io.Reader, w io.Writer, expected, dgst, want string) (Image, []stri
 			return Image{}, nil, err
 		}
 	}
+	// The archive is the whole stream: read it to its end (the reader's
+	// end is the transfer's), allowing the zero blocks a tar writer may pad
+	// it with.
+	if rest, err := io.Copy(io.Discard, io.LimitReader(r, maxPadding+1)); err != nil {
+		return Image{}, nil, cut("after the archive's end", err)
+	} else if rest > maxPadding {
+		return Image{}, nil, fmt.Errorf("more than %d bytes follow the archive's end: a transfer is one archive", maxPadding)
+	}
 	m, err := f.bundleManifest()
 	if err != nil {
 		return Image{}, nil, err
@@ -175,6 +185,10 @@ func relay(r io.Reader, w io.Writer, expected, dgst, want string) (Image, []stri
 	}
 	return img, proved, tw.Close()
 }
+
+// maxPadding bounds what may follow a streamed archive's end: a tar
+// writer's padding to its record size (10 KiB by default).
+const maxPadding = 10 << 10
 
 // cut says where a streamed archive stopped making sense.
 func cut(where string, err error) error {

@@ -363,3 +363,46 @@ func TestAskedAgainBeforeFetching(t *testing.T) {
 		t.Fatalf("asked first, the peer ahead learning of the image a moment later: %+v, %v; want a copy of %s", c, err, id)
 	}
 }
+
+// slowLoad is an Engine that takes hold longer after each load, as an
+// Engine applying the layers of a large image does after the archive's
+// end.
+type slowLoad struct {
+	bundle.Engine
+	hold time.Duration
+}
+
+func (e slowLoad) Load(ctx context.Context, archive io.Reader, opts registry.ArchiveOptions, progress func(int64)) (registry.LoadResult, error) {
+	res, err := e.Engine.Load(ctx, archive, opts, progress)
+	select {
+	case <-time.After(e.hold):
+	case <-ctx.Done():
+		return res, context.Cause(ctx)
+	}
+	return res, err
+}
+
+// The stall watchdog bounds the transfer, not the load after it: an Engine
+// that takes longer than stall_timeout to apply what came whole is waited
+// for (its own timeouts bound it).
+func TestSlowLoadAfterTransfer(t *testing.T) {
+	testbed.Need(t, bed)
+	e := engine(t)
+	ref := "peer.test/app:slow"
+	id := image(t, ref, "slow")
+	transfer := bundleOf(t, e, ref)
+	if err := bed.Remove(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(IDHeader, id)
+		w.Write(transfer)
+	}))
+	defer ts.Close()
+	src := source(t, e, strings.TrimPrefix(ts.URL, "http://"))
+	src.Engine = slowLoad{Engine: e, hold: 600 * time.Millisecond}
+	c, err := src.Image(context.Background(), ref, "", false, registry.ArchiveOptions{StallTimeout: 200 * time.Millisecond})
+	if err != nil || c.ID != id {
+		t.Fatalf("a load slower than stall_timeout after a whole transfer: %+v, %v; want %s", c, err, id)
+	}
+}

@@ -341,7 +341,7 @@ func (s *Source) try(ctx context.Context, p Peer, expected, dgst string, opts re
 	if !idPattern.MatchString(id) {
 		return Copy{}, refused, fmt.Errorf("announced no image ID (%s %q)", IDHeader, clip(id))
 	}
-	c, err := s.copyFrom(tctx, cancel, resp.Body, p, id, expected, dgst, opts)
+	c, err := s.copyFrom(ctx, tctx, cancel, resp.Body, p, id, expected, dgst, opts)
 	if err != nil {
 		return Copy{}, refused, err
 	}
@@ -349,8 +349,12 @@ func (s *Source) try(ctx context.Context, p Peer, expected, dgst string, opts re
 }
 
 // copyFrom streams the transfer into the Engine through a bundle.Loader,
-// which vets it on the way and verifies what was loaded.
-func (s *Source) copyFrom(ctx context.Context, cancel context.CancelCauseFunc, body io.Reader, p Peer, id, expected, dgst string, opts registry.ArchiveOptions) (Copy, error) {
+// which vets it on the way and verifies what was loaded. The transfer is
+// read under tctx, which the stall watchdog cancels (and with it the load,
+// which is then cut short); the load, once the transfer has come whole,
+// under ctx: the Engine's own timeouts bound it, however long the layers
+// take to apply.
+func (s *Source) copyFrom(ctx, tctx context.Context, cancel context.CancelCauseFunc, body io.Reader, p Peer, id, expected, dgst string, opts registry.ArchiveOptions) (Copy, error) {
 	stall := s.stall(opts)
 	watchdog := time.AfterFunc(stall, func() { cancel(fmt.Errorf("the transfer made no progress for %s", stall)) })
 	defer watchdog.Stop()
@@ -361,7 +365,7 @@ func (s *Source) copyFrom(ctx context.Context, cancel context.CancelCauseFunc, b
 		if s.Taken != nil {
 			s.Taken(int64(k))
 		}
-	}}
+	}, end: func() { watchdog.Stop() }}
 	log := s.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -372,21 +376,23 @@ func (s *Source) copyFrom(ctx context.Context, cancel context.CancelCauseFunc, b
 	switch {
 	case r.over:
 		return Copy{}, fmt.Errorf("sent more than the peers block's max_size (%d bytes): cut off", s.MaxSize)
-	case err != nil && context.Cause(ctx) != nil && !errors.Is(context.Cause(ctx), context.Canceled):
-		return Copy{}, fmt.Errorf("transfer cut off after %d bytes: %w", n, context.Cause(ctx))
+	case err != nil && context.Cause(tctx) != nil && !errors.Is(context.Cause(tctx), context.Canceled):
+		return Copy{}, fmt.Errorf("transfer cut off after %d bytes: %w", n, context.Cause(tctx))
 	case err != nil:
 		return Copy{}, fmt.Errorf("what it sent was refused (%d bytes taken): %w", n, err)
 	}
 	return Copy{ID: got, Peer: p, Bytes: n}, nil
 }
 
-// progressReader tells kick of every read that brought bytes, and fails
-// (over set) once more than left bytes came.
+// progressReader tells kick of every read that brought bytes and end of
+// the end of the stream, and fails (over set) once more than left bytes
+// came.
 type progressReader struct {
 	r    io.Reader
 	left int64
 	over bool
 	kick func(int)
+	end  func()
 }
 
 // errTooLarge is what a transfer longer than the peers block's max_size
@@ -406,6 +412,9 @@ func (p *progressReader) Read(b []byte) (int, error) {
 		return 0, errTooLarge
 	}
 	p.left -= int64(n)
+	if err == io.EOF {
+		p.end()
+	}
 	return n, err
 }
 
