@@ -19,13 +19,5 @@ func TestEveryFlagDocumented(t *testing.T) {
 	}
 	var out, errb bytes.Buffer
 	_ = run(context.Background(), []string{"-h"}, &out, &errb)
-	flags := flagdocs.Flags(out.String() + errb.String())
-	if len(flags) == 0 {
-		t.Fatalf("eventlog -h lists no flags:\n%s", out.String())
-	}
-	for _, f := range flags {
-		if !flagdocs.Named(docs, f) {
-			t.Errorf("eventlog -%s: not in the README or docs/", f)
-		}
-	}
+	flagdocs.Check(t, docs, "eventlog", out.String()+errb.String())
 }

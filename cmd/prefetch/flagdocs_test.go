@@ -20,14 +20,6 @@ func TestEveryFlagDocumented(t *testing.T) {
 	for _, cmd := range []string{"run", "once", "bundle", "status", "wait", "stage", "validate"} {
 		var out, errb bytes.Buffer
 		run(context.Background(), []string{cmd, "-h"}, &out, &errb)
-		flags := flagdocs.Flags(out.String() + errb.String())
-		if len(flags) == 0 {
-			t.Errorf("prefetch %s -h lists no flags", cmd)
-		}
-		for _, f := range flags {
-			if !flagdocs.Named(docs, f) {
-				t.Errorf("prefetch %s -%s: not in the README or docs/", cmd, f)
-			}
-		}
+		flagdocs.Check(t, docs, "prefetch "+cmd, out.String()+errb.String())
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"testing"
 )
 
 var flagLine = regexp.MustCompile(`(?m)^\s+-([a-z][a-z-]*)\b`)
@@ -44,4 +45,20 @@ func Docs(root string) (string, error) {
 // [-flag ...].
 func Named(docs, flag string) bool {
 	return regexp.MustCompile("[`\\[]-" + regexp.QuoteMeta(flag) + "[`\\] =]").MatchString(docs)
+}
+
+// Check fails t for each flag the -h text help lists that docs never name,
+// and when it lists none; what names the command in the messages
+// ("prefetch run").
+func Check(t testing.TB, docs, what, help string) {
+	t.Helper()
+	flags := Flags(help)
+	if len(flags) == 0 {
+		t.Errorf("%s -h lists no flags:\n%s", what, help)
+	}
+	for _, f := range flags {
+		if !Named(docs, f) {
+			t.Errorf("%s -%s: not in the README or docs/", what, f)
+		}
+	}
 }
