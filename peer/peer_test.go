@@ -7,7 +7,6 @@ package peer
 // nothing they sent is reported as copied.
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/bundle"
+	"github.com/nomad-prefetch/nomad-prefetch/internal/tartest"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
 	"github.com/nomad-prefetch/nomad-prefetch/registry"
 )
@@ -259,36 +259,12 @@ func TestHeldUntilPresent(t *testing.T) {
 // of the members that are not layers.
 func forge(t *testing.T, archive []byte, from, to string) []byte {
 	t.Helper()
-	var out bytes.Buffer
-	tr, tw := tar.NewReader(bytes.NewReader(archive)), tar.NewWriter(&out)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hdr.Name = strings.ReplaceAll(hdr.Name, from, to)
-		if !strings.HasSuffix(hdr.Name, "layer.tar") {
+	return tartest.Rewrite(t, archive, func(name string, data []byte) (string, []byte) {
+		if !strings.HasSuffix(name, "layer.tar") {
 			data = bytes.ReplaceAll(data, []byte(from), []byte(to))
 		}
-		hdr.Size = int64(len(data))
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return out.Bytes()
+		return strings.ReplaceAll(name, from, to), data
+	})
 }
 
 // A peer that announces one ID and sends, well formed, another image whose

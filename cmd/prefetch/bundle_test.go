@@ -5,13 +5,11 @@ package main
 // prefetch once -bundle; and the bundles that must be refused.
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
 	"github.com/nomad-prefetch/nomad-prefetch/bundle"
+	"github.com/nomad-prefetch/nomad-prefetch/internal/tartest"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
 )
 
@@ -274,38 +273,11 @@ func hasLine(s string, parts ...string) bool {
 // rewrite copies the archive src to dst, member by member, through edit.
 func rewrite(t *testing.T, src, dst string, edit func(name string, data []byte) (string, []byte)) {
 	t.Helper()
-	in, err := os.Open(src)
+	archive, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
-	var out bytes.Buffer
-	tr, tw := tar.NewReader(in), tar.NewWriter(&out)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hdr.Name, data = edit(hdr.Name, data)
-		hdr.Size = int64(len(data))
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, out.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(dst, tartest.Rewrite(t, archive, edit), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
