@@ -66,11 +66,12 @@ type facts struct {
 	manifest     []byte // ours
 	blobs        map[string][]byte
 	blobsSize    int64
-	last         string // the last member's name, for messages
+	hashed       map[string]bool // blobs/sha256/<hex> members read and found to hash to <hex>
+	last         string          // the last member's name, for messages
 }
 
 func newFacts() *facts {
-	return &facts{names: map[string]bool{}, regular: map[string]bool{}, targets: map[string]string{}, blobs: map[string][]byte{}}
+	return &facts{names: map[string]bool{}, regular: map[string]bool{}, targets: map[string]string{}, blobs: map[string][]byte{}, hashed: map[string]bool{}}
 }
 
 // wants says whether a member's content must be read: the metadata
@@ -99,6 +100,30 @@ func (f *facts) content(r io.Reader, hdr *tar.Header, keepBlobs bool) ([]byte, e
 		limit = maxManifest
 	}
 	return readMember(r, hdr, limit)
+}
+
+// blobHex is the <hex> of a member named blobs/sha256/<hex>, "" for any
+// other.
+func blobHex(hdr *tar.Header) string {
+	h, ok := strings.CutPrefix(path.Clean(hdr.Name), "blobs/sha256/")
+	if !ok || hdr.Typeflag != tar.TypeReg || !isHex(h) {
+		return ""
+	}
+	return h
+}
+
+// checkBlob refuses a blob member whose content (sum, its SHA-256) is not
+// what its name says, and records one that is. The containerd image store
+// takes the digests index.json names on trust and stores each blob under
+// the digest it computes, so a blob under another's name would leave an
+// image naming content that is not there.
+func (f *facts) checkBlob(hdr *tar.Header, sum []byte) error {
+	h := blobHex(hdr)
+	if got := fmt.Sprintf("%x", sum); got != h {
+		return fmt.Errorf("member %q is not blob sha256:%s: it does not hash to its name (its content is sha256:%s)", hdr.Name, h, got)
+	}
+	f.hashed[h] = true
+	return nil
 }
 
 // add records a member, after checkMember. data is its content when wants
@@ -243,8 +268,9 @@ func (f *facts) configOf(dgst string, depth int) string {
 	return f.configOf(held[0], depth+1)
 }
 
-// vet refuses an archive whose load would tag something, or whose layer
-// links lead nowhere a layer is.
+// vet refuses an archive whose load would tag something, whose layer
+// links lead nowhere a layer is, or whose index.json names an image the
+// archive does not hold whole.
 func (f *facts) vet() error {
 	if err := f.vetLinks(); err != nil {
 		return err
@@ -252,7 +278,72 @@ func (f *facts) vet() error {
 	if tags := f.tags(); len(tags) > 0 {
 		return fmt.Errorf("loading it would tag %s: a bundle must name no tag (prefetch saves images by ID, so that loading one never moves a tag)", strings.Join(tags, ", "))
 	}
-	return nil
+	return f.vetIndex()
 }
 
 var errNoManifest = errors.New("it has no " + MemberName + " (the last member prefetch bundle writes): truncated, or not a prefetch bundle")
+
+// vetIndex refuses an OCI layout whose index.json names an image that the
+// archive does not hold whole: each manifest it names (through an index,
+// the ones the archive holds, one at least) with its config and every
+// layer, each a blob that was read and hashes to its name. The containerd
+// image store creates an image for each descriptor of index.json without
+// checking that its content came: a load of such an archive reports an ID
+// whose content is missing.
+func (f *facts) vetIndex() error {
+	if f.index == nil {
+		return nil
+	}
+	for _, d := range f.index.Manifests {
+		if err := f.whole(d.Digest, 0); err != nil {
+			return fmt.Errorf("index.json names %s, which the archive does not hold whole: %w", d.Digest, err)
+		}
+	}
+	return nil
+}
+
+// whole checks that the blob dgst, and what it names, is in the archive:
+// see vetIndex.
+func (f *facts) whole(dgst string, depth int) error {
+	h := hexOf(dgst)
+	switch {
+	case !isHex(h) || !f.hashed[h]:
+		return fmt.Errorf("no blob %s", dgst)
+	case depth > 2:
+		return errors.New("indexes nested too deep")
+	}
+	data, ok := f.blobs[dgst]
+	if !ok {
+		return fmt.Errorf("blob %s is not a manifest or an index this reader can read (larger than %d bytes, or past the %d kept)", dgst, maxBlobJSON, maxBlobsJSON)
+	}
+	var m struct {
+		Config    *ociDescriptor  `json:"config"`
+		Layers    []ociDescriptor `json:"layers"`
+		Manifests []ociDescriptor `json:"manifests"`
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return fmt.Errorf("blob %s: %w", dgst, err)
+	}
+	if m.Config == nil {
+		held := 0
+		for _, c := range m.Manifests {
+			if !f.hashed[hexOf(c.Digest)] {
+				continue // a platform the archive does not hold
+			}
+			if err := f.whole(c.Digest, depth+1); err != nil {
+				return err
+			}
+			held++
+		}
+		if held == 0 {
+			return fmt.Errorf("the index %s has none of its manifests in the archive", dgst)
+		}
+		return nil
+	}
+	for _, c := range append([]ociDescriptor{*m.Config}, m.Layers...) {
+		if !f.hashed[hexOf(c.Digest)] {
+			return fmt.Errorf("the manifest %s names %s, which the archive does not hold", dgst, c.Digest)
+		}
+	}
+	return nil
+}

@@ -704,3 +704,58 @@ func boolCmp(a, b bool) int {
 	}
 	return -1
 }
+
+// TestVetIndex: an OCI layout's index.json may name only images the archive
+// holds whole, every blob read and hashing to its name (the containerd
+// image store takes index.json's digests on trust, and a load of anything
+// less reports an ID whose content is missing); a blob under another's
+// name is refused as it is read.
+func TestVetIndex(t *testing.T) {
+	t.Parallel()
+	cfg, layer := []byte(`{"os":"linux"}`), []byte("layer bytes")
+	mf := []byte(`{"config":{"digest":"` + sha(cfg) + `"},"layers":[{"digest":"` + sha(layer) + `"}]}`)
+	other := []byte(`{"config":{"digest":"` + sha([]byte("elsewhere")) + `"}}`)
+	idx := []byte(`{"manifests":[{"digest":"` + sha(mf) + `"},{"digest":"` + sha([]byte("a platform not saved")) + `"}]}`)
+	blob := func(data []byte) member { return member{"blobs/sha256/" + hexOf(sha(data)), data} }
+	index := func(dgst string) member {
+		return member{"index.json", []byte(`{"manifests":[{"digest":"` + dgst + `"}]}`)}
+	}
+	for _, tc := range []struct {
+		name    string
+		members []member
+		err     string
+	}{
+		{"whole", []member{blob(cfg), blob(layer), blob(mf), index(sha(mf))}, ""},
+		{"through an index, one platform saved", []member{blob(cfg), blob(layer), blob(mf), blob(idx), index(sha(idx))}, ""},
+		{"no such manifest", []member{blob(cfg), blob(layer), index(sha(mf))}, "no blob " + sha(mf)},
+		{"a layer missing", []member{blob(cfg), blob(mf), index(sha(mf))}, "names " + sha(layer) + ", which the archive does not hold"},
+		{"an index of no saved manifest", []member{blob(idx), index(sha(idx))}, "none of its manifests"},
+		{"a manifest named as another", []member{blob(cfg), blob(layer), {"blobs/sha256/" + hexOf(sha(mf)), other}, index(sha(mf))}, "does not hash to its name"},
+		{"a layer named as another", []member{blob(cfg), {"blobs/sha256/" + hexOf(sha(layer)), []byte("other bytes")}, blob(mf), index(sha(mf))}, "does not hash to its name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := filepath.Join(t.TempDir(), "x.tar")
+			if err := os.WriteFile(p, tarOf(t, tc.members...), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			fs, err := walk(mustOpen(t, p))
+			if err == nil {
+				err = fs.vet()
+			}
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Errorf("got %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
+
+func mustOpen(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}

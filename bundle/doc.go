@@ -30,6 +30,11 @@
 //     loaded exactly that ID. IDs are content addresses (the config digest
 //     on the classic image store, the manifest or index digest on the
 //     containerd store), so the content is what the manifest says. The
+//     classic store computes the ID from what it loaded; the containerd
+//     store takes the digests index.json names on trust (Docker 29.7.2
+//     reports "Loaded image ID" for an image whose content never came), so
+//     every blob must hash to its name and each image index.json names must
+//     be in the archive whole, its config and layers (see vetIndex). The
 //     manifest says which kind its image_id is, and records the config
 //     digest too when the archive shows it, so a classic-store node can
 //     verify a bundle written on the containerd store.

@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"archive/tar"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -13,8 +14,11 @@ import (
 // the whole archive: every member's header must be there and every member
 // complete (a truncated or corrupt file fails here, naming the member, and
 // the Engine never sees it), the archive must name no tag (so that loading
-// it tags nothing), and it must hold the image each manifest entry names.
-// The walk seeks past members' data, so a large bundle costs a few reads.
+// it tags nothing), and it must hold the image each manifest entry names;
+// every blob (blobs/sha256/<hex>) must hash to its name, and each image
+// index.json names must be there whole (see vetIndex). The walk reads the
+// blobs to hash them and seeks past the rest (a classic-store save's
+// layers).
 func Read(path string) (*Manifest, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -75,12 +79,23 @@ func walk(f *os.File) (*facts, error) {
 		if err != nil {
 			return nil, truncated(f, afterMember(fs.last), err)
 		}
-		data, err := fs.content(tr, hdr, false)
+		data, err := fs.content(tr, hdr, true)
 		if err != nil {
 			return nil, truncated(f, "in member "+hdr.Name, err)
 		}
 		if err := fs.add(hdr, data); err != nil {
 			return nil, err
+		}
+		if blobHex(hdr) != "" {
+			h := sha256.New()
+			if data != nil {
+				h.Write(data)
+			} else if _, err := io.Copy(h, tr); err != nil {
+				return nil, truncated(f, "in member "+hdr.Name, err)
+			}
+			if err := fs.checkBlob(hdr, h.Sum(nil)); err != nil {
+				return nil, err
+			}
 		}
 	}
 }

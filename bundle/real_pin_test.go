@@ -32,7 +32,7 @@ func TestRealDigestPin(t *testing.T) {
 		want  string // "" for served
 	}{
 		{"claimed only", sha(good), nil, "unproven"},
-		{"a blob of other content", sha(good), blob(sha(good), elsewhere), "unproven"},
+		{"a blob of other content", sha(good), blob(sha(good), elsewhere), "does not hash to its name"}, // refused by the walk, before any proof
 		{"a manifest of another image", sha(elsewhere), blob(sha(elsewhere), elsewhere), "unproven"},
 		{"proven", sha(good), blob(sha(good), good), ""},
 	} {

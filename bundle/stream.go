@@ -3,6 +3,7 @@ package bundle
 import (
 	"archive/tar"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -115,7 +116,7 @@ func relay(r io.Reader, w io.Writer, expected, dgst, want string) (Image, []stri
 		if err != nil {
 			return Image{}, nil, cut(afterMember(f.last), err)
 		}
-		data, err := f.content(tr, hdr, dgst != "")
+		data, err := f.content(tr, hdr, true)
 		if err != nil {
 			return Image{}, nil, cut("in member "+hdr.Name, err)
 		}
@@ -137,13 +138,29 @@ func relay(r io.Reader, w io.Writer, expected, dgst, want string) (Image, []stri
 		if err := tw.WriteHeader(out); err != nil {
 			return Image{}, nil, err
 		}
+		blob := blobHex(hdr) != ""
+		h := sha256.New()
 		if data != nil {
+			h.Write(data)
 			_, err = tw.Write(data)
-		} else if _, err = io.CopyBuffer(tw, tr, buf); err != nil && !errors.Is(err, errEngineDone) {
-			err = cut("in member "+hdr.Name, err)
+		} else {
+			var src io.Reader = tr
+			if blob {
+				src = io.TeeReader(tr, h)
+			}
+			if _, err = io.CopyBuffer(tw, src, buf); err != nil && !errors.Is(err, errEngineDone) {
+				err = cut("in member "+hdr.Name, err)
+			}
 		}
 		if err != nil {
 			return Image{}, nil, err
+		}
+		if blob {
+			// Already on its way to the Engine: a blob that is not what
+			// its name says ends the load before the metadata goes.
+			if err := f.checkBlob(hdr, h.Sum(nil)); err != nil {
+				return Image{}, nil, err
+			}
 		}
 	}
 	// The archive is the whole stream: read it to its end (the reader's
