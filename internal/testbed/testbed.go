@@ -121,6 +121,20 @@ func Need(t testing.TB, b *Bed) {
 	}
 }
 
+// ContainerdStore reports whether the bed's daemon was configured for the
+// containerd image store (PREFETCH_TESTBED_DAEMON_JSON turning on the
+// containerd-snapshotter feature); the default bed, with a graph driver
+// named on the command line, keeps images in the classic store.
+func ContainerdStore() bool {
+	var conf struct {
+		Features map[string]bool `json:"features"`
+	}
+	if json.Unmarshal([]byte(cmp.Or(os.Getenv("PREFETCH_TESTBED_DAEMON_JSON"), "{}")), &conf) != nil {
+		return false
+	}
+	return conf.Features["containerd-snapshotter"]
+}
+
 // Start starts a private dockerd and waits until it answers.
 func Start() (*Bed, error) {
 	// Unix socket paths are limited to ~100 bytes: keep the directory short.
@@ -444,6 +458,13 @@ func (b *Bed) Push(ctx context.Context, ref string, auth registry.AuthConfig) (s
 			var aux struct{ Digest string }
 			if json.Unmarshal(*msg.Aux, &aux) == nil && aux.Digest != "" {
 				dgst = aux.Digest
+			}
+		}
+		// The containerd image store (Docker 29) sends no aux message with
+		// the digest, only the status line "<tag>: digest: <digest> size: <n>".
+		if _, rest, ok := strings.Cut(msg.Status, ": digest: "); ok && dgst == "" {
+			if d, _, _ := strings.Cut(rest, " "); strings.HasPrefix(d, "sha256:") {
+				dgst = d
 			}
 		}
 	}
