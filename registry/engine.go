@@ -126,21 +126,30 @@ func (e *PullError) Unwrap() error { return e.err }
 // pullKinds are the texts dockerd's messages carry for each kind (the
 // registries' error codes they quote: MANIFEST_UNKNOWN is "manifest
 // unknown", TOOMANYREQUESTS "toomanyrequests", UNAUTHORIZED
-// "unauthorized"), matched in this order. "pull access denied ...,
+// "unauthorized"; the containerd image store quotes the HTTP status
+// instead: "unexpected status from HEAD request to ...: 429 Too Many
+// Requests"), matched in this order. "pull access denied ...,
 // repository does not exist or may require 'docker login'" is left
 // untyped: it can mean either.
 var pullKinds = []struct {
 	kind  error
 	texts []string
 }{
-	{ErrPullRateLimited, []string{"toomanyrequests"}},
-	{ErrPullUnauthorized, []string{"unauthorized", "authentication required", "no basic auth credentials"}},
+	{ErrPullRateLimited, []string{"toomanyrequests", "429 Too Many Requests"}}, // the second: the containerd store's (Docker 29.7.2)
+	{ErrPullUnauthorized, []string{"unauthorized", "authentication required", "no basic auth credentials", "401 Unauthorized"}},
 	{ErrPullNotFound, []string{"manifest unknown", "not found"}},
 }
 
 // pullError types a failed pull's message; err is the API error it came
 // in, nil for an error inside the progress stream.
 func pullError(msg string, err error) *PullError {
+	if strings.Contains(msg, "could not fetch content descriptor") {
+		// The containerd image store's word for a blob the registry named
+		// and does not serve ("... from remote: not found"): the registry
+		// lost content, as 20.10's "unknown blob" says, not a missing
+		// manifest (Docker 29.7.2).
+		return &PullError{Msg: msg, err: err}
+	}
 	for _, k := range pullKinds {
 		for _, t := range k.texts {
 			if strings.Contains(msg, t) {

@@ -19,6 +19,10 @@ func TestPullErrorKinds(t *testing.T) {
 		{"Head \"https://127.0.0.1:5000/v2/x/manifests/1\": unauthorized: authentication required", ErrPullUnauthorized},
 		{"pull access denied for x, repository does not exist or may require 'docker login'", nil},
 		{"received unexpected HTTP status: 500 Internal Server Error", nil},
+		{"failed to resolve reference \"127.0.0.1:5000/x:1\": unexpected status from HEAD request to http://127.0.0.1:5000/v2/x/manifests/1: 429 Too Many Requests", ErrPullRateLimited}, // Docker 29.7.2's containerd store
+		// Docker 29.7.2's containerd store, a blob the registry lost (as
+		// 20.10's "unknown blob"): not a missing manifest.
+		{"failed to copy: httpReadSeeker: failed open: could not fetch content descriptor sha256:ab (application/vnd.docker.image.rootfs.diff.tar.gzip) from remote: not found", nil},
 	}
 	for _, tt := range tests {
 		err := fmt.Errorf("pulling x: %w", pullError(tt.msg, nil))
