@@ -3,6 +3,7 @@ package bundle
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -110,6 +111,29 @@ func blobHex(hdr *tar.Header) string {
 		return ""
 	}
 	return h
+}
+
+// copyMember writes the content of the member hdr to w: data when the pass
+// kept it, else what r holds of it (through buf). For a blob it returns the
+// content's SHA-256, for checkBlob; nil for any other member.
+func copyMember(w io.Writer, r io.Reader, hdr *tar.Header, data, buf []byte) ([]byte, error) {
+	if blobHex(hdr) == "" {
+		if data != nil {
+			_, err := w.Write(data)
+			return nil, err
+		}
+		_, err := io.CopyBuffer(w, r, buf)
+		return nil, err
+	}
+	h := sha256.New()
+	var err error
+	if data != nil {
+		h.Write(data)
+		_, err = w.Write(data)
+	} else {
+		_, err = io.CopyBuffer(w, io.TeeReader(r, h), buf)
+	}
+	return h.Sum(nil), err
 }
 
 // checkBlob refuses a blob member whose content (sum, its SHA-256) is not

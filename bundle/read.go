@@ -2,7 +2,6 @@ package bundle
 
 import (
 	"archive/tar"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -87,13 +86,11 @@ func walk(f *os.File) (*facts, error) {
 			return nil, err
 		}
 		if blobHex(hdr) != "" {
-			h := sha256.New()
-			if data != nil {
-				h.Write(data)
-			} else if _, err := io.Copy(h, tr); err != nil {
+			sum, err := copyMember(io.Discard, tr, hdr, data, nil)
+			if err != nil {
 				return nil, truncated(f, "in member "+hdr.Name, err)
 			}
-			if err := fs.checkBlob(hdr, h.Sum(nil)); err != nil {
+			if err := fs.checkBlob(hdr, sum); err != nil {
 				return nil, err
 			}
 		}

@@ -3,7 +3,6 @@ package bundle
 import (
 	"archive/tar"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -58,32 +57,28 @@ func (l *Loader) Stream(ctx context.Context, r io.Reader, expected, dgst, want s
 	out := <-done
 	bf := &bundleFile{fileData: fileData{fresh: added(before, out.res)}}
 	log := l.log.With("image", expected)
+	refuse := func(err error) (string, error) { // what the load added goes
+		l.discardFresh(ctx, log, bf, nil)
+		return "", err
+	}
 	switch {
 	case rerr != nil && !errors.Is(rerr, errEngineDone):
-		l.discardFresh(ctx, log, bf, nil)
-		return "", rerr
+		return refuse(rerr)
 	case out.err != nil:
-		l.discardFresh(ctx, log, bf, nil)
-		return "", fmt.Errorf("the Docker Engine refused it: %w", out.err)
+		return refuse(fmt.Errorf("the Docker Engine refused it: %w", out.err))
 	case rerr != nil:
-		l.discardFresh(ctx, log, bf, nil)
-		return "", errors.New("the Docker Engine ended the load before the archive's end")
+		return refuse(errors.New("the Docker Engine ended the load before the archive's end"))
 	}
 	verified, err := verify(&Manifest{Images: []Image{img}}, out.res)
 	if err != nil {
-		l.discardFresh(ctx, log, bf, nil)
-		return "", err
+		return refuse(err)
 	}
 	id := verified[expected]
 	switch {
 	case want != "" && id != want:
-		err = fmt.Errorf("it was announced as image %s and the Engine loaded %s", want, id)
+		return refuse(fmt.Errorf("it was announced as image %s and the Engine loaded %s", want, id))
 	case dgst != "" && !slices.Contains(proved, id):
-		err = unproven(dgst, fmt.Errorf("the Engine loaded it as %s, which blob %s does not lead to (it leads to %s)", id, dgst, strings.Join(proved, ", ")))
-	}
-	if err != nil {
-		l.discardFresh(ctx, log, bf, nil)
-		return "", err
+		return refuse(unproven(dgst, fmt.Errorf("the Engine loaded it as %s, which blob %s does not lead to (it leads to %s)", id, dgst, strings.Join(proved, ", "))))
 	}
 	l.discardFresh(ctx, log, bf, func(loaded string) bool { return loaded == id })
 	return id, nil
@@ -138,27 +133,17 @@ func relay(r io.Reader, w io.Writer, expected, dgst, want string) (Image, []stri
 		if err := tw.WriteHeader(out); err != nil {
 			return Image{}, nil, err
 		}
-		blob := blobHex(hdr) != ""
-		h := sha256.New()
-		if data != nil {
-			h.Write(data)
-			_, err = tw.Write(data)
-		} else {
-			var src io.Reader = tr
-			if blob {
-				src = io.TeeReader(tr, h)
-			}
-			if _, err = io.CopyBuffer(tw, src, buf); err != nil && !errors.Is(err, errEngineDone) {
-				err = cut("in member "+hdr.Name, err)
-			}
+		sum, err := copyMember(tw, tr, hdr, data, buf)
+		if err != nil && !errors.Is(err, errEngineDone) {
+			err = cut("in member "+hdr.Name, err)
 		}
 		if err != nil {
 			return Image{}, nil, err
 		}
-		if blob {
+		if sum != nil {
 			// Already on its way to the Engine: a blob that is not what
 			// its name says ends the load before the metadata goes.
-			if err := f.checkBlob(hdr, h.Sum(nil)); err != nil {
+			if err := f.checkBlob(hdr, sum); err != nil {
 				return Image{}, nil, err
 			}
 		}

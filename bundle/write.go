@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -166,24 +165,20 @@ func copyArchive(tw *tar.Writer, tr *tar.Reader) (*facts, error) {
 			return nil, fmt.Errorf("writing member %s: %w", hdr.Name, err)
 		}
 		var data []byte
-		h := sha256.New()
 		if fs.wants(hdr, true) {
 			if data, err = readMember(tr, hdr, maxMeta); err != nil {
 				return nil, err
 			}
-			h.Write(data)
-			_, err = tw.Write(data)
-		} else {
-			_, err = io.CopyBuffer(tw, io.TeeReader(tr, h), buf)
 		}
+		sum, err := copyMember(tw, tr, hdr, data, buf)
 		if err != nil {
 			return nil, fmt.Errorf("copying member %s: %w", hdr.Name, err)
 		}
 		if err := fs.add(hdr, data); err != nil {
 			return nil, err
 		}
-		if blobHex(hdr) != "" {
-			if err := fs.checkBlob(hdr, h.Sum(nil)); err != nil {
+		if sum != nil {
+			if err := fs.checkBlob(hdr, sum); err != nil {
 				return nil, fmt.Errorf("the Engine's save: %w", err)
 			}
 		}

@@ -5,12 +5,13 @@ package main
 // prefetch once -bundle; and the bundles that must be refused.
 
 import (
+	"archive/tar"
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,16 +92,24 @@ func localImageID(t *testing.T, ref string) string {
 // OCI layout, index.json at its root).
 func (b bundled) ociLayout(t *testing.T) bool {
 	t.Helper()
-	data, err := os.ReadFile(b.path)
+	f, err := os.Open(b.path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	found := false
-	tartest.Rewrite(t, data, func(name string, data []byte) (string, []byte) {
-		found = found || name == "index.json"
-		return name, data
-	})
-	return found
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hdr.Name == "index.json" {
+			return true
+		}
+	}
 }
 
 func (b bundled) removeAll(t *testing.T) {
@@ -184,6 +193,15 @@ func TestBundleRefused(t *testing.T) {
 	dir := t.TempDir()
 	fakeID := fmt.Sprintf("sha256:%x", sha256.Sum256([]byte("no such image")))
 	a := b.ids[b.expected[0]]
+	// A Docker 25+ save (an OCI layout) holds the config and the layers as
+	// blobs, which the walk checks against their names.
+	oci := b.ociLayout(t)
+	ifOCI := func(yes, no string) string {
+		if oci {
+			return yes
+		}
+		return no
+	}
 
 	for _, tc := range []struct {
 		name, want string
@@ -208,7 +226,7 @@ func TestBundleRefused(t *testing.T) {
 			// walk finds not to hash to its new name before the Engine
 			// sees a byte.
 			name: "manifest and member names lie, the content does not",
-			want: cmp.Or(map[bool]string{true: "does not hash to its name"}[b.ociLayout(t)], "the Engine loaded"),
+			want: ifOCI("does not hash to its name", "the Engine loaded"),
 			edit: func(name string, data []byte) (string, []byte) {
 				old, lie := strings.TrimPrefix(a, "sha256:"), strings.TrimPrefix(fakeID, "sha256:")
 				switch name {
@@ -227,7 +245,7 @@ func TestBundleRefused(t *testing.T) {
 			// In a Docker 25+ save the layer is a blob, which the walk
 			// finds not to hash to its name.
 			name: "a corrupt layer",
-			want: cmp.Or(map[bool]string{true: "does not hash to its name"}[b.ociLayout(t)], "the Docker Engine refused it: loading an archive: invalid diffID"),
+			want: ifOCI("does not hash to its name", "the Docker Engine refused it: loading an archive: invalid diffID"),
 			edit: func(name string, data []byte) (string, []byte) {
 				layer := strings.HasSuffix(name, "/layer.tar") || strings.HasPrefix(name, "blobs/sha256/") && !bytes.HasPrefix(data, []byte("{"))
 				if layer && len(data) > 2048 {

@@ -129,11 +129,15 @@ func ContainerdStore() bool {
 	var conf struct {
 		Features map[string]bool `json:"features"`
 	}
-	if json.Unmarshal([]byte(cmp.Or(os.Getenv("PREFETCH_TESTBED_DAEMON_JSON"), "{}")), &conf) != nil {
+	if json.Unmarshal([]byte(daemonJSON()), &conf) != nil {
 		return false
 	}
 	return conf.Features["containerd-snapshotter"]
 }
+
+// daemonJSON is the bed's daemon.json: PREFETCH_TESTBED_DAEMON_JSON, "{}"
+// when unset.
+func daemonJSON() string { return cmp.Or(os.Getenv("PREFETCH_TESTBED_DAEMON_JSON"), "{}") }
 
 // Start starts a private dockerd and waits until it answers.
 func Start() (*Bed, error) {
@@ -143,8 +147,7 @@ func Start() (*Bed, error) {
 		return nil, err
 	}
 	b := &Bed{Dir: dir, Host: "unix://" + filepath.Join(dir, "docker.sock")}
-	conf := cmp.Or(os.Getenv("PREFETCH_TESTBED_DAEMON_JSON"), "{}")
-	if err := os.WriteFile(filepath.Join(dir, "daemon.json"), []byte(conf+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "daemon.json"), []byte(daemonJSON()+"\n"), 0o644); err != nil {
 		return nil, err
 	}
 	if err := b.startDocker(); err != nil {
