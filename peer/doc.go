@@ -1,7 +1,8 @@
 // Package peer owns the agent-to-agent image transfer: every node is a
 // source. Server serves an agent's own expected, present images to its
 // peers, each as a one-image bundle (the Engine's save of the image's ID
-// and a manifest naming it, bundle.Stream); Source takes an image from the
+// and a manifest naming it, bundle.Stream; the peers asking for it at once
+// share one save, see share); Source takes an image from the
 // peers, streaming a transfer into the Engine through a bundle.Loader that
 // vets it on the way and verifies what was loaded (no name in the archive,
 // the ID the manifest names and the peer announced, a digest pin proven by

@@ -11,11 +11,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -385,4 +388,142 @@ func TestSlowLoadAfterTransfer(t *testing.T) {
 	if err != nil || c.ID != id {
 		t.Fatalf("a load slower than stall_timeout after a whole transfer: %+v, %v; want %s", c, err, id)
 	}
+}
+
+// gatedSaver counts the Engine's saves and holds each after its first
+// bytes until gate is closed: the peers asking meanwhile join it.
+type gatedSaver struct {
+	*registry.Engine
+	saves atomic.Int32
+	after int64
+	gate  chan struct{}
+}
+
+func (g *gatedSaver) Save(ctx context.Context, ids []string, opts registry.ArchiveOptions) (io.ReadCloser, error) {
+	g.saves.Add(1)
+	rc, err := g.Engine.Save(ctx, ids, opts)
+	if err != nil {
+		return nil, err
+	}
+	held := readerFunc(func(p []byte) (int, error) {
+		<-g.gate
+		return rc.Read(p)
+	})
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(io.LimitReader(rc, g.after), held), rc}, nil
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// Peers asking for an image while its save begins share that one save: a
+// peer that joins after the first bytes went out is sent them first, and
+// one that takes nothing is cut off without holding the others (for the
+// minute a peer alone may take).
+func TestAskersShareOneSave(t *testing.T) {
+	testbed.Need(t, bed)
+	e := engine(t)
+	ref := "peer.test/app:shared"
+	if _, err := bed.Import(context.Background(), ref, "shared", 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	im, err := e.Inspect(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gatedSaver{Engine: e, after: 512 << 10, gate: make(chan struct{})}
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(g.gate) }) })
+	joined := make(chan struct{}, 3)
+	logged := make(lines, 8)
+	srv := &Server{
+		Held:   func(string) Held { return Held{Expected: true, State: "present", ImageID: im.ID} },
+		Engine: g, MaxServing: 3, Authorize: func(*http.Request) error { return nil },
+		StallTimeout: time.Minute,            // what a peer alone may take
+		behind:       200 * time.Millisecond, // a peer of several whose queue stays full that long is cut off
+		joined:       func(bundle.Entry) { joined <- struct{}{} },
+		Log:          slog.New(slog.NewTextHandler(logged, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	u := ts.URL + Path + "?ref=" + ref
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // far below the stall: the others were not held by the stalled peer
+	defer cancel()
+	get := func() *http.Response {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %v %v", u, resp, err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	first := get()
+	<-joined
+	head := make([]byte, 1) // the save's first bytes are out
+	if _, err := io.ReadFull(first.Body, head); err != nil {
+		t.Fatal(err)
+	}
+	second := get()
+	<-joined
+	// A peer that asks and takes nothing.
+	stalled, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	stalled.(*net.TCPConn).SetReadBuffer(4 << 10)
+	if _, err := io.WriteString(stalled, "GET "+Path+"?ref="+ref+" HTTP/1.1\r\nHost: peer\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-joined
+	once.Do(func() { close(g.gate) })
+	var bodies [2][]byte
+	var wg sync.WaitGroup
+	for i, resp := range []*http.Response{first, second} {
+		wg.Go(func() {
+			b, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Errorf("transfer %d: %v after %d bytes", i+1, err, len(b))
+			}
+			bodies[i] = b
+		})
+	}
+	wg.Wait()
+	bodies[0] = append(head, bodies[0]...)
+	if !bytes.Equal(bodies[0], bodies[1]) || len(bodies[0]) < 16<<20 {
+		t.Fatalf("the two transfers differ: %d and %d bytes", len(bodies[0]), len(bodies[1]))
+	}
+	if n := g.saves.Load(); n != 1 {
+		t.Fatalf("%d saves for three peers asking at once, want 1", n)
+	}
+	// What the joiner got is the image, whole.
+	got, err := bundle.NewLoader(e, slog.New(slog.DiscardHandler)).Stream(context.Background(), bytes.NewReader(bodies[1]), ref, "", im.ID, registry.ArchiveOptions{})
+	if err != nil || got != im.ID {
+		t.Fatalf("loading the joiner's transfer: %s, %v; want %s", got, err, im.ID)
+	}
+	// The stalled peer was cut off: once it goes, its transfer ends as
+	// failed (it was blocked in a write to it), not served whole.
+	stalled.Close()
+	select {
+	case line := <-logged:
+		if !strings.Contains(line, "a transfer failed") {
+			t.Fatalf("the server logged %q, want the stalled peer's transfer failed", line)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stalled peer's transfer did not end")
+	}
+}
+
+// lines sends each line written to it (a slog.TextHandler writes a record
+// a call) to a channel.
+type lines chan string
+
+func (l lines) Write(p []byte) (int, error) {
+	l <- string(p)
+	return len(p), nil
 }

@@ -82,6 +82,11 @@ type Server struct {
 	once  sync.Once
 	slots chan struct{} // one token per transfer being served
 	held  atomic.Int32  // questions being held
+
+	mu     sync.Mutex
+	shares map[bundle.Entry]*share // the saves being served, by bundle
+	joined func(bundle.Entry)      // tests: told of each transfer once it is in a share
+	behind time.Duration           // tests: the lag of a shared save, if not lag's
 }
 
 // maxHeld bounds the questions held at once: past it, they are answered at
@@ -169,17 +174,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.release()
-	entry := bundle.EntryFor(ref, ref, "", dgst, im)
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.Header().Set(IDHeader, im.ID)
 	w.WriteHeader(http.StatusOK)
 	out := &deadlineWriter{rc: http.NewResponseController(w), w: w, stall: s.stall(), served: s.Served}
-	buf := bufio.NewWriterSize(out, 256<<10)
-	_, err = bundle.Stream(ctx, s.Engine, buf, []bundle.Entry{entry}, bundle.WriteOptions{Archive: registry.ArchiveOptions{StallTimeout: s.stall(), QuietTimeout: s.stall()}})
-	if err == nil {
-		err = buf.Flush()
+	// The answer goes out now: a peer that joins a save is sent nothing
+	// until the save's next bytes.
+	if err := out.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return
 	}
-	if err != nil {
+	if err := s.serve(ctx, bundle.EntryFor(ref, ref, "", dgst, im), out); err != nil {
 		// The receiver sees a cut archive and refuses it; the connection
 		// is closed so that it does not wait for more.
 		if s.Log != nil {
@@ -190,6 +194,55 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.Log != nil {
 		s.Log.Info("peer: served an image", "image", ref, "image_id", registry.ShortID(im.ID), "peer", r.RemoteAddr, "bytes", out.n)
 	}
+}
+
+// serve writes entry's one-image bundle to out: it joins the save of the
+// same bundle being written to other peers, if one has just begun, or
+// begins one (see share).
+func (s *Server) serve(ctx context.Context, entry bundle.Entry, out *deadlineWriter) error {
+	key := entry // the bundle's manifest is made of it
+	s.mu.Lock()
+	sh := s.shares[key]
+	var t *taker
+	ok := false
+	if sh != nil {
+		t, ok = sh.join()
+	}
+	if !ok {
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		behind := s.behind
+		if behind == 0 {
+			behind = lag(s.stall())
+		}
+		sh = newShare(s.stall(), behind, cancel)
+		t, _ = sh.join()
+		if s.shares == nil {
+			s.shares = map[bundle.Entry]*share{}
+		}
+		s.shares[key] = sh
+		go s.save(sctx, key, sh, entry)
+	}
+	s.mu.Unlock()
+	if s.joined != nil {
+		s.joined(key)
+	}
+	return t.send(sh, out, ctx.Done())
+}
+
+// save runs a share's save and ends it.
+func (s *Server) save(ctx context.Context, key bundle.Entry, sh *share, entry bundle.Entry) {
+	defer sh.cancel()
+	buf := bufio.NewWriterSize(sh, 256<<10)
+	_, err := bundle.Stream(ctx, s.Engine, buf, []bundle.Entry{entry}, bundle.WriteOptions{Archive: registry.ArchiveOptions{StallTimeout: s.stall(), QuietTimeout: s.stall()}})
+	if err == nil {
+		err = buf.Flush()
+	}
+	s.mu.Lock()
+	if s.shares[key] == sh {
+		delete(s.shares, key)
+	}
+	s.mu.Unlock()
+	sh.finish(err)
 }
 
 // MaxHold bounds how long a request with ?wait= is held while the image is
@@ -207,14 +260,19 @@ func (s *Server) hold(ctx context.Context, ref string, h Held, until time.Time) 
 	if !h.Expected || h.ImageID != "" || h.State != "wanted" && h.State != "pulling" {
 		return h
 	}
-	t := time.NewTicker(holdPoll)
-	defer t.Stop()
 	deadline := time.After(time.Until(until))
 	for {
+		// Every held question looks at the same moments (multiples of
+		// holdPoll), so that the peers waiting for an image are answered
+		// together and share its save.
+		now := time.Now()
+		t := time.NewTimer(now.Truncate(holdPoll).Add(holdPoll).Sub(now))
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return h
 		case <-deadline:
+			t.Stop()
 			return h
 		case <-t.C:
 		}

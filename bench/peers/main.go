@@ -39,14 +39,15 @@ import (
 )
 
 type options struct {
-	phases    string
-	nodes     int
-	layers    int
-	layerSize int
-	bandwidth int
-	reps      int
-	logs      string
-	timeout   time.Duration
+	phases     string
+	nodes      int
+	layers     int
+	layerSize  int
+	bandwidth  int
+	reps       int
+	maxServing int
+	logs       string
+	timeout    time.Duration
 }
 
 func main() {
@@ -57,6 +58,7 @@ func main() {
 	flag.IntVar(&o.layerSize, "layer-size", 16<<20, "bytes of each layer")
 	flag.IntVar(&o.bandwidth, "bandwidth", 0, "bytes a second of the registry's one link, shared by every pull (0: unlimited)")
 	flag.IntVar(&o.reps, "reps", 1, "repetitions of the phases")
+	flag.IntVar(&o.maxServing, "max-serving", 0, "the peers block's max_serving (0: its default)")
 	flag.StringVar(&o.logs, "logs", "", "keep each agent's log (JSON, debug) in this directory, as PHASE-REP-node-N.log")
 	flag.DurationVar(&o.timeout, "timeout", 9*time.Minute, "stop everything after this long")
 	flag.Parse()
@@ -95,6 +97,11 @@ type result struct {
 
 func run(ctx context.Context, o options, out io.Writer) error {
 	start := time.Now()
+	if o.logs != "" {
+		if err := os.MkdirAll(o.logs, 0o755); err != nil {
+			return err
+		}
+	}
 	progress("starting %d dockerds and a registry", o.nodes)
 	e := &env{o: o}
 	beds := make([]*testbed.Bed, o.nodes)
@@ -171,10 +178,11 @@ func (e *env) phase(ctx context.Context, phase string) (result, error) {
 	switch phase {
 	case "plain":
 	case "peers":
-		peers = `  peers {
-    order = "first"
-  }
-`
+		peers = "  peers {\n    order = \"first\"\n"
+		if e.o.maxServing > 0 {
+			peers += fmt.Sprintf("    max_serving = %d\n", e.o.maxServing)
+		}
+		peers += "  }\n"
 	default:
 		return r, fmt.Errorf("unknown phase %q (plain, peers)", phase)
 	}
