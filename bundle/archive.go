@@ -183,7 +183,7 @@ func (f *facts) add(hdr *tar.Header, data []byte) error {
 	case MemberName:
 		f.manifest = data
 	default:
-		if data != nil && bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
+		if data != nil && manifestLike(data) {
 			f.blobs["sha256:"+path.Base(name)] = data
 			f.blobsSize += int64(len(data))
 		}
@@ -192,6 +192,21 @@ func (f *facts) add(hdr *tar.Header, data []byte) error {
 		return fmt.Errorf("decoding member %q: %w", hdr.Name, err)
 	}
 	return nil
+}
+
+// manifestLike says whether a blob read is an image manifest or an index
+// (what vetIndex, configOf and a digest pin's proof read), rather than an
+// image config or a layer: only those are kept, so that the budget of
+// kept blobs (maxBlobsJSON) is not spent on configs, which are larger.
+func manifestLike(data []byte) bool {
+	if !bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
+		return false
+	}
+	var m struct {
+		Layers    json.RawMessage `json:"layers"`
+		Manifests json.RawMessage `json:"manifests"`
+	}
+	return json.Unmarshal(data, &m) == nil && (m.Layers != nil || m.Manifests != nil)
 }
 
 // readMember reads a member's content, refusing one larger than limit.

@@ -299,8 +299,8 @@ func TestReadRefuses(t *testing.T) {
 func TestIdentifyOCI(t *testing.T) {
 	t.Parallel()
 	cfg := sha([]byte("config"))
-	mf := []byte(`{"config":{"digest":"` + cfg + `"}}`)
-	att := []byte(`{"config":{"digest":"` + sha([]byte("att")) + `"}}`)
+	mf := []byte(`{"config":{"digest":"` + cfg + `"},"layers":[]}`)
+	att := []byte(`{"config":{"digest":"` + sha([]byte("att")) + `"},"layers":[]}`)
 	idx := []byte(`{"manifests":[{"digest":"` + sha(mf) + `","platform":{"os":"linux"}},{"digest":"` + sha(att) + `","platform":{"os":"unknown"}},{"digest":"` + sha([]byte("absent")) + `","platform":{"os":"linux"}}]}`)
 	for _, tc := range []struct {
 		name, id string
@@ -487,7 +487,7 @@ func TestLoaderDiscards(t *testing.T) {
 func TestProveDigest(t *testing.T) {
 	t.Parallel()
 	cfg := sha([]byte("config"))
-	mf := []byte(`{"config":{"digest":"` + cfg + `"}}`)
+	mf := []byte(`{"config":{"digest":"` + cfg + `"},"layers":[]}`)
 	absent := sha([]byte("absent"))
 	idx := []byte(`{"manifests":[{"digest":"` + sha(mf) + `"},{"digest":"` + absent + `"}]}`)
 	blob := func(name string, data []byte) member { return member{"blobs/sha256/" + hexOf(name), data} }
@@ -732,6 +732,9 @@ func TestVetIndex(t *testing.T) {
 		{"an index of no saved manifest", []member{blob(idx), index(sha(idx))}, "none of its manifests"},
 		{"a manifest named as another", []member{blob(cfg), blob(layer), {"blobs/sha256/" + hexOf(sha(mf)), other}, index(sha(mf))}, "does not hash to its name"},
 		{"a layer named as another", []member{blob(cfg), {"blobs/sha256/" + hexOf(sha(layer)), []byte("other bytes")}, blob(mf), index(sha(mf))}, "does not hash to its name"},
+		// Configs (here 8 of 4 MiB, the 32 MiB of JSON blobs kept) are not
+		// kept: the manifest after them still is.
+		{"configs past the budget of kept blobs", append(bigConfigs(8, blob), blob(cfg), blob(layer), blob(mf), index(sha(mf))), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -748,6 +751,17 @@ func TestVetIndex(t *testing.T) {
 			}
 		})
 	}
+}
+
+// bigConfigs is n image configs of maxBlobJSON bytes each, as blobs.
+func bigConfigs(n int, blob func([]byte) member) []member {
+	var out []member
+	for i := range n {
+		data := []byte(fmt.Sprintf(`{"os":"linux","history":[{"comment":"%d"}]}`, i))
+		data = append(data, bytes.Repeat([]byte(" "), maxBlobJSON-len(data))...) // JSON, maxBlobJSON bytes
+		out = append(out, blob(data))
+	}
+	return out
 }
 
 func mustOpen(t *testing.T, path string) *os.File {
