@@ -55,7 +55,7 @@ const (
 const (
 	DefaultPeersWait       = 2 * time.Minute
 	MaxPeersWait           = time.Hour
-	DefaultPeersMaxServing = 2
+	DefaultPeersMaxServing = 3
 	MaxPeersMaxServing     = 64
 	DefaultPeersMaxSize    = 16 << 30
 	MinPeersMaxSize        = 1 << 20
