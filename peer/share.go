@@ -35,11 +35,13 @@ type share struct {
 }
 
 // The bounds of a share: what it keeps for the peers that join it
-// (maxReplay), how far a peer may fall behind the save (queued chunks of
-// up to the save's 256 KiB buffer each).
+// (maxReplay, while the archive's first bytes are sent: the peers answered
+// at the same moment join within milliseconds), how far a peer may fall
+// behind the save (queued chunks of up to the save's 256 KiB buffer each).
+// A save being served holds at most their sum and its buffer: 3.25 MiB.
 const (
-	maxReplay = 4 << 20
-	queued    = 8
+	maxReplay = 2 << 20
+	queued    = 4
 )
 
 var (
