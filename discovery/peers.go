@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -98,7 +99,7 @@ func (d *Discoverer) startPeers(settings config.Nomad, c *nomad.Client, self fun
 		source: &peer.Source{
 			Self: self, Token: token, Engine: d.Engine, MaxSize: p.MaxSize, Wait: p.Wait,
 			StallTimeout: d.StallTimeout, Taken: bytes("taken"), Log: log,
-			Lister: &catalogPeers{c: c, service: p.Service, token: token, timeout: cmpOr(d.CallTimeout, 30*time.Second)},
+			Lister: &catalogPeers{c: c, self: self, service: p.Service, token: token, timeout: cmpOr(d.CallTimeout, 30*time.Second)},
 		},
 	}
 	d.peers.Store(l)
@@ -110,11 +111,15 @@ func (d *Discoverer) startPeers(settings config.Nomad, c *nomad.Client, self fun
 // service by the job and namespace of this agent's own identity, read at
 // most once per peersFresh while it lists any (a rollout asks for many
 // images at once; the catalog changes far more slowly), and again at each
-// call while it lists none (the agents' registrations come a moment after
-// their tasks start). A registration whose address is not an IP address,
+// call while it lists none but this agent's own (the agents' registrations
+// come a moment after their tasks start, and while the job is updated one
+// node after the other, the others' are gone for a moment: an agent that
+// kept a list of itself alone would take itself for the only one, and
+// fetch every image itself, for a whole peersFresh). A registration whose address is not an IP address,
 // or that the catalog reader finds invalid, is no peer.
 type catalogPeers struct {
 	c       *nomad.Client
+	self    func() string // this agent's node ID, "" while not known
 	service string
 	token   func() (string, error)
 	timeout time.Duration
@@ -157,7 +162,7 @@ func (cp *catalogPeers) Peers(ctx context.Context) ([]peer.Peer, error) {
 		out = append(out, peer.Peer{Node: a.NodeID, Address: a.Address})
 	}
 	cp.peers, cp.at = out, time.Time{}
-	if len(out) > 0 {
+	if slices.ContainsFunc(out, func(p peer.Peer) bool { return cp.self == nil || p.Node != cp.self() }) {
 		cp.at = time.Now()
 	}
 	return out, nil
