@@ -527,3 +527,33 @@ func (l lines) Write(p []byte) (int, error) {
 	l <- string(p)
 	return len(p), nil
 }
+
+// A peer ranked ahead that can't answer at first (here: it can't check
+// callers now, 503) is asked once more before this agent fetches the
+// image itself.
+func TestAskedAgainAfterRefusal(t *testing.T) {
+	testbed.Need(t, bed)
+	e := engine(t)
+	ref := "peer.test/app:unsure"
+	id := image(t, ref, "unsure")
+	var asks atomic.Int32
+	srv := &Server{
+		Held:   func(string) Held { return Held{Expected: true, State: "present", ImageID: id} },
+		Engine: e, MaxServing: 1,
+		Authorize: func(*http.Request) error {
+			if asks.Add(1) == 1 {
+				return ErrUnavailable
+			}
+			return nil
+		},
+	}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	src := source(t, e, strings.TrimPrefix(ts.URL, "http://"))
+	src.Wait = time.Minute
+	src.Self = func() string { return "" } // ranked last, behind the peer
+	c, err := src.Image(context.Background(), ref, "", true, registry.ArchiveOptions{})
+	if err != nil || c.ID != id {
+		t.Fatalf("asked first, the peer ahead unable to check callers at first: %+v, %v; want a copy of %s", c, err, id)
+	}
+}

@@ -206,7 +206,7 @@ func (s *Source) Image(ctx context.Context, expected, dgst string, first bool, o
 					return c, nil
 				}
 				note(p, describe(o, err))
-				unaware = unaware || o == notExpected
+				unaware = unaware || o == notExpected || o == refused
 				if o == getting || o == busy {
 					wait = true
 					break
@@ -216,7 +216,10 @@ func (s *Source) Image(ctx context.Context, expected, dgst string, first bool, o
 				// The agents learn of a new image each on its own (each
 				// node renders its config, each reads the job), moments
 				// apart: one ranked ahead that does not expect it yet is
-				// asked once more before this agent pulls it too.
+				// asked once more before this agent pulls it too. So is
+				// one that could not answer (not reachable, or not able
+				// to check this agent's identity now, as just after the
+				// job's update).
 				settled = true
 				select {
 				case <-ctx.Done():
