@@ -54,3 +54,47 @@ func TestVerifyRecordedIdentities(t *testing.T) {
 	_, err = late.Verify(context.Background(), relay)
 	refusal(t, err, ReasonExpired)
 }
+
+// switchingSource serves one recorded key set, then (once rotated is set)
+// another, as Nomad does across a keyring rotation.
+type switchingSource struct {
+	before, after []byte
+	rotated       bool
+}
+
+func (s *switchingSource) JWKS(context.Context) ([]byte, error) {
+	if s.rotated {
+		return s.after, nil
+	}
+	return s.before, nil
+}
+
+// Across a keyring rotation of a real Nomad 2.0.5 (testdata/nomad-2.0.5/
+// rotation): an identity signed with the new key, unknown to the set held,
+// has the set fetched again (not after the 16 days Nomad's Cache-Control
+// allows, nor after MaxAge), and an identity signed before the rotation
+// still verifies against the new set, which keeps the old key.
+func TestVerifyAcrossRecordedRotation(t *testing.T) {
+	t.Parallel()
+	src := &switchingSource{before: []byte(readRecorded(t, "rotation/jwks-before.json")), after: []byte(readRecorded(t, "rotation/jwks-after.json"))}
+	now := time.Unix(1796645520, 0) // just after both were issued
+	clock := func() time.Time { return now }
+	keys := NewKeys(src, KeysOptions{Now: clock})
+	v := &Verifier{Keys: keys, Audience: "nomad-prefetch-relay", Namespace: "default", JobID: "relay-probe", Now: clock}
+	before, after := readRecorded(t, "rotation/relay-before.jwt"), readRecorded(t, "rotation/relay-after.jwt")
+	if _, err := v.Verify(context.Background(), before); err != nil {
+		t.Fatalf("the identity signed before the rotation, against the set before it: %v", err)
+	}
+	src.rotated = true
+	now = now.Add(time.Minute) // past MinInterval, well within MaxAge
+	c, err := v.Verify(context.Background(), after)
+	if err != nil {
+		t.Fatalf("the identity signed after the rotation (a kid the set held lacks): %v", err)
+	}
+	if c.AllocationID != "7ef71734-fbef-7a92-9317-c5009b37110a" {
+		t.Errorf("claims: %+v", c)
+	}
+	if _, err := v.Verify(context.Background(), before); err != nil {
+		t.Fatalf("the identity signed before the rotation, against the set after it: %v", err)
+	}
+}
