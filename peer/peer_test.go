@@ -237,19 +237,26 @@ func TestHeldUntilPresent(t *testing.T) {
 		},
 		Engine: e, MaxServing: 1, Authorize: func(*http.Request) error { return nil },
 	}
-	ts := httptest.NewServer(srv)
-	defer ts.Close()
-	src := source(t, e, strings.TrimPrefix(ts.URL, "http://"))
-	src.Wait = time.Minute
-	src.Self = func() string { return "" } // not known yet: ranked last, behind the peer
 	go func() {
 		<-asked
 		close(present) // the agent got it while the question was held
 	}()
-	c, err := src.Image(context.Background(), ref, "", true, registry.ArchiveOptions{})
+	c, err := askFirstBehind(t, e, srv, ref)
 	if err != nil || c.ID != id {
 		t.Fatalf("asked first while the peer was getting it: %+v, %v; want %s", c, err, id)
 	}
+}
+
+// askFirstBehind asks srv first for ref, as an agent ranked behind it (its
+// own node not known yet, so ranked last) that waits up to a minute.
+func askFirstBehind(t *testing.T, e *registry.Engine, srv *Server, ref string) (Copy, error) {
+	t.Helper()
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	src := source(t, e, strings.TrimPrefix(ts.URL, "http://"))
+	src.Wait = time.Minute
+	src.Self = func() string { return "" }
+	return src.Image(context.Background(), ref, "", true, registry.ArchiveOptions{})
 }
 
 // forge rewrites a transfer's archive as a hostile peer would, keeping it
@@ -336,12 +343,7 @@ func TestAskedAgainBeforeFetching(t *testing.T) {
 		},
 		Engine: e, MaxServing: 1, Authorize: func(*http.Request) error { return nil },
 	}
-	ts := httptest.NewServer(srv)
-	defer ts.Close()
-	src := source(t, e, strings.TrimPrefix(ts.URL, "http://"))
-	src.Wait = time.Minute
-	src.Self = func() string { return "" } // ranked last, behind the peer
-	c, err := src.Image(context.Background(), ref, "", true, registry.ArchiveOptions{})
+	c, err := askFirstBehind(t, e, srv, ref)
 	if err != nil || c.ID != id {
 		t.Fatalf("asked first, the peer ahead learning of the image a moment later: %+v, %v; want a copy of %s", c, err, id)
 	}
@@ -547,12 +549,7 @@ func TestAskedAgainAfterRefusal(t *testing.T) {
 			return nil
 		},
 	}
-	ts := httptest.NewServer(srv)
-	defer ts.Close()
-	src := source(t, e, strings.TrimPrefix(ts.URL, "http://"))
-	src.Wait = time.Minute
-	src.Self = func() string { return "" } // ranked last, behind the peer
-	c, err := src.Image(context.Background(), ref, "", true, registry.ArchiveOptions{})
+	c, err := askFirstBehind(t, e, srv, ref)
 	if err != nil || c.ID != id {
 		t.Fatalf("asked first, the peer ahead unable to check callers at first: %+v, %v; want a copy of %s", c, err, id)
 	}
