@@ -71,6 +71,7 @@ type Loop struct {
 	HealthInterval time.Duration
 
 	snap   atomic.Pointer[Snapshot]
+	stall  atomic.Int64 // the config in force's stall_timeout, in ns
 	ping   chan chan struct{}
 	once   sync.Once
 	shared *shared
@@ -89,6 +90,11 @@ func (l *Loop) Snapshot() Snapshot {
 	l.init()
 	return *l.snap.Load()
 }
+
+// StallTimeout is the stall_timeout of the config in force (0 before the
+// first): what the agent's own served transfers are bounded by, read at
+// each one, so that a reload changes it as it changes the pulls'.
+func (l *Loop) StallTimeout() time.Duration { return time.Duration(l.stall.Load()) }
 
 // Alive reports whether the loop answers within two seconds.
 func (l *Loop) Alive() bool {
@@ -311,6 +317,7 @@ func (l *Loop) Run(ctx context.Context, path string, src []byte, cfg config.Conf
 // ones start over.
 func (r *loopRun) apply(ctx context.Context, cfg config.Config, now time.Time) (added, changed, removed int) {
 	r.cfg, r.loaded, r.cfgErr = cfg, now, ""
+	r.loop.stall.Store(int64(cfg.StallTimeout))
 	if r.loop.Auths != nil {
 		r.loop.Auths.SetAuths(RegistryAuths(cfg.Auths))
 	}

@@ -221,6 +221,19 @@ func TestDaemonReloadsAuths(t *testing.T) {
 	})
 }
 
+// The stall_timeout in force is the reloaded config's (what the agent's
+// served peer transfers read at each one).
+func TestDaemonReloadsStallTimeout(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		h := newHangingDocker(nil)
+		d, rewrite := daemonWith(t, h, daemonBase+"stall_timeout = \"30s\"\n"+`image "p" { expected = "reg:5000/p:1" }`+"\n", nil)
+		eventually(t, "the first config's stall_timeout", func() bool { return d.StallTimeout() == 30*time.Second })
+		rewrite(daemonBase + "stall_timeout = \"5m\"\n" + `image "p" { expected = "reg:5000/p:1" }` + "\n")
+		eventually(t, "the reloaded stall_timeout", func() bool { return d.StallTimeout() == 5*time.Minute })
+	})
+}
+
 // A config changed after the caller read it and before the loop ran is
 // applied: the loop compares with what the caller parsed, not with a read of
 // its own.

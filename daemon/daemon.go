@@ -119,7 +119,7 @@ func Run(ctx context.Context, o Options) error {
 
 	// Nothing here waits for dockerd: the status endpoints are served
 	// whatever it does, and the loop finds out (with deadlines) and says so.
-	disc := &discovery.Discoverer{Log: o.Log, Advertise: advertised(o.Listen), Engine: clients.Engine, StallTimeout: cfg.StallTimeout}
+	disc := &discovery.Discoverer{Log: o.Log, Advertise: advertised(o.Listen), Engine: clients.Engine}
 	loop := &agent.Loop{
 		Peers:  disc, // the nomad block's peers block
 		Docker: clients.Engine, Events: clients.Engine, Remote: clients.Remote, Auths: clients.Credentials, Log: o.Log,
@@ -130,6 +130,7 @@ func Run(ctx context.Context, o Options) error {
 	m := metrics.New(loop.Snapshot)
 	loop.Observer = m
 	disc.Held, disc.PeerBytes = heldIn(loop.Snapshot), m.PeerBytes
+	disc.StallTimeout = loop.StallTimeout // the config in force's, at each transfer served
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

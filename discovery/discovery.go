@@ -65,10 +65,10 @@ type Discoverer struct {
 	Engine    PeerEngine
 	Held      func(ref string) peer.Held
 	PeerBytes func(direction string, n int64)
-	// StallTimeout ends a peer transfer silent that long (default 2 min):
-	// one served, and one taken when the fetch does not pass the config's
-	// current stall_timeout.
-	StallTimeout time.Duration
+	// StallTimeout is the config in force's stall_timeout, read at each
+	// peer transfer (nil, or 0: 2 min): it ends one served, and one taken
+	// when the fetch does not pass its own.
+	StallTimeout func() time.Duration
 
 	member atomic.Pointer[relay.Member] // the relay's, while Run has one
 	peers  atomic.Pointer[peerLink]     // the peers', while Run has them

@@ -98,7 +98,7 @@ func (d *Discoverer) startPeers(settings config.Nomad, c *nomad.Client, self fun
 		},
 		source: &peer.Source{
 			Self: self, Token: token, Engine: d.Engine, MaxSize: p.MaxSize, Wait: p.Wait,
-			StallTimeout: d.StallTimeout, Taken: bytes("taken"), Log: log,
+			Taken: bytes("taken"), Log: log, // the fetch passes its stall_timeout
 			Lister: &catalogPeers{c: c, self: self, service: p.Service, token: token, timeout: cmpOr(d.CallTimeout, 30*time.Second)},
 		},
 	}

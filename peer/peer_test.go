@@ -444,8 +444,8 @@ func TestAskersShareOneSave(t *testing.T) {
 	srv := &Server{
 		Held:   func(string) Held { return Held{Expected: true, State: "present", ImageID: im.ID} },
 		Engine: g, MaxServing: 3, Authorize: func(*http.Request) error { return nil },
-		StallTimeout: time.Minute,            // what a peer alone may take
-		behind:       200 * time.Millisecond, // a peer of several whose queue stays full that long is cut off
+		StallTimeout: func() time.Duration { return time.Minute }, // what a peer alone may take
+		behind:       200 * time.Millisecond,                      // a peer of several whose queue stays full that long is cut off
 		joined:       func(bundle.Entry) { joined <- struct{}{} },
 		Log:          slog.New(slog.NewTextHandler(logged, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}

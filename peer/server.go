@@ -71,9 +71,10 @@ type Server struct {
 	// MaxServing bounds the transfers served at once (at least 1); beyond
 	// it: 429, and the peer tries another.
 	MaxServing int
-	// StallTimeout ends a transfer whose peer has read nothing for that
-	// long, and a save whose archive stopped coming (default 2 min).
-	StallTimeout time.Duration
+	// StallTimeout, read at each transfer, ends one whose peer has read
+	// nothing for that long, and a save whose archive stopped coming (nil,
+	// or 0: 2 min).
+	StallTimeout func() time.Duration
 	// Served, when set, is told the bytes of each transfer as they are
 	// sent.
 	Served func(bytes int64)
@@ -108,8 +109,10 @@ func answer(w http.ResponseWriter, code int, a Answer) {
 }
 
 func (s *Server) stall() time.Duration {
-	if s.StallTimeout > 0 {
-		return s.StallTimeout
+	if s.StallTimeout != nil {
+		if d := s.StallTimeout(); d > 0 {
+			return d
+		}
 	}
 	return 2 * time.Minute
 }
