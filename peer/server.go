@@ -209,7 +209,7 @@ func (s *Server) serve(ctx context.Context, entry bundle.Entry, out *deadlineWri
 	var t *taker
 	ok := false
 	if sh != nil {
-		t, ok = sh.join()
+		t, ok = sh.join(out)
 	}
 	if !ok {
 		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -218,7 +218,7 @@ func (s *Server) serve(ctx context.Context, entry bundle.Entry, out *deadlineWri
 			behind = lag(s.stall())
 		}
 		sh = newShare(s.stall(), behind, cancel)
-		t, _ = sh.join()
+		t, _ = sh.join(out)
 		if s.shares == nil {
 			s.shares = map[bundle.Entry]*share{}
 		}
@@ -229,7 +229,7 @@ func (s *Server) serve(ctx context.Context, entry bundle.Entry, out *deadlineWri
 	if s.joined != nil {
 		s.joined(key)
 	}
-	return t.send(sh, out, ctx.Done())
+	return t.send(sh, ctx.Done())
 }
 
 // save runs a share's save and ends it.
@@ -318,7 +318,7 @@ func (s *Server) release() { <-s.slots }
 // long the whole transfer takes (the listener's write timeout is for the
 // short status answers), and counts what was sent.
 type deadlineWriter struct {
-	rc     *http.ResponseController
+	rc     *http.ResponseController // nil: no deadline (tests)
 	w      io.Writer
 	stall  time.Duration
 	n      int64
@@ -326,8 +326,10 @@ type deadlineWriter struct {
 }
 
 func (d *deadlineWriter) Write(p []byte) (int, error) {
-	if err := d.rc.SetWriteDeadline(time.Now().Add(d.stall)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return 0, err
+	if d.rc != nil {
+		if err := d.rc.SetWriteDeadline(time.Now().Add(d.stall)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return 0, err
+		}
 	}
 	n, err := d.w.Write(p)
 	d.n += int64(n)

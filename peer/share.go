@@ -19,10 +19,10 @@ import (
 // ended, a peer that asks starts a save of its own. Each peer is sent the
 // save's chunks by its own request's goroutine, from a queue of queued
 // chunks, so that the peers go at their own pace within that; the save
-// waits for the slowest only once its queue is full, and a peer whose
-// queue stays full for lag while others share the save is cut off (it
-// refuses the cut archive and asks again), so that one stalled peer does
-// not hold the others for a whole stall timeout.
+// waits for the slowest only once its queue is full, and a peer the save
+// has waited for lag in all while others share it is cut off (it refuses
+// the cut archive and asks again, to get a save at its own pace), so that
+// one stalled or slow peer does not hold the others for longer.
 type share struct {
 	mu     sync.Mutex
 	takers []*taker
@@ -53,42 +53,37 @@ var (
 
 // taker is one peer's side of a share.
 type taker struct {
+	w       *deadlineWriter
 	pending [][]byte      // the share's chunks before this peer joined
 	chunks  chan []byte   // then these; closed at the save's end
 	cut     chan struct{} // closed when the share cut this peer off
 	gone    chan struct{} // closed when its request ended
 	err     error         // the save's error, or errBehind; read once chunks or cut is closed
+	waited  time.Duration // how long the save, shared, has waited for this peer in all (the save's goroutine's)
 }
 
 func newShare(stall, behind time.Duration, cancel func()) *share {
 	return &share{open: true, cancel: cancel, stall: stall, behind: behind}
 }
 
-// join adds a peer to the share, unless it no longer takes peers.
-func (sh *share) join() (*taker, bool) {
+// join adds a peer, sent to through w, to the share, unless it no longer
+// takes peers.
+func (sh *share) join(w *deadlineWriter) (*taker, bool) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if !sh.open {
 		return nil, false
 	}
-	t := &taker{pending: slices.Clone(sh.prefix), chunks: make(chan []byte, queued), cut: make(chan struct{}), gone: make(chan struct{})}
+	t := &taker{w: w, pending: slices.Clone(sh.prefix), chunks: make(chan []byte, queued), cut: make(chan struct{}), gone: make(chan struct{})}
 	sh.takers = append(sh.takers, t)
 	return t, true
 }
 
-// lag is how long the save waits for a peer whose queue is full: while
-// others share the save, well under their stall watchdogs (behind, see
-// lag).
-func (sh *share) lag(n int) time.Duration {
-	if n < 2 {
-		return sh.stall
-	}
-	return sh.behind
-}
-
-// lag is how long a shared save waits for a peer that fell behind: half
-// of stall_timeout (5 s at the least, so well before the others' stall
-// watchdogs give up on them), at most 10 s.
+// lag is how long in all a shared save waits for a peer that fell behind,
+// whether it stopped or is only slower than the others: half of
+// stall_timeout (5 s at the least, so well before the others' stall
+// watchdogs give up on them), at most 10 s. A peer alone sets its own
+// pace, bounded by stall_timeout a write.
 func lag(stall time.Duration) time.Duration { return min(stall/2, 10*time.Second) }
 
 // Write queues p for every peer of the share and cuts off the ones that
@@ -114,18 +109,23 @@ func (sh *share) Write(p []byte) (int, error) {
 			full = append(full, t)
 		}
 	}
-	if len(full) > 0 {
-		timer := time.NewTimer(sh.lag(len(takers)))
-		defer timer.Stop()
-		for _, t := range full {
-			select {
-			case t.chunks <- c:
-			case <-t.gone:
-			case <-timer.C:
-				sh.cutOff(t)
-				// The others full now get no longer than this one.
-				timer.Reset(0)
-			}
+	shared := len(takers) > 1
+	for _, t := range full {
+		d := sh.stall
+		if shared {
+			d = max(sh.behind-t.waited, 0)
+		}
+		start := time.Now()
+		timer := time.NewTimer(d)
+		select {
+		case t.chunks <- c:
+		case <-t.gone:
+		case <-timer.C:
+			sh.cutOff(t)
+		}
+		timer.Stop()
+		if shared {
+			t.waited += time.Since(start)
 		}
 	}
 	sh.mu.Lock()
@@ -143,6 +143,10 @@ func (sh *share) cutOff(t *taker) {
 	if sh.remove(t) {
 		t.err = errBehind
 		close(t.cut)
+		// A write to it in flight ends now, rather than at its pace.
+		if t.w != nil && t.w.rc != nil {
+			_ = t.w.rc.SetWriteDeadline(time.Now())
+		}
 	}
 }
 
@@ -178,12 +182,28 @@ func (sh *share) leave(t *taker) {
 	}
 }
 
-// send sends the share's chunks to one peer, through w, until the save's
-// end; it returns the save's error, or why the peer got no more.
-func (t *taker) send(sh *share, w *deadlineWriter, done <-chan struct{}) error {
+// send sends the share's chunks to the peer until the save's end; it
+// returns the save's error, or why the peer got no more.
+func (t *taker) send(sh *share, done <-chan struct{}) error {
 	defer sh.leave(t)
+	write := func(c []byte) error {
+		select {
+		case <-t.cut:
+			return fmt.Errorf("%w (%d bytes sent)", t.err, t.w.n)
+		default:
+		}
+		if _, err := t.w.Write(c); err != nil {
+			select {
+			case <-t.cut: // the write was ended by the cut
+				return fmt.Errorf("%w (%d bytes sent)", t.err, t.w.n)
+			default:
+				return err
+			}
+		}
+		return nil
+	}
 	for _, c := range t.pending {
-		if _, err := w.Write(c); err != nil {
+		if err := write(c); err != nil {
 			return err
 		}
 	}
@@ -191,14 +211,14 @@ func (t *taker) send(sh *share, w *deadlineWriter, done <-chan struct{}) error {
 	for {
 		select {
 		case <-t.cut:
-			return fmt.Errorf("%w (%d bytes sent)", t.err, w.n)
+			return write(nil)
 		case <-done:
 			return errors.New("the request ended")
 		case c, ok := <-t.chunks:
 			if !ok {
 				return t.err
 			}
-			if _, err := w.Write(c); err != nil {
+			if err := write(c); err != nil {
 				return err
 			}
 		}
