@@ -129,7 +129,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	m := metrics.New(loop.Snapshot)
 	loop.Observer = m
-	disc.Held, disc.PeerBytes = heldIn(loop.Snapshot), m.PeerBytes
+	disc.Held, disc.PeerBytes, disc.PeerServe = heldIn(loop.Snapshot), m.PeerBytes, m.PeerServe
 	disc.StallTimeout = loop.StallTimeout // the config in force's, at each transfer served
 
 	ctx, cancel := context.WithCancel(ctx)

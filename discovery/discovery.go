@@ -65,6 +65,9 @@ type Discoverer struct {
 	Engine    PeerEngine
 	Held      func(ref string) peer.Held
 	PeerBytes func(direction string, n int64)
+	// PeerServe, when set, is told what the peer server did
+	// (peer.Server.Count's events).
+	PeerServe func(event string)
 	// StallTimeout is the config in force's stall_timeout, read at each
 	// peer transfer (nil, or 0: 2 min): it ends one served, and one taken
 	// when the fetch does not pass its own.

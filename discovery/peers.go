@@ -94,7 +94,7 @@ func (d *Discoverer) startPeers(settings config.Nomad, c *nomad.Client, self fun
 		server: &peer.Server{
 			Held: held, Engine: d.Engine, MaxServing: p.MaxServing, StallTimeout: d.StallTimeout,
 			Authorize: agentAuthorizer(c, p.Audience, token, log, "peer", peer.ErrUnavailable),
-			Served:    bytes("served"), Log: log,
+			Served:    bytes("served"), Count: d.PeerServe, Log: log,
 		},
 		source: &peer.Source{
 			Self: self, Token: token, Engine: d.Engine, MaxSize: p.MaxSize, Wait: p.Wait,

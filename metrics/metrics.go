@@ -28,6 +28,8 @@ type Metrics struct {
 	imageEvents  prometheus.Counter
 	dockerUp     prometheus.Gauge
 	peerBytes    *prometheus.CounterVec
+	peerSaves    prometheus.Counter
+	peerServed   *prometheus.CounterVec
 }
 
 // New registers the metrics on a registry of their own, with the Go
@@ -65,11 +67,21 @@ func New(snapshot func() agent.Snapshot) *Metrics {
 			Name: "prefetch_peer_bytes_total",
 			Help: "Bytes of image transfers between agents (the nomad peers block), by direction: served to peers, taken from them.",
 		}, []string{"direction"}),
+		peerSaves: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "prefetch_peer_saves_total",
+			Help: "Docker saves this agent ran to serve peers; fewer than prefetch_peer_served_total is the peers that shared one.",
+		}),
+		peerServed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "prefetch_peer_served_total",
+			Help: "Image transfers this agent served to peers, by result: whole, or failed (cut off: the peer stalled, fell behind the others sharing the save, or the save failed).",
+		}, []string{"result"}),
 	}
+	m.peerServed.WithLabelValues("whole")
+	m.peerServed.WithLabelValues("failed")
 	m.peerBytes.WithLabelValues("served")
 	m.peerBytes.WithLabelValues("taken")
 	states := prometheus.NewDesc("prefetch_images", "Images in the config by state (wanted, pulling, present, failed).", []string{"state"}, nil)
-	reg.MustRegister(m.pulls, m.pullDuration, m.reloads, m.lastConfig, m.imageEvents, m.dockerUp, m.peerBytes,
+	reg.MustRegister(m.pulls, m.pullDuration, m.reloads, m.lastConfig, m.imageEvents, m.dockerUp, m.peerBytes, m.peerSaves, m.peerServed,
 		newImageCollector(snapshot),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectorFunc{desc: states, collect: func(ch chan<- prometheus.Metric) {
@@ -94,6 +106,16 @@ func (m *Metrics) Fetched(result, from string, d time.Duration) {
 // PeerBytes counts bytes of peer transfers: direction "served" or "taken".
 func (m *Metrics) PeerBytes(direction string, n int64) {
 	m.peerBytes.WithLabelValues(direction).Add(float64(n))
+}
+
+// PeerServe counts what the peer server did: "save" (a save run to serve
+// peers), or a transfer's end, "whole" or "failed".
+func (m *Metrics) PeerServe(event string) {
+	if event == "save" {
+		m.peerSaves.Inc()
+		return
+	}
+	m.peerServed.WithLabelValues(event).Inc()
 }
 
 // Reloaded records a config reload; ok, unchanged or failed.

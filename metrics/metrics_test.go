@@ -22,6 +22,10 @@ func TestMetrics(t *testing.T) {
 	obs.Reloaded("failed", time.Unix(1700000100, 0))
 	obs.ImageRemoved()
 	obs.DockerUp(false)
+	m.PeerBytes("served", 1000)
+	for _, e := range []string{"save", "whole", "whole", "failed"} { // two peers shared a save, one was cut off
+		m.PeerServe(e)
+	}
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body := rec.Body.String()
@@ -38,6 +42,11 @@ func TestMetrics(t *testing.T) {
 		`prefetch_config_last_success_timestamp_seconds 1.7e+09`,
 		`prefetch_docker_image_removals_total 1`,
 		`prefetch_docker_up 0`,
+		`prefetch_peer_bytes_total{direction="served"} 1000`,
+		`prefetch_peer_bytes_total{direction="taken"} 0`,
+		`prefetch_peer_saves_total 1`,
+		`prefetch_peer_served_total{result="whole"} 2`,
+		`prefetch_peer_served_total{result="failed"} 1`,
 		`go_goroutines `,
 		`process_cpu_seconds_total `,
 	} {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -441,6 +442,7 @@ func TestAskersShareOneSave(t *testing.T) {
 	t.Cleanup(func() { once.Do(func() { close(g.gate) }) })
 	joined := make(chan struct{}, 3)
 	logged := make(lines, 8)
+	counted := make(chan string, 8)
 	srv := &Server{
 		Held:   func(string) Held { return Held{Expected: true, State: "present", ImageID: im.ID} },
 		Engine: g, MaxServing: 3, Authorize: func(*http.Request) error { return nil },
@@ -448,6 +450,7 @@ func TestAskersShareOneSave(t *testing.T) {
 		behind:       200 * time.Millisecond,                      // a peer of several whose queue stays full that long is cut off
 		joined:       func(bundle.Entry) { joined <- struct{}{} },
 		Log:          slog.New(slog.NewTextHandler(logged, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Count:        func(e string) { counted <- e },
 	}
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
@@ -517,6 +520,18 @@ func TestAskersShareOneSave(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the stalled peer's transfer did not end")
+	}
+	events := map[string]int{}
+	for range 4 {
+		select {
+		case e := <-counted:
+			events[e]++
+		case <-time.After(10 * time.Second):
+			t.Fatalf("counted %v, want 4 events", events)
+		}
+	}
+	if want := map[string]int{EventSave: 1, EventWhole: 2, EventFailed: 1}; !maps.Equal(events, want) || len(counted) > 0 {
+		t.Errorf("counted %v (and %d more), want %v", events, len(counted), want)
 	}
 }
 

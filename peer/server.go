@@ -78,6 +78,10 @@ type Server struct {
 	// Served, when set, is told the bytes of each transfer as they are
 	// sent.
 	Served func(bytes int64)
+	// Count, when set, is told of each save run to serve peers (EventSave)
+	// and of each transfer's end (EventWhole, EventFailed): fewer saves
+	// than transfers is the peers that shared one.
+	Count func(event string)
 	Log    *slog.Logger
 
 	once  sync.Once
@@ -192,8 +196,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.Log != nil {
 			s.Log.Warn("peer: a transfer failed", "image", ref, "peer", r.RemoteAddr, "sent", out.n, "error", err.Error())
 		}
+		s.count(EventFailed)
 		panic(http.ErrAbortHandler)
 	}
+	s.count(EventWhole)
 	if s.Log != nil {
 		s.Log.Info("peer: served an image", "image", ref, "image_id", registry.ShortID(im.ID), "peer", r.RemoteAddr, "bytes", out.n)
 	}
@@ -235,6 +241,7 @@ func (s *Server) serve(ctx context.Context, entry bundle.Entry, out *deadlineWri
 // save runs a share's save and ends it.
 func (s *Server) save(ctx context.Context, key bundle.Entry, sh *share, entry bundle.Entry) {
 	defer sh.cancel()
+	s.count(EventSave)
 	buf := bufio.NewWriterSize(sh, 256<<10)
 	_, err := bundle.Stream(ctx, s.Engine, buf, []bundle.Entry{entry}, bundle.WriteOptions{Archive: registry.ArchiveOptions{StallTimeout: s.stall(), QuietTimeout: s.stall()}})
 	if err == nil {
@@ -246,6 +253,19 @@ func (s *Server) save(ctx context.Context, key bundle.Entry, sh *share, entry bu
 	}
 	s.mu.Unlock()
 	sh.finish(err)
+}
+
+// What Server.Count is told.
+const (
+	EventSave   = "save"
+	EventWhole  = "whole"
+	EventFailed = "failed"
+)
+
+func (s *Server) count(event string) {
+	if s.Count != nil {
+		s.Count(event)
+	}
 }
 
 // MaxHold bounds how long a request with ?wait= is held while the image is
