@@ -82,7 +82,7 @@ type Server struct {
 	// and of each transfer's end (EventWhole, EventFailed): fewer saves
 	// than transfers is the peers that shared one.
 	Count func(event string)
-	Log    *slog.Logger
+	Log   *slog.Logger
 
 	once  sync.Once
 	slots chan struct{} // one token per transfer being served
