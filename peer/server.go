@@ -89,7 +89,7 @@ type Server struct {
 	held  atomic.Int32  // questions being held
 
 	mu     sync.Mutex
-	shares map[bundle.Entry]*share // the saves being served, by bundle
+	shares map[bundle.Entry]*share // the saves being served, by the entry their bundle is made of
 	joined func(bundle.Entry)      // tests: told of each transfer once it is in a share
 	behind time.Duration           // tests: the lag of a shared save, if not lag's
 }
@@ -209,9 +209,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // same bundle being written to other peers, if one has just begun, or
 // begins one (see share).
 func (s *Server) serve(ctx context.Context, entry bundle.Entry, out *deadlineWriter) error {
-	key := entry // the bundle's manifest is made of it
 	s.mu.Lock()
-	sh := s.shares[key]
+	sh := s.shares[entry]
 	var t *taker
 	ok := false
 	if sh != nil {
@@ -221,35 +220,36 @@ func (s *Server) serve(ctx context.Context, entry bundle.Entry, out *deadlineWri
 		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		behind := s.behind
 		if behind == 0 {
-			behind = lag(s.stall())
+			behind = lag(out.stall)
 		}
-		sh = newShare(s.stall(), behind, cancel)
+		sh = newShare(out.stall, behind, cancel)
 		t, _ = sh.join(out)
 		if s.shares == nil {
 			s.shares = map[bundle.Entry]*share{}
 		}
-		s.shares[key] = sh
-		go s.save(sctx, key, sh, entry)
+		s.shares[entry] = sh
+		go s.save(sctx, entry, sh, out.stall)
 	}
 	s.mu.Unlock()
 	if s.joined != nil {
-		s.joined(key)
+		s.joined(entry)
 	}
 	return t.send(sh, ctx.Done())
 }
 
-// save runs a share's save and ends it.
-func (s *Server) save(ctx context.Context, key bundle.Entry, sh *share, entry bundle.Entry) {
+// save runs the save of the bundle entry into its share, bounded by the
+// stall_timeout read when the save began, and ends the share.
+func (s *Server) save(ctx context.Context, entry bundle.Entry, sh *share, stall time.Duration) {
 	defer sh.cancel()
 	s.count(EventSave)
 	buf := bufio.NewWriterSize(sh, 256<<10)
-	_, err := bundle.Stream(ctx, s.Engine, buf, []bundle.Entry{entry}, bundle.WriteOptions{Archive: registry.ArchiveOptions{StallTimeout: s.stall(), QuietTimeout: s.stall()}})
+	_, err := bundle.Stream(ctx, s.Engine, buf, []bundle.Entry{entry}, bundle.WriteOptions{Archive: registry.ArchiveOptions{StallTimeout: stall, QuietTimeout: stall}})
 	if err == nil {
 		err = buf.Flush()
 	}
 	s.mu.Lock()
-	if s.shares[key] == sh {
-		delete(s.shares, key)
+	if s.shares[entry] == sh {
+		delete(s.shares, entry)
 	}
 	s.mu.Unlock()
 	sh.finish(err)

@@ -144,7 +144,7 @@ func (sh *share) cutOff(t *taker) {
 		t.err = errBehind
 		close(t.cut)
 		// A write to it in flight ends now, rather than at its pace.
-		if t.w != nil && t.w.rc != nil {
+		if t.w.rc != nil {
 			_ = t.w.rc.SetWriteDeadline(time.Now())
 		}
 	}
@@ -186,16 +186,17 @@ func (sh *share) leave(t *taker) {
 // returns the save's error, or why the peer got no more.
 func (t *taker) send(sh *share, done <-chan struct{}) error {
 	defer sh.leave(t)
+	cutOff := func() error { return fmt.Errorf("%w (%d bytes sent)", t.err, t.w.n) }
 	write := func(c []byte) error {
 		select {
 		case <-t.cut:
-			return fmt.Errorf("%w (%d bytes sent)", t.err, t.w.n)
+			return cutOff()
 		default:
 		}
 		if _, err := t.w.Write(c); err != nil {
 			select {
 			case <-t.cut: // the write was ended by the cut
-				return fmt.Errorf("%w (%d bytes sent)", t.err, t.w.n)
+				return cutOff()
 			default:
 				return err
 			}
@@ -211,7 +212,7 @@ func (t *taker) send(sh *share, done <-chan struct{}) error {
 	for {
 		select {
 		case <-t.cut:
-			return write(nil)
+			return cutOff()
 		case <-done:
 			return errors.New("the request ended")
 		case c, ok := <-t.chunks:

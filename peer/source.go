@@ -198,7 +198,7 @@ func (s *Source) Image(ctx context.Context, expected, dgst string, first bool, o
 			// one getting it holds the question until it has it (up to
 			// MaxHold, within the wait), so that the copy starts at once.
 			hold := min(MaxHold, time.Until(deadline))
-			unaware := false
+			askAgain := false
 			for _, p := range ahead[:min(len(ahead), maxAhead)] {
 				asked[p.Node] = true
 				c, o, err := s.try(ctx, p, expected, dgst, opts, hold)
@@ -206,13 +206,13 @@ func (s *Source) Image(ctx context.Context, expected, dgst string, first bool, o
 					return c, nil
 				}
 				note(p, describe(o, err))
-				unaware = unaware || o == notExpected || o == refused
+				askAgain = askAgain || o == notExpected || o == refused
 				if o == getting || o == busy {
 					wait = true
 					break
 				}
 			}
-			if !wait && unaware && !settled && time.Until(deadline) > settle {
+			if !wait && askAgain && !settled && time.Until(deadline) > settle {
 				// The agents learn of a new image each on its own (each
 				// node renders its config, each reads the job), moments
 				// apart: one ranked ahead that does not expect it yet is
