@@ -115,8 +115,9 @@ func (d *Discoverer) startPeers(settings config.Nomad, c *nomad.Client, self fun
 // come a moment after their tasks start, and while the job is updated one
 // node after the other, the others' are gone for a moment: an agent that
 // kept a list of itself alone would take itself for the only one, and
-// fetch every image itself, for a whole peersFresh). A registration whose address is not an IP address,
-// or that the catalog reader finds invalid, is no peer.
+// fetch every image itself, for a whole peersFresh). A registration whose
+// address is not an IP address, or that the catalog reader finds invalid,
+// is no peer.
 type catalogPeers struct {
 	c       *nomad.Client
 	self    func() string // this agent's node ID, "" while not known

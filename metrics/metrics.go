@@ -1,7 +1,7 @@
 // Package metrics owns prefetch run's Prometheus metrics: counters the loop
 // drives through agent.Observer as things happen, and the images-by-state
-// gauge read from the loop's snapshot at scrape time. It reads the agent and
-// must not be imported by it; it serves nothing itself (status mounts
+// gauge read from the loop's snapshot at scrape time. It reads the agent
+// (and the peer package's event names) and must not be imported by it; it serves nothing itself (status mounts
 // Handler at /metrics).
 package metrics
 
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nomad-prefetch/nomad-prefetch/agent"
+	"github.com/nomad-prefetch/nomad-prefetch/peer"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -76,8 +77,8 @@ func New(snapshot func() agent.Snapshot) *Metrics {
 			Help: "Image transfers this agent served to peers, by result: whole, or failed (cut off: the peer stalled, fell behind the others sharing the save, or the save failed).",
 		}, []string{"result"}),
 	}
-	m.peerServed.WithLabelValues("whole")
-	m.peerServed.WithLabelValues("failed")
+	m.peerServed.WithLabelValues(peer.EventWhole)
+	m.peerServed.WithLabelValues(peer.EventFailed)
 	m.peerBytes.WithLabelValues("served")
 	m.peerBytes.WithLabelValues("taken")
 	states := prometheus.NewDesc("prefetch_images", "Images in the config by state (wanted, pulling, present, failed).", []string{"state"}, nil)
@@ -108,10 +109,10 @@ func (m *Metrics) PeerBytes(direction string, n int64) {
 	m.peerBytes.WithLabelValues(direction).Add(float64(n))
 }
 
-// PeerServe counts what the peer server did: "save" (a save run to serve
-// peers), or a transfer's end, "whole" or "failed".
+// PeerServe counts what the peer server did (peer.Server.Count's events):
+// a save run to serve peers, or a transfer's end, whole or failed.
 func (m *Metrics) PeerServe(event string) {
-	if event == "save" {
+	if event == peer.EventSave {
 		m.peerSaves.Inc()
 		return
 	}
