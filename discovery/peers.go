@@ -113,9 +113,10 @@ func (d *Discoverer) startPeers(settings config.Nomad, c *nomad.Client, self fun
 // images at once; the catalog changes far more slowly), and again at each
 // call while it lists none but this agent's own (the agents' registrations
 // come a moment after their tasks start, and while the job is updated one
-// node after the other, the others' are gone for a moment: an agent that
-// kept a list of itself alone would take itself for the only one, and
-// fetch every image itself, for a whole peersFresh). A registration whose
+// node after the other, the updated node's is gone for about a second, as
+// recorded in testdata/nomad-2.0.5/rolling-update: an agent that kept a
+// list of itself alone would take itself for the only one, and fetch every
+// image itself, for a whole peersFresh). A registration whose
 // address is not an IP address, or that the catalog reader finds invalid,
 // is no peer.
 type catalogPeers struct {

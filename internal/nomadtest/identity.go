@@ -28,11 +28,11 @@ import (
 // nomad_allocation_id, nomad_task, sub "region:namespace:job:group:task:identity",
 // aud a string when there is one audience, iat = nbf, exp only with a ttl);
 // a header of alg, kid and typ "JWT". Nomad also sets jti, which the fake
-// leaves out (nothing reads it). Assumed, not recorded: that an answer
-// other than 200 is a failing Nomad's (SetFailStatus), and how a rotation
-// shows.
-// A rotation (RotateIdentityKey) keeps the old key in the set, as Nomad keeps
-// a rotated root key until it is garbage collected.
+// leaves out (nothing reads it). A rotation (RotateIdentityKey) lists the
+// new key first and keeps the old one, as Nomad 2.0.5 did after
+// PUT /v1/operator/keyring/rotate (identity/testdata/nomad-2.0.5/rotation).
+// Assumed, not recorded: that an answer other than 200 is a failing
+// Nomad's (SetFailStatus).
 
 // Identity is what a workload identity says: the claims Nomad puts in one.
 // Zero fields take the defaults noted.
@@ -96,7 +96,7 @@ func KeyID(k *rsa.PrivateKey) string {
 type idState struct {
 	mu       sync.Mutex
 	active   int   // the pool index signing
-	served   []int // the pool indexes in the key set, oldest first
+	served   []int // the pool indexes in the key set, newest first
 	raw      []byte
 	requests int
 }
@@ -194,14 +194,14 @@ func (s *Server) IdentityKeyID() string {
 	return KeyID(Key(id.active))
 }
 
-// RotateIdentityKey makes the pool's next key the signing one and adds it to
-// the key set, which keeps the old ones; it returns the new kid.
+// RotateIdentityKey makes the pool's next key the signing one and lists it
+// first in the key set, which keeps the old ones; it returns the new kid.
 func (s *Server) RotateIdentityKey() string {
 	id := s.ids()
 	id.mu.Lock()
 	defer id.mu.Unlock()
 	id.active++
-	id.served = append(id.served, id.active)
+	id.served = append([]int{id.active}, id.served...)
 	return KeyID(Key(id.active))
 }
 
