@@ -38,6 +38,18 @@ func (e *env) writeConfig(name, text string) (string, error) {
 	return cfg, os.WriteFile(cfg, []byte(text), 0o644)
 }
 
+// startAgentWith writes text as the config of measurement name
+// (writeConfig) and starts an agent on it (startAgent); it returns the
+// agent, the config's path and how long the start took.
+func (e *env) startAgentWith(ctx context.Context, name, text string) (*agentProc, string, time.Duration, error) {
+	cfg, err := e.writeConfig(name, text)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	a, ready, err := e.startAgent(ctx, cfg)
+	return a, cfg, ready, err
+}
+
 // startAgent starts prefetch run on cfg and waits until /readyz answers 200
 // and no Docker API call has arrived for a second (the start reconcile is
 // over). It returns how long that took.
@@ -229,11 +241,7 @@ func latency(ctx context.Context, e *env, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := e.writeConfig("lat", e.configText(base, ""))
-	if err != nil {
-		return err
-	}
-	a, _, err := e.startAgent(ctx, cfg)
+	a, cfg, _, err := e.startAgentWith(ctx, "lat", e.configText(base, ""))
 	if err != nil {
 		return err
 	}

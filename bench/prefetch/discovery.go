@@ -57,13 +57,13 @@ func readFixture(name string, out any) error {
 // tasks shaped like the recorded proxy task, the i-th running
 // images[i % len(images)], its constrained group dropped.
 func benchJob(id string, images []string, tasks int) map[string]any {
-	job := clone(webFixture)
+	job := nomadtest.Clone(webFixture)
 	job["ID"], job["Name"] = id, id
 	group := job["TaskGroups"].([]any)[0].(map[string]any)
 	proto := group["Tasks"].([]any)[0].(map[string]any)
 	var ts []any
 	for i := range tasks {
-		t := clone(proto)
+		t := nomadtest.Clone(proto)
 		t["Name"] = fmt.Sprintf("t%d", i)
 		t["Config"] = map[string]any{"image": images[i%len(images)], "network_mode": "host"}
 		ts = append(ts, t)
@@ -75,18 +75,6 @@ func benchJob(id string, images []string, tasks int) map[string]any {
 
 // webFixture is the recorded web job, read once by fakeNomad.
 var webFixture map[string]any
-
-func clone(m map[string]any) map[string]any {
-	b, err := json.Marshal(m)
-	if err != nil {
-		panic(err)
-	}
-	var out map[string]any
-	if err := json.Unmarshal(b, &out); err != nil {
-		panic(err)
-	}
-	return out
-}
 
 func (e *env) nomadConfig(srvURL, extra string) string {
 	return e.configText(nil, fmt.Sprintf("resync_interval = \"1h\"\nnomad {\n  address = %q\n  infra_image = \"\"\n}\n%s", srvURL, extra))
@@ -108,11 +96,7 @@ func discoveryLatency(ctx context.Context, e *env, out io.Writer) error {
 		return err
 	}
 	defer srv.Close()
-	cfg, err := e.writeConfig("disc", e.nomadConfig(srv.URL, ""))
-	if err != nil {
-		return err
-	}
-	a, _, err := e.startAgent(ctx, cfg)
+	a, cfg, _, err := e.startAgentWith(ctx, "disc", e.nomadConfig(srv.URL, ""))
 	if err != nil {
 		return err
 	}
@@ -284,11 +268,7 @@ func follow(ctx context.Context, e *env, out io.Writer) error {
 		srv.RegisterJob(benchJob(fmt.Sprintf("job-%04d", i), rotate(images, i), o.tasks))
 	}
 	progress("registered %d jobs of %d tasks (%s)", o.jobs, o.tasks, time.Since(start).Round(time.Millisecond))
-	cfg, err := e.writeConfig("follow", e.nomadConfig(srv.URL, ""))
-	if err != nil {
-		return err
-	}
-	a, ready, err := e.startAgent(ctx, cfg)
+	a, _, ready, err := e.startAgentWith(ctx, "follow", e.nomadConfig(srv.URL, ""))
 	if err != nil {
 		return err
 	}

@@ -45,11 +45,7 @@ func stagedLatency(ctx context.Context, e *env, out io.Writer) error {
 	if err := write("none.invalid/never:1"); err != nil {
 		return err
 	}
-	cfg, err := e.writeConfig("stage", e.nomadConfig(srv.URL, ""))
-	if err != nil {
-		return err
-	}
-	a, _, err := e.startAgent(ctx, cfg)
+	a, _, _, err := e.startAgentWith(ctx, "stage", e.nomadConfig(srv.URL, ""))
 	if err != nil {
 		return err
 	}

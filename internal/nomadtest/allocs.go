@@ -23,7 +23,7 @@ import (
 // its ModifyIndex is set to that index, and CreateIndex too when its ID is
 // new. Blocking queries on its node wake. It returns the index.
 func (s *Server) PutAllocation(alloc map[string]any) uint64 {
-	alloc = clone(alloc)
+	alloc = Clone(alloc)
 	id := fmt.Sprint(alloc["ID"])
 	a := s.api()
 	a.mu.Lock()
@@ -60,7 +60,7 @@ func (s *Server) StopAllocation(id string) uint64 {
 	if !ok {
 		return 0
 	}
-	al = clone(al)
+	al = Clone(al)
 	al["DesiredStatus"], al["ClientStatus"] = "stop", "complete"
 	return s.PutAllocation(al)
 }
@@ -94,7 +94,7 @@ func (s *Server) allocation(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	al, ok := a.allocs[r.PathValue("id")]
 	if ok {
-		al = clone(al)
+		al = Clone(al)
 	}
 	a.mu.Unlock()
 	queryMeta(w)

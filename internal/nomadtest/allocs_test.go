@@ -95,7 +95,7 @@ func TestNodeAllocationsAsRecorded(t *testing.T) {
 		// nothing changing it answers the same index after the wait, and
 		// another node's change does not wake it.
 		go func() { done <- getAllocs(t, s, path+"?index="+strconv.FormatUint(end, 10)+"&wait=2s") }()
-		other := clone(placed)
+		other := Clone(placed)
 		other["ID"], other["NodeID"] = "other-alloc", "other-node"
 		s.PutAllocation(other)
 		if a = <-done; a.took != 2*time.Second || a.index != end {

@@ -101,7 +101,7 @@ func (s *Server) RegisterJob(job map[string]any) uint64 {
 // checks EnforceIndex under the same lock).
 func (s *Server) registerLocked(job map[string]any) uint64 {
 	a := s.api()
-	job = clone(job)
+	job = Clone(job)
 	if ns, _ := job["Namespace"].(string); ns == "" {
 		job["Namespace"] = "default"
 	}
@@ -118,7 +118,7 @@ func (s *Server) registerLocked(job map[string]any) uint64 {
 	job["CreateIndex"] = created
 	job["Version"], job["Stop"], job["ModifyIndex"], job["JobModifyIndex"] = version, false, index, index
 	a.jobs[key] = job
-	a.hist[key] = append(a.hist[key], clone(job))
+	a.hist[key] = append(a.hist[key], Clone(job))
 	return a.wrote(job, s.publishJob("JobRegistered", job, false))
 }
 
@@ -428,8 +428,9 @@ func (s *Server) jobVersions(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// clone deep-copies a decoded JSON object.
-func clone(m map[string]any) map[string]any {
+// Clone deep-copies a decoded JSON object (a recorded answer a test
+// changes without touching the one the fake serves).
+func Clone(m map[string]any) map[string]any {
 	b, err := json.Marshal(m)
 	if err != nil {
 		panic(err)

@@ -91,7 +91,7 @@ type parsed struct {
 // with variables (its /v1/jobs/parse answer with Canonicalize true,
 // decoded), as the answer to a parse of those two texts.
 func (s *Server) AddParse(hcl, variables string, job map[string]any) {
-	s.addParse(parseKey{hcl, variables}, parsed{job: clone(job)})
+	s.addParse(parseKey{hcl, variables}, parsed{job: Clone(job)})
 }
 
 // AddParseError registers text as the 400 Nomad answers to a parse of hcl
@@ -179,7 +179,7 @@ var parseDefaults = func() (d struct{ Job, Group, Task, Resources map[string]any
 // uncanonical is a parse's answer without Canonicalize, from the canonical
 // one: parseDefaults set back to null.
 func uncanonical(job map[string]any) map[string]any {
-	job = clone(job)
+	job = Clone(job)
 	nullDefaults(job, parseDefaults.Job)
 	for _, g := range objects(job["TaskGroups"]) {
 		nullDefaults(g, parseDefaults.Group)
