@@ -332,26 +332,13 @@ func rewrite(t *testing.T, src, dst string, edit func(name string, data []byte) 
 // TestBundleUsage: the command's flags and its refusals.
 func TestBundleUsage(t *testing.T) {
 	cfg := writeFile(t, "c.hcl", `image "a" { expected = "127.0.0.1:1/a:1" }`)
-	for _, tc := range []struct {
-		name   string
-		args   []string
-		code   int
-		stdout string
-		stderr string
-	}{
+	runCLICases(t, []cliCase{
 		{"help", []string{"bundle", "-h"}, exitOK, "Usage: prefetch bundle -config FILE -o FILE", ""},
 		{"no -o", []string{"bundle", "-config", cfg}, exitUsage, "", "-o is required"},
 		{"no config", []string{"bundle", "-o", "x.tar"}, exitUsage, "", "-config is required"},
 		{"unknown name", []string{"bundle", "-config", cfg, "-o", "x.tar", "b"}, exitUsage, "", `no image "b" in the config`},
 		{"once -bundle missing file", []string{"once", "-bundle", "/nonexistent/b.tar"}, exitFailed, "", "/nonexistent/b.tar"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			code, stdout, stderr := runCLI(t, tc.args...)
-			if code != tc.code || !strings.Contains(stdout, tc.stdout) || !strings.Contains(stderr, tc.stderr) {
-				t.Errorf("got exit %d\nstdout: %s\nstderr: %s\nwant exit %d, stdout with %q, stderr with %q", code, stdout, stderr, tc.code, tc.stdout, tc.stderr)
-			}
-		})
-	}
+	})
 }
 
 // TestBundleNotWrittenWhenAnImageFails: no partial bundle.

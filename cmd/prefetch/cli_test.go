@@ -38,13 +38,7 @@ func writeFile(t *testing.T, name, content string) string {
 
 func TestUsage(t *testing.T) {
 	cfg := writeFile(t, "c.hcl", `image "a" { expected = "127.0.0.1:1/a:1" }`)
-	for _, tc := range []struct {
-		name   string
-		args   []string
-		code   int
-		stdout string
-		stderr string
-	}{
+	runCLICases(t, []cliCase{
 		{"no command", nil, exitUsage, "", "Usage:\n  prefetch <command>"},
 		{"help", []string{"-h"}, exitOK, "Examples:\n  prefetch validate", ""},
 		{"unknown command", []string{"pull"}, exitUsage, "", `unknown command "pull"`},
@@ -56,7 +50,22 @@ func TestUsage(t *testing.T) {
 		{"bad log format", []string{"once", "-config", cfg, "-log-format", "xml"}, exitUsage, "", `-log-format "xml": want json or text`},
 		{"unknown image name", []string{"once", "-config", cfg, "b"}, exitUsage, "", `no image "b" in the config (it has: a)`},
 		{"missing config file", []string{"once", "-config", "/nonexistent/c.hcl"}, exitUsage, "", "reading config: open /nonexistent/c.hcl"},
-	} {
+	})
+}
+
+// cliCase is one command line and what it must give: the exit code, and
+// text stdout and stderr must each contain.
+type cliCase struct {
+	name   string
+	args   []string
+	code   int
+	stdout string
+	stderr string
+}
+
+func runCLICases(t *testing.T, cases []cliCase) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := runCLI(t, tc.args...)
 			if code != tc.code || !strings.Contains(stdout, tc.stdout) || !strings.Contains(stderr, tc.stderr) {
