@@ -148,6 +148,23 @@ func startPair(t *testing.T, srv *nomadtest.Server, args []string) (a, b *proc) 
 // kill -9 of the holder mid-stream: the standby takes over once Nomad lets
 // the lock lapse (twice the TTL, then the lock delay), resumes from the
 // checkpoint, and the two outputs hold every event once.
+// finishOnB, once b holds the lock: b writes 100 more lines, the publisher
+// stops, b writes the last event and ends on SIGTERM with 0, and every
+// published event is in a's or b's output exactly once.
+func finishOnB(t *testing.T, pub *publisher, a, b *proc) {
+	t.Helper()
+	b.stdout.WaitLines(t, 100)
+	published := pub.halt()
+	b.stdout.WaitFor(t, "the last event", lastIndexIs(published[len(published)-1]))
+	if err := b.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := b.wait(t); code != exitOK {
+		t.Errorf("the second instance: exit %d, want 0; stderr:\n%s", code, b.stderr)
+	}
+	unionOnce(t, published, indexes(t, "first", a.stdout.String()), indexes(t, "second", b.stdout.String()))
+}
+
 func TestHAFailoverKill9(t *testing.T) {
 	t.Parallel()
 	srv := nomadtest.StartT(t, nomadtest.Options{BufferSize: 100000, MinLockTTL: time.Second, DefaultLockTTL: time.Second, DefaultLockDelay: time.Second})
@@ -159,16 +176,7 @@ func TestHAFailoverKill9(t *testing.T) {
 	}
 	a.wait(t)
 	b.stderr.WaitFor(t, "the standby to take over", func(s string) bool { return strings.Contains(s, "HA lock acquired") })
-	b.stdout.WaitLines(t, 100)
-	published := pub.halt()
-	b.stdout.WaitFor(t, "the last event", lastIndexIs(published[len(published)-1]))
-	if err := b.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code := b.wait(t); code != exitOK {
-		t.Errorf("the second instance: exit %d, want 0; stderr:\n%s", code, b.stderr)
-	}
-	unionOnce(t, published, indexes(t, "first", a.stdout.String()), indexes(t, "second", b.stdout.String()))
+	finishOnB(t, pub, a, b)
 	if strings.Contains(b.stderr.String(), "gap") {
 		t.Errorf("the second instance reported a gap:\n%s", b.stderr)
 	}
@@ -232,14 +240,5 @@ func TestHAFailoverSIGTERM(t *testing.T) {
 	if !strings.Contains(a.stderr.String(), "HA lock released") {
 		t.Errorf("the first instance did not release the lock:\n%s", a.stderr)
 	}
-	b.stdout.WaitLines(t, 100)
-	published := pub.halt()
-	b.stdout.WaitFor(t, "the last event", lastIndexIs(published[len(published)-1]))
-	if err := b.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code := b.wait(t); code != exitOK {
-		t.Errorf("the second instance: exit %d, want 0; stderr:\n%s", code, b.stderr)
-	}
-	unionOnce(t, published, indexes(t, "first", a.stdout.String()), indexes(t, "second", b.stdout.String()))
+	finishOnB(t, pub, a, b)
 }
