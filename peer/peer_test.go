@@ -212,8 +212,16 @@ func TestHostilePeers(t *testing.T) {
 			t.Logf("refused: %v", err)
 		})
 	}
-	if _, err := e.Inspect(context.Background(), victim); !errors.Is(err, registry.ErrNotFound) {
-		t.Errorf("a refused transfer's tag is on the node (inspect %s: %v)", victim, err)
+	absent(t, e, "after the refused transfers", victim)
+}
+
+// absent fails t for each of refs (names or IDs) that Docker has.
+func absent(t *testing.T, e *registry.Engine, when string, refs ...string) {
+	t.Helper()
+	for _, ref := range refs {
+		if _, err := e.Inspect(context.Background(), ref); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("%s is in Docker %s (inspect: %v)", ref, when, err)
+		}
 	}
 }
 
@@ -312,14 +320,7 @@ func TestRefusedCopyLeavesNothing(t *testing.T) {
 		t.Fatalf("copied %+v, err %v; want what it sent refused", got, err)
 	}
 	t.Logf("refused: %v", err)
-	for _, id := range []string{otherID, wantID} {
-		if _, err := e.Inspect(context.Background(), id); !errors.Is(err, registry.ErrNotFound) {
-			t.Errorf("image %s is in Docker after the refused copy (inspect: %v)", id, err)
-		}
-	}
-	if _, err := e.Inspect(context.Background(), ref); !errors.Is(err, registry.ErrNotFound) {
-		t.Errorf("%s is tagged after the refused copy (inspect: %v)", ref, err)
-	}
+	absent(t, e, "after the refused copy", otherID, wantID, ref)
 }
 
 // Asked first, an agent ranked behind a peer that does not expect the
