@@ -34,10 +34,12 @@ func TestCatalogPeersKeepsOnlyAListOfOthers(t *testing.T) {
 	aUpdated := recordedRegistrations(t, 31)  // A's new allocation, B's old one
 	bReplaced := recordedRegistrations(t, 38) // A's alone: B's old one stopping
 	bUpdated := recordedRegistrations(t, 39)  // A's and B's new ones
-	self := bReplaced[0].NodeID
-	other := aUpdated[1].NodeID
-	if len(bReplaced) != 1 || len(aUpdated) != 2 || len(bUpdated) != 2 || other == self {
+	if len(bReplaced) != 1 || len(aUpdated) != 2 || len(bUpdated) != 2 {
 		t.Fatalf("recorded answers not as their README says: %v, %v, %v", aUpdated, bReplaced, bUpdated)
+	}
+	self, other := bReplaced[0].NodeID, aUpdated[1].NodeID
+	if other == self {
+		t.Fatalf("recorded answers not as their README says: node %s listed alone and beside itself", self)
 	}
 	cp := &catalogPeers{c: c, self: func() string { return self }, service: "roll", token: token}
 	nodes := func() []string {
@@ -70,7 +72,7 @@ func TestCatalogPeersKeepsOnlyAListOfOthers(t *testing.T) {
 }
 
 // recordedRegistrations reads the catalog's answer at index as the fake's
-// registrations.
+// registrations (group "g": the answer names it only in each ID).
 func recordedRegistrations(t *testing.T, index int) []nomadtest.Registration {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("testdata/nomad-2.0.5/rolling-update/service-roll-%d.json", index))

@@ -145,9 +145,6 @@ func startPair(t *testing.T, srv *nomadtest.Server, args []string) (a, b *proc) 
 	return a, b
 }
 
-// kill -9 of the holder mid-stream: the standby takes over once Nomad lets
-// the lock lapse (twice the TTL, then the lock delay), resumes from the
-// checkpoint, and the two outputs hold every event once.
 // finishOnB, once b holds the lock: b writes 100 more lines, the publisher
 // stops, b writes the last event and ends on SIGTERM with 0, and every
 // published event is in a's or b's output exactly once.
@@ -165,6 +162,9 @@ func finishOnB(t *testing.T, pub *publisher, a, b *proc) {
 	unionOnce(t, published, indexes(t, "first", a.stdout.String()), indexes(t, "second", b.stdout.String()))
 }
 
+// kill -9 of the holder mid-stream: the standby takes over once Nomad lets
+// the lock lapse (twice the TTL, then the lock delay), resumes from the
+// checkpoint, and the two outputs hold every event once.
 func TestHAFailoverKill9(t *testing.T) {
 	t.Parallel()
 	srv := nomadtest.StartT(t, nomadtest.Options{BufferSize: 100000, MinLockTTL: time.Second, DefaultLockTTL: time.Second, DefaultLockDelay: time.Second})
