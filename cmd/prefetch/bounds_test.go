@@ -138,6 +138,7 @@ func boundsSettings() string {
 // skips it at once for its source.
 func TestOnceHungRegistry(t *testing.T) {
 	testbed.Need(t, bed)
+	t.Parallel() // it mostly waits out real timeouts (stall_timeout, a hung registry's 15 s probe)
 	ctx := context.Background()
 	cluster, hung := startProxied(t, "once-hung")
 	upstream, _ := startProxied(t, "once-hung-up")
@@ -175,6 +176,7 @@ func TestOnceHungRegistry(t *testing.T) {
 // missing; when the registry heals they converge.
 func TestRunHungRegistry(t *testing.T) {
 	testbed.Need(t, bed)
+	t.Parallel() // it mostly waits out real timeouts (stall_timeout, a hung registry's 15 s probe)
 	ctx := context.Background()
 	bad, hung := startProxied(t, "run-hung")
 	good, goodProxy := startProxied(t, "run-hung-good")
@@ -220,6 +222,7 @@ func TestRunHungRegistry(t *testing.T) {
 // from a source, each deleted by ID as Nomad's image GC does.
 func TestRunRemovalUnderHungRegistry(t *testing.T) {
 	testbed.Need(t, bed)
+	t.Parallel() // it mostly waits out real timeouts (stall_timeout, a hung registry's 15 s probe)
 	ctx := context.Background()
 	reg, p := startProxied(t, "run-removal")
 	up, upProxy := startProxied(t, "run-removal-up")

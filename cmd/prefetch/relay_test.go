@@ -229,6 +229,7 @@ func TestRelayOneSubscriptionPerCluster(t *testing.T) {
 // back to it.
 func TestRelayFallsBackToNomad(t *testing.T) {
 	testbed.Need(t, bed)
+	t.Parallel() // it mostly waits out the zombie's lock
 	ctx := context.Background()
 	reg, rp := startProxied(t, "relay-fallback")
 	ids := []string{seed(t, reg.Addr+"/app:1", "relay-fb-1"), seed(t, reg.Addr+"/app:2", "relay-fb-2")}
