@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -25,18 +24,7 @@ import (
 // task pending, "Downloading image"), moved (the task past its pull).
 func recorded(t *testing.T) (placed, pulling, moved map[string]any) {
 	t.Helper()
-	b, err := os.ReadFile("../internal/nomadtest/testdata/nomad-2.0.5/transcripts/G.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var steps []struct {
-		Response struct {
-			Body json.RawMessage `json:"body"`
-		} `json:"response"`
-	}
-	if err := json.Unmarshal(b, &steps); err != nil {
-		t.Fatal(err)
-	}
+	steps := nomadtest.Transcript(t, "G")
 	one := func(i int) map[string]any {
 		var allocs []map[string]any
 		if err := json.Unmarshal(steps[i].Response.Body, &allocs); err != nil || len(allocs) != 1 {

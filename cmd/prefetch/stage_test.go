@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 	"github.com/nomad-prefetch/nomad-prefetch/discovery"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/catalogtest"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/faultproxy"
+	"github.com/nomad-prefetch/nomad-prefetch/internal/nomadtest"
 	"github.com/nomad-prefetch/nomad-prefetch/internal/testbed"
 	"github.com/nomad-prefetch/nomad-prefetch/stage"
 )
@@ -51,18 +51,7 @@ job "registry" {
 // transcript F's recorded answer for its job, renamed, with the image.
 func parsedRegistry(t *testing.T, image string) map[string]any {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "internal", "nomadtest", "testdata", "nomad-2.0.5", "transcripts", "F.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var steps []struct {
-		Response struct {
-			Body json.RawMessage `json:"body"`
-		} `json:"response"`
-	}
-	if err := json.Unmarshal(b, &steps); err != nil {
-		t.Fatal(err)
-	}
+	steps := nomadtest.Transcript(t, "F")
 	var job map[string]any // step 1: "parse with Variables ...: the image holds v2"
 	if err := json.Unmarshal(steps[1].Response.Body, &job); err != nil {
 		t.Fatal(err)

@@ -5,10 +5,11 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/nomad-prefetch/nomad-prefetch/internal/nomadtest"
 )
 
 // The Nomad catalog's conformance: transcript D (Nomad 2.0.5's
@@ -27,24 +28,7 @@ import (
 //   - the blocking GETs (?index=&wait=), /v1/services and the job's
 //     allocations: not served, as nothing in the project asks them.
 func TestConformsToNomadServices(t *testing.T) {
-	b, err := os.ReadFile("../nomadtest/testdata/nomad-2.0.5/transcripts/D.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var steps []struct {
-		Note    string `json:"note"`
-		Request *struct {
-			Method, Path string
-		} `json:"request"`
-		Response *struct {
-			Status  int               `json:"status"`
-			Headers map[string]string `json:"headers"`
-			Body    json.RawMessage   `json:"body"`
-		} `json:"response"`
-	}
-	if err := json.Unmarshal(b, &steps); err != nil {
-		t.Fatal(err)
-	}
+	steps := nomadtest.Transcript(t, "D")
 	replayed := 0
 	for i, st := range steps {
 		if st.Request == nil || st.Request.Method != http.MethodGet || !strings.HasPrefix(st.Request.Path, "/v1/service/") || strings.Contains(st.Request.Path, "?") {

@@ -15,7 +15,7 @@ import (
 
 // gAllocs returns the allocation transcript G answered at step i (its
 // only one) and that step.
-func gAlloc(t *testing.T, steps []transcriptStep, i int) map[string]any {
+func gAlloc(t *testing.T, steps []TranscriptStep, i int) map[string]any {
 	t.Helper()
 	var allocs []map[string]any
 	if err := json.Unmarshal(steps[i].Response.Body, &allocs); err != nil || len(allocs) != 1 {
@@ -49,7 +49,7 @@ func getAllocs(t *testing.T, s *Server, path string) allocAnswer {
 // TestNodeAllocationsAsRecorded replays transcript G: the same answers at
 // the same moments, on synctest's clock.
 func TestNodeAllocationsAsRecorded(t *testing.T) {
-	steps := readTranscript(t, "G")
+	steps := Transcript(t, "G")
 	placed, pulling, moved := gAlloc(t, steps, 4), gAlloc(t, steps, 5), gAlloc(t, steps, 6)
 	node := placed["NodeID"].(string)
 	path := "/v1/node/" + node + "/allocations"

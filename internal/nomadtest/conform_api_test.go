@@ -80,7 +80,7 @@ type jobsReplay struct {
 }
 
 // register applies a POST /v1/jobs to the fake.
-func (j *jobsReplay) register(t *testing.T, st transcriptStep) {
+func (j *jobsReplay) register(t *testing.T, st TranscriptStep) {
 	var req struct{ Job map[string]any }
 	if err := json.Unmarshal(st.Request.Body, &req); err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func (j *jobsReplay) register(t *testing.T, st transcriptStep) {
 
 // request turns a recorded GET into the fake's: index= becomes the fake's
 // counterpart of the answer it came from.
-func (j *jobsReplay) request(st transcriptStep) (*http.Request, uint64) {
+func (j *jobsReplay) request(st TranscriptStep) (*http.Request, uint64) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	var asked uint64
@@ -116,7 +116,7 @@ func (j *jobsReplay) request(st transcriptStep) (*http.Request, uint64) {
 }
 
 // compare compares the fake's answer to a GET with Nomad's.
-func (j *jobsReplay) compare(st transcriptStep, asked uint64, rr *httptest.ResponseRecorder, took time.Duration) []string {
+func (j *jobsReplay) compare(st TranscriptStep, asked uint64, rr *httptest.ResponseRecorder, took time.Duration) []string {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	want := st.Response
@@ -240,13 +240,13 @@ func compareJobs(rec, got []byte) []string {
 }
 
 func TestConformsToNomadJobs(t *testing.T) {
-	var regs []transcriptStep // B5's registrations: C's lists hold those jobs
-	for _, st := range readTranscript(t, "B5") {
+	var regs []TranscriptStep // B5's registrations: C's lists hold those jobs
+	for _, st := range Transcript(t, "B5") {
 		if st.Request != nil && st.Request.Method == http.MethodPost && strings.HasPrefix(st.Request.Path, "/v1/jobs") {
 			regs = append(regs, st)
 		}
 	}
-	steps := readTranscript(t, "C")
+	steps := Transcript(t, "C")
 	synctest.Test(t, func(t *testing.T) {
 		s := NewWithListener(nopListener{}, Options{})
 		defer s.Close()
@@ -299,7 +299,7 @@ func TestConformsToNomadACL(t *testing.T) {
 		15: "Authorize is per token: the read-only token's read is refused",
 		20: "Authorize is per token: the read-only token's read is refused",
 	}
-	steps := readTranscript(t, "E")
+	steps := Transcript(t, "E")
 	synctest.Test(t, func(t *testing.T) {
 		s := NewWithListener(nopListener{}, Options{Authorize: func(tok string) bool { return tok == management }})
 		defer s.Close()

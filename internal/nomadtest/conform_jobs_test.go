@@ -104,7 +104,7 @@ var numberRE = regexp.MustCompile(`\d+`)
 
 // request turns a recorded request into the fake's: a registration's
 // JobModifyIndex becomes the fake's counterpart.
-func (f *fReplay) request(t *testing.T, st transcriptStep) *http.Request {
+func (f *fReplay) request(t *testing.T, st TranscriptStep) *http.Request {
 	body := []byte(st.Request.Body)
 	if st.Request.Path == "/v1/jobs" {
 		var m map[string]any
@@ -129,7 +129,7 @@ func (f *fReplay) request(t *testing.T, st transcriptStep) *http.Request {
 }
 
 // compare compares the fake's answer with Nomad's.
-func (f *fReplay) compare(t *testing.T, st transcriptStep, rr *httptest.ResponseRecorder) []string {
+func (f *fReplay) compare(t *testing.T, st TranscriptStep, rr *httptest.ResponseRecorder) []string {
 	want := st.Response
 	var diffs []string
 	if rr.Code != want.Status {
@@ -301,7 +301,7 @@ func jsonDiff(rec, got any, path string) []string {
 }
 
 func TestConformsToNomadJobParseAndRegister(t *testing.T) {
-	steps := readTranscript(t, "F")
+	steps := Transcript(t, "F")
 	s := NewWithListener(nopListener{}, Options{})
 	defer s.Close()
 	s.Reset(100) // the fake's indexes are not the recording's
@@ -310,7 +310,7 @@ func TestConformsToNomadJobParseAndRegister(t *testing.T) {
 		JobHCL, Variables string
 		Canonicalize      bool
 	}
-	parseOf := func(st transcriptStep) parseRequest {
+	parseOf := func(st TranscriptStep) parseRequest {
 		var p parseRequest
 		if err := json.Unmarshal(st.Request.Body, &p); err != nil {
 			t.Fatal(err)

@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -64,7 +62,7 @@ func streamSteps(t *testing.T, name string) []struct {
 		query string
 		body  streamBody
 	}
-	for _, st := range readTranscript(t, name) {
+	for _, st := range Transcript(t, name) {
 		if st.Request == nil || !strings.HasPrefix(st.Request.Path, "/v1/event/stream?") {
 			continue
 		}
@@ -260,7 +258,7 @@ func replayStream(t *testing.T, s *Server, query string, body streamBody) {
 // unknown topic (200, `{}`, no frame), and the two 400s, whose status,
 // Content-Type, Content-Length and text must be Nomad's.
 func TestConformsToNomadStreamFilters(t *testing.T) {
-	steps := readTranscript(t, "B5")
+	steps := Transcript(t, "B5")
 	var frames map[uint64][]Event
 	for _, st := range streamSteps(t, "B5") {
 		if strings.HasPrefix(st.query, "topic=Job&namespace=*&") {
@@ -305,23 +303,6 @@ func TestConformsToNomadStreamFilters(t *testing.T) {
 			if err := json.Unmarshal(st.Response.Body, &want); err != nil {
 				t.Fatal(err)
 			}
-			var rec struct {
-				StreamHeaders map[string]string `json:"stream_headers"`
-			}
-			var full []json.RawMessage
-			b, _ := os.ReadFile(filepath.Join("testdata", "nomad-2.0.5", "transcripts", "B5.json"))
-			if err := json.Unmarshal(b, &full); err != nil {
-				t.Fatal(err)
-			}
-			var whole struct {
-				Response json.RawMessage `json:"response"`
-			}
-			if err := json.Unmarshal(full[i], &whole); err != nil {
-				t.Fatal(err)
-			}
-			if err := json.Unmarshal(whole.Response, &rec); err != nil {
-				t.Fatal(err)
-			}
 			resp, err := http.Get(s.URL + st.Request.Path)
 			if err != nil {
 				t.Fatal(err)
@@ -337,8 +318,8 @@ func TestConformsToNomadStreamFilters(t *testing.T) {
 			if ct := resp.Header.Get("Content-Type"); ct != st.Response.Headers["Content-Type"] {
 				t.Errorf("Content-Type %q, Nomad %q", ct, st.Response.Headers["Content-Type"])
 			}
-			if cl := resp.Header.Get("Content-Length"); cl != rec.StreamHeaders["Content-Length"] {
-				t.Errorf("Content-Length %q, Nomad %q", cl, rec.StreamHeaders["Content-Length"])
+			if cl := resp.Header.Get("Content-Length"); cl != st.Response.StreamHeaders["Content-Length"] {
+				t.Errorf("Content-Length %q, Nomad %q", cl, st.Response.StreamHeaders["Content-Length"])
 			}
 			if resp.Close {
 				t.Error("Connection: close on a 400; Nomad keeps the connection")
@@ -448,7 +429,7 @@ func closeTo(got time.Duration, rec float64) bool {
 // default heartbeat (Nomad's 30 s): an idle stream gets `{}` at once and
 // again 30 s later, and nothing else in the 35 s the recorder held it.
 func TestConformsToNomadHeartbeats(t *testing.T) {
-	st := readTranscript(t, "B4")[0]
+	st := Transcript(t, "B4")[0]
 	var rec streamBody
 	if err := json.Unmarshal(st.Response.Body, &rec); err != nil {
 		t.Fatal(err)
@@ -490,25 +471,7 @@ func TestConformsToNomadHeartbeats(t *testing.T) {
 // gets `{}` at once.
 func TestConformsToNomadRefusedStreams(t *testing.T) {
 	const management = "42c92abe-ac54-2991-3558-41db47ce17d3" // E's bootstrap token
-	var recorded []struct {
-		Note    string  `json:"note"`
-		T       float64 `json:"t_s"`
-		Request struct {
-			Path    string            `json:"path"`
-			Headers map[string]string `json:"headers"`
-		} `json:"request"`
-		Response struct {
-			Body json.RawMessage `json:"body"`
-		} `json:"response"`
-		Elapsed float64 `json:"elapsed_s"`
-	}
-	b, err := os.ReadFile(filepath.Join("testdata", "nomad-2.0.5", "transcripts", "E.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &recorded); err != nil {
-		t.Fatal(err)
-	}
+	recorded := Transcript(t, "E")
 	sort.SliceStable(recorded, func(i, j int) bool { return recorded[i].T < recorded[j].T })
 	synctest.Test(t, func(t *testing.T) {
 		s := NewWithListener(nopListener{}, Options{Authorize: func(tok string) bool { return tok == management }})
@@ -524,7 +487,7 @@ func TestConformsToNomadRefusedStreams(t *testing.T) {
 		}
 		var opens []open
 		for _, st := range recorded {
-			if !strings.HasPrefix(st.Request.Path, "/v1/event/stream?") {
+			if st.Request == nil || !strings.HasPrefix(st.Request.Path, "/v1/event/stream?") {
 				continue
 			}
 			time.Sleep(time.Until(start.Add(time.Duration(st.T * float64(time.Second)))))

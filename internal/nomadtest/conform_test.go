@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -43,36 +41,6 @@ var conformSkip = map[string]string{
 	// LockDelay and its own few ms); the fake frees it at exactly 23 s, so
 	// a GET 23.001 s after still saw the lock in Nomad and not in the fake.
 	"A6/48": "sent 1 ms after the fake's lapse, 2 ms before Nomad's",
-}
-
-type transcriptStep struct {
-	Note    string  `json:"note"`
-	T       float64 `json:"t_s"`
-	Elapsed float64 `json:"elapsed_s"`
-	Request *struct {
-		Method  string            `json:"method"`
-		Path    string            `json:"path"`
-		Body    json.RawMessage   `json:"body"`
-		Headers map[string]string `json:"headers"`
-	} `json:"request"`
-	Response *struct {
-		Status  int               `json:"status"`
-		Headers map[string]string `json:"headers"`
-		Body    json.RawMessage   `json:"body"`
-	} `json:"response"`
-}
-
-func readTranscript(t *testing.T, name string) []transcriptStep {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "nomad-2.0.5", "transcripts", name+".json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var steps []transcriptStep
-	if err := json.Unmarshal(b, &steps); err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	return steps
 }
 
 // ordered is a one-to-one, order-keeping map from recorded values to the
@@ -155,7 +123,7 @@ func (c *conformer) nearest(n uint64) uint64 {
 }
 
 // compare compares the fake's answer with the recorded one.
-func (c *conformer) compare(st transcriptStep, rr *httptest.ResponseRecorder) []string {
+func (c *conformer) compare(st TranscriptStep, rr *httptest.ResponseRecorder) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	want := st.Response
@@ -276,7 +244,7 @@ func TestConformsToNomadVariables(t *testing.T) {
 		for _, name := range conformScenarios {
 			start := time.Now()
 			var wg sync.WaitGroup
-			for i, st := range readTranscript(t, name) {
+			for i, st := range Transcript(t, name) {
 				if st.Request == nil {
 					continue
 				}

@@ -12,7 +12,7 @@ import (
 
 // fParse returns F's parse of step i: its JobHCL and Variables, and the
 // job Nomad answered.
-func fParse(t *testing.T, steps []transcriptStep, i int) (hcl, variables string, job map[string]any) {
+func fParse(t *testing.T, steps []TranscriptStep, i int) (hcl, variables string, job map[string]any) {
 	t.Helper()
 	var req struct{ JobHCL, Variables string }
 	if err := json.Unmarshal(steps[i].Request.Body, &req); err != nil {
@@ -29,7 +29,7 @@ func fParse(t *testing.T, steps []transcriptStep, i int) (hcl, variables string,
 // with EnforceIndex as the stage command calls it.
 func TestOfficialClientParsesAndRegisters(t *testing.T) {
 	t.Parallel()
-	steps := readTranscript(t, "F")
+	steps := Transcript(t, "F")
 	s := start(t, Options{})
 	hcl, vars, canonical := fParse(t, steps, 1)
 	s.AddParse(hcl, vars, canonical)

@@ -23,7 +23,7 @@ func TestConformsToNomadServices(t *testing.T) {
 	srv := StartT(t, Options{})
 	var reg Registration
 	compared := 0
-	for i, st := range readTranscript(t, "D") {
+	for i, st := range Transcript(t, "D") {
 		if st.Request == nil || st.Request.Method != "GET" || !strings.HasPrefix(st.Request.Path, "/v1/service/") || strings.Contains(st.Request.Path, "index=") {
 			continue
 		}
