@@ -132,15 +132,23 @@ type realBundle struct {
 	manifestJ []dockerItem // the Engine's manifest.json
 }
 
+// engine is a registry.Engine on the test bed's dockerd, closed when t ends.
+func engine(t *testing.T) *registry.Engine {
+	t.Helper()
+	e, err := registry.NewEngine(registry.Options{Host: bed.Host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
 func newRealBundle(t *testing.T, name string) *realBundle {
 	t.Helper()
 	testbed.Need(t, bed)
 	ctx := context.Background()
-	eng, err := registry.NewEngine(registry.Options{Host: bed.Host})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eng.Close() })
+	eng := engine(t)
+	var err error
 	b := &realBundle{eng: eng, path: filepath.Join(t.TempDir(), "good.tar"), expected: "127.0.0.1:1/" + name + ":1", victim: "127.0.0.1:1/" + name + "-victim:1"}
 	if b.id, err = bed.Import(ctx, "127.0.0.1:1/"+name+"-src:1", name, 8<<10); err != nil {
 		t.Fatal(err)
@@ -357,11 +365,7 @@ func TestRealSharedLayer(t *testing.T) {
 	t.Parallel()
 	testbed.Need(t, bed)
 	ctx := context.Background()
-	eng, err := registry.NewEngine(registry.Options{Host: bed.Host})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eng.Close() })
+	eng := engine(t)
 	var entries []Entry
 	for _, n := range []string{"one", "two"} {
 		id, err := bed.Import(ctx, "127.0.0.1:1/shared-"+n+"-src:1", "shared", 8<<10)

@@ -50,7 +50,7 @@ func TestConfigurationDocMatchesBounds(t *testing.T) {
 		if !ok {
 			t.Fatalf("no default known for %s: add it to this test", l.name)
 		}
-		check(l.name, fmt.Sprintf("`%q`", short(def)), short(l.min)+" to "+short(l.max))
+		check(l.name, fmt.Sprintf("`%q`", shortDuration(def)), shortDuration(l.min)+" to "+shortDuration(l.max))
 	}
 	check("concurrency", fmt.Sprint(DefaultConcurrency), fmt.Sprintf("%d to %d", MinConcurrency, MaxConcurrency))
 	check("  max_images", fmt.Sprint(DefaultMaxDiscoveredImages), fmt.Sprintf("%d to %d", 1, MaxDiscoveredImages))
@@ -59,22 +59,10 @@ func TestConfigurationDocMatchesBounds(t *testing.T) {
 	check("    audience", fmt.Sprintf("`%q`", DefaultRelayAudience), "")
 	check("    history_bytes", fmt.Sprint(DefaultRelayHistoryBytes), fmt.Sprintf("%d to %d", MinRelayHistoryBytes, MaxRelayHistoryBytes))
 	check("    max_subscribers", fmt.Sprint(DefaultRelayMaxSubscribers), fmt.Sprintf("%d to %d", 1, MaxRelayMaxSubscribers))
-	check("    fallback_after", fmt.Sprintf("`%q`", short(DefaultRelayFallbackAfter)), short(MinRelayFallbackAfter)+" to "+short(MaxRelayFallbackAfter))
-	check("    lock_ttl", fmt.Sprintf("`%q`", short(DefaultRelayLockTTL)), "up to 24h")
+	check("    fallback_after", fmt.Sprintf("`%q`", shortDuration(DefaultRelayFallbackAfter)), shortDuration(MinRelayFallbackAfter)+" to "+shortDuration(MaxRelayFallbackAfter))
+	check("    lock_ttl", fmt.Sprintf("`%q`", shortDuration(DefaultRelayLockTTL)), "up to 24h")
 	check("    order", fmt.Sprintf("`%q`", PeersLast), fmt.Sprintf("`%q` or `%q`", PeersFirst, PeersLast))
-	check("    wait", fmt.Sprintf("`%q`", short(DefaultPeersWait)), "up to "+short(MaxPeersWait))
+	check("    wait", fmt.Sprintf("`%q`", shortDuration(DefaultPeersWait)), "up to "+shortDuration(MaxPeersWait))
 	check("    max_serving", fmt.Sprint(DefaultPeersMaxServing), fmt.Sprintf("%d to %d", 1, MaxPeersMaxServing))
 	check("    max_size", fmt.Sprintf("`%q`", units.BytesSize(DefaultPeersMaxSize)), "at least "+units.BytesSize(MinPeersMaxSize))
-}
-
-// short writes d as the docs do: 10s, 1h, 168h, 100ms.
-func short(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }
