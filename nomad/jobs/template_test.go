@@ -296,7 +296,8 @@ func TestDiscoveryBlock(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte("nomad {\n  address = \""+srv.URL+"\"\n}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	rendered := render(t, bin, []string{
+	// The discovery settings the job's template passes, but for the rewrites.
+	discovery := []string{
 		"PREFETCH_CONFIG_SOURCE=nomad",
 		"PREFETCH_DISCOVERY=true",
 		"PREFETCH_NOMAD_ADDR=unix:///secrets/api.sock",
@@ -305,8 +306,8 @@ func TestDiscoveryBlock(t *testing.T) {
 		`PREFETCH_NOMAD_NAMESPACES=["default","team-*"]`,
 		`PREFETCH_NOMAD_EXCLUDE=["*:latest"]`,
 		"PREFETCH_NOMAD_INFRA_IMAGE=none",
-		"PREFETCH_NOMAD_REWRITES=" + string(hostileRewrites),
-	}, "-config", cfgFile)
+	}
+	rendered := render(t, bin, append(slices.Clone(discovery), "PREFETCH_NOMAD_REWRITES="+string(hostileRewrites)), "-config", cfgFile)
 	cfg, err := config.Parse("config.hcl", rendered)
 	if err == nil {
 		t.Fatalf("a hostile rewrite source was accepted:\n%s", rendered)
@@ -314,15 +315,7 @@ func TestDiscoveryBlock(t *testing.T) {
 	if !strings.Contains(err.Error(), "nomad rewrite: source prefix") {
 		t.Fatalf("got %v, want the hostile source refused by name\n%s", err, rendered)
 	}
-	rendered = render(t, bin, []string{
-		"PREFETCH_CONFIG_SOURCE=nomad",
-		"PREFETCH_DISCOVERY=true",
-		"PREFETCH_NOMAD_ADDR=unix:///secrets/api.sock",
-		"PREFETCH_NOMAD_TOKEN_FILE=/secrets/nomad_token",
-		"PREFETCH_NODE_ID=e25839b9-0030-737a-5e7b-cc926aad887e",
-		`PREFETCH_NOMAD_NAMESPACES=["default","team-*"]`,
-		`PREFETCH_NOMAD_EXCLUDE=["*:latest"]`,
-		"PREFETCH_NOMAD_INFRA_IMAGE=none",
+	rendered = render(t, bin, append(slices.Clone(discovery),
 		`PREFETCH_NOMAD_REWRITES=[{"from":"registry.service.consul:5000/","sources":["docker.io/library/","ghcr.io/acme/"]}]`,
 		"PREFETCH_NOMAD_MAX_IMAGES=250",
 		"PREFETCH_NOMAD_INCLUDE_UNDECIDED=true",
@@ -332,7 +325,7 @@ func TestDiscoveryBlock(t *testing.T) {
 		"PREFETCH_NOMAD_BACKGROUND_PULLS=2",
 		"PREFETCH_NOMAD_RELAY=true",
 		"PREFETCH_NOMAD_PEERS=first",
-	}, "-config", cfgFile)
+	), "-config", cfgFile)
 	cfg, err = config.Parse("config.hcl", rendered)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, rendered)
