@@ -26,7 +26,7 @@ func TestRegisterKeepsCreateIndex(t *testing.T) {
 		t.Fatalf("the recording no longer shows a kept CreateIndex: %+v", v)
 	}
 
-	s := start(t, Options{})
+	s := StartT(t, Options{})
 	var job map[string]any
 	b, err = os.ReadFile("testdata/nomad-2.0.5/job-web.json")
 	if err != nil {
@@ -58,7 +58,7 @@ func TestRegisterKeepsCreateIndex(t *testing.T) {
 // JobModifyIndex 108, Version 2, Stop true).
 func TestStopMovesModifyIndex(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{})
+	s := StartT(t, Options{})
 	s.RegisterJob(map[string]any{"ID": "rec-b1", "Name": "rec-b1"})
 	stop := s.StopJob("default", "rec-b1")
 	c, err := api.NewClient(&api.Config{Address: s.URL})
@@ -92,7 +92,7 @@ func TestStopMovesModifyIndex(t *testing.T) {
 // was held is found).
 func TestHoldJobReads(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{})
+	s := StartT(t, Options{})
 	waiting, release := s.HoldJobReads()
 	type answer struct {
 		job *api.Job

@@ -120,15 +120,7 @@ func (j *jobsReplay) compare(st TranscriptStep, asked uint64, rr *httptest.Respo
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	want := st.Response
-	var diffs []string
-	if rr.Code != want.Status {
-		diffs = append(diffs, fmt.Sprintf("status %d, Nomad %d", rr.Code, want.Status))
-	}
-	for _, k := range []string{"Content-Type", "X-Nomad-Knownleader", "X-Nomad-Lastcontact"} {
-		if got := rr.Header().Get(k); got != want.Headers[k] {
-			diffs = append(diffs, fmt.Sprintf("header %s %q, Nomad %q", k, got, want.Headers[k]))
-		}
-	}
+	diffs := statusAndHeaders(rr, st)
 	if asked != 0 {
 		if rec := time.Duration(st.Elapsed * float64(time.Second)); took > rec || took < rec-300*time.Millisecond {
 			diffs = append(diffs, fmt.Sprintf("answered after %v, Nomad after %v", took, rec))

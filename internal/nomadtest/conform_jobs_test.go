@@ -131,15 +131,7 @@ func (f *fReplay) request(t *testing.T, st TranscriptStep) *http.Request {
 // compare compares the fake's answer with Nomad's.
 func (f *fReplay) compare(t *testing.T, st TranscriptStep, rr *httptest.ResponseRecorder) []string {
 	want := st.Response
-	var diffs []string
-	if rr.Code != want.Status {
-		diffs = append(diffs, fmt.Sprintf("status %d, Nomad %d", rr.Code, want.Status))
-	}
-	for _, k := range []string{"Content-Type", "X-Nomad-Knownleader", "X-Nomad-Lastcontact"} {
-		if got := rr.Header().Get(k); got != want.Headers[k] {
-			diffs = append(diffs, fmt.Sprintf("header %s %q, Nomad %q", k, got, want.Headers[k]))
-		}
-	}
+	diffs := statusAndHeaders(rr, st)
 	recIdx, hasRec := want.Headers["X-Nomad-Index"]
 	gotIdx, hasGot := rr.Header().Get("X-Nomad-Index"), rr.Header().Get("X-Nomad-Index") != ""
 	if hasRec != hasGot {

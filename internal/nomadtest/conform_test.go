@@ -43,6 +43,23 @@ var conformSkip = map[string]string{
 	"A6/48": "sent 1 ms after the fake's lapse, 2 ms before Nomad's",
 }
 
+// statusAndHeaders compares the fake's status, Content-Type and leader
+// headers (X-Nomad-Knownleader, X-Nomad-Lastcontact) with Nomad's answer at
+// st, one difference a line.
+func statusAndHeaders(rr *httptest.ResponseRecorder, st TranscriptStep) []string {
+	want := st.Response
+	var diffs []string
+	if rr.Code != want.Status {
+		diffs = append(diffs, fmt.Sprintf("status %d, Nomad %d", rr.Code, want.Status))
+	}
+	for _, k := range []string{"Content-Type", "X-Nomad-Knownleader", "X-Nomad-Lastcontact"} {
+		if got := rr.Header().Get(k); got != want.Headers[k] {
+			diffs = append(diffs, fmt.Sprintf("header %s %q, Nomad %q", k, got, want.Headers[k]))
+		}
+	}
+	return diffs
+}
+
 // ordered is a one-to-one, order-keeping map from recorded values to the
 // fake's (indexes, timestamps).
 type ordered struct {

@@ -17,7 +17,7 @@ import (
 // old one.
 func TestJWKSVerifiesIssuedIdentities(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{Authorize: func(string) bool { return false }})
+	s := StartT(t, Options{Authorize: func(string) bool { return false }})
 	get := func() jose.JSONWebKeySet {
 		t.Helper()
 		resp, err := http.Get(s.URL + "/.well-known/jwks.json")

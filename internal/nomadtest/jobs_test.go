@@ -30,7 +30,7 @@ func fParse(t *testing.T, steps []TranscriptStep, i int) (hcl, variables string,
 func TestOfficialClientParsesAndRegisters(t *testing.T) {
 	t.Parallel()
 	steps := Transcript(t, "F")
-	s := start(t, Options{})
+	s := StartT(t, Options{})
 	hcl, vars, canonical := fParse(t, steps, 1)
 	s.AddParse(hcl, vars, canonical)
 	c, err := api.NewClient(&api.Config{Address: s.URL})
@@ -91,7 +91,7 @@ func TestOfficialClientParsesAndRegisters(t *testing.T) {
 // is refused with Nomad's text (its source).
 func TestRegisterOverHTTP(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{})
+	s := StartT(t, Options{})
 	s.AddNamespace("other")
 	put := func(path, body string) *httptest.ResponseRecorder {
 		rr := httptest.NewRecorder()
@@ -139,7 +139,7 @@ func TestRegisterOverHTTP(t *testing.T) {
 // Authorize refuses, as E recorded for Nomad's other endpoints.
 func TestParseAndRegisterRefusedToken(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{Authorize: func(tok string) bool { return tok == "good" }})
+	s := StartT(t, Options{Authorize: func(tok string) bool { return tok == "good" }})
 	s.AddParse("job {}", "", map[string]any{"ID": "x"})
 	for _, c := range []struct{ path, body string }{
 		{"/v1/jobs/parse", `{"JobHCL":"job {}","Canonicalize":true}`},

@@ -12,17 +12,6 @@ import (
 	"time"
 )
 
-func start(t *testing.T, opts Options) *Server {
-	t.Helper()
-	s, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	t.Cleanup(s.Close)
-	return s
-}
-
 type frame struct {
 	Index  uint64
 	Events []Event
@@ -79,7 +68,7 @@ func ev(topic, key, ns string, filterKeys ...string) Event {
 
 func TestStartIndexRules(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{BufferSize: 2})          // keeps 3, as Nomad keeps size+1 (B3)
+	s := StartT(t, Options{BufferSize: 2})         // keeps 3, as Nomad keeps size+1 (B3)
 	for _, idx := range []uint64{10, 12, 15, 18} { // 10 is evicted
 		s.PublishAt(idx, ev("Job", "web", "default"))
 	}
@@ -114,7 +103,7 @@ func TestStartIndexRules(t *testing.T) {
 
 func TestFiltering(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{Namespaces: []string{"default", "prod"}})
+	s := StartT(t, Options{Namespaces: []string{"default", "prod"}})
 	s.Publish(
 		ev("Job", "web", "default"),
 		ev("Job", "api", "prod"),
@@ -157,7 +146,7 @@ func TestFiltering(t *testing.T) {
 
 func TestNamespaceWildcardExpandsAtSubscribe(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{})
+	s := StartT(t, Options{})
 	st, err := subscribe(t, s, "index=0&topic=Job&namespace=*", "")
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +164,7 @@ func TestNamespaceWildcardExpandsAtSubscribe(t *testing.T) {
 
 func TestBadTopicIs400(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{})
+	s := StartT(t, Options{})
 	st, err := subscribe(t, s, "topic=Job:a:b", "")
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +180,7 @@ func TestRefused(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			t.Parallel()
 			// E: a refused stream closes after a heartbeat interval.
-			s := start(t, Options{Mode: mode, Heartbeat: 50 * time.Millisecond, Authorize: func(tok string) bool { return tok == "good" }})
+			s := StartT(t, Options{Mode: mode, Heartbeat: 50 * time.Millisecond, Authorize: func(tok string) bool { return tok == "good" }})
 			st, err := subscribe(t, s, "topic=Job", "bad")
 			if err != nil {
 				t.Fatal(err)
@@ -217,7 +206,7 @@ func TestRefused(t *testing.T) {
 
 func TestChunkedErrorTail(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{Mode: Chunked})
+	s := StartT(t, Options{Mode: Chunked})
 	s.Publish(ev("Job", "web", "default"))
 	st, err := subscribe(t, s, "index=0&topic=Job", "")
 	if err != nil {
@@ -239,7 +228,7 @@ func TestChunkedErrorTail(t *testing.T) {
 
 func TestHeartbeatTicker(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{Heartbeat: time.Millisecond})
+	s := StartT(t, Options{Heartbeat: time.Millisecond})
 	st, err := subscribe(t, s, "topic=Job", "")
 	if err != nil {
 		t.Fatal(err)
@@ -253,7 +242,7 @@ func TestHeartbeatTicker(t *testing.T) {
 
 func TestSlowSubscriberCutOff(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{Mode: Chunked, BufferSize: 5, SendBuffer: 4096})
+	s := StartT(t, Options{Mode: Chunked, BufferSize: 5, SendBuffer: 4096})
 	st, err := subscribe(t, s, "topic=*", "")
 	if err != nil {
 		t.Fatal(err)
@@ -280,7 +269,7 @@ func TestSlowSubscriberCutOff(t *testing.T) {
 
 func TestCloseDelimitedBody(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{StatusLine: "HTTP/0.0 200 OK"})
+	s := StartT(t, Options{StatusLine: "HTTP/0.0 200 OK"})
 	s.Publish(AllocationEvent(1, "web", "default"), JobEvent(1, "web", "default"))
 	st, err := subscribe(t, s, "index=0&topic=Job&topic=Allocation", "")
 	if err != nil {

@@ -107,7 +107,7 @@ func decodeVar(t *testing.T, body string) varBody {
 // the lock ID.
 func TestVarLockAnswersAsRecorded(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{})
+	s := StartT(t, Options{})
 	const acquire = `{"Items":{"index":"123"},"Lock":{"TTL":"15s","LockDelay":"5s"}}`
 	acq := call(t, s, "PUT", "lock-acquire", "", acquire)
 	id := decodeVar(t, acq.body).Lock.ID
@@ -148,7 +148,7 @@ func TestVarLockAnswersAsRecorded(t *testing.T) {
 // the lock's TTL and delay to the defaults.
 func TestVarWritesToALockedVariable(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{})
+	s := StartT(t, Options{})
 	acq := decodeVar(t, call(t, s, "PUT", "lock-acquire", "a", `{"Lock":{"TTL":"40s","LockDelay":"5s"}}`).body)
 	id := acq.Lock.ID
 	tests := []struct {
@@ -205,7 +205,7 @@ func TestVarLockLapseAndDelay(t *testing.T) {
 	t.Parallel()
 	t.Run("twice the TTL", func(t *testing.T) {
 		t.Parallel()
-		s := start(t, Options{})
+		s := StartT(t, Options{})
 		before := time.Now()
 		call(t, s, "PUT", "lock-acquire", "a", `{"Lock":{"TTL":"10s","LockDelay":"3s"}}`)
 		after := time.Now()
@@ -216,7 +216,7 @@ func TestVarLockLapseAndDelay(t *testing.T) {
 	})
 	t.Run("during the delay", func(t *testing.T) {
 		t.Parallel()
-		s := start(t, Options{})
+		s := StartT(t, Options{})
 		id := decodeVar(t, call(t, s, "PUT", "lock-acquire", "a", `{"Lock":{"TTL":"10s","LockDelay":"1h"}}`).body).Lock.ID
 		s.LapseLock(lockPath)
 		if got := call(t, s, "PUT", "lock-renew", "a", `{"Lock":{"ID":"`+id+`"}}`); got.status != 409 {
@@ -231,7 +231,7 @@ func TestVarLockLapseAndDelay(t *testing.T) {
 	})
 	t.Run("after the delay", func(t *testing.T) {
 		t.Parallel()
-		s := start(t, Options{})
+		s := StartT(t, Options{})
 		acq := decodeVar(t, call(t, s, "PUT", "lock-acquire", "a", `{"Lock":{"TTL":"10s","LockDelay":"50ms"}}`).body)
 		read := make(chan answer, 1)
 		go func() {
@@ -257,7 +257,7 @@ func TestVarLockLapseAndDelay(t *testing.T) {
 // minimum as an option.
 func TestVarLockTTLBounds(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{})
+	s := StartT(t, Options{})
 	got := call(t, s, "PUT", "lock-acquire", "", `{"Lock":{"TTL":"5s"}}`)
 	if got.status != 400 || !strings.Contains(got.body, "TTL must be between 10 seconds and 24 hours") {
 		t.Errorf("TTL 5s: got %d %q, want Nomad's 400", got.status, got.body)
@@ -265,7 +265,7 @@ func TestVarLockTTLBounds(t *testing.T) {
 	if got := call(t, s, "PUT", "lock-acquire", "", `{"Lock":{"TTL":"25h"}}`); got.status != 400 {
 		t.Errorf("TTL 25h: got %d %q, want 400", got.status, got.body)
 	}
-	short := start(t, Options{MinLockTTL: time.Second})
+	short := StartT(t, Options{MinLockTTL: time.Second})
 	if got := call(t, short, "PUT", "lock-acquire", "", `{"Lock":{"TTL":"1s","LockDelay":"1s"}}`); got.status != 200 {
 		t.Errorf("TTL 1s with MinLockTTL 1s: got %d %q, want 200", got.status, got.body)
 	}
@@ -275,7 +275,7 @@ func TestVarLockTTLBounds(t *testing.T) {
 // leaves the others alone; healed, what was held goes on.
 func TestPartition(t *testing.T) {
 	t.Parallel()
-	s := start(t, Options{})
+	s := StartT(t, Options{})
 	cut, err := subscribe(t, s, "index=0&topic=Job", "cut")
 	if err != nil {
 		t.Fatal(err)
