@@ -295,11 +295,7 @@ func TestConformsToNomadACL(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := NewWithListener(nopListener{}, Options{Authorize: func(tok string) bool { return tok == management }})
 		defer s.Close()
-		c := &conformer{
-			index:   ordered{what: "index", m: map[uint64]uint64{}},
-			time:    ordered{what: "time", m: map[uint64]uint64{}},
-			lockIDs: map[string]string{},
-		}
+		c := newConformer()
 		for i, st := range steps {
 			step := fmt.Sprintf("E/%d (%s)", i, st.Note)
 			if strings.HasPrefix(st.Request.Path, "/v1/event/stream") {

@@ -98,6 +98,14 @@ type conformer struct {
 	lockIDs map[string]string // recorded → the fake's
 }
 
+func newConformer() *conformer {
+	return &conformer{
+		index:   ordered{what: "index", m: map[uint64]uint64{}},
+		time:    ordered{what: "time", m: map[uint64]uint64{}},
+		lockIDs: map[string]string{},
+	}
+}
+
 var uuidRE = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
 
 // request turns a recorded request into the fake's: lock IDs and the
@@ -253,11 +261,7 @@ func TestConformsToNomadVariables(t *testing.T) {
 		// with them.
 		s := NewWithListener(nopListener{}, Options{})
 		defer s.Close()
-		c := &conformer{
-			index:   ordered{what: "index", m: map[uint64]uint64{}},
-			time:    ordered{what: "time", m: map[uint64]uint64{}},
-			lockIDs: map[string]string{},
-		}
+		c := newConformer()
 		for _, name := range conformScenarios {
 			start := time.Now()
 			var wg sync.WaitGroup
