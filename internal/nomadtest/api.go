@@ -189,7 +189,7 @@ func (s *Server) guard(h http.HandlerFunc) http.HandlerFunc {
 		index, fail := s.nextIndex-1, s.failStatus
 		s.mu.Unlock()
 		if fail != 0 { // SetFailStatus: the foreground watcher's tests read a failing Nomad
-			http.Error(w, http.StatusText(fail), fail)
+			failAnswer(w, fail)
 			return
 		}
 		w.Header().Set("X-Nomad-Index", strconv.FormatUint(index, 10))

@@ -31,8 +31,8 @@ import (
 // leaves out (nothing reads it). A rotation (RotateIdentityKey) lists the
 // new key first and keeps the old one, as Nomad 2.0.5 did after
 // PUT /v1/operator/keyring/rotate (identity/testdata/nomad-2.0.5/rotation).
-// Assumed, not recorded: that an answer other than 200 is a failing
-// Nomad's (SetFailStatus).
+// A failing Nomad's answer (SetFailStatus) is as recorded for a server
+// without a leader (transcripts H1): 500, "No cluster leader" as text.
 
 // Identity is what a workload identity says: the claims Nomad puts in one.
 // Zero fields take the defaults noted.
@@ -121,7 +121,7 @@ func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
 	raw, served := id.raw, append([]int(nil), id.served...)
 	id.mu.Unlock()
 	if fail != 0 {
-		http.Error(w, http.StatusText(fail), fail)
+		failAnswer(w, fail)
 		return
 	}
 	if raw == nil {

@@ -382,11 +382,28 @@ func (s *Server) AddNamespace(ns string) {
 }
 
 // SetFailStatus makes new subscriptions and API calls fail with this HTTP
-// status (0: serve); an API answer's text is the status's (not recorded).
+// status (0: serve), answered as failAnswer says.
 func (s *Server) SetFailStatus(status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failStatus = status
+}
+
+// failAnswer is a failing Nomad's answer. A 500 is as recorded
+// (transcripts H1, H2): the error as text/plain, no newline, no
+// X-Nomad-Index; "No cluster leader" is what a server without a leader
+// answers every read (H1), and a client agent whose servers refuse
+// connections answers a subscription 500 at once (H2, with the dial error's
+// text). Not mirrored: Nomad holds a read for 5 s before answering "No
+// cluster leader", and a client agent without a server answers a read not
+// at all (H2: nothing in 30 s); the fake answers at once. Another status (a
+// proxy's 503) carries its status text (not recorded).
+func failAnswer(w http.ResponseWriter, status int) {
+	text := http.StatusText(status)
+	if status == http.StatusInternalServerError {
+		text = "No cluster leader"
+	}
+	answerText(w, status, "", text)
 }
 
 // FreezeAll makes every open connection stop writing, keeping TCP open.
@@ -527,7 +544,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	fail := s.failStatus
 	s.mu.Unlock()
 	if fail != 0 {
-		http.Error(w, "No cluster leader", fail)
+		failAnswer(w, fail)
 		return
 	}
 	var index uint64

@@ -247,6 +247,13 @@ func (s *Server) handleVar(w http.ResponseWriter, r *http.Request) {
 	if !s.waitPartition(r, token) {
 		return
 	}
+	s.mu.Lock()
+	fail := s.failStatus
+	s.mu.Unlock()
+	if fail != 0 {
+		failAnswer(w, fail)
+		return
+	}
 	path := strings.Trim(strings.TrimPrefix(r.URL.Path, "/v1/var/"), "/")
 	q := r.URL.Query()
 	ns := q.Get("namespace")
