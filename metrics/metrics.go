@@ -1,8 +1,8 @@
 // Package metrics owns prefetch run's Prometheus metrics: counters the loop
 // drives through agent.Observer as things happen, and the images-by-state
 // gauge read from the loop's snapshot at scrape time. It reads the agent
-// (and the peer package's event names) and must not be imported by it; it serves nothing itself (status mounts
-// Handler at /metrics).
+// (and the peer package's event names) and must not be imported by it; it
+// serves nothing itself (status mounts Handler at /metrics).
 package metrics
 
 import (

@@ -112,16 +112,12 @@ func (s *Server) routeIdentity(mux *http.ServeMux) {
 
 // jwks answers the key set; it asks for no token.
 func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	fail := s.failStatus
-	s.mu.Unlock()
 	id := s.ids()
 	id.mu.Lock()
-	id.requests++
+	id.requests++ // a failed one too (JWKSRequests)
 	raw, served := id.raw, append([]int(nil), id.served...)
 	id.mu.Unlock()
-	if fail != 0 {
-		failAnswer(w, fail)
+	if s.failing(w) {
 		return
 	}
 	if raw == nil {

@@ -406,6 +406,19 @@ func failAnswer(w http.ResponseWriter, status int) {
 	answerText(w, status, "", text)
 }
 
+// failing answers as failAnswer and reports true while SetFailStatus is in
+// force, for a handler that reads nothing else of s under s.mu first.
+func (s *Server) failing(w http.ResponseWriter) bool {
+	s.mu.Lock()
+	fail := s.failStatus
+	s.mu.Unlock()
+	if fail == 0 {
+		return false
+	}
+	failAnswer(w, fail)
+	return true
+}
+
 // FreezeAll makes every open connection stop writing, keeping TCP open.
 // New connections are served normally.
 func (s *Server) FreezeAll() {

@@ -35,7 +35,7 @@ type TranscriptStep struct {
 	} `json:"response"`
 }
 
-// Transcript returns the steps of the recording name ("A1" to "G"), in
+// Transcript returns the steps of the recording name ("A1" to "H2"), in
 // their recorded order.
 func Transcript(t testing.TB, name string) []TranscriptStep {
 	t.Helper()

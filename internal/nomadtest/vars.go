@@ -247,11 +247,7 @@ func (s *Server) handleVar(w http.ResponseWriter, r *http.Request) {
 	if !s.waitPartition(r, token) {
 		return
 	}
-	s.mu.Lock()
-	fail := s.failStatus
-	s.mu.Unlock()
-	if fail != 0 {
-		failAnswer(w, fail)
+	if s.failing(w) {
 		return
 	}
 	path := strings.Trim(strings.TrimPrefix(r.URL.Path, "/v1/var/"), "/")
